@@ -1,0 +1,48 @@
+# BiFSMNv2 keyword spotting toolkit.  A new user needs two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_STAMP := $(VENV)/.apt-installed
+DEB_PACKAGES := espeak-ng sox gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user libc6-dev-arm64-cross
+DEMO_DIR ?= build/demo
+
+.PHONY: setup test test-slow demo bench clean
+
+setup: $(STAMP) $(APT_STAMP)
+
+$(APT_STAMP): Makefile
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+# pytest exits 5 when no test carries the marker: that is not a failure here.
+test-slow: setup
+	$(PY) -m pytest -q -m slow tests || [ $$? -eq 5 ]
+
+demo: setup
+	$(PY) -m pipeline.synth --out $(DEMO_DIR)/synth
+	$(PY) -m pipeline.inspect_data --data_dir $(DEMO_DIR)/synth --task v2-12
+
+REAL8 ?= ../shared/data/speech_commands_real8
+REAL8_WORDS := --wanted_words yes,no,up,down,left,right,stop,go --unknown_percentage 0
+
+bench: setup
+	$(PY) -m pipeline.bench_input --data_dir $(REAL8) $(REAL8_WORDS)
+
+clean:
+	rm -rf build

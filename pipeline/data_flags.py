@@ -1,0 +1,58 @@
+"""absl flags for data, task and augmentation, shared by every tool (train, evaluate, export...).
+
+Define them once with ``define_flags()`` and turn them into a ``DataConfig`` with
+``config_from_flags()``; library code takes the config, never the flags.
+"""
+from absl import flags
+
+from pipeline import augment as aug
+from pipeline.input_pipeline import DataConfig
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(data_dir_default=None):
+    if "data_dir" in FLAGS:
+        return
+    flags.DEFINE_string("data_dir", data_dir_default,
+                        "Folder in the Speech Commands layout (archive or official test set).")
+    flags.DEFINE_enum("task", None, ["v1-12", "v2-12", "v2-35", "custom"],
+                      "Preset word list; v1-12/v2-12: 10 words + silence + unknown.")
+    flags.DEFINE_list("wanted_words", None, "Keywords (comma separated); overrides --task words.")
+    flags.DEFINE_enum("protocol", "tf", ["tf", "reference"],
+                      "tf: silence cut from background noise, unknown sampled to "
+                      "--unknown_percentage. reference: BiFSMNv2 code (all-zero silence, every "
+                      "other word unknown).")
+    flags.DEFINE_float("silence_percentage", None, "Silence examples per 100 keyword clips "
+                       "(default 10; 0 drops the _silence_ class).")
+    flags.DEFINE_float("unknown_percentage", None, "Unknown examples per 100 keyword clips "
+                       "(default 10; 0 drops the _unknown_ class).")
+    flags.DEFINE_float("validation_percentage", 10.0, "Used only when the folder has no lists.")
+    flags.DEFINE_float("testing_percentage", 10.0, "Used only when the folder has no lists.")
+    flags.DEFINE_integer("seed", 59185, "Seed for sampling, shuffling and augmentation.")
+    flags.DEFINE_string("cache_dir", None, "Cache decoded audio in files here (default: memory).")
+    d = aug.AugmentConfig()
+    flags.DEFINE_float("background_frequency", d.background_frequency,
+                       "Probability of mixing background noise into a training clip.")
+    flags.DEFINE_float("background_volume", d.background_volume,
+                       "Maximum noise RMS as a fraction of the clip's RMS.")
+    flags.DEFINE_float("time_shift_ms", d.time_shift_ms, "Maximum random time shift.")
+    flags.DEFINE_float("speed_change", d.speed_change, "Speed/pitch factor range 1 +- this.")
+    flags.DEFINE_float("gain_db", d.gain_db, "Random amplitude change range +- dB.")
+    flags.DEFINE_bool("spec_augment", d.spec_augment, "SpecAugment masks on the features.")
+
+
+def config_from_flags() -> DataConfig:
+    if not FLAGS.data_dir:
+        raise flags.ValidationError("--data_dir is required (a Speech Commands folder)")
+    augment = aug.AugmentConfig(
+        background_frequency=FLAGS.background_frequency,
+        background_volume=FLAGS.background_volume, time_shift_ms=FLAGS.time_shift_ms,
+        speed_change=FLAGS.speed_change, gain_db=FLAGS.gain_db, spec_augment=FLAGS.spec_augment)
+    words = ",".join(FLAGS.wanted_words) if FLAGS.wanted_words else None
+    return DataConfig(
+        data_dir=FLAGS.data_dir, task=FLAGS.task, wanted_words=words, protocol=FLAGS.protocol,
+        silence_percentage=FLAGS.silence_percentage, unknown_percentage=FLAGS.unknown_percentage,
+        validation_percentage=FLAGS.validation_percentage,
+        testing_percentage=FLAGS.testing_percentage, seed=FLAGS.seed, cache_dir=FLAGS.cache_dir,
+        augment=augment)

@@ -1,0 +1,33 @@
+"""Report what the reader makes of a Speech Commands folder: layout, classes, split sizes.
+
+    python -m pipeline.inspect_data --data_dir ../shared/data/speech_commands_real8 \
+        --wanted_words yes,no,up,down,left,right,stop,go --unknown_percentage 0
+"""
+import json
+
+from absl import app, flags
+
+from pipeline import data_flags
+from pipeline.input_pipeline import index_from_config
+from pipeline.speech_commands import DataError
+
+data_flags.define_flags()
+
+
+def main(argv):
+    del argv
+    try:
+        index = index_from_config(data_flags.config_from_flags())
+    except DataError as e:
+        raise app.UsageError(str(e))
+    print(f"{index.data_dir}: layout={index.layout}, {len(index.labels)} classes, "
+          f"{len(index.noise_files)} noise recordings")
+    print(index.table())
+    if index.skipped.counts:
+        print("skipped/converted:", index.skipped.summary())
+    print(json.dumps({"layout": index.layout, "labels": index.labels, "counts": index.counts(),
+                      "skipped": dict(index.skipped.counts)}))
+
+
+if __name__ == "__main__":
+    app.run(main)
