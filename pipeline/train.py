@@ -1,0 +1,353 @@
+"""Train the DFSMN teacher or the thinnable BiFSMNv2 student (with FID distillation).
+
+    # teacher
+    python -m pipeline.train --flagfile configs/real8_teacher.flags --out_dir runs/real8/teacher
+    # student from the teacher, all depths at once, Frequency Independent Distillation
+    python -m pipeline.train --flagfile configs/real8_bifsmnv2.flags \
+        --teacher_checkpoint runs/real8/teacher --out_dir runs/real8/bifsmnv2
+
+Each epoch: a Keras progress bar, validation accuracy at every trained depth, TensorBoard logs
+(``OUT/tb``), the last checkpoint (``OUT/ckpt``, model + optimizers + epoch; ``--resume``
+continues from it identically: data order, augmentation and dropout are seeded by (seed,
+epoch)), ``last.weights.h5`` and ``best.weights.h5`` (best validation accuracy at the deepest
+depth). A NaN/inf loss stops the run with a message and leaves the last good checkpoint.
+``OUT/flags.json`` records the flags and ``OUT/metrics.json`` the final metrics.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+import models
+from pipeline import checkpoints, data_flags, distill
+from pipeline.input_pipeline import InputPipeline, index_from_config
+
+import tensorflow as tf  # noqa: E402  (after `models`: Keras 2)
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Flags of this tool (defined only when it runs, so tools can import each other)."""
+    data_flags.define_flags()
+    flags.DEFINE_string("model", "dfsmn", f"Registry name: {', '.join(models.list_models())}.")
+    flags.DEFINE_integer("channels", 128, "DFSMN backbone width C.")
+    flags.DEFINE_integer("hidden", 256, "Hidden width of each layer's pointwise pair.")
+    flags.DEFINE_integer("num_layers", 8, "Number of DFSMN layers.")
+    flags.DEFINE_integer("left", 2, "Memory block: frames of left context.")
+    flags.DEFINE_integer("right", 2, "Memory block: frames of right context.")
+    flags.DEFINE_integer("dilation", 1, "Memory block dilation (stride over time).")
+    flags.DEFINE_float("dropout", 0.2, "Dropout in the layers and before the classifier.")
+    flags.DEFINE_integer("epochs", 100, "Training epochs.")
+    flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (tests, smoke runs).")
+    flags.DEFINE_integer("batch_size", 96, "Batch size (the reference's 96).")
+    flags.DEFINE_float("lr", 5e-3, "Peak learning rate.")
+    flags.DEFINE_float("weight_decay", 1e-4, "L2 weight decay (coupled, as PyTorch SGD).")
+    flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "SGD uses momentum 0.9.")
+    flags.DEFINE_enum("lr_schedule", "cosine", ["cosine", "step", "plateau"],
+                      "cosine: per step to 0; step: x0.1 at 50% and 75% of the epochs; plateau: "
+                      "x0.5 after 5 epochs without validation gain.")
+    flags.DEFINE_float("quant_lr_multiplier", 0.1,
+                       "Learning-rate factor for thresholds and LPB alphas (the reference's 0.1).")
+    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy.")
+    flags.DEFINE_float("clip_norm", 5.0,
+                       "Clip the global gradient norm (0: off). The classifier reads 1,024 features "
+                       "of mean square ~20, so plain SGD at lr 5e-3 diverges in the first epoch.")
+    flags.DEFINE_string("out_dir", None, "Run directory (checkpoints, logs, metrics).")
+    flags.DEFINE_string("teacher_checkpoint", None,
+                        "Teacher run directory: initialises a binary student and, with --distill, "
+                        "teaches it.")
+    flags.DEFINE_bool("init_from_teacher", True, "Copy matching teacher weights into the student.")
+    flags.DEFINE_bool("distill", True, "Distil from --teacher_checkpoint (logits MSE + FID).")
+    flags.DEFINE_float("distill_alpha", 0.01, "Weight of the distillation terms.")
+    flags.DEFINE_enum("select_pass", "fid", list(distill.SELECT_PASS),
+                      "Bands distilled: fid (high and low separately), high, low, no (no wavelet).")
+    flags.DEFINE_integer("J", 1, "Haar wavelet levels.")
+    flags.DEFINE_integer("thin_n", 3, "Train the first thin_n depths (8, 4, 2, 1) at once; the "
+                         "teacher default in the flagfiles is 1.")
+    flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its last checkpoint.")
+    flags.DEFINE_integer("eval_batch_size", 256, "Validation batch size.")
+
+MODEL_FLAGS = ("channels", "hidden", "num_layers", "left", "right", "dilation", "dropout")
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def _dropout_layers(model):
+    out = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):  # noqa: SLF001
+        if isinstance(layer, tf.keras.layers.Dropout):
+            out.append(layer)
+    return out
+
+
+def reseed_dropout(model, seed, epoch):
+    """Dropout masks as a function of (seed, epoch, layer): a resumed epoch draws the same."""
+    for i, layer in enumerate(_dropout_layers(model)):
+        gen = getattr(layer._random_generator, "_generator", None)  # noqa: SLF001
+        if gen is not None:
+            gen.reset_from_seed(seed * 1_000_003 + epoch * 1009 + i)
+
+
+def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs, plateau_scale):
+    if schedule == "cosine":
+        t = (epoch * steps_per_epoch + step) / max(1, epochs * steps_per_epoch)
+        return 0.5 * base * (1 + math.cos(math.pi * t))
+    if schedule == "step":
+        return base * (0.1 ** sum(epoch >= int(epochs * f) for f in (0.5, 0.75)))
+    return base * plateau_scale
+
+
+class Trainer:
+    """One training run; the flags are read once, in ``from_flags``."""
+
+    def __init__(self, cfg, model_name, model_kwargs, out_dir, epochs, batch_size, lr,
+                 weight_decay=1e-4, optimizer="sgd", lr_schedule="cosine", quant_lr=0.1,
+                 label_smoothing=0.0, clip_norm=5.0, teacher_dir=None, init_from_teacher=True, use_distill=True,
+                 distill_alpha=0.01, select_pass="fid", levels=1, thin_n=3,
+                 steps_per_epoch=None, eval_batch_size=256, resume=False, flag_values=None):
+        self.cfg, self.out_dir = cfg, out_dir
+        self.epochs, self.batch_size, self.base_lr = epochs, batch_size, lr
+        self.weight_decay, self.lr_schedule = weight_decay, lr_schedule
+        self.label_smoothing, self.alpha = label_smoothing, distill_alpha
+        self.clip_norm = clip_norm
+        self.select_pass, self.levels = select_pass, levels
+        self.eval_batch_size = eval_batch_size
+        os.makedirs(out_dir, exist_ok=True)
+
+        self.index = index_from_config(cfg)
+        self.pipe = InputPipeline(self.index, cfg)
+        self.labels = self.index.labels
+        n_train = self.pipe.num_examples("training")
+        if n_train < batch_size:
+            raise ValueError(f"{n_train} training examples < --batch_size {batch_size}")
+        self.steps = min(steps_per_epoch or n_train // batch_size, n_train // batch_size)
+
+        num_layers = model_kwargs.get("num_layers", 8)
+        valid = models.valid_depths(num_layers)
+        if not 1 <= thin_n <= len(valid):
+            raise ValueError(f"--thin_n must be in 1..{len(valid)} for {num_layers} layers")
+        self.depths = valid[:thin_n]
+        self.weights = distill.depth_weights(self.depths, num_layers)
+
+        tf.keras.utils.set_random_seed(cfg.seed)
+        tf.keras.backend.experimental.enable_tf_random_generator()
+        self.spec = checkpoints.write_model_json(out_dir, model_name, model_kwargs, self.labels,
+                                                 self.depths)
+        self.model = checkpoints.build_from_spec(self.spec, training_depths=self.depths)
+
+        self.teacher = None
+        if teacher_dir:
+            tspec = checkpoints.read_model_json(teacher_dir)
+            if tspec["labels"] != self.labels:
+                raise checkpoints.CheckpointError(
+                    f"teacher {teacher_dir} was trained on {tspec['labels']}, this run has "
+                    f"{self.labels}")
+            teacher = checkpoints.build_from_spec(tspec, training_depths=[num_layers])
+            checkpoints.load_weights(teacher, checkpoints.weights_path(teacher_dir))
+            if init_from_teacher and not resume:
+                report = models.init_student_from_teacher(self.model, teacher, verbose=False)
+                logging.info("student initialised from %s: %d variables copied, %d left at init",
+                             teacher_dir, len(report["copied"]), len(report["student_only"]))
+                if report["shape_mismatch"]:
+                    raise checkpoints.CheckpointError(
+                        f"teacher and student differ in shape: {report['shape_mismatch'][:5]}")
+            if use_distill:
+                self.teacher = teacher
+
+        quant = models.quant_variables(self.model)
+        quant_ids = {id(v) for v in quant}
+        self.main_vars = [v for v in self.model.trainable_variables if id(v) not in quant_ids]
+        self.quant_vars = [v for v in self.model.trainable_variables if id(v) in quant_ids]
+        self.quant_lr = quant_lr
+
+        def make_opt():
+            if optimizer == "sgd":
+                return tf.keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+            return tf.keras.optimizers.Adam(learning_rate=lr)
+
+        self.opt, self.qopt = make_opt(), make_opt()
+        self.opt.build(self.main_vars)
+        if self.quant_vars:
+            self.qopt.build(self.quant_vars)
+        # initialise the dropout generators (created lazily on first call)
+        self.model(tf.zeros((1,) + tuple(cfg.features.shape)), training=True)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_accuracy")
+        self.plateau = tf.Variable(1.0, dtype=tf.float64, trainable=False, name="plateau_scale")
+        self.since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="since_best")
+        self.ckpt = tf.train.Checkpoint(model=self.model, opt=self.opt, qopt=self.qopt,
+                                        epoch=self.epoch, best=self.best, plateau=self.plateau,
+                                        since_best=self.since_best)
+        self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(out_dir, "ckpt"), 2)
+        self.history = []
+        if resume:
+            if not self.manager.latest_checkpoint:
+                raise checkpoints.CheckpointError(f"--resume: no checkpoint in {out_dir}/ckpt")
+            self.ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            hist = os.path.join(out_dir, "history.json")
+            if os.path.exists(hist):
+                with open(hist) as f:
+                    self.history = json.load(f)[: int(self.epoch.numpy())]
+            logging.info("resumed %s at epoch %d", self.manager.latest_checkpoint,
+                         int(self.epoch.numpy()))
+        if flag_values is not None:
+            with open(os.path.join(out_dir, "flags.json"), "w") as f:
+                json.dump(flag_values, f, indent=2, sort_keys=True)
+        self.writer = tf.summary.create_file_writer(os.path.join(out_dir, "tb"))
+        self._train_step = tf.function(self._step)
+        self._eval_step = tf.function(lambda x: self.model(x, training=False))
+
+    # -- one step -------------------------------------------------------------------------
+    def _step(self, x, y):
+        teacher_logits = teacher_feats = None
+        if self.teacher is not None:
+            t_logits, t_feats = models.split_training_outputs(self.teacher(x, training=False))
+            deepest = max(t_logits)
+            teacher_logits, teacher_feats = t_logits[deepest], t_feats[deepest]
+        with tf.GradientTape() as tape:
+            logits, feats = models.split_training_outputs(self.model(x, training=True))
+            loss, terms = distill.student_loss(
+                y, logits, self.weights, feats, teacher_logits, teacher_feats, self.alpha,
+                self.select_pass, self.levels, self.label_smoothing)
+            decay = tf.add_n([tf.reduce_sum(tf.square(v)) for v in self.main_vars])
+            total = loss + 0.5 * self.weight_decay * decay
+        grads = tape.gradient(total, self.main_vars + self.quant_vars)
+        if self.clip_norm:
+            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+        self.opt.apply_gradients(zip(grads[:len(self.main_vars)], self.main_vars))
+        if self.quant_vars:
+            self.qopt.apply_gradients(zip(grads[len(self.main_vars):], self.quant_vars))
+        accs = {f"acc_d{d}": tf.reduce_mean(tf.cast(
+            tf.equal(tf.argmax(z, -1, output_type=tf.int32), tf.cast(y, tf.int32)), tf.float32))
+            for d, z in logits.items()}
+        return loss, terms, accs
+
+    def evaluate(self, split="validation"):
+        correct = {d: 0 for d in self.depths}
+        n = 0
+        for x, y in self.pipe.eval(split, self.eval_batch_size):
+            logits, _ = models.split_training_outputs(self._eval_step(x))
+            y = y.numpy()
+            for d, z in logits.items():
+                correct[d] += int(np.sum(np.argmax(z.numpy(), -1) == y))
+            n += len(y)
+        return {d: correct[d] / max(n, 1) for d in self.depths}
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self):
+        start_epoch = int(self.epoch.numpy())
+        for epoch in range(start_epoch, self.epochs):
+            reseed_dropout(self.model, self.cfg.seed, epoch)
+            print(f"Epoch {epoch + 1}/{self.epochs}")
+            bar = tf.keras.utils.Progbar(self.steps, stateful_metrics=["lr"])
+            t0 = time.perf_counter()
+            sums = {}
+            for step, (x, y) in enumerate(self.pipe.train(self.batch_size, epoch=epoch)):
+                if step >= self.steps:
+                    break
+                lr = lr_at(self.lr_schedule, self.base_lr, epoch, step, self.steps, self.epochs,
+                           float(self.plateau.numpy()))
+                self.opt.learning_rate.assign(lr)
+                self.qopt.learning_rate.assign(lr * self.quant_lr)
+                loss, terms, accs = self._train_step(x, y)
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    raise NonFiniteLoss(
+                        f"loss became {loss} at epoch {epoch + 1} step {step + 1}; stopping. The "
+                        f"last good checkpoint is kept: {self.manager.latest_checkpoint}. Try a "
+                        "lower --lr.")
+                values = {"loss": loss, **{k: float(v) for k, v in accs.items()}}
+                for k, v in {**values, **{k: float(v) for k, v in terms.items()}}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.update(step + 1, list(values.items()) + [("lr", lr)])
+            seconds = time.perf_counter() - t0
+            val = self.evaluate("validation")
+            deepest = max(self.depths)
+            means = {k: v / self.steps for k, v in sums.items()}
+            record = {"epoch": epoch + 1, "seconds": round(seconds, 2),
+                      "steps_per_s": round(self.steps / seconds, 3), **means,
+                      **{f"val_acc_d{d}": a for d, a in val.items()}}
+            self.history.append(record)
+            print("  " + "  ".join(f"val_acc_d{d} {a:.4f}" for d, a in val.items()) +
+                  f"  ({seconds:.1f} s, {self.steps / seconds:.2f} steps/s)")
+            with self.writer.as_default(step=epoch + 1):
+                for k, v in record.items():
+                    if k != "epoch":
+                        tf.summary.scalar(k, v)
+            self.model.save_weights(os.path.join(self.out_dir, "last.weights.h5"))
+            if val[deepest] > float(self.best.numpy()):
+                self.best.assign(val[deepest])
+                self.since_best.assign(0)
+                self.model.save_weights(os.path.join(self.out_dir, "best.weights.h5"))
+            else:
+                self.since_best.assign_add(1)
+                if self.lr_schedule == "plateau" and int(self.since_best.numpy()) >= 5:
+                    self.plateau.assign(self.plateau * 0.5)
+                    self.since_best.assign(0)
+            self.epoch.assign(epoch + 1)
+            # history first: a kill between the two leaves history ahead of the checkpoint,
+            # and --resume truncates it to the checkpoint's epoch
+            with open(os.path.join(self.out_dir, "history.json"), "w") as f:
+                json.dump(self.history, f, indent=1)
+            self.manager.save()
+        return self.finish()
+
+    def finish(self):
+        secs = [h["seconds"] for h in self.history]
+        metrics = {
+            "model": self.spec["model"], "labels": self.labels, "depths": self.depths,
+            "epochs": len(self.history),
+            "best_val_acc": float(self.best.numpy()),
+            "final_val": {k: v for k, v in (self.history[-1] if self.history else {}).items()
+                          if k.startswith("val_acc")},
+            "median_seconds_per_epoch": float(np.median(secs)) if secs else None,
+            "median_steps_per_s": float(np.median([h["steps_per_s"] for h in self.history]))
+            if self.history else None,
+            "steps_per_epoch": self.steps, "batch_size": self.batch_size,
+            "train_examples": self.pipe.num_examples("training"),
+        }
+        with open(os.path.join(self.out_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        return metrics
+
+
+def trainer_from_flags():
+    cfg = data_flags.config_from_flags()
+    if not FLAGS.out_dir:
+        raise app.UsageError("--out_dir is required")
+    model_kwargs = {k: getattr(FLAGS, k) for k in MODEL_FLAGS}
+    return Trainer(
+        cfg, FLAGS.model, model_kwargs, FLAGS.out_dir, FLAGS.epochs, FLAGS.batch_size, FLAGS.lr,
+        FLAGS.weight_decay, FLAGS.optimizer, FLAGS.lr_schedule, FLAGS.quant_lr_multiplier,
+        FLAGS.label_smoothing, FLAGS.clip_norm, FLAGS.teacher_checkpoint, FLAGS.init_from_teacher, FLAGS.distill,
+        FLAGS.distill_alpha, FLAGS.select_pass, FLAGS.J, FLAGS.thin_n, FLAGS.steps_per_epoch,
+        FLAGS.eval_batch_size, FLAGS.resume,
+        flag_values={f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])
+                     + FLAGS.get_key_flags_for_module(data_flags)})
+
+
+def main(argv):
+    del argv
+    if FLAGS.model not in models.list_models():
+        raise app.UsageError(f"--model {FLAGS.model!r}: expected one of {models.list_models()}")
+    try:
+        trainer = trainer_from_flags()
+        metrics = trainer.fit()
+    except (NonFiniteLoss, checkpoints.CheckpointError, ValueError) as e:
+        logging.error("%s", e)
+        sys.exit(1)
+    print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

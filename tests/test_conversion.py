@@ -1,0 +1,56 @@
+"""LCE conversion smoke test of the binary student at every thinnable depth.
+
+The op census uses `models.lce_census` (reusable by the export tool). Expected per depth
+D (number of DFSMN layers): 2 LceBconv2d per binary conv (the two bit planes of the
+dual-scale activation share one filter), binary convs = conv2 + linear + 2 per layer
+-> 2 * (2 + 2 D) LceBconv2d; float weight ops: the first conv (CONV_2D), D memory-block
+depthwise convs (DEPTHWISE_CONV_2D: LCE has no binary depthwise kernel) and the classifier
+(FULLY_CONNECTED); no other CONV_2D (no binary conv fell back to float).
+
+Outputs are compared with Keras on the LCE interpreter at 1e-4 relative to the logit scale
+(measured ~1e-6). The untrained model's BN statistics, thresholds, PReLU slopes and biases
+are randomised first (kernels keep their initialisation, except the zero-initialised
+classifier, which gets random values so that the logits depend on the input): with
+thresholds 0 and identity BN a binary conv output hits exact ties (0) and sign() of a float
+rounding error decides them, in Keras differently than in the bitwise LCE kernel.
+"""
+import models  # noqa: F401  (must precede tensorflow)
+
+import numpy as np
+import pytest
+
+import numpy_ref as R
+from models.lce_census import float_weight_ops, format_census, op_census
+
+lce = pytest.importorskip("larq_compute_engine")
+
+
+@pytest.mark.parametrize("depth", [pytest.param(8, marks=pytest.mark.slow), 4, 2, 1])
+def test_student_converts_to_lce(depth):
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    model = models.get_model("bifsmnv2", depth=depth)
+    R.randomize_weights(model, seed=depth)
+    flatbuffer = lce.convert_keras_model(model)
+    census = op_census(flatbuffer)
+    print(f"depth {depth}: {len(flatbuffer):,} B, {sum(census.values())} ops: "
+          f"{format_census(census)}")
+
+    assert census["LceBconv2d"] == 2 * (2 + 2 * depth)
+    assert census["CONV_2D"] == 1  # only the full-precision first conv
+    assert census["DEPTHWISE_CONV_2D"] == depth  # memory blocks stay float
+    assert census["FULLY_CONNECTED"] == 1  # classifier
+    float_ops = float_weight_ops(flatbuffer)
+    shapes = sorted((op, shape) for op, _, shape in float_ops)
+    assert shapes == sorted([("CONV_2D", (16, 5, 5, 1)), ("FULLY_CONNECTED", (12, 1024))]
+                            + [("DEPTHWISE_CONV_2D", (1, 5, 1, 128))] * depth)
+    assert not any(name.startswith("Flex") for name in census)
+
+    x = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
+    got = Interpreter(flatbuffer, num_threads=1).predict(x)
+    ref = model(x, training=False).numpy()
+    R.assert_nontrivial(ref)
+    err = np.abs(got - ref).max() / max(1.0, np.abs(ref).max())
+    print(f"depth {depth}: Keras vs LCE max abs diff {np.abs(got - ref).max():.2e}, "
+          f"relative {err:.2e}")
+    assert err < 1e-4
