@@ -8,9 +8,14 @@ APT_STAMP := $(VENV)/.apt-installed
 DEB_PACKAGES := espeak-ng sox gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user libc6-dev-arm64-cross
 DEMO_DIR ?= build/demo
 
-.PHONY: setup test test-slow demo bench clean
+.PHONY: setup kernels test test-slow demo bench clean
 
-setup: $(STAMP) $(APT_STAMP)
+setup: $(STAMP) $(APT_STAMP) kernels
+
+# The bitwise DFSMN op: core + test runner, ASan/UBSan runner, TFLite op library (links the
+# tensorflow wheel), static aarch64 runner (warnings are errors in every build).
+kernels: $(STAMP) $(APT_STAMP)
+	@$(MAKE) --no-print-directory -s -C lce_kernels all asan op aarch64
 
 $(APT_STAMP): Makefile
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -34,9 +39,17 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow tests || [ $$? -eq 5 ]
 
+# The main job on the embedded default (a synthetic corpus): data -> teacher -> binary student
+# (thinnable depths, FID) -> accuracy per depth. A few minutes on 2 cores.
 demo: setup
 	$(PY) -m pipeline.synth --out $(DEMO_DIR)/synth
 	$(PY) -m pipeline.inspect_data --data_dir $(DEMO_DIR)/synth --task v2-12
+	$(PY) -m pipeline.train --flagfile configs/demo_teacher.flags --data_dir $(DEMO_DIR)/synth \
+	    --out_dir $(DEMO_DIR)/teacher --overwrite
+	$(PY) -m pipeline.train --flagfile configs/demo_bifsmnv2.flags --data_dir $(DEMO_DIR)/synth \
+	    --teacher_checkpoint $(DEMO_DIR)/teacher --out_dir $(DEMO_DIR)/bifsmnv2 --overwrite
+	$(PY) -m pipeline.evaluate --model $(DEMO_DIR)/teacher --data_dir $(DEMO_DIR)/synth
+	$(PY) -m pipeline.evaluate --model $(DEMO_DIR)/bifsmnv2 --data_dir $(DEMO_DIR)/synth --depth all
 
 REAL8 ?= ../shared/data/speech_commands_real8
 REAL8_WORDS := --wanted_words yes,no,up,down,left,right,stop,go --unknown_percentage 0
@@ -46,3 +59,4 @@ bench: setup
 
 clean:
 	rm -rf build
+	$(MAKE) -C lce_kernels clean

@@ -60,8 +60,10 @@ class DFSMNLayer(tf.keras.layers.Layer):
         self.binary = binary
         self.mode = mode
         nd = MAX_DEPTH_INDEX + 1
-        self.memory = MemoryBlock(channels, left, right, dilation, binary, mode, name="memory")
-        self.pw1 = QuantConvBN(hidden, 1, binary=binary, mode=mode, num_bn=1, name="pw1")
+        # switchable BN: every BN of the layer has one instance per depth (see MemoryBlock)
+        self.memory = MemoryBlock(channels, left, right, dilation, binary, mode, num_bn=nd,
+                                  name="memory")
+        self.pw1 = QuantConvBN(hidden, 1, binary=binary, mode=mode, num_bn=nd, name="pw1")
         self.pw1_act = _prelu("pw1_act") if binary else tf.keras.layers.ReLU(name="pw1_act")
         self.drop = tf.keras.layers.Dropout(dropout, name="drop")
         self.pw2 = QuantConvBN(channels, 1, binary=binary, mode=mode, num_bn=nd, name="pw2")
@@ -79,8 +81,8 @@ class DFSMNLayer(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x, depth_index=0, training=None):
-        m = self.memory(x, training=training)
-        h = self.pw1_act(self.pw1(m, training=training))
+        m = self.memory(x, bn_index=depth_index, training=training)
+        h = self.pw1_act(self.pw1(m, bn_index=depth_index, training=training))
         h = self.drop(h, training=training)
         o = self.pw2(h, bn_index=depth_index, training=training)
         return m + self.acts[depth_index](o)

@@ -19,7 +19,8 @@ try:  # the schema shipped with the LCE converter
 except ImportError:  # pragma: no cover
     from tensorflow.lite.python import schema_py_generated as _schema
 
-__all__ = ["op_census", "op_list", "float_weight_ops", "format_census"]
+__all__ = ["op_census", "op_list", "float_weight_ops", "format_census", "has_lce_ops",
+           "constant_bytes", "ops_in_scope"]
 
 _BUILTIN_NAMES = {v: k for k, v in vars(_schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(_schema.TensorType).items() if not k.startswith("_")}
@@ -87,6 +88,69 @@ def float_weight_ops(flatbuffer: bytes, subgraph: int = 0):
 
 def format_census(census: collections.Counter) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(census.items(), key=lambda kv: -kv[1]))
+
+
+def has_lce_ops(flatbuffer: bytes) -> bool:
+    """True if any op is a Larq Compute Engine op (needs the LCE runtime)."""
+    return any(name.startswith("Lce") for name in op_census(flatbuffer))
+
+
+def constant_bytes(flatbuffer: bytes, subgraph: int = 0) -> dict:
+    """Bytes of the constant tensors (weights), each buffer counted once (the converter
+    shares one buffer between tensors, e.g. the filter of the two LceBconv2d of a dual-scale
+    conv). Returns {"total", "binary_filters", "float_weights", "other", "by_type"}:
+    binary_filters = filters of LceBconv2d (bit-packed int32), float_weights = kernels of
+    CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED, other = everything else (biases,
+    per-channel multipliers, thresholds, PReLU slopes, shape constants...)."""
+    model = _model(flatbuffer)
+    names = _opcode_names(model)
+    sg = model.Subgraphs(subgraph)
+
+    def buffer_size(b):
+        buf = model.Buffers(b)
+        n = buf.DataLength()
+        return n if n else int(buf.Size() or 0)
+
+    role = {}
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        name = names[op.OpcodeIndex()]
+        inputs = op.InputsAsNumpy() if op.InputsLength() else []
+        if len(inputs) > 1 and inputs[1] >= 0:
+            b = sg.Tensors(int(inputs[1])).Buffer()
+            if name == "LceBconv2d":
+                role[b] = "binary_filters"
+            elif name in FLOAT_WEIGHT_OPS:
+                role.setdefault(b, "float_weights")
+    out = {"total": 0, "binary_filters": 0, "float_weights": 0, "other": 0, "by_type": {}}
+    seen = set()
+    for i in range(sg.TensorsLength()):
+        t = sg.Tensors(i)
+        b = t.Buffer()
+        if b <= 0 or b in seen:
+            continue
+        n = buffer_size(b)
+        if not n:
+            continue
+        seen.add(b)
+        out["total"] += n
+        out[role.get(b, "other")] += n
+        tname = _TYPE_NAMES.get(t.Type(), str(t.Type()))
+        out["by_type"][tname] = out["by_type"].get(tname, 0) + n
+    return out
+
+
+def ops_in_scope(flatbuffer: bytes, scope: str, subgraph: int = 0):
+    """Ops whose output tensor (or first input) name lies in the Keras name scope ``scope``
+    (e.g. ``dfsmn/layer3/pw1``): ``/scope/`` occurs in the name. The converter joins fused
+    names with ';' and truncates long names, so the match is on a substring."""
+    key = "/" + scope.strip("/") + "/"
+    found = []
+    for o in op_list(flatbuffer, subgraph):
+        names = [t[0] for t in o["outputs"] if t] + [t[0] for t in o["inputs"][:1] if t]
+        if any(key in "/" + n for n in names):
+            found.append(o)
+    return found
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,10 +71,10 @@ def _conv_bn_row(layer: QuantConvBN, out_positions: int, bn_index: int = 0, pref
     return _row(prefix + layer.name, k, other, macs, layer.binary, bit_planes=2)
 
 
-def _memory_row(layer: MemoryBlock, frames: int, prefix=""):
+def _memory_row(layer: MemoryBlock, frames: int, prefix="", bn_index: int = 0):
     k = layer.dwconv.depthwise_kernel
     macs = frames * int(np.prod(k.shape))  # (l+r+1) taps x C channels per frame
-    other = list(layer.bn.weights) + list(layer.act.weights)
+    other = list(layer.bns[bn_index].weights) + list(layer.act.weights)
     if layer.binary:
         other += list(layer.dual_scale.weights) + list(layer.dwconv.depthwise_quantizer.weights)
     return _row(prefix + layer.name, k, other, macs, layer.binary, bit_planes=2)
@@ -94,8 +94,8 @@ def model_stats(model: tf.keras.Model, depth: int = None):
             for j in layer_set(d, layer.num_layers):
                 blk = layer.blocks[j]
                 pre = f"{layer.name}/{blk.name}/"
-                rows.append(_memory_row(blk.memory, frames, pre))
-                rows.append(_conv_bn_row(blk.pw1, frames, 0, pre))
+                rows.append(_memory_row(blk.memory, frames, pre, d))
+                rows.append(_conv_bn_row(blk.pw1, frames, d, pre))
                 if blk.pw1_act.weights:
                     rows.append(_row(pre + "pw1_act", None, blk.pw1_act.weights, 0, False))
                 r = _conv_bn_row(blk.pw2, frames, d, pre)

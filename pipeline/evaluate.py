@@ -153,6 +153,10 @@ def main(argv):
     except (checkpoints.CheckpointError, DataError) as e:
         logging.error("%s", e)
         sys.exit(1)
+    if len(results) > 1:
+        print("depth  accuracy      n")
+        for k, v in results.items():
+            print(f"{k!s:>5}  {v['accuracy']:8.4f}  {v['n']:5d}")
     first = next(iter(results.values()))
     summary = {k: first[k] for k in ("accuracy", "n", "per_class", "model", "depth", "split",
                                      "skipped_unknown")}

@@ -42,14 +42,27 @@ def tflite_sidecar(path):
         "pipeline.export) or model.json in the same folder")
 
 
+def default_runtime(model_bytes, custom_op_registerers=None) -> str:
+    """'lce' (LCE interpreter) for a model with Lce* ops, else 'tf' (TensorFlow's interpreter,
+    XNNPACK; also handles int8 inputs / outputs); 'tf' whenever custom op registerers are
+    given (the LCE interpreter cannot register extra ops)."""
+    if custom_op_registerers:
+        return "tf"
+    from models.lce_census import has_lce_ops
+    return "lce" if has_lce_ops(model_bytes) else "tf"
+
+
 class TFLiteRunner:
-    """Runs a .tflite on the LCE interpreter (builtin + LCE ops) or TensorFlow's (XNNPACK)."""
+    """Runs a .tflite on the LCE interpreter (builtin + LCE ops) or TensorFlow's (XNNPACK).
+
+    ``runtime='auto'``: the LCE interpreter for models with Lce* ops, TensorFlow's otherwise
+    (see ``default_runtime``)."""
 
     def __init__(self, path, num_threads=1, runtime="auto", custom_op_registerers=None):
         with open(path, "rb") as f:
             self.model_bytes = f.read()
         if runtime == "auto":
-            runtime = "tf" if custom_op_registerers else "lce"
+            runtime = default_runtime(self.model_bytes, custom_op_registerers)
         self.runtime = runtime
         if runtime == "lce":
             from larq_compute_engine.tflite.python.interpreter import Interpreter

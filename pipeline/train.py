@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -72,6 +73,7 @@ def define_flags():
     flags.DEFINE_integer("thin_n", 3, "Train the first thin_n depths (8, 4, 2, 1) at once; the "
                          "teacher default in the flagfiles is 1.")
     flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its last checkpoint.")
+    flags.DEFINE_bool("overwrite", False, "Start afresh in an --out_dir that holds a run.")
     flags.DEFINE_integer("eval_batch_size", 256, "Validation batch size.")
 
 MODEL_FLAGS = ("channels", "hidden", "num_layers", "left", "right", "dilation", "dropout")
@@ -113,7 +115,8 @@ class Trainer:
                  weight_decay=1e-4, optimizer="sgd", lr_schedule="cosine", quant_lr=0.1,
                  label_smoothing=0.0, clip_norm=5.0, teacher_dir=None, init_from_teacher=True, use_distill=True,
                  distill_alpha=0.01, select_pass="fid", levels=1, thin_n=3,
-                 steps_per_epoch=None, eval_batch_size=256, resume=False, flag_values=None):
+                 steps_per_epoch=None, eval_batch_size=256, resume=False, overwrite=False,
+                 flag_values=None):
         self.cfg, self.out_dir = cfg, out_dir
         self.epochs, self.batch_size, self.base_lr = epochs, batch_size, lr
         self.weight_decay, self.lr_schedule = weight_decay, lr_schedule
@@ -121,6 +124,13 @@ class Trainer:
         self.clip_norm = clip_norm
         self.select_pass, self.levels = select_pass, levels
         self.eval_batch_size = eval_batch_size
+        ckpt_dir = os.path.join(out_dir, "ckpt")
+        if not resume and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+            if not overwrite:
+                raise checkpoints.CheckpointError(
+                    f"{out_dir} already holds a run: pass --resume to continue it or "
+                    "--overwrite to start afresh")
+            shutil.rmtree(ckpt_dir)
         os.makedirs(out_dir, exist_ok=True)
 
         self.index = index_from_config(cfg)
@@ -330,7 +340,7 @@ def trainer_from_flags():
         FLAGS.weight_decay, FLAGS.optimizer, FLAGS.lr_schedule, FLAGS.quant_lr_multiplier,
         FLAGS.label_smoothing, FLAGS.clip_norm, FLAGS.teacher_checkpoint, FLAGS.init_from_teacher, FLAGS.distill,
         FLAGS.distill_alpha, FLAGS.select_pass, FLAGS.J, FLAGS.thin_n, FLAGS.steps_per_epoch,
-        FLAGS.eval_batch_size, FLAGS.resume,
+        FLAGS.eval_batch_size, FLAGS.resume, FLAGS.overwrite,
         flag_values={f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])
                      + FLAGS.get_key_flags_for_module(data_flags)})
 

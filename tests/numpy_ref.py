@@ -110,7 +110,7 @@ def conv_block(x, P, name, binary, stride=1, same=False, per_sample=False, bn="b
     return y
 
 
-def memory_block(x, P, name, binary, left=2, right=2, dilation=1):
+def memory_block(x, P, name, binary, left=2, right=2, dilation=1, bn="bn0"):
     """m = x + PReLU(BN(sum_k w[k,c] a[t + (k - l) d, c])), a zero-padded in time."""
     w = P[f"{name}/dwconv/depthwise_kernel"]  # (l + r + 1, 1, C, 1)
     if binary:
@@ -128,13 +128,13 @@ def memory_block(x, P, name, binary, left=2, right=2, dilation=1):
             tau = t + (k - left) * dilation
             if 0 <= tau < T:
                 h[:, t] += w[k] * a[:, tau]
-    return x + prelu(batch_norm(h, P.group(f"{name}/bn")), P[f"{name}/act/alpha"])
+    return x + prelu(batch_norm(h, P.group(f"{name}/{bn}")), P[f"{name}/act/alpha"])
 
 
 def dfsmn_layer(x, P, j, d, binary):
     pre = f"dfsmn/layer{j}"
-    m = memory_block(x, P, f"{pre}/memory", binary)
-    h = conv_block(m, P, f"{pre}/pw1", binary)
+    m = memory_block(x, P, f"{pre}/memory", binary, bn=f"bn{d}")
+    h = conv_block(m, P, f"{pre}/pw1", binary, bn=f"bn{d}")
     h = prelu(h, P[f"{pre}/pw1_act/alpha"]) if binary else relu(h)
     o = conv_block(h, P, f"{pre}/pw2", binary, bn=f"bn{d}")
     return m + prelu(o, P[f"{pre}/act{d}/alpha"])

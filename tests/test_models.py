@@ -98,8 +98,10 @@ def test_parameter_counts_reference():
     assert tot["kernel_weights"] == 587_664
     assert tot["macs"] == 5_431_296
     assert tot["params"] == 606_428
-    # the model owns bn0..bn3 / act0..act3 of every layer: 3 extra (BN + PReLU) per layer
-    assert teacher.count_params() == 606_428 + 8 * 3 * (4 * 128 + 128) == 621_788
+    # the model owns the BNs of all four depths (switchable BN: memory, pw1, pw2) and
+    # act0..act3 of every layer: per layer 3 extra x (memory BN + pw1 BN + pw2 BN + PReLU)
+    assert teacher.count_params() == 606_428 + 8 * 3 * (4 * 128 + 4 * 256 + 4 * 128 + 128) \
+        == 658_652
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
@@ -111,7 +113,8 @@ def test_parameter_counts_student(depth):
         kernels, macs, params, binary_w)
     if depth == 8:
         assert (params, binary_w) == (621_658, 574_976)
-        assert student.count_params() == 637_018
+        assert student.count_params() == 621_658 + 8 * 3 * (4 * 128 + 4 * 256 + 4 * 128 + 128) \
+            == 673_882
         # 1 bit per binary weight, 32 per other parameter
         assert tot["memory_bits"] == 574_976 + 32 * (621_658 - 574_976)
 
@@ -242,7 +245,8 @@ def test_init_student_from_teacher():
     student = models.get_model("bifsmnv2", depth=8)
     report = models.init_student_from_teacher(student, teacher, verbose=False)
     assert report["teacher_only"] == [] and report["shape_mismatch"] == []
-    assert len(report["copied"]) == len(teacher.weights) == 270
+    # 270 variables + per layer 3 extra depths x 2 switchable BNs (memory, pw1) x 4 variables
+    assert len(report["copied"]) == len(teacher.weights) == 270 + 8 * 3 * 2 * 4
     for n in report["student_only"]:
         assert "threshold_t" in n or "lpb_alpha" in n or n.endswith("pw1_act/alpha"), n
     t_vals = {v.name: v.numpy() for v in teacher.weights}

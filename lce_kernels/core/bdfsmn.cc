@@ -1,0 +1,559 @@
+// Binary DFSMN layer kernel: portable path (always built) and aarch64 NEON path.
+// See bdfsmn.h for the math. Float evaluation order (both paths, no FMA contraction):
+//   binarize: d = v - t0; b = d < 0 ? -1 : 1; r = (v - b) - t1; acc[c % 4] += |r|;
+//             s = ((acc0 + acc1) + (acc2 + acc3)) / n
+//   memory:   S2 = 0; for valid k ascending: S2 += bit ? -s[tau] : s[tau]
+//             z = ((float(D1) + S2) - t2 * float(W)) * mul + bias
+//   pointwise: z = (float(P1) + s * float(P2)) * mul + bias
+//   PReLU:    p = z < 0 ? z * slope : z;   residual: out = m + p
+#include "bdfsmn.h"
+
+#include <cmath>
+#include <cstring>
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define BDFSMN_HAVE_NEON 1
+#else
+#define BDFSMN_HAVE_NEON 0
+#endif
+
+namespace compute_engine {
+namespace core {
+namespace bdfsmn {
+
+namespace {
+
+inline int Round4(int n) { return (n + 3) & ~3; }
+
+inline float PRelu(float z, float slope) { return z < 0.0f ? z * slope : z; }
+
+// Valid taps of frame t: k indices and source frames tau (ascending k).
+inline int ValidTaps(int t, int frames, int taps, int left, int dil, int* ks, int* taus) {
+  int nv = 0;
+  for (int k = 0; k < taps; ++k) {
+    const int tau = t + (k - left) * dil;
+    if (tau >= 0 && tau < frames) {
+      ks[nv] = k;
+      taus[nv] = tau;
+      ++nv;
+    }
+  }
+  return nv;
+}
+
+bool CopyVec(const float* src, int n, int padded, const char* name, std::vector<float>* dst,
+             std::string* error) {
+  if (src == nullptr) {
+    *error = std::string("null parameter vector ") + name;
+    return false;
+  }
+  dst->assign(static_cast<std::size_t>(padded), 0.0f);
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(src[i])) {
+      *error = std::string("non-finite value in ") + name + " at index " + std::to_string(i);
+      return false;
+    }
+    (*dst)[static_cast<std::size_t>(i)] = src[i];
+  }
+  return true;
+}
+
+}  // namespace
+
+void RepackRows(const std::uint32_t* src, int rows, int n, int words64, std::uint64_t* dst) {
+  const int w32 = PackedWords32(n);
+  for (int row = 0; row < rows; ++row) {
+    const std::uint32_t* s = src + static_cast<std::size_t>(row) * w32;
+    std::uint64_t* d = dst + static_cast<std::size_t>(row) * words64;
+    for (int j = 0; j < words64; ++j) d[j] = 0;
+    for (int j = 0; j < w32; ++j) {
+      d[j / 2] |= static_cast<std::uint64_t>(s[j]) << (32 * (j % 2));
+    }
+    // clear pad bits n .. 64 * words64
+    const int full = n / 64, rem = n % 64;
+    if (rem != 0) d[full] &= (std::uint64_t{1} << rem) - 1;
+    for (int j = full + (rem != 0 ? 1 : 0); j < words64; ++j) d[j] = 0;
+  }
+}
+
+bool HasNeon() { return BDFSMN_HAVE_NEON != 0; }
+
+const char* PathName(Path path) {
+  switch (path) {
+    case Path::kAuto: return HasNeon() ? "auto(neon)" : "auto(portable)";
+    case Path::kPortable: return "portable";
+    case Path::kNeon: return "neon";
+  }
+  return "?";
+}
+
+// ------------------------------------------------------------------------------------
+// Kernels: friend of Layer, holds both implementations.
+// ------------------------------------------------------------------------------------
+struct Kernels {
+  static bool UseNeon(Path path) {
+    if (path == Path::kPortable) return false;
+    return HasNeon();  // kAuto and kNeon (kNeon falls back where NEON is absent)
+  }
+
+  // ---------------- portable ----------------
+  static void BinarizePortable(const float* v, int frames, int n, const float* t0,
+                               const float* t1, std::uint64_t* b1, std::uint64_t* b2,
+                               float* s) {
+    const int words = PaddedWords64(n);
+    for (int t = 0; t < frames; ++t) {
+      const float* row = v + static_cast<std::size_t>(t) * n;
+      std::uint64_t* o1 = b1 + static_cast<std::size_t>(t) * words;
+      std::uint64_t* o2 = b2 + static_cast<std::size_t>(t) * words;
+      for (int j = 0; j < words; ++j) o1[j] = o2[j] = 0;
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int c = 0; c < n; ++c) {
+        const float d = row[c] - t0[c];
+        const bool neg1 = d < 0.0f;
+        const float b = neg1 ? -1.0f : 1.0f;
+        const float r = (row[c] - b) - t1[c];
+        const bool neg2 = r < 0.0f;
+        acc[c & 3] += std::fabs(r);
+        o1[c >> 6] |= static_cast<std::uint64_t>(neg1) << (c & 63);
+        o2[c >> 6] |= static_cast<std::uint64_t>(neg2) << (c & 63);
+      }
+      s[t] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) / static_cast<float>(n);
+    }
+  }
+
+  template <bool kCounts>
+  static void MemoryPortable(const Layer& L, const float* x, const std::uint64_t* b1,
+                             const std::uint64_t* b2, const float* s, int frames, float* m,
+                             std::int32_t* d1o, std::int32_t* wso, float* s2o) {
+    const int C = L.c_, wc = L.wc_, K = L.taps();
+    int ks[kMaxTaps], taus[kMaxTaps];
+    std::uint64_t x1[kMaxTaps], x2[kMaxTaps], wb[kMaxTaps];
+    for (int t = 0; t < frames; ++t) {
+      const int nv = ValidTaps(t, frames, K, L.l_, L.dil_, ks, taus);
+      for (int j = 0; j * 64 < C; ++j) {
+        for (int i = 0; i < nv; ++i) {
+          wb[i] = L.mem_w_[static_cast<std::size_t>(ks[i]) * wc + j];
+          x1[i] = wb[i] ^ b1[static_cast<std::size_t>(taus[i]) * wc + j];
+          x2[i] = wb[i] ^ b2[static_cast<std::size_t>(taus[i]) * wc + j];
+        }
+        const int cend = C < 64 * (j + 1) ? C : 64 * (j + 1);
+        for (int c = 64 * j; c < cend; ++c) {
+          const int bit = c & 63;
+          int n1 = 0, nw = 0;
+          float s2 = 0.0f;
+          for (int i = 0; i < nv; ++i) {
+            n1 += static_cast<int>((x1[i] >> bit) & 1u);
+            nw += static_cast<int>((wb[i] >> bit) & 1u);
+            const float st = s[taus[i]];
+            s2 += ((x2[i] >> bit) & 1u) ? -st : st;
+          }
+          const int d1 = nv - 2 * n1, ws = nv - 2 * nw;
+          const std::size_t idx = static_cast<std::size_t>(t) * C + c;
+          if (kCounts) {
+            d1o[idx] = d1;
+            wso[idx] = ws;
+            s2o[idx] = s2;
+          } else {
+            float z = (static_cast<float>(d1) + s2) - L.mem_t2_[c] * static_cast<float>(ws);
+            z = z * L.mem_mul_[c] + L.mem_bias_[c];
+            m[idx] = x[idx] + PRelu(z, L.mem_slope_[c]);
+          }
+        }
+      }
+    }
+  }
+
+  // Pointwise binary conv: O outputs, K input bits, W 64-bit words per row.
+  template <bool kCounts>
+  static void PointwisePortable(const std::uint64_t* w, int O, int K, int W,
+                                const std::uint64_t* b1, const std::uint64_t* b2,
+                                const float* s, int frames, const float* mul,
+                                const float* bias, const float* slope, const float* res,
+                                float* out, std::int32_t* p1o, std::int32_t* p2o) {
+    for (int t = 0; t < frames; ++t) {
+      const std::uint64_t* a1 = b1 + static_cast<std::size_t>(t) * W;
+      const std::uint64_t* a2 = b2 + static_cast<std::size_t>(t) * W;
+      const float st = s[t];
+      for (int o = 0; o < O; ++o) {
+        const std::uint64_t* wr = w + static_cast<std::size_t>(o) * W;
+        int n1 = 0, n2 = 0;
+        for (int j = 0; j < W; ++j) {
+          n1 += __builtin_popcountll(wr[j] ^ a1[j]);
+          n2 += __builtin_popcountll(wr[j] ^ a2[j]);
+        }
+        const int p1 = K - 2 * n1, p2 = K - 2 * n2;
+        const std::size_t idx = static_cast<std::size_t>(t) * O + o;
+        if (kCounts) {
+          p1o[idx] = p1;
+          p2o[idx] = p2;
+        } else {
+          const float z = (static_cast<float>(p1) + st * static_cast<float>(p2)) * mul[o] +
+                          bias[o];
+          const float p = PRelu(z, slope[o]);
+          out[idx] = res != nullptr ? res[idx] + p : p;
+        }
+      }
+    }
+  }
+
+#if BDFSMN_HAVE_NEON
+  // ---------------- NEON ----------------
+  static inline uint32x4_t LaneMask(std::uint64_t word, int shift) {
+    static const uint32_t kBits[4] = {1u, 2u, 4u, 8u};
+    const uint32x4_t lanebits = vld1q_u32(kBits);
+    return vtstq_u32(vdupq_n_u32(static_cast<uint32_t>(word >> shift) & 0xFu), lanebits);
+  }
+
+  static void BinarizeNeon(const float* v, int frames, int n, const float* t0,
+                           const float* t1, std::uint64_t* b1, std::uint64_t* b2, float* s) {
+    static const uint32_t kBits[4] = {1u, 2u, 4u, 8u};
+    const uint32x4_t lanebits = vld1q_u32(kBits);
+    const float32x4_t zero = vdupq_n_f32(0.0f), one = vdupq_n_f32(1.0f),
+                      mone = vdupq_n_f32(-1.0f);
+    const int words = PaddedWords64(n);
+    const int n4 = n & ~3;
+    for (int t = 0; t < frames; ++t) {
+      const float* row = v + static_cast<std::size_t>(t) * n;
+      std::uint64_t* o1 = b1 + static_cast<std::size_t>(t) * words;
+      std::uint64_t* o2 = b2 + static_cast<std::size_t>(t) * words;
+      for (int j = 0; j < words; ++j) o1[j] = o2[j] = 0;
+      float32x4_t acc = zero;
+      int c = 0;
+      for (; c < n4; c += 4) {
+        const float32x4_t xv = vld1q_f32(row + c);
+        const uint32x4_t m1 = vcltq_f32(vsubq_f32(xv, vld1q_f32(t0 + c)), zero);
+        const float32x4_t b = vbslq_f32(m1, mone, one);
+        const float32x4_t r = vsubq_f32(vsubq_f32(xv, b), vld1q_f32(t1 + c));
+        const uint32x4_t m2 = vcltq_f32(r, zero);
+        acc = vaddq_f32(acc, vabsq_f32(r));
+        const std::uint64_t nib1 = vaddvq_u32(vandq_u32(m1, lanebits));
+        const std::uint64_t nib2 = vaddvq_u32(vandq_u32(m2, lanebits));
+        o1[c >> 6] |= nib1 << (c & 63);
+        o2[c >> 6] |= nib2 << (c & 63);
+      }
+      float a[4];
+      vst1q_f32(a, acc);
+      for (; c < n; ++c) {  // tail: same lane assignment as the portable path
+        const float d = row[c] - t0[c];
+        const bool neg1 = d < 0.0f;
+        const float b = neg1 ? -1.0f : 1.0f;
+        const float r = (row[c] - b) - t1[c];
+        const bool neg2 = r < 0.0f;
+        a[c & 3] += std::fabs(r);
+        o1[c >> 6] |= static_cast<std::uint64_t>(neg1) << (c & 63);
+        o2[c >> 6] |= static_cast<std::uint64_t>(neg2) << (c & 63);
+      }
+      s[t] = ((a[0] + a[1]) + (a[2] + a[3])) / static_cast<float>(n);
+    }
+  }
+
+  template <bool kCounts>
+  static void MemoryNeon(const Layer& L, const float* x, const std::uint64_t* b1,
+                         const std::uint64_t* b2, const float* s, int frames, float* m,
+                         std::int32_t* d1o, std::int32_t* wso, float* s2o) {
+    const int C = L.c_, wc = L.wc_, K = L.taps();
+    int ks[kMaxTaps], taus[kMaxTaps];
+    std::uint64_t x1[kMaxTaps], x2[kMaxTaps], wb[kMaxTaps];
+    float32x4_t sp[kMaxTaps], sn[kMaxTaps];
+    const float32x4_t zero = vdupq_n_f32(0.0f);
+    for (int t = 0; t < frames; ++t) {
+      const int nv = ValidTaps(t, frames, K, L.l_, L.dil_, ks, taus);
+      for (int i = 0; i < nv; ++i) {
+        sp[i] = vdupq_n_f32(s[taus[i]]);
+        sn[i] = vdupq_n_f32(-s[taus[i]]);
+      }
+      const int32x4_t nvv = vdupq_n_s32(nv);
+      for (int j = 0; j * 64 < C; ++j) {
+        for (int i = 0; i < nv; ++i) {
+          wb[i] = L.mem_w_[static_cast<std::size_t>(ks[i]) * wc + j];
+          x1[i] = wb[i] ^ b1[static_cast<std::size_t>(taus[i]) * wc + j];
+          x2[i] = wb[i] ^ b2[static_cast<std::size_t>(taus[i]) * wc + j];
+        }
+        for (int g = 0; g < 16; ++g) {
+          const int c0 = 64 * j + 4 * g;
+          if (c0 >= C) break;
+          int32x4_t n1 = vdupq_n_s32(0), nw = vdupq_n_s32(0);
+          float32x4_t s2 = zero;
+          for (int i = 0; i < nv; ++i) {
+            // mask lane = all ones (-1) where the bit is set: subtracting counts it
+            n1 = vsubq_s32(n1, vreinterpretq_s32_u32(LaneMask(x1[i], 4 * g)));
+            nw = vsubq_s32(nw, vreinterpretq_s32_u32(LaneMask(wb[i], 4 * g)));
+            s2 = vaddq_f32(s2, vbslq_f32(LaneMask(x2[i], 4 * g), sn[i], sp[i]));
+          }
+          const int32x4_t d1 = vsubq_s32(nvv, vshlq_n_s32(n1, 1));
+          const int32x4_t ws = vsubq_s32(nvv, vshlq_n_s32(nw, 1));
+          const int lanes = C - c0 < 4 ? C - c0 : 4;
+          const std::size_t idx = static_cast<std::size_t>(t) * C + c0;
+          if (kCounts) {
+            std::int32_t a[4], b[4];
+            float f[4];
+            vst1q_s32(a, d1);
+            vst1q_s32(b, ws);
+            vst1q_f32(f, s2);
+            for (int q = 0; q < lanes; ++q) {
+              d1o[idx + q] = a[q];
+              wso[idx + q] = b[q];
+              s2o[idx + q] = f[q];
+            }
+          } else {
+            // parameter vectors are padded to a multiple of 4 by Layer::Init
+            float32x4_t z = vaddq_f32(vcvtq_f32_s32(d1), s2);
+            z = vsubq_f32(z, vmulq_f32(vld1q_f32(&L.mem_t2_[c0]), vcvtq_f32_s32(ws)));
+            z = vaddq_f32(vmulq_f32(z, vld1q_f32(&L.mem_mul_[c0])), vld1q_f32(&L.mem_bias_[c0]));
+            const float32x4_t p =
+                vbslq_f32(vcltq_f32(z, zero), vmulq_f32(z, vld1q_f32(&L.mem_slope_[c0])), z);
+            if (lanes == 4) {
+              vst1q_f32(m + idx, vaddq_f32(vld1q_f32(x + idx), p));
+            } else {
+              float pa[4];
+              vst1q_f32(pa, p);
+              for (int q = 0; q < lanes; ++q) m[idx + q] = x[idx + q] + pa[q];
+            }
+          }
+        }
+      }
+    }
+  }
+
+  template <bool kCounts>
+  static inline void PointwiseStore(int t, int o, int O, int K, std::uint32_t n1,
+                                    std::uint32_t n2, float st, const float* mul,
+                                    const float* bias, const float* slope, const float* res,
+                                    float* out, std::int32_t* p1o, std::int32_t* p2o) {
+    const int p1 = K - 2 * static_cast<int>(n1), p2 = K - 2 * static_cast<int>(n2);
+    const std::size_t idx = static_cast<std::size_t>(t) * O + o;
+    if (kCounts) {
+      p1o[idx] = p1;
+      p2o[idx] = p2;
+    } else {
+      const float z =
+          (static_cast<float>(p1) + st * static_cast<float>(p2)) * mul[o] + bias[o];
+      const float p = PRelu(z, slope[o]);
+      out[idx] = res != nullptr ? res[idx] + p : p;
+    }
+  }
+
+  // Blocks of 4 output rows x 1 frame; both bit planes of the frame are XORed against the
+  // same weight registers; byte popcounts (vcntq_u8) are pairwise-accumulated into 16-bit
+  // lanes (vpadalq_u8: no overflow below 4096 q-words = 524288 bits) and reduced once.
+  template <bool kCounts>
+  static void PointwiseNeon(const std::uint64_t* w, int O, int K, int W,
+                            const std::uint64_t* b1, const std::uint64_t* b2, const float* s,
+                            int frames, const float* mul, const float* bias,
+                            const float* slope, const float* res, float* out,
+                            std::int32_t* p1o, std::int32_t* p2o) {
+    const int nq = W / 2;  // W is a multiple of 2 (128-bit rows)
+    for (int t = 0; t < frames; ++t) {
+      const std::uint8_t* a1 =
+          reinterpret_cast<const std::uint8_t*>(b1 + static_cast<std::size_t>(t) * W);
+      const std::uint8_t* a2 =
+          reinterpret_cast<const std::uint8_t*>(b2 + static_cast<std::size_t>(t) * W);
+      const float st = s[t];
+      int o = 0;
+      for (; o + 4 <= O; o += 4) {
+        const std::uint8_t* w0 =
+            reinterpret_cast<const std::uint8_t*>(w + static_cast<std::size_t>(o) * W);
+        const std::uint8_t* w1 = w0 + 8 * W;
+        const std::uint8_t* w2 = w1 + 8 * W;
+        const std::uint8_t* w3 = w2 + 8 * W;
+        uint16x8_t c10 = vdupq_n_u16(0), c11 = c10, c12 = c10, c13 = c10;
+        uint16x8_t c20 = c10, c21 = c10, c22 = c10, c23 = c10;
+        for (int q = 0; q < nq; ++q) {
+          const uint8x16_t x1 = vld1q_u8(a1 + 16 * q);
+          const uint8x16_t x2 = vld1q_u8(a2 + 16 * q);
+          const uint8x16_t k0 = vld1q_u8(w0 + 16 * q);
+          const uint8x16_t k1 = vld1q_u8(w1 + 16 * q);
+          const uint8x16_t k2 = vld1q_u8(w2 + 16 * q);
+          const uint8x16_t k3 = vld1q_u8(w3 + 16 * q);
+          c10 = vpadalq_u8(c10, vcntq_u8(veorq_u8(k0, x1)));
+          c20 = vpadalq_u8(c20, vcntq_u8(veorq_u8(k0, x2)));
+          c11 = vpadalq_u8(c11, vcntq_u8(veorq_u8(k1, x1)));
+          c21 = vpadalq_u8(c21, vcntq_u8(veorq_u8(k1, x2)));
+          c12 = vpadalq_u8(c12, vcntq_u8(veorq_u8(k2, x1)));
+          c22 = vpadalq_u8(c22, vcntq_u8(veorq_u8(k2, x2)));
+          c13 = vpadalq_u8(c13, vcntq_u8(veorq_u8(k3, x1)));
+          c23 = vpadalq_u8(c23, vcntq_u8(veorq_u8(k3, x2)));
+        }
+        PointwiseStore<kCounts>(t, o + 0, O, K, vaddlvq_u16(c10), vaddlvq_u16(c20), st, mul,
+                                bias, slope, res, out, p1o, p2o);
+        PointwiseStore<kCounts>(t, o + 1, O, K, vaddlvq_u16(c11), vaddlvq_u16(c21), st, mul,
+                                bias, slope, res, out, p1o, p2o);
+        PointwiseStore<kCounts>(t, o + 2, O, K, vaddlvq_u16(c12), vaddlvq_u16(c22), st, mul,
+                                bias, slope, res, out, p1o, p2o);
+        PointwiseStore<kCounts>(t, o + 3, O, K, vaddlvq_u16(c13), vaddlvq_u16(c23), st, mul,
+                                bias, slope, res, out, p1o, p2o);
+      }
+      for (; o < O; ++o) {
+        const std::uint8_t* w0 =
+            reinterpret_cast<const std::uint8_t*>(w + static_cast<std::size_t>(o) * W);
+        uint16x8_t c1 = vdupq_n_u16(0), c2 = c1;
+        for (int q = 0; q < nq; ++q) {
+          const uint8x16_t k0 = vld1q_u8(w0 + 16 * q);
+          c1 = vpadalq_u8(c1, vcntq_u8(veorq_u8(k0, vld1q_u8(a1 + 16 * q))));
+          c2 = vpadalq_u8(c2, vcntq_u8(veorq_u8(k0, vld1q_u8(a2 + 16 * q))));
+        }
+        PointwiseStore<kCounts>(t, o, O, K, vaddlvq_u16(c1), vaddlvq_u16(c2), st, mul, bias,
+                                slope, res, out, p1o, p2o);
+      }
+    }
+  }
+#endif  // BDFSMN_HAVE_NEON
+
+  // ---------------- dispatch ----------------
+  static void Binarize(const float* v, int frames, int n, const float* t0, const float* t1,
+                       std::uint64_t* b1, std::uint64_t* b2, float* s, Path path) {
+#if BDFSMN_HAVE_NEON
+    if (UseNeon(path)) return BinarizeNeon(v, frames, n, t0, t1, b1, b2, s);
+#endif
+    (void)path;
+    BinarizePortable(v, frames, n, t0, t1, b1, b2, s);
+  }
+
+  template <bool kCounts>
+  static void Memory(const Layer& L, const float* x, const std::uint64_t* b1,
+                     const std::uint64_t* b2, const float* s, int frames, float* m,
+                     std::int32_t* d1o, std::int32_t* wso, float* s2o, Path path) {
+#if BDFSMN_HAVE_NEON
+    if (UseNeon(path)) return MemoryNeon<kCounts>(L, x, b1, b2, s, frames, m, d1o, wso, s2o);
+#endif
+    (void)path;
+    MemoryPortable<kCounts>(L, x, b1, b2, s, frames, m, d1o, wso, s2o);
+  }
+
+  template <bool kCounts>
+  static void Pointwise(const std::uint64_t* w, int O, int K, int W, const std::uint64_t* b1,
+                        const std::uint64_t* b2, const float* s, int frames, const float* mul,
+                        const float* bias, const float* slope, const float* res, float* out,
+                        std::int32_t* p1o, std::int32_t* p2o, Path path) {
+#if BDFSMN_HAVE_NEON
+    if (UseNeon(path))
+      return PointwiseNeon<kCounts>(w, O, K, W, b1, b2, s, frames, mul, bias, slope, res, out,
+                                    p1o, p2o);
+#endif
+    (void)path;
+    PointwisePortable<kCounts>(w, O, K, W, b1, b2, s, frames, mul, bias, slope, res, out, p1o,
+                               p2o);
+  }
+};
+
+// ------------------------------------------------------------------------------------
+// Layer
+// ------------------------------------------------------------------------------------
+bool Layer::Init(const LayerSpec& spec, std::string* error) {
+  std::string dummy;
+  if (error == nullptr) error = &dummy;
+  const int C = spec.channels, H = spec.hidden;
+  if (C < 1 || C > kMaxChannels || H < 1 || H > kMaxChannels) {
+    *error = "channels and hidden must be in [1, " + std::to_string(kMaxChannels) + "], got " +
+             std::to_string(C) + ", " + std::to_string(H);
+    return false;
+  }
+  if (spec.left < 0 || spec.right < 0 || spec.left + spec.right + 1 > kMaxTaps) {
+    *error = "left/right must be >= 0 with left + right + 1 <= " + std::to_string(kMaxTaps);
+    return false;
+  }
+  if (spec.dilation < 1 || spec.dilation > (1 << 16)) {
+    *error = "dilation must be in [1, 65536]";
+    return false;
+  }
+  if (spec.mem_weights == nullptr || spec.pw1_weights == nullptr ||
+      spec.pw2_weights == nullptr) {
+    *error = "null weight pointer";
+    return false;
+  }
+  c_ = C;
+  h_ = H;
+  l_ = spec.left;
+  r_ = spec.right;
+  dil_ = spec.dilation;
+  wc_ = PaddedWords64(C);
+  wh_ = PaddedWords64(H);
+  const int K = taps();
+  mem_w_.assign(static_cast<std::size_t>(K) * wc_, 0);
+  pw1_w_.assign(static_cast<std::size_t>(H) * wc_, 0);
+  pw2_w_.assign(static_cast<std::size_t>(C) * wh_, 0);
+  RepackRows(spec.mem_weights, K, C, wc_, mem_w_.data());
+  RepackRows(spec.pw1_weights, H, C, wc_, pw1_w_.data());
+  RepackRows(spec.pw2_weights, C, H, wh_, pw2_w_.data());
+  const int C4 = Round4(C), H4 = Round4(H);
+  return CopyVec(spec.mem_t0, C, C4, "mem_t0", &mem_t0_, error) &&
+         CopyVec(spec.mem_t1, C, C4, "mem_t1", &mem_t1_, error) &&
+         CopyVec(spec.mem_t2, C, C4, "mem_t2", &mem_t2_, error) &&
+         CopyVec(spec.mem_mul, C, C4, "mem_mul", &mem_mul_, error) &&
+         CopyVec(spec.mem_bias, C, C4, "mem_bias", &mem_bias_, error) &&
+         CopyVec(spec.mem_slope, C, C4, "mem_slope", &mem_slope_, error) &&
+         CopyVec(spec.pw1_t0, C, C4, "pw1_t0", &pw1_t0_, error) &&
+         CopyVec(spec.pw1_t1, C, C4, "pw1_t1", &pw1_t1_, error) &&
+         CopyVec(spec.pw1_mul, H, H4, "pw1_mul", &pw1_mul_, error) &&
+         CopyVec(spec.pw1_bias, H, H4, "pw1_bias", &pw1_bias_, error) &&
+         CopyVec(spec.pw1_slope, H, H4, "pw1_slope", &pw1_slope_, error) &&
+         CopyVec(spec.pw2_t0, H, H4, "pw2_t0", &pw2_t0_, error) &&
+         CopyVec(spec.pw2_t1, H, H4, "pw2_t1", &pw2_t1_, error) &&
+         CopyVec(spec.pw2_mul, C, C4, "pw2_mul", &pw2_mul_, error) &&
+         CopyVec(spec.pw2_bias, C, C4, "pw2_bias", &pw2_bias_, error) &&
+         CopyVec(spec.pw2_slope, C, C4, "pw2_slope", &pw2_slope_, error);
+}
+
+void Layer::Prepare(int frames, Workspace* ws) const {
+  if (frames < 1) frames = 1;
+  const std::size_t T = static_cast<std::size_t>(frames);
+  ws->frames = frames;
+  ws->mem_b1.assign(T * wc_, 0);
+  ws->mem_b2.assign(T * wc_, 0);
+  ws->pw1_b1.assign(T * wc_, 0);
+  ws->pw1_b2.assign(T * wc_, 0);
+  ws->pw2_b1.assign(T * wh_, 0);
+  ws->pw2_b2.assign(T * wh_, 0);
+  ws->mem_s.assign(T, 0.0f);
+  ws->pw1_s.assign(T, 0.0f);
+  ws->pw2_s.assign(T, 0.0f);
+  ws->m.assign(T * c_, 0.0f);
+  ws->h.assign(T * h_, 0.0f);
+}
+
+bool Layer::Eval(const float* x, int frames, float* out, Workspace* ws, Path path) const {
+  if (frames < 1 || ws == nullptr || ws->frames < frames || c_ < 1) return false;
+  Kernels::Binarize(x, frames, c_, mem_t0_.data(), mem_t1_.data(), ws->mem_b1.data(),
+                    ws->mem_b2.data(), ws->mem_s.data(), path);
+  Kernels::Memory<false>(*this, x, ws->mem_b1.data(), ws->mem_b2.data(), ws->mem_s.data(),
+                         frames, ws->m.data(), nullptr, nullptr, nullptr, path);
+  Kernels::Binarize(ws->m.data(), frames, c_, pw1_t0_.data(), pw1_t1_.data(),
+                    ws->pw1_b1.data(), ws->pw1_b2.data(), ws->pw1_s.data(), path);
+  Kernels::Pointwise<false>(pw1_w_.data(), h_, c_, wc_, ws->pw1_b1.data(), ws->pw1_b2.data(),
+                            ws->pw1_s.data(), frames, pw1_mul_.data(), pw1_bias_.data(),
+                            pw1_slope_.data(), nullptr, ws->h.data(), nullptr, nullptr, path);
+  Kernels::Binarize(ws->h.data(), frames, h_, pw2_t0_.data(), pw2_t1_.data(),
+                    ws->pw2_b1.data(), ws->pw2_b2.data(), ws->pw2_s.data(), path);
+  Kernels::Pointwise<false>(pw2_w_.data(), c_, h_, wh_, ws->pw2_b1.data(), ws->pw2_b2.data(),
+                            ws->pw2_s.data(), frames, pw2_mul_.data(), pw2_bias_.data(),
+                            pw2_slope_.data(), ws->m.data(), out, nullptr, nullptr, path);
+  return true;
+}
+
+void Layer::Binarize(const float* v, int frames, int n, const float* t0, const float* t1,
+                     std::uint64_t* b1, std::uint64_t* b2, float* s, Path path) {
+  Kernels::Binarize(v, frames, n, t0, t1, b1, b2, s, path);
+}
+
+void Layer::MemoryCounts(const std::uint64_t* b1, const std::uint64_t* b2, const float* s,
+                         int frames, std::int32_t* d1, std::int32_t* wsum, float* s2,
+                         Path path) const {
+  Kernels::Memory<true>(*this, nullptr, b1, b2, s, frames, nullptr, d1, wsum, s2, path);
+}
+
+void Layer::PointwiseCounts(int which, const std::uint64_t* b1, const std::uint64_t* b2,
+                            int frames, std::int32_t* p1, std::int32_t* p2, Path path) const {
+  std::vector<float> s(static_cast<std::size_t>(frames > 0 ? frames : 1), 0.0f);
+  if (which == 1) {
+    Kernels::Pointwise<true>(pw1_w_.data(), h_, c_, wc_, b1, b2, s.data(), frames, nullptr,
+                             nullptr, nullptr, nullptr, nullptr, p1, p2, path);
+  } else {
+    Kernels::Pointwise<true>(pw2_w_.data(), c_, h_, wh_, b1, b2, s.data(), frames, nullptr,
+                             nullptr, nullptr, nullptr, nullptr, p1, p2, path);
+  }
+}
+
+}  // namespace bdfsmn
+}  // namespace core
+}  // namespace compute_engine

@@ -1,0 +1,178 @@
+// One binary DFSMN layer (BiFSMNv2 student, inference form) computed with bitwise operations.
+//
+// This is the kernel core: plain C++17, no TFLite dependency (the TFLite op glue lives in
+// lce_kernels/tflite/). It reproduces models/dfsmn.py::DFSMNLayer (binary=True,
+// training=False) for one depth index d, with the parameters folded at export time.
+//
+// ---------------------------------------------------------------------------------------
+// Math (per sample; x[t][c], t < T frames, c < C channels; H hidden; K = l + r + 1 taps)
+//
+//   Dual-scale binarization of a frame v[0..n) with per-channel thresholds t0, t1, t2
+//   (sign(0) = +1; bit = 1 <=> -1):
+//     b1 = sign(v - t0),  r = (v - b1) - t1,  b2 = sign(r),  s = (1/n) sum_c |r_c|
+//     a  = b1 + s * b2 - t2                     (s: one scalar per frame)
+//
+//   (a) memory block (depthwise temporal conv, binary weights sigma[k][c] = sign(w[k][c]),
+//       weight scale mean_k |w[k][c]| folded into mem_mul; zero padding of a in time):
+//     tau_k = t + (k - l) * dil,  V(t) = { k : 0 <= tau_k < T },  n_v = |V(t)|
+//     D1[t][c] = sum_{k in V} sigma[k][c] * b1[tau_k][c]   = n_v - 2 * #{k : w_bit ^ b1_bit}
+//     S2[t][c] = sum_{k in V} s[tau_k] * sigma[k][c] * b2[tau_k][c]   (float, k ascending)
+//     W [t][c] = sum_{k in V} sigma[k][c]                  = n_v - 2 * #{k : w_bit}
+//     z = ((D1 + S2) - t2m[c] * W) * mem_mul[c] + mem_bias[c]
+//     m[t][c] = x[t][c] + PReLU(z; mem_slope[c])
+//   (b) pw1 (1x1 binary conv C -> H on the dual-scale binarization of m[t]):
+//     P1[t][o] = C - 2 * popcount(wbits1[o] XOR b1(m[t])),  P2 likewise with b2(m[t])
+//     h[t][o] = PReLU((P1 + s_m[t] * P2) * pw1_mul[o] + pw1_bias[o]; pw1_slope[o])
+//   (c) pw2 (1x1 binary conv H -> C on the dual-scale binarization of h[t]):
+//     Q1, Q2 = H - 2 * popcount(wbits2[c] XOR b1/b2(h[t]))
+//     out[t][c] = m[t][c] + PReLU((Q1 + s_h[t] * Q2) * pw2_mul[c] + pw2_bias[c]; pw2_slope[c])
+//
+//   PReLU(z; p) = z if z >= 0 else p * z.
+//
+// Folding (done by the exporter / tests/kernel_ref.py::fold; eps = 1e-5, g = gamma /
+// sqrt(var + eps)):
+//   mem_mul = g_mem * mean_k |w_mem[k][c]|,   mem_bias = beta_mem - mu_mem * g_mem
+//   pw1_mul[o] = g1[o] * mean_c |W1[c][o]|,
+//   pw1_bias[o] = beta1[o] - mu1[o] * g1[o] - pw1_mul[o] * sum_c sigma1[c][o] * t2_pw1[c]
+//   pw2 likewise; slope pw2_slope = PReLU_d (act{d}). Every BN is the one of the chosen depth
+//   index d (the model's switchable BN: memory/bn{d}, pw1/bn{d}, pw2/bn{d}); the memory and
+//   pw1 PReLU slopes (memory/act, pw1_act) are shared by all depths. One Layer = one depth.
+//   The t2 threshold of pw1/pw2 therefore enters only through the bias (it is constant over
+//   frames); the memory block keeps t2m because W[t][c] changes at the sequence edges.
+//
+// Bit packing (storage, LayerSpec): words of 32 bits, LSB first (channel c is bit c % 32 of
+// word c / 32), bit = 1 for a negative sign, each row padded to ceil(n / 32) words. This is
+// LCE's TBitpacked (int32) layout; on a little-endian machine it is byte-identical to 64-bit
+// LSB-first words. Pad bits of the stored weights may hold anything: Layer::Init copies the
+// weights into 64-bit rows padded to a multiple of 128 bits with all pad bits cleared, and
+// the activation packer always writes zero pad bits, so pad bits never reach a popcount.
+//
+// Float evaluation order is fixed (see bdfsmn.cc) and identical in the portable and the
+// NEON path; compile with -ffp-contract=off and both paths give bit-identical floats. The
+// integer parts (bits, D1, W, P1, P2, Q1, Q2) are exact in any build.
+// ---------------------------------------------------------------------------------------
+#ifndef LCE_KERNELS_CORE_BDFSMN_H_
+#define LCE_KERNELS_CORE_BDFSMN_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace compute_engine {
+namespace core {
+namespace bdfsmn {
+
+constexpr int kMaxTaps = 16;         // K = l + r + 1 <= kMaxTaps
+constexpr int kMaxChannels = 65535;  // C, H (popcount sums are reduced through 16 bits)
+
+inline int PackedWords32(int n) { return (n + 31) / 32; }
+// Internal row length in 64-bit words: padded to a multiple of 128 bits (one NEON q reg).
+inline int PaddedWords64(int n) { return 2 * ((n + 127) / 128); }
+
+enum class Path { kAuto, kPortable, kNeon };
+// True if this build contains the NEON path (aarch64).
+bool HasNeon();
+const char* PathName(Path path);
+
+// Non-owning view of one layer's inference-form parameters (see the math above).
+struct LayerSpec {
+  int channels = 0;  // C
+  int hidden = 0;    // H
+  int left = 0;      // l
+  int right = 0;     // r
+  int dilation = 1;  // dil
+
+  // memory block
+  const std::uint32_t* mem_weights = nullptr;  // [K][PackedWords32(C)]
+  const float* mem_t0 = nullptr;               // [C]
+  const float* mem_t1 = nullptr;               // [C]
+  const float* mem_t2 = nullptr;               // [C]
+  const float* mem_mul = nullptr;              // [C]
+  const float* mem_bias = nullptr;             // [C]
+  const float* mem_slope = nullptr;            // [C]
+  // pw1: C -> H
+  const std::uint32_t* pw1_weights = nullptr;  // [H][PackedWords32(C)]
+  const float* pw1_t0 = nullptr;               // [C]
+  const float* pw1_t1 = nullptr;               // [C]
+  const float* pw1_mul = nullptr;              // [H]
+  const float* pw1_bias = nullptr;             // [H]
+  const float* pw1_slope = nullptr;            // [H]
+  // pw2: H -> C (BN_d / PReLU_d of the chosen depth index folded in)
+  const std::uint32_t* pw2_weights = nullptr;  // [C][PackedWords32(H)]
+  const float* pw2_t0 = nullptr;               // [H]
+  const float* pw2_t1 = nullptr;               // [H]
+  const float* pw2_mul = nullptr;              // [C]
+  const float* pw2_bias = nullptr;             // [C]
+  const float* pw2_slope = nullptr;            // [C]
+
+  int taps() const { return left + right + 1; }
+};
+
+// Scratch for one Eval; also exposes the intermediates (for tests / tracing).
+struct Workspace {
+  int frames = 0;
+  std::vector<std::uint64_t> mem_b1, mem_b2;  // [T][PaddedWords64(C)]
+  std::vector<std::uint64_t> pw1_b1, pw1_b2;  // [T][PaddedWords64(C)]
+  std::vector<std::uint64_t> pw2_b1, pw2_b2;  // [T][PaddedWords64(H)]
+  std::vector<float> mem_s, pw1_s, pw2_s;     // [T]
+  std::vector<float> m;                       // [T][C]
+  std::vector<float> h;                       // [T][H]
+};
+
+// Owning, validated, repacked layer.
+class Layer {
+ public:
+  // Validates the spec (shapes, non-null pointers, finite floats) and copies everything.
+  // Returns false and sets *error on invalid input; never aborts.
+  bool Init(const LayerSpec& spec, std::string* error);
+
+  int channels() const { return c_; }
+  int hidden() const { return h_; }
+  int left() const { return l_; }
+  int right() const { return r_; }
+  int dilation() const { return dil_; }
+  int taps() const { return l_ + r_ + 1; }
+  int words_c() const { return wc_; }  // PaddedWords64(C)
+  int words_h() const { return wh_; }  // PaddedWords64(H)
+
+  // Sizes the workspace for `frames` frames (allocates; call outside the hot loop).
+  void Prepare(int frames, Workspace* ws) const;
+  // x: [T][C] float, out: [T][C] float (may not alias x). ws must be Prepare()d for >= T
+  // frames; returns false (computing nothing) if it is not, or if frames < 1.
+  bool Eval(const float* x, int frames, float* out, Workspace* ws,
+            Path path = Path::kAuto) const;
+
+  // ---- stages, exposed for tests (same code as used by Eval) ----
+  // Dual-scale binarization + packing of `frames` rows of n floats (row stride n).
+  static void Binarize(const float* v, int frames, int n, const float* t0, const float* t1,
+                       std::uint64_t* b1, std::uint64_t* b2, float* s, Path path);
+  // Memory block integer/float accumulators from packed bits: d1, wsum [T][C] int32,
+  // s2 [T][C] float (S2 above).
+  void MemoryCounts(const std::uint64_t* b1, const std::uint64_t* b2, const float* s,
+                    int frames, std::int32_t* d1, std::int32_t* wsum, float* s2,
+                    Path path) const;
+  // Pointwise popcount accumulators: which = 1 (pw1, out [T][H]) or 2 (pw2, out [T][C]).
+  void PointwiseCounts(int which, const std::uint64_t* b1, const std::uint64_t* b2,
+                       int frames, std::int32_t* p1, std::int32_t* p2, Path path) const;
+
+ private:
+  friend struct Kernels;
+  int c_ = 0, h_ = 0, l_ = 0, r_ = 0, dil_ = 1, wc_ = 0, wh_ = 0;
+  std::vector<std::uint64_t> mem_w_;  // [K][wc_]
+  std::vector<std::uint64_t> pw1_w_;  // [H][wc_]
+  std::vector<std::uint64_t> pw2_w_;  // [C][wh_]
+  std::vector<float> mem_t0_, mem_t1_, mem_t2_, mem_mul_, mem_bias_, mem_slope_;
+  std::vector<float> pw1_t0_, pw1_t1_, pw1_mul_, pw1_bias_, pw1_slope_;
+  std::vector<float> pw2_t0_, pw2_t1_, pw2_mul_, pw2_bias_, pw2_slope_;
+};
+
+// Repack `rows` rows of 32-bit LSB-first words (ceil(n/32) per row) into 64-bit rows of
+// `words64` words, clearing every bit at index >= n.
+void RepackRows(const std::uint32_t* src, int rows, int n, int words64, std::uint64_t* dst);
+
+}  // namespace bdfsmn
+}  // namespace core
+}  // namespace compute_engine
+
+#endif  // LCE_KERNELS_CORE_BDFSMN_H_

@@ -1,0 +1,262 @@
+// TFLite custom op "LceBDfsmn": one binary DFSMN layer (see lce_kernels/core/bdfsmn.h).
+//
+// Inputs (all but x must be constant tensors of the model):
+//   0 x          float32 [T, C], [B, T, C] or [B, T, 1, C] (the model's (B, T, 1, C) layout)
+//   1 mem_w      int32   [K, ceil(C/32)]  memory-block weight signs, K = left + right + 1
+//   2 mem_p      float32 [6, C]           rows: t0, t1, t2, mul, bias, slope
+//   3 pw1_w      int32   [H, ceil(C/32)]  pw1 weight signs (one row per output channel)
+//   4 pw1_t      float32 [2, C]           rows: t0, t1 of the binarization of m
+//   5 pw1_p      float32 [3, H]           rows: mul, bias, slope
+//   6 pw2_w      int32   [C, ceil(H/32)]
+//   7 pw2_t      float32 [2, H]
+//   8 pw2_p      float32 [3, C]
+// Output 0: float32, same shape as x.
+// Bit words: LCE's bitpacked int32 layout (LSB first, bit = 1 <=> -1; pad bits ignored).
+// custom_options: a FlexBuffers map with int entries channels, hidden, left, right,
+// dilation (all required; parsed by flexmap.h since the wheel ships no flexbuffers.h).
+//
+// Init parses the options (never fails hard: errors are reported from Prepare), Prepare
+// validates every tensor (count, type, rank, shape, byte size, constness) and every option,
+// builds the kernel layer (repacked weights), and returns kTfLiteError with a message on
+// any mismatch; Eval runs the core once per batch element.
+//
+// Build: without TFLite headers (default) the ABI is declared in tflite_abi.h (pinned to TF
+// 2.16); inside LCE's Bazel build define LCE_BDFSMN_USE_TFLITE_HEADERS to use the real ones.
+#include <cstdarg>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <new>
+#include <string>
+
+#include "../core/bdfsmn.h"
+#include "bdfsmn_register.h"  // TFLite ABI (real headers or tflite_abi.h) + declarations
+#include "flexmap.h"
+
+namespace compute_engine {
+namespace tflite {
+namespace bdfsmn_op {
+
+namespace core = compute_engine::core::bdfsmn;
+
+enum InputIndex { kX = 0, kMemW, kMemP, kPw1W, kPw1T, kPw1P, kPw2W, kPw2T, kPw2P, kNumInputs };
+
+struct OpData {
+  int channels = 0, hidden = 0, left = 0, right = 0, dilation = 0;
+  std::string options_error;  // non-empty: options invalid
+  core::Layer layer;
+  core::Workspace ws;
+  int batch = 0, frames = 0;
+};
+
+#define BD_ENSURE(ctx, cond, ...)                    \
+  do {                                               \
+    if (!(cond)) {                                   \
+      (ctx)->ReportError((ctx), "LceBDfsmn: " __VA_ARGS__); \
+      return kTfLiteError;                           \
+    }                                                \
+  } while (0)
+
+void* Init(TfLiteContext* /*context*/, const char* buffer, size_t length) {
+  auto* d = new (std::nothrow) OpData;
+  if (d == nullptr) return nullptr;
+  std::map<std::string, flexmap::Value> opts;
+  std::string err;
+  flexmap::Reader reader(reinterpret_cast<const unsigned char*>(buffer), length);
+  if (!reader.Parse(&opts, &err)) {
+    d->options_error = "cannot parse custom_options: " + err;
+    return d;
+  }
+  const struct { const char* key; int* dst; } fields[] = {
+      {"channels", &d->channels}, {"hidden", &d->hidden}, {"left", &d->left},
+      {"right", &d->right}, {"dilation", &d->dilation}};
+  for (const auto& f : fields) {
+    auto it = opts.find(f.key);
+    if (it == opts.end()) {
+      d->options_error = std::string("missing option '") + f.key + "'";
+      return d;
+    }
+    if (it->second.is_float || it->second.i < -(1 << 30) || it->second.i > (1 << 30)) {
+      d->options_error = std::string("option '") + f.key + "' must be a (small) integer";
+      return d;
+    }
+    *f.dst = static_cast<int>(it->second.i);
+  }
+  return d;
+}
+
+void Free(TfLiteContext* /*context*/, void* buffer) { delete static_cast<OpData*>(buffer); }
+
+const TfLiteTensor* Input(TfLiteContext* ctx, TfLiteNode* node, int i) {
+  const int idx = node->inputs->data[i];
+  if (idx < 0 || static_cast<size_t>(idx) >= ctx->tensors_size) return nullptr;
+  return &ctx->tensors[idx];
+}
+
+bool IsConst(const TfLiteTensor* t) {
+  return t->allocation_type == kTfLiteMmapRo || t->allocation_type == kTfLitePersistentRo;
+}
+
+// Checks type, exact 2-D shape, byte size, data and constness of a parameter tensor.
+TfLiteStatus CheckParam(TfLiteContext* ctx, const TfLiteTensor* t, const char* name,
+                        TfLiteType type, int d0, int d1) {
+  BD_ENSURE(ctx, t != nullptr, "input %s missing", name);
+  BD_ENSURE(ctx, t->type == type, "%s has type %d, expected %d", name, static_cast<int>(t->type),
+            static_cast<int>(type));
+  BD_ENSURE(ctx, t->dims != nullptr && t->dims->size == 2, "%s must be 2-D", name);
+  BD_ENSURE(ctx, t->dims->data[0] == d0 && t->dims->data[1] == d1,
+            "%s has shape [%d, %d], expected [%d, %d]", name, t->dims->data[0],
+            t->dims->data[1], d0, d1);
+  BD_ENSURE(ctx, t->bytes == static_cast<size_t>(d0) * static_cast<size_t>(d1) * 4u,
+            "%s has %zu bytes, expected %d", name, t->bytes, d0 * d1 * 4);
+  BD_ENSURE(ctx, t->data.data != nullptr, "%s has no data", name);
+  BD_ENSURE(ctx, IsConst(t), "%s must be a constant tensor", name);
+  return kTfLiteOk;
+}
+
+TfLiteStatus Prepare(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* d = static_cast<OpData*>(node->user_data);
+  BD_ENSURE(ctx, d != nullptr, "no op data (out of memory in Init)");
+  BD_ENSURE(ctx, d->options_error.empty(), "%s", d->options_error.c_str());
+  const int C = d->channels, H = d->hidden;
+  BD_ENSURE(ctx, C >= 1 && C <= core::kMaxChannels && H >= 1 && H <= core::kMaxChannels,
+            "channels/hidden out of range (%d, %d)", C, H);
+  BD_ENSURE(ctx, d->left >= 0 && d->right >= 0 && d->left + d->right + 1 <= core::kMaxTaps,
+            "left/right out of range (%d, %d)", d->left, d->right);
+  BD_ENSURE(ctx, d->dilation >= 1 && d->dilation <= (1 << 16), "dilation out of range (%d)",
+            d->dilation);
+  BD_ENSURE(ctx, node->inputs != nullptr && node->inputs->size == kNumInputs,
+            "expected %d inputs, got %d", kNumInputs, node->inputs ? node->inputs->size : -1);
+  BD_ENSURE(ctx, node->outputs != nullptr && node->outputs->size == 1, "expected 1 output");
+
+  const TfLiteTensor* x = Input(ctx, node, kX);
+  BD_ENSURE(ctx, x != nullptr, "input x missing");
+  BD_ENSURE(ctx, x->type == kTfLiteFloat32, "x must be float32");
+  BD_ENSURE(ctx, x->dims != nullptr && x->dims->size >= 2 && x->dims->size <= 4,
+            "x must have rank 2, 3 or 4");
+  const int rank = x->dims->size;
+  const int* xd = x->dims->data;
+  int batch = 1, frames = 0;
+  if (rank == 2) {
+    frames = xd[0];
+  } else if (rank == 3) {
+    batch = xd[0];
+    frames = xd[1];
+  } else {
+    batch = xd[0];
+    frames = xd[1];
+    BD_ENSURE(ctx, xd[2] == 1, "x of rank 4 must be [B, T, 1, C]");
+  }
+  BD_ENSURE(ctx, xd[rank - 1] == C, "x has %d channels, options say %d", xd[rank - 1], C);
+  BD_ENSURE(ctx, batch >= 1 && frames >= 1 && frames <= (1 << 20), "bad batch/frames");
+  BD_ENSURE(ctx, x->bytes == static_cast<size_t>(batch) * frames * C * 4u, "x byte size");
+
+  const int K = d->left + d->right + 1, wc = core::PackedWords32(C),
+            wh = core::PackedWords32(H);
+  const TfLiteTensor* t[kNumInputs];
+  for (int i = 0; i < kNumInputs; ++i) t[i] = Input(ctx, node, i);
+  if (CheckParam(ctx, t[kMemW], "mem_w", kTfLiteInt32, K, wc) != kTfLiteOk ||
+      CheckParam(ctx, t[kMemP], "mem_p", kTfLiteFloat32, 6, C) != kTfLiteOk ||
+      CheckParam(ctx, t[kPw1W], "pw1_w", kTfLiteInt32, H, wc) != kTfLiteOk ||
+      CheckParam(ctx, t[kPw1T], "pw1_t", kTfLiteFloat32, 2, C) != kTfLiteOk ||
+      CheckParam(ctx, t[kPw1P], "pw1_p", kTfLiteFloat32, 3, H) != kTfLiteOk ||
+      CheckParam(ctx, t[kPw2W], "pw2_w", kTfLiteInt32, C, wh) != kTfLiteOk ||
+      CheckParam(ctx, t[kPw2T], "pw2_t", kTfLiteFloat32, 2, H) != kTfLiteOk ||
+      CheckParam(ctx, t[kPw2P], "pw2_p", kTfLiteFloat32, 3, C) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+
+  const int out_idx = node->outputs->data[0];
+  BD_ENSURE(ctx, out_idx >= 0 && static_cast<size_t>(out_idx) < ctx->tensors_size,
+            "bad output index");
+  TfLiteTensor* out = &ctx->tensors[out_idx];
+  BD_ENSURE(ctx, out->type == kTfLiteFloat32, "output must be float32");
+  bool same = out->dims != nullptr && out->dims->size == rank;
+  for (int i = 0; same && i < rank; ++i) same = out->dims->data[i] == xd[i];
+  if (!same) {
+    // ResizeTensor takes ownership; TFLite frees it with free() (TfLiteIntArrayFree).
+    auto* shape = static_cast<TfLiteIntArray*>(std::malloc(sizeof(int) * (1 + rank)));
+    BD_ENSURE(ctx, shape != nullptr, "out of memory");
+    shape->size = rank;
+    for (int i = 0; i < rank; ++i) shape->data[i] = xd[i];
+    if (ctx->ResizeTensor(ctx, out, shape) != kTfLiteOk) return kTfLiteError;
+  }
+
+  auto f = [&](int i) { return static_cast<const float*>(t[i]->data.data); };
+  auto w = [&](int i) { return static_cast<const std::uint32_t*>(t[i]->data.data); };
+  core::LayerSpec s;
+  s.channels = C;
+  s.hidden = H;
+  s.left = d->left;
+  s.right = d->right;
+  s.dilation = d->dilation;
+  s.mem_weights = w(kMemW);
+  s.mem_t0 = f(kMemP);
+  s.mem_t1 = f(kMemP) + C;
+  s.mem_t2 = f(kMemP) + 2 * C;
+  s.mem_mul = f(kMemP) + 3 * C;
+  s.mem_bias = f(kMemP) + 4 * C;
+  s.mem_slope = f(kMemP) + 5 * C;
+  s.pw1_weights = w(kPw1W);
+  s.pw1_t0 = f(kPw1T);
+  s.pw1_t1 = f(kPw1T) + C;
+  s.pw1_mul = f(kPw1P);
+  s.pw1_bias = f(kPw1P) + H;
+  s.pw1_slope = f(kPw1P) + 2 * H;
+  s.pw2_weights = w(kPw2W);
+  s.pw2_t0 = f(kPw2T);
+  s.pw2_t1 = f(kPw2T) + H;
+  s.pw2_mul = f(kPw2P);
+  s.pw2_bias = f(kPw2P) + C;
+  s.pw2_slope = f(kPw2P) + 2 * C;
+  std::string err;
+  BD_ENSURE(ctx, d->layer.Init(s, &err), "invalid parameters: %s", err.c_str());
+  d->layer.Prepare(frames, &d->ws);
+  d->batch = batch;
+  d->frames = frames;
+  return kTfLiteOk;
+}
+
+TfLiteStatus Eval(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* d = static_cast<OpData*>(node->user_data);
+  BD_ENSURE(ctx, d != nullptr && d->frames >= 1, "Eval before a successful Prepare");
+  const TfLiteTensor* x = Input(ctx, node, kX);
+  TfLiteTensor* out = &ctx->tensors[node->outputs->data[0]];
+  BD_ENSURE(ctx, x != nullptr && x->data.data != nullptr && out->data.data != nullptr,
+            "unallocated tensors");
+  const size_t per = static_cast<size_t>(d->frames) * static_cast<size_t>(d->channels);
+  const float* xp = static_cast<const float*>(x->data.data);
+  float* op = static_cast<float*>(out->data.data);
+  for (int b = 0; b < d->batch; ++b) {
+    BD_ENSURE(ctx, d->layer.Eval(xp + b * per, d->frames, op + b * per, &d->ws),
+              "kernel rejected the call");
+  }
+  return kTfLiteOk;
+}
+
+}  // namespace bdfsmn_op
+
+TfLiteRegistration* Register_BDFSMN() {
+  static TfLiteRegistration r = [] {
+    TfLiteRegistration reg;
+    std::memset(&reg, 0, sizeof reg);
+    reg.init = bdfsmn_op::Init;
+    reg.free = bdfsmn_op::Free;
+    reg.prepare = bdfsmn_op::Prepare;
+    reg.invoke = bdfsmn_op::Eval;
+    reg.version = 1;
+    return reg;
+  }();
+  return &r;
+}
+
+}  // namespace tflite
+}  // namespace compute_engine
+
+// Registerer usable from Python's InterpreterWithCustomOps(custom_op_registerers=[...]):
+// by name ("LceBDfsmnRegisterer", library loaded with RTLD_GLOBAL) or through ctypes with
+// the resolver address. Registers the op under the custom code "LceBDfsmn".
+extern "C" __attribute__((visibility("default"))) void LceBDfsmnRegisterer(void* resolver) {
+  static_cast<::tflite::MutableOpResolver*>(resolver)->AddCustom(
+      "LceBDfsmn", compute_engine::tflite::Register_BDFSMN(), 1);
+}

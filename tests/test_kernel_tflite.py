@@ -1,0 +1,196 @@
+"""Smoke tests of the TFLite custom op LceBDfsmn (lce_kernels/tflite/bdfsmn_op.cc).
+
+A .tflite holding just this op (built with the wheel's schema_py_generated + flatbuffers,
+options as a FlexBuffers map) runs in tensorflow's InterpreterWithCustomOps with the op
+library registered (by symbol name and by a ctypes callable) and matches the NumPy
+reference; a student layer of the Keras model runs through it too; malformed models
+(missing/ill-typed options, wrong shapes/types, non-constant weights, garbage option bytes)
+fail with a TFLite error instead of crashing. Pinned to TF 2.16 (see tflite_abi.h).
+"""
+import ctypes
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kernel_ref as K
+import numpy_ref as R
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+KDIR = os.path.join(ROOT, "lce_kernels")
+LIB = os.path.join(KDIR, "build", "libbdfsmn_op.so")
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def oplib():
+    import tensorflow as tf
+
+    if not tf.__version__.startswith("2.16."):
+        pytest.skip(f"tflite_abi.h is pinned to TF 2.16, found {tf.__version__}")
+    proc = subprocess.run(["make", "-C", KDIR, "op"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return ctypes.CDLL(LIB, mode=ctypes.RTLD_GLOBAL)
+
+
+def _interpreter(model, registerer="LceBDfsmnRegisterer"):
+    from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
+
+    return InterpreterWithCustomOps(model_content=model, custom_op_registerers=[registerer])
+
+
+def _run(model, x, registerer="LceBDfsmnRegisterer"):
+    it = _interpreter(model, registerer)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+def _case(seed, T=8, C=100, H=200, l=2, r=1, dil=2, d=1, batch=2):
+    rng = np.random.default_rng(seed)
+    p = K.to_float32(K.fold(K.random_raw_layer(rng, C, H, l, r), d))
+    xs, refs = zip(*[K.tie_free_input(rng, p, T, C, l, r, dil) for _ in range(batch)])
+    return p, np.stack(xs).astype(np.float32), np.stack([q["out"] for q in refs]), (C, H, l, r, dil)
+
+
+def _scaled_err(got, ref):
+    return float(np.max(np.abs(got - ref) / np.maximum(1.0, np.abs(ref))))
+
+
+@pytest.mark.parametrize("layout", ["BT1C", "BTC", "TC"])
+def test_op_matches_reference(oplib, layout):
+    p, x, ref, shp = _case(0, batch=1 if layout == "TC" else 2)
+    if layout == "BT1C":
+        x, ref = x[:, :, None, :], ref[:, :, None, :]
+    elif layout == "TC":
+        x, ref = x[0], ref[0]
+    y = _run(K.build_tflite(x.shape, K.op_inputs(p), K.op_options(*shp)), x)
+    assert y.shape == x.shape
+    assert _scaled_err(y, ref) <= TOL
+
+
+def test_op_registered_by_callable(oplib):
+    p, x, ref, shp = _case(1, T=3, C=37, H=128, l=0, r=3, dil=1, d=3, batch=1)
+    fn = oplib.LceBDfsmnRegisterer
+    fn.argtypes = [ctypes.c_void_p]
+    y = _run(K.build_tflite(x.shape, K.op_inputs(p), K.op_options(*shp)), x,
+             registerer=lambda addr: fn(ctypes.c_void_p(addr)))
+    assert _scaled_err(y, ref) <= TOL
+
+
+def test_op_on_keras_student_layer(oplib):
+    import models  # noqa: F401  (Keras 2 before TensorFlow)
+
+    model = models.get_model("bifsmnv2", depth=8, num_classes=9)
+    R.randomize_weights(model, seed=7)
+    P = R.Params(model)
+    rng = np.random.default_rng(7)
+    for j, d in ((2, 0), (5, 2)):
+        p = K.to_float32(K.fold(K.raw_from_params(P, j), d))
+        x, _ = K.tie_free_input(rng, p, 8, 128, 2, 2, 1, margin=1e-4)
+        xb = x[None, :, None, :].astype(np.float32)
+        want = R.dfsmn_layer(xb.astype(np.float64), P, j, d, binary=True)
+        y = _run(K.build_tflite(xb.shape, K.op_inputs(p), K.op_options(128, 256, 2, 2, 1)), xb)
+        assert _scaled_err(y, want) <= TOL, (j, d)
+
+
+def _expect_error(model):
+    """Prepare must fail with the op's own message (not a crash, not another error)."""
+    with pytest.raises((RuntimeError, ValueError), match="LceBDfsmn: "):
+        it = _interpreter(model)
+        it.allocate_tensors()
+
+
+def test_op_rejects_malformed_models(oplib):
+    p, x, _, (C, H, l, r, dil) = _case(2, batch=1)
+    x = x[:, :, None, :]
+    good = K.op_inputs(p)
+    opts = K.op_options(C, H, l, r, dil)
+    _run(K.build_tflite(x.shape, good, opts), x)  # the unmodified model works
+
+    from flatbuffers import flexbuffers
+    bad_opts = [
+        b"",                                                       # no options at all
+        bytes(flexbuffers.Dumps({"channels": C, "hidden": H, "left": l, "right": r})),
+        bytes(flexbuffers.Dumps({"channels": C, "hidden": H, "left": l, "right": r,
+                                 "dilation": 1.5})),               # float option
+        bytes(flexbuffers.Dumps([C, H, l, r, dil])),               # not a map
+        K.op_options(C + 1, H, l, r, dil),                         # channels mismatch
+        K.op_options(C, H, l, r, 0),                               # dilation 0
+        K.op_options(C, H, 9, 9, dil),                             # too many taps
+        K.op_options(C, H, l + 1, r, dil),                         # K mismatch with mem_w
+        K.op_options(C, -5, l, r, dil),
+        opts[:-3] + b"\x07\x01",                                   # truncated / corrupted
+    ]
+    for o in bad_opts:
+        _expect_error(K.build_tflite(x.shape, good, o))
+
+    def with_input(i, arr):
+        q = list(good)
+        q[i] = arr
+        return q
+
+    bad_params = [
+        with_input(0, good[0][:, :-1]),                            # mem_w too narrow
+        with_input(0, good[0].astype(np.float32)),                 # mem_w float
+        with_input(1, good[1][:5]),                                # mem_p 5 rows
+        with_input(2, good[2][:-1]),                               # pw1_w H-1 rows
+        with_input(4, good[4].reshape(-1)),                        # pw1_p rank 1
+        with_input(5, np.concatenate([good[5], good[5][:, :1]], 1)),  # pw2_w too wide
+        with_input(7, good[7][:, :-1]),                            # pw2_p wrong C
+        with_input(1, np.where(np.arange(good[1].size).reshape(good[1].shape) == 7, np.nan,
+                               good[1]).astype(np.float32)),       # NaN parameter
+    ]
+    for q in bad_params:
+        _expect_error(K.build_tflite(x.shape, q, opts))
+    _expect_error(K.build_tflite(x.shape, good, opts, const_inputs=False))  # non-const
+    _expect_error(K.build_tflite((1, 8, 2, C), good, opts))      # x [B, T, 2, C]
+    _expect_error(K.build_tflite((1, 8, 1, C + 3), good, opts))  # x channels
+    _expect_error(K.build_tflite((C,), good, opts))              # x rank 1
+
+
+FUZZ = r"""
+import ctypes, sys
+sys.path.insert(0, {tests!r})
+import numpy as np, kernel_ref as K
+ctypes.CDLL({lib!r}, mode=ctypes.RTLD_GLOBAL)
+from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
+rng = np.random.default_rng(0)
+p = K.to_float32(K.fold(K.random_raw_layer(rng, 40, 70, 1, 1), 0))
+good = K.op_inputs(p)
+opts = K.op_options(40, 70, 1, 1, 1)
+ok = err = 0
+for i in range({n}):
+    o = bytearray(opts)
+    kind = i % 3
+    if kind == 0:
+        for _ in range(1 + i % 4):
+            o[rng.integers(len(o))] = rng.integers(256)
+    elif kind == 1:
+        o = o[:rng.integers(len(o))]
+    else:
+        o = bytearray(rng.integers(0, 256, rng.integers(1, 64), dtype=np.uint8).tobytes())
+    try:
+        it = InterpreterWithCustomOps(model_content=K.build_tflite((1, 5, 1, 40), good, bytes(o)),
+                                      custom_op_registerers=["LceBDfsmnRegisterer"])
+        it.allocate_tensors()
+        it.invoke()
+        ok += 1
+    except (RuntimeError, ValueError):
+        err += 1
+print("FUZZ ok=%d err=%d" % (ok, err))
+"""
+
+
+def test_op_survives_fuzzed_options(oplib):
+    """Random corruptions of the FlexBuffers options never crash (own process)."""
+    code = FUZZ.format(tests=os.path.dirname(__file__), lib=LIB, n=150)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=900, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "FUZZ ok=" in proc.stdout, proc.stdout
+    print(proc.stdout.strip().splitlines()[-1])
