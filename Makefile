@@ -6,9 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
 DEB_PACKAGES := espeak-ng sox gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user libc6-dev-arm64-cross
+# XNNPACK for arm64 (multiarch): the production float baseline of firmware_sim.cost
+DEB_PACKAGES_ARM64 := libxnnpack-dev:arm64
 DEMO_DIR ?= build/demo
 
-.PHONY: setup kernels test test-slow demo bench clean
+.PHONY: setup kernels test test-slow demo bench publish-real8 clean
 
 setup: $(STAMP) $(APT_STAMP) kernels
 
@@ -16,13 +18,17 @@ setup: $(STAMP) $(APT_STAMP) kernels
 # tensorflow wheel), static aarch64 runner (warnings are errors in every build).
 kernels: $(STAMP) $(APT_STAMP)
 	@$(MAKE) --no-print-directory -s -C lce_kernels all asan op aarch64
+	@$(MAKE) --no-print-directory -s -C firmware_sim all
 
 $(APT_STAMP): Makefile
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
+	dpkg --print-foreign-architectures | grep -qx arm64 || $$SUDO dpkg --add-architecture arm64; \
+	missing=""; for p in $(DEB_PACKAGES) $(DEB_PACKAGES_ARM64); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends $$missing; \
 	fi
 	@mkdir -p $(VENV) && touch $@
 
@@ -56,6 +62,14 @@ REAL8_WORDS := --wanted_words yes,no,up,down,left,right,stop,go --unknown_percen
 
 bench: setup
 	$(PY) -m pipeline.bench_input --data_dir $(REAL8) $(REAL8_WORDS)
+
+# Copy finished real-pack runs into pretrained/ (committed): weights, model.json, flags,
+# metrics, history and evaluation outputs; not ckpt/ or tb/.
+PUBLISH_FILES := model.json best.weights.h5 flags.json metrics.json history.json
+publish-real8:
+	@for r in teacher bifsmnv2; do mkdir -p pretrained/real8/$$r; \
+	  for f in $(PUBLISH_FILES); do cp runs/real8/$$r/$$f pretrained/real8/$$r/; done; \
+	  cp runs/real8/$$r/*.png pretrained/real8/$$r/ 2>/dev/null || true; done
 
 clean:
 	rm -rf build

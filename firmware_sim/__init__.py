@@ -1,2 +1,5 @@
-"""Device side made testable here: ARMv8 emulation, instruction counts, streaming KWS."""
-import models  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+"""Device side made testable here: ARMv8 emulation, instruction counts, streaming KWS.
+
+``firmware_sim.cost`` needs no TensorFlow, so this package does not import it; modules that use
+TensorFlow import ``pipeline`` (or ``models``) first, which selects Keras 2.
+"""

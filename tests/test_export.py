@@ -61,8 +61,9 @@ def exported(runs, tiny_corpus, tmp_path_factory):
     # student first and without --teacher: its storage saving is filled in by the index once
     # the float export exists (the in-memory reference from --teacher: slow test below)
     reps = export.run(student, out, cfg, depths=[2, 1], flavors=["lce"], verify_clips=VERIFY)
+    # (test-split evaluation: checked on the lce exports; skipped here to save time)
     reps += export.run(teacher, out, cfg, flavors=["float", "int8"], verify_clips=VERIFY,
-                       representative_clips=64)
+                       representative_clips=16, test_accuracy=False)
     return out, {r["name"]: r for r in reps}
 
 
@@ -134,9 +135,12 @@ def test_verification_passed(exported):
         assert v["passed"] and v["clips"] > 10
         assert v["runtime"] == ("lce" if r["flavor"] == "lce" else "tf")
         assert v["top1_agreement"] >= export.MIN_AGREEMENT[r["flavor"]]
-        if r["flavor"] == "float":
-            assert v["max_rel_logit_diff"] < 1e-4
-        assert 0.0 <= r["test_accuracy"]["accuracy"] <= 1.0 and r["test_accuracy"]["n"] > 0
+        if r["flavor"] in ("float", "lce"):  # measured ~1e-5 relative on these models
+            assert v["max_rel_logit_diff"] < 1e-3
+        if r["flavor"] == "lce":
+            assert 0.0 <= r["test_accuracy"]["accuracy"] <= 1.0 and r["test_accuracy"]["n"] > 0
+        else:
+            assert r["test_accuracy"] is None
 
 
 def test_sidecar_labels(exported, runs):
@@ -159,7 +163,14 @@ def test_mismatched_checkpoint(runs, tmp_path, tiny_corpus):
         export.load_keras(str(bad), 2)
     with pytest.raises(checkpoints.CheckpointError, match="--model"):
         export.load_keras(student, 2, {"model": "dfsmn"})
-    # command line: wrong size flag -> clear message, exit status != 0, nothing written
+    with pytest.raises(checkpoints.CheckpointError, match="does not match"):
+        export.load_keras(student, 2, {"channels": 32})
+
+
+@pytest.mark.slow  # a fresh process (TensorFlow import): ~15-20 s on a loaded machine
+def test_mismatched_checkpoint_cli(runs, tmp_path, tiny_corpus):
+    """Command line: wrong size flag -> clear message, exit status != 0, nothing written."""
+    _, student = runs
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.export", "--checkpoint", student, "--out_dir",
@@ -208,6 +219,7 @@ def test_wrong_flavor_for_model(runs, tiny_corpus, tmp_path):
         export.run(student, str(tmp_path), cfg, flavors=["float"])
 
 
+@pytest.mark.slow  # ~20 s on a loaded machine: keeps this file under ~90 s
 def test_pcm_input_float_agrees(runs, tiny_corpus, tmp_path):
     """Front end inside the model (TF converter: STFT -> RFFT2D builtin) vs features+model."""
     teacher, _ = runs

@@ -1,0 +1,152 @@
+"""Host latency of .tflite models, side by side in one process.
+
+    python -m pipeline.benchmark --models build/export/bifsmnv2_lce_d8.tflite \\
+        build/export/dfsmn_float_d8.tflite build/export/dfsmn_int8_d8.tflite \\
+        [--threads 1] [--runs 100] [--warmup 10]
+
+Each model runs on the runtime it needs: a model with any Lce* op on the Larq Compute Engine
+interpreter (``larq_compute_engine.tflite.python.interpreter``; XNNPACK off, as LCE's own
+default), every other model on TensorFlow's ``tf.lite.Interpreter`` (XNNPACK delegate, the
+default CPU path in TF 2.16). One timed run = set the input, invoke, read the output, batch 1,
+on a fixed random input of the model's dtype / shape. After ``--warmup`` runs of each model
+the ``--runs`` timed runs are interleaved round-robin (model order rotated every round), so
+machine noise (other processes, frequency changes) hits every model alike.
+
+Output: a table (median / p90 / mean / min ms, runtime, threads), notes, and as the LAST
+line one JSON object mapping each model file name to
+``{"median_ms", "p90_ms", "mean_ms", "min_ms", "runtime", "threads", "runs"}``.
+
+THESE ARE HOST NUMBERS. LCE's optimized binary kernels (bit-packed bgemm with NEON) are built
+for ARM64 (aarch64) only; on an x86-64 host the Lce* ops run portable C++ kernels, so LCE
+timings here say nothing about a phone or a Raspberry Pi. Measure on the device with
+``pipeline.device_profile`` (lce_benchmark_model).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+import models  # noqa: F401  (Keras 2 before TensorFlow)
+from models.lce_census import has_lce_ops
+
+FLAGS = flags.FLAGS
+
+HOST_NOTE = ("LCE's optimized binary kernels are ARM64 (aarch64) only: on this {arch} host the "
+             "Lce* ops run portable kernels, so LCE timings here are NOT device numbers "
+             "(use pipeline.device_profile with lce_benchmark_model on the device).")
+
+
+def define_flags():
+    flags.DEFINE_list("models", [], "The .tflite files (comma separated; more may follow as "
+                      "plain arguments).")
+    flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+    flags.DEFINE_integer("runs", 100, "Timed runs per model.")
+    flags.DEFINE_integer("warmup", 10, "Untimed runs per model first.")
+    flags.DEFINE_integer("seed", 0, "Seed of the random input.")
+
+
+class _Model:
+    """One .tflite, ready to run on its runtime with a fixed input."""
+
+    def __init__(self, path, threads, rng):
+        self.path, self.name = path, os.path.basename(path)
+        with open(path, "rb") as f:
+            data = f.read()
+        self.runtime = "lce" if has_lce_ops(data) else "tflite+xnnpack"
+        if self.runtime == "lce":
+            from larq_compute_engine.tflite.python.interpreter import Interpreter
+            self._lce = Interpreter(data, num_threads=threads).interpreter  # C++ wrapper
+            shape, dtype = self._lce.input_shapes[0], self._lce.input_types[0]
+            self.x = [self._random(rng, shape, dtype)]
+            self.run = lambda: self._lce.predict(self.x)
+        else:
+            import tensorflow as tf
+            self._tf = tf.lite.Interpreter(model_content=data, num_threads=threads)
+            self._tf.allocate_tensors()
+            inp, out = self._tf.get_input_details()[0], self._tf.get_output_details()[0]
+            self.x = self._random(rng, inp["shape"], inp["dtype"])
+            self._in, self._out = inp["index"], out["index"]
+
+            def run():
+                self._tf.set_tensor(self._in, self.x)
+                self._tf.invoke()
+                return self._tf.get_tensor(self._out)
+
+            self.run = run
+        self.times = []
+
+    @staticmethod
+    def _random(rng, shape, dtype):
+        shape = [max(1, int(s)) for s in shape]
+        dtype = np.dtype(dtype)
+        if dtype.kind == "f":
+            return rng.standard_normal(shape).astype(dtype)
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+
+
+def benchmark(paths, threads=1, runs=100, warmup=10, seed=0):
+    """{file name: stats} for the models, timed round-robin in one process."""
+    rng = np.random.default_rng(seed)
+    ms = [_Model(p, threads, rng) for p in paths]
+    names = [m.name for m in ms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model file names must be distinct: {names}")
+    for m in ms:
+        for _ in range(warmup):
+            m.run()
+    for r in range(runs):
+        k = r % len(ms)
+        for m in ms[k:] + ms[:k]:  # rotate the order: no model always runs first
+            t0 = time.perf_counter()
+            m.run()
+            m.times.append(time.perf_counter() - t0)
+    out = {}
+    for m in ms:
+        t = np.array(m.times) * 1e3
+        out[m.name] = {"median_ms": round(float(np.median(t)), 4),
+                       "p90_ms": round(float(np.percentile(t, 90)), 4),
+                       "mean_ms": round(float(t.mean()), 4), "min_ms": round(float(t.min()), 4),
+                       "runtime": m.runtime, "threads": threads, "runs": runs}
+    return out
+
+
+def format_table(results):
+    w = max([len(n) for n in results] + [5])
+    lines = [f"{'model'.ljust(w)}  {'median ms':>10} {'p90 ms':>10} {'mean ms':>10} "
+             f"{'min ms':>10}  runtime         threads"]
+    for name, r in results.items():
+        lines.append(f"{name.ljust(w)}  {r['median_ms']:10.3f} {r['p90_ms']:10.3f} "
+                     f"{r['mean_ms']:10.3f} {r['min_ms']:10.3f}  {r['runtime']:15s} "
+                     f"{r['threads']}")
+    return "\n".join(lines)
+
+
+def main(argv):
+    paths = list(FLAGS.models) + list(argv[1:])
+    if not paths:
+        raise app.UsageError("give the .tflite files: --models A.tflite B.tflite ...")
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        print(f"error: no such file(s): {missing}", file=sys.stderr)
+        sys.exit(2)
+    results = benchmark(paths, FLAGS.threads, FLAGS.runs, FLAGS.warmup, FLAGS.seed)
+    print(f"host {platform.machine()} ({platform.processor() or platform.platform()}), "
+          f"{os.cpu_count()} cores; {FLAGS.runs} runs per model after {FLAGS.warmup} warm-up, "
+          "interleaved round-robin, batch 1")
+    print(format_table(results))
+    if any(r["runtime"] == "lce" for r in results.values()):
+        print("NOTE: " + HOST_NOTE.format(arch=platform.machine()))
+    sys.stdout.flush()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

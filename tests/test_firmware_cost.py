@@ -1,0 +1,70 @@
+"""firmware_sim.cost: instructions per inference on emulated ARMv8 (bitwise kernel vs XNNPACK).
+
+The default test runs the tool on a tiny configuration (T=4, C=32, H=64, 2 layers, 1 counted
+run) and the model-size configuration (8 layers of T=8, C=128, H=256, 1 counted run): each
+takes a few seconds of emulation.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = ("qemu-aarch64", "aarch64-linux-gnu-g++", "gcc", "make")
+MISSING = [t for t in TOOLS if shutil.which(t) is None]
+if not os.path.exists("/usr/include/xnnpack.h"):
+    MISSING.append("libxnnpack-dev:arm64 (make -C firmware_sim deps)")
+needs_tools = pytest.mark.skipif(bool(MISSING), reason="needs " + ", ".join(MISSING))
+
+
+def run_cost(tmp_path, *extra):
+    out = tmp_path / "cost.json"
+    r = subprocess.run([sys.executable, "-m", "firmware_sim.cost", "--json_out", str(out),
+                        *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last == json.loads(out.read_text())
+    return r.stdout, last
+
+
+def test_depth_sets():
+    from firmware_sim.cost import depth_sets
+    assert depth_sets(8) == {8: list(range(8)), 4: [1, 3, 5, 7], 2: [3, 7], 1: [7]}
+    assert depth_sets(2) == {2: [0, 1], 1: [1]}
+
+
+@needs_tools
+def test_cost_tiny(tmp_path):
+    text, res = run_cost(tmp_path, "--T", "4", "--C", "32", "--H", "64", "--layers", "2",
+                         "--runs", "1")
+    for key in ("backbone_instruction_ratio", "layer_instruction_ratio", "model_instruction_ratio",
+                "binary_model_insns", "teacher_model_insns", "latency_ms_a53_1p2ghz", "limits",
+                "raw", "meta"):
+        assert key in res
+    assert res["backbone_instruction_ratio"] > 0
+    assert set(res["model_instruction_ratio"]) == {"2", "1"}
+    raw = res["raw"]
+    assert len(raw["bitwise"]["layer"]) == 2 and len(raw["float"]["layer"]) == 2
+    assert all(v > 0 for v in raw["bitwise"]["stages"].values())
+    # the backbone region equals its layers (up to the few marker-dispatch instructions)
+    assert abs(raw["bitwise"]["backbone"] - sum(raw["bitwise"]["layer"])) < 100
+    assert abs(raw["float"]["backbone"] - sum(raw["float"]["layer"])) < 100
+    # the stage-by-stage replica counts the same work as Layer::Eval
+    assert abs(sum(raw["bitwise"]["stages"].values()) - raw["bitwise"]["backbone"]) \
+        < 0.02 * raw["bitwise"]["backbone"]
+    # both drivers checked their output against a reference
+    assert any("ok" in ln for ln in res["meta"]["bitwise_check"])
+    assert any("ok" in ln for ln in res["meta"]["float_check"])
+    assert "What limits it" in text and "Latency estimate" in text
+
+
+@needs_tools
+def test_cost_model_size(tmp_path):
+    _, res = run_cost(tmp_path, "--runs", "1")
+    assert set(res["model_instruction_ratio"]) == {"8", "4", "2", "1"}
+    r = res["model_instruction_ratio"]
+    assert r["1"] > r["2"] > r["4"] > r["8"] > 1.0  # thinner binary models cost less
+    assert res["backbone_instruction_ratio"] > 1.0
