@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover
     from tensorflow.lite.python import schema_py_generated as _schema
 
 __all__ = ["op_census", "op_list", "float_weight_ops", "format_census", "has_lce_ops",
-           "constant_bytes", "ops_in_scope"]
+           "constant_bytes", "ops_in_scope", "has_bdfsmn_ops"]
 
 _BUILTIN_NAMES = {v: k for k, v in vars(_schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(_schema.TensorType).items() if not k.startswith("_")}
@@ -90,9 +90,20 @@ def format_census(census: collections.Counter) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(census.items(), key=lambda kv: -kv[1]))
 
 
+#: our own custom op (lce_kernels/): runs in TensorFlow's InterpreterWithCustomOps, not in
+#: the LCE interpreter, so it does not make a model an "LCE model"
+BDFSMN_OP = "LceBDfsmn"
+
+
 def has_lce_ops(flatbuffer: bytes) -> bool:
-    """True if any op is a Larq Compute Engine op (needs the LCE runtime)."""
-    return any(name.startswith("Lce") for name in op_census(flatbuffer))
+    """True if any op is a Larq Compute Engine op (needs the LCE runtime); our LceBDfsmn
+    custom op is not one (see ``has_bdfsmn_ops``)."""
+    return any(name.startswith("Lce") and name != BDFSMN_OP for name in op_census(flatbuffer))
+
+
+def has_bdfsmn_ops(flatbuffer: bytes) -> bool:
+    """True if the model holds LceBDfsmn custom ops (lce_kernels/, needs its registerer)."""
+    return op_census(flatbuffer).get(BDFSMN_OP, 0) > 0
 
 
 def constant_bytes(flatbuffer: bytes, subgraph: int = 0) -> dict:
@@ -120,6 +131,10 @@ def constant_bytes(flatbuffer: bytes, subgraph: int = 0) -> dict:
             b = sg.Tensors(int(inputs[1])).Buffer()
             if name == "LceBconv2d":
                 role[b] = "binary_filters"
+            elif name == BDFSMN_OP:  # bit-packed mem_w, pw1_w, pw2_w
+                for k in (1, 3, 6):
+                    if len(inputs) > k and inputs[k] >= 0:
+                        role[sg.Tensors(int(inputs[k])).Buffer()] = "binary_filters"
             elif name in FLOAT_WEIGHT_OPS:
                 role.setdefault(b, "float_weights")
     out = {"total": 0, "binary_filters": 0, "float_weights": 0, "other": 0, "by_type": {}}

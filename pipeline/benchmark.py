@@ -16,6 +16,23 @@ Output: a table (median / p90 / mean / min ms, runtime, threads), notes, and as 
 line one JSON object mapping each model file name to
 ``{"median_ms", "p90_ms", "mean_ms", "min_ms", "runtime", "threads", "runs"}``.
 
+Models with ``LceBDfsmn`` custom ops (``pipeline.export --flavor bdfsmn``) run on TensorFlow's
+``InterpreterWithCustomOps`` with ``LceBDfsmnRegisterer`` (lce_kernels/build/libbdfsmn_op.so,
+built if missing); XNNPACK still takes their builtin ops.
+
+Backbone comparison (``--backbone EXPORT.tflite``, a bdfsmn export): two more models are
+made and timed in the SAME interleaved run: ``bdfsmn_backbone.tflite`` (just the export's
+LceBDfsmn ops: the DFSMN layers bitwise, same constants) and ``float_backbone.tflite`` (the
+full-precision DFSMN backbone with the same shapes and layer count: depthwise conv + 1x1
+convs, BN folded by the converter, ReLU / PReLU, residuals; TensorFlow's interpreter with
+XNNPACK; teacher weights with ``--backbone_teacher``, else random: latency does not depend on
+the values). They are written to ``--backbone_dir`` (default: a temporary folder). The last
+JSON line then also has ``backbone_speedup`` (float median / bitwise median) and
+``backbone_weight_bytes`` (packed bit words + per-channel vectors vs float32).
+
+    python -m pipeline.benchmark --backbone build/export/bifsmnv2_bdfsmn_d8.tflite \
+        [--models build/export/bifsmnv2_bdfsmn_d8.tflite ...] --threads 1
+
 THESE ARE HOST NUMBERS. LCE's optimized binary kernels (bit-packed bgemm with NEON) are built
 for ARM64 (aarch64) only; on an x86-64 host the Lce* ops run portable C++ kernels, so LCE
 timings here say nothing about a phone or a Raspberry Pi. Measure on the device with
@@ -33,7 +50,7 @@ import numpy as np
 from absl import app, flags
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
-from models.lce_census import has_lce_ops
+from models.lce_census import constant_bytes, has_bdfsmn_ops, has_lce_ops
 
 FLAGS = flags.FLAGS
 
@@ -49,6 +66,12 @@ def define_flags():
     flags.DEFINE_integer("runs", 100, "Timed runs per model.")
     flags.DEFINE_integer("warmup", 10, "Untimed runs per model first.")
     flags.DEFINE_integer("seed", 0, "Seed of the random input.")
+    flags.DEFINE_string("backbone", None, "A bdfsmn export: also time its DFSMN layers alone, "
+                        "bitwise (LceBDfsmn) vs float TFLite + XNNPACK, side by side.")
+    flags.DEFINE_string("backbone_teacher", None, "Teacher run directory: weights of the float "
+                        "backbone (optional; latency does not depend on them).")
+    flags.DEFINE_string("backbone_dir", None, "Where to write the two backbone .tflite files "
+                        "(default: a temporary folder).")
 
 
 class _Model:
@@ -59,6 +82,11 @@ class _Model:
         with open(path, "rb") as f:
             data = f.read()
         self.runtime = "lce" if has_lce_ops(data) else "tflite+xnnpack"
+        registerers = None
+        if self.runtime != "lce" and has_bdfsmn_ops(data):
+            from pipeline import bdfsmn
+            registerers = bdfsmn.registerers()
+            self.runtime = "tflite+LceBDfsmn"
         if self.runtime == "lce":
             from larq_compute_engine.tflite.python.interpreter import Interpreter
             self._lce = Interpreter(data, num_threads=threads).interpreter  # C++ wrapper
@@ -67,7 +95,12 @@ class _Model:
             self.run = lambda: self._lce.predict(self.x)
         else:
             import tensorflow as tf
-            self._tf = tf.lite.Interpreter(model_content=data, num_threads=threads)
+            if registerers:
+                from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
+                self._tf = InterpreterWithCustomOps(model_content=data, num_threads=threads,
+                                                    custom_op_registerers=registerers)
+            else:
+                self._tf = tf.lite.Interpreter(model_content=data, num_threads=threads)
             self._tf.allocate_tensors()
             inp, out = self._tf.get_input_details()[0], self._tf.get_output_details()[0]
             self.x = self._random(rng, inp["shape"], inp["dtype"])
@@ -117,6 +150,63 @@ def benchmark(paths, threads=1, runs=100, warmup=10, seed=0):
     return out
 
 
+BIT_BACKBONE, FLOAT_BACKBONE = "bdfsmn_backbone.tflite", "float_backbone.tflite"
+
+
+def backbone_models(export_path, out_dir, teacher=None):
+    """Write the bitwise and the float backbone .tflite of a bdfsmn export into ``out_dir``.
+    Returns (bitwise path, float path, storage dict)."""
+    from pipeline import bdfsmn
+    with open(export_path, "rb") as f:
+        data = f.read()
+    layers, x_shape = bdfsmn.extract_layers(data)
+    if not layers:
+        raise ValueError(f"{export_path} has no LceBDfsmn ops (export it with --flavor bdfsmn)")
+    t_model = None
+    if teacher:
+        from pipeline import checkpoints
+        t_model = checkpoints.load_model(teacher, depth=len(layers))
+    bit = bdfsmn.backbone_model(layers, x_shape)
+    flt = bdfsmn.float_backbone(layers, x_shape, teacher=t_model)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = os.path.join(out_dir, BIT_BACKBONE), os.path.join(out_dir, FLOAT_BACKBONE)
+    for p, fb in zip(paths, (bit, flt)):
+        with open(p, "wb") as f:
+            f.write(fb)
+    packed = bdfsmn.packed_bytes(layers)
+    f32 = bdfsmn.float_weight_bytes(layers)
+    flt_const = constant_bytes(flt)["total"]
+    storage = {"layers": len(layers), "packed": packed,
+               "float32_weights": f32, "float_tflite_constants": int(flt_const),
+               "ratio_vs_float32_weights": round(f32 / packed["total"], 2),
+               "ratio_vs_float_tflite_constants": round(flt_const / packed["total"], 2),
+               "ratio_bit_words_vs_float32_weights": round(f32 / packed["bit_weights"], 2)}
+    return paths[0], paths[1], storage
+
+
+def add_backbone(results, storage):
+    """Add ``backbone_speedup`` (float median / bitwise median) and ``backbone_weight_bytes``
+    to ``results`` (in place); returns the report lines."""
+    bit, flt = results[BIT_BACKBONE], results[FLOAT_BACKBONE]
+    speedup = flt["median_ms"] / bit["median_ms"]
+    p = storage["packed"]
+    results["backbone_speedup"] = round(speedup, 3)
+    results["backbone_weight_bytes"] = storage
+    return [
+        f"backbone ({storage['layers']} DFSMN layers): bitwise LceBDfsmn {bit['median_ms']:.3f} "
+        f"ms vs float TFLite+XNNPACK {flt['median_ms']:.3f} ms ({flt['threads']} thread(s)): "
+        f"speedup {speedup:.2f}x",
+        f"backbone weights: packed {p['total']:,} B (bit words {p['bit_weights']:,} B + "
+        f"per-channel vectors {p['per_channel_vectors']:,} B) vs float32 weights "
+        f"{storage['float32_weights']:,} B ({storage['ratio_vs_float32_weights']}x; bit words "
+        f"alone {storage['ratio_bit_words_vs_float32_weights']}x), float .tflite constants "
+        f"{storage['float_tflite_constants']:,} B "
+        f"({storage['ratio_vs_float_tflite_constants']}x)",
+        f"NOTE: the bitwise op runs its portable C++ path (__builtin_popcountll, built without "
+        f"-mpopcnt) on this {platform.machine()} host; the NEON path is aarch64 only.",
+    ]
+
+
 def format_table(results):
     w = max([len(n) for n in results] + [5])
     lines = [f"{'model'.ljust(w)}  {'median ms':>10} {'p90 ms':>10} {'mean ms':>10} "
@@ -130,19 +220,36 @@ def format_table(results):
 
 def main(argv):
     paths = list(FLAGS.models) + list(argv[1:])
-    if not paths:
-        raise app.UsageError("give the .tflite files: --models A.tflite B.tflite ...")
+    if not paths and not FLAGS.backbone:
+        raise app.UsageError("give the .tflite files: --models A.tflite B.tflite ... (and / or "
+                             "--backbone BDFSMN_EXPORT.tflite)")
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         print(f"error: no such file(s): {missing}", file=sys.stderr)
         sys.exit(2)
-    results = benchmark(paths, FLAGS.threads, FLAGS.runs, FLAGS.warmup, FLAGS.seed)
+    from pipeline.bdfsmn import OpLibraryError
+    storage = None
+    try:
+        if FLAGS.backbone:
+            import tempfile
+            if not os.path.exists(FLAGS.backbone):
+                raise ValueError(f"no such file: {FLAGS.backbone}")
+            out_dir = FLAGS.backbone_dir or tempfile.mkdtemp(prefix="backbone_")
+            bit, flt, storage = backbone_models(FLAGS.backbone, out_dir, FLAGS.backbone_teacher)
+            paths += [bit, flt]
+        results = benchmark(paths, FLAGS.threads, FLAGS.runs, FLAGS.warmup, FLAGS.seed)
+    except (OpLibraryError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"host {platform.machine()} ({platform.processor() or platform.platform()}), "
           f"{os.cpu_count()} cores; {FLAGS.runs} runs per model after {FLAGS.warmup} warm-up, "
           "interleaved round-robin, batch 1")
     print(format_table(results))
     if any(r["runtime"] == "lce" for r in results.values()):
         print("NOTE: " + HOST_NOTE.format(arch=platform.machine()))
+    if storage:
+        for line in add_backbone(results, storage):
+            print(line)
     sys.stdout.flush()
     print(json.dumps(results))
 

@@ -9,12 +9,22 @@
         --flavor float,int8 --data_dir ... (same data flags)
     # front end (log-mel, tf.signal.stft) inside the model: input raw 16 kHz PCM [1, 16000]
     python -m pipeline.export --checkpoint runs/real8/bifsmnv2 --depth 8 --audio_input ...
+    # every DFSMN layer one bitwise LceBDfsmn custom op (lce_kernels/), the rest builtin
+    python -m pipeline.export --checkpoint runs/real8/bifsmnv2 --depth 8 --flavor bdfsmn ...
 
 Flavors
   lce    binary student through the LCE converter (``larq_compute_engine.convert_saved_model``
          of the inference SavedModel, see ``inference_saved_model``; the same flatbuffer as
          ``convert_keras_model``, 7x faster): binary convs become ``LceBconv2d``; float32
          input and output, batch 1.
+  bdfsmn binary student with every DFSMN layer as ONE ``LceBDfsmn`` custom op (lce_kernels/:
+         bit-packed weights, FlexBuffers options) and builtin ops otherwise: the front end
+         (conv1, binary conv2 / linear as float ops computing the same binary function) and
+         the classifier through the plain ``tf.lite.TFLiteConverter``, the custom ops spliced
+         in with the flatbuffer schema module (see ``pipeline.bdfsmn`` for why). Runs on
+         TensorFlow's ``InterpreterWithCustomOps`` with ``LceBDfsmnRegisterer``
+         (``pipeline.predictors`` does it). Features input only. The report adds ``bdfsmn``:
+         LceBDfsmn count, layers, builtin-only check, backbone weight bytes packed vs float32.
   float  full-precision teacher through ``tf.lite.TFLiteConverter`` (float32 in / out).
   int8   teacher, full-integer post-training quantization (``Optimize.DEFAULT`` with a
          representative dataset of ``--representative_clips`` training clips' features, no
@@ -31,13 +41,16 @@ Every export writes ``OUT/<name>.tflite`` (name ``<model>_<flavor>_d<depth>[_pcm
 
 Verification (run by the export itself, before the .tflite is written):
   * the .tflite (LCE interpreter for lce, TensorFlow's interpreter for float / int8) against
-    the Keras model on the first ``--verify_clips`` clips of the validation split: top-1
+    the Keras model on the first ``--verify_clips`` clips of the validation split (bdfsmn:
+    TensorFlow's InterpreterWithCustomOps with the LceBDfsmn registerer): top-1
     agreement and |logit difference|. A PCM-input export is compared with the Keras model on
     the pipeline's features of the same clips (the end-to-end "features + model" path).
   * lce exports: every binary conv of the Keras model must have become ``LceBconv2d``.
+  * bdfsmn exports: exactly one ``LceBDfsmn`` per DFSMN layer run at the depth, and no custom
+    op besides it.
   * test-split accuracy of the .tflite through ``pipeline.evaluate.run`` (``--notest_accuracy``
     skips it).
-Thresholds (top-1 agreement): lce >= 0.99, float >= 0.99, int8 >= 0.95 (``--min_agreement``
+Thresholds (top-1 agreement): lce >= 0.99, bdfsmn >= 0.99, float >= 0.99, int8 >= 0.95 (``--min_agreement``
 overrides). Logit differences are reported, not gated: a binary network flips a sign where a
 pre-binarization value is within float rounding of a threshold, which changes logits of that
 clip by O(1) while the top-1 class usually stays. A failed export writes its report (json/md)
@@ -58,6 +71,7 @@ from absl import app, flags, logging
 import models
 from models.lce_census import constant_bytes, format_census, op_census, ops_in_scope
 from pipeline import checkpoints, data_flags, predictors
+from pipeline.bdfsmn import OpLibraryError
 from pipeline.input_pipeline import InputPipeline, index_from_config
 from pipeline.speech_commands import DataError
 
@@ -65,8 +79,13 @@ import tensorflow as tf  # noqa: E402  (after `models`: Keras 2)
 
 FLAGS = flags.FLAGS
 
-FLAVORS = ("lce", "float", "int8")
-MIN_AGREEMENT = {"lce": 0.99, "float": 0.99, "int8": 0.95}
+FLAVORS = ("lce", "bdfsmn", "float", "int8")
+BINARY_FLAVORS = ("lce", "bdfsmn")
+MIN_AGREEMENT = {"lce": 0.99, "bdfsmn": 0.99, "float": 0.99, "int8": 0.95}
+BDFSMN_FRONT_REASON = ("binary front-end conv: runs as builtin float ops computing the same "
+                       "binary function (SIGN, dual-scale MUL/ADD, the quantized kernel "
+                       "sign(w)*mean|w| as a float constant): no Python runtime runs LCE ops "
+                       "and LceBDfsmn in one model")
 INDEX_JSON, INDEX_MD = "exports.json", "exports.md"
 SIZE_FLAGS = ("channels", "hidden", "num_layers")
 
@@ -90,7 +109,7 @@ def define_flags():
     flags.DEFINE_string("out_dir", None, "Output folder (.tflite, reports, exports.md).")
     flags.DEFINE_list("depth", None, "Thinnable depths to export (default: the checkpoint's "
                       "training depths for lce; the deepest for float / int8).")
-    flags.DEFINE_list("flavor", None, "lce, float, int8 (default: lce for a binary model, "
+    flags.DEFINE_list("flavor", None, "lce, bdfsmn, float, int8 (default: lce for a binary model, "
                       "float,int8 for the full-precision teacher).")
     flags.DEFINE_bool("audio_input", False, "Put the log-mel front end (tf.signal.stft) inside "
                       "the model: input raw 16 kHz PCM [1, 16000] instead of features [1, 32, 32].")
@@ -169,6 +188,27 @@ def active_scope(scope, depth, num_layers):
     return True
 
 
+def bdfsmn_layer_report(model, flatbuffer, depth, num_layers):
+    """bdfsmn flavor: every DFSMN layer run at ``depth`` one LceBDfsmn; front end float."""
+    rows = []
+    for kind, scope in binary_layers(model):
+        if not active_scope(scope, depth, num_layers):
+            continue
+        parts = scope.split("/")
+        if parts[0] == "dfsmn":
+            layer = "/".join(parts[:2])
+            ops = [o for o in ops_in_scope(flatbuffer, layer) if o["op"] == "LceBDfsmn"
+                   and o["outputs"][0][0].startswith(layer + "/bdfsmn/")]
+            status = "LceBDfsmn" if len(ops) == 1 else "missing"
+            reason = (f"part of the {layer} LceBDfsmn op (whole layer bitwise)" if ops else
+                      "no LceBDfsmn op for this layer")
+        else:
+            status, reason = "float", BDFSMN_FRONT_REASON
+        rows.append({"layer": scope, "kind": kind, "status": status, "lce_bconv2d": 0,
+                     "float_ops": [], "reason": reason})
+    return rows
+
+
 def binary_layer_report(model, flatbuffer, depth, num_layers):
     """For every binary layer run at ``depth``: did it become LceBconv2d, or stay float (why)?"""
     rows = []
@@ -240,7 +280,14 @@ def convert(model, flavor, representative=None, audio_input=False):
 
 
 def io_details(flatbuffer):
-    it = tf.lite.Interpreter(model_content=flatbuffer)
+    from models.lce_census import has_bdfsmn_ops
+    if has_bdfsmn_ops(flatbuffer):
+        from pipeline import bdfsmn
+        from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
+        it = InterpreterWithCustomOps(model_content=flatbuffer,
+                                      custom_op_registerers=bdfsmn.registerers())
+    else:
+        it = tf.lite.Interpreter(model_content=flatbuffer)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
 
     def q(d):
@@ -314,27 +361,39 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
     t0 = time.time()
     base, spec = load_keras(checkpoint, depth, overrides)
     binary = is_binary(base)
-    if flavor == "lce" and not binary:
-        raise ExportError(f"{checkpoint} is a full-precision model ({spec['model']}): the lce "
-                          "flavor is for the binary student; use --flavor float,int8")
+    if flavor in BINARY_FLAVORS and not binary:
+        raise ExportError(f"{checkpoint} is a full-precision model ({spec['model']}): the "
+                          f"{flavor} flavor is for the binary student; use --flavor float,int8")
+    if flavor == "bdfsmn" and audio_input:
+        raise ExportError("the bdfsmn flavor takes features input only (no --audio_input)")
     if flavor in ("float", "int8") and binary:
         raise ExportError(f"{checkpoint} is a binary model ({spec['model']}): float / int8 are "
                           "the baselines of the full-precision teacher (pass --teacher)")
     model = with_audio_front_end(base) if audio_input else base
     name = export_name(spec["model"], flavor, depth, audio_input)
     print(f"== {name}: converting ({flavor}) ...", flush=True)
-    flatbuffer = convert(model, flavor, representative, audio_input)
+    bd_layers = None
+    if flavor == "bdfsmn":
+        from pipeline import bdfsmn
+        flatbuffer, bd_layers = bdfsmn.build(base, depth, spec)
+    else:
+        flatbuffer = convert(model, flavor, representative, audio_input)
     t_convert = time.time() - t0
 
     census = op_census(flatbuffer)
     num_layers = spec["model_kwargs"].get("num_layers", 8)
-    layers = binary_layer_report(base, flatbuffer, depth, num_layers) if binary else []
+    if flavor == "bdfsmn":
+        layers = bdfsmn_layer_report(base, flatbuffer, depth, num_layers)
+    else:
+        layers = binary_layer_report(base, flatbuffer, depth, num_layers) if binary else []
     report = {
         "name": name, "file": f"{name}.tflite", "written": False, "forced": False,
         "labels": list(spec["labels"]), "input": "audio" if audio_input else "features",
         "flavor": flavor, "depth": depth, "model": spec["model"],
         "model_kwargs": spec["model_kwargs"], "checkpoint": os.path.abspath(checkpoint),
         "converter": ("larq_compute_engine.convert_saved_model" if flavor == "lce" else
+                      "tf.lite.TFLiteConverter (front end, classifier) + LceBDfsmn spliced "
+                      "with schema_py_generated" if flavor == "bdfsmn" else
                       "tf.lite.TFLiteConverter" + (" (PTQ int8)" if flavor == "int8" else "")),
         **io_details(flatbuffer),
         "file_bytes": len(flatbuffer), "weight_bytes": constant_bytes(flatbuffer),
@@ -343,6 +402,23 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
         "versions": _versions(), "convert_seconds": round(t_convert, 1),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+    if flavor == "bdfsmn":
+        from pipeline import bdfsmn
+        from models.lce_census import _BUILTIN_NAMES
+        builtin = set(_BUILTIN_NAMES.values())
+        others = sorted(n for n in census if n != bdfsmn.OP_NAME and n not in builtin)
+        active = [j for j in models.layer_set(models.depth_index(depth, num_layers), num_layers)]
+        packed = bdfsmn.packed_bytes(bd_layers)
+        fl = bdfsmn.float_weight_bytes(bd_layers)
+        report["bdfsmn"] = {
+            "LceBDfsmn": int(census.get(bdfsmn.OP_NAME, 0)), "layers": len(active),
+            "layer_indices": active, "other_custom_ops": others,
+            "builtin_only_otherwise": not others,
+            "backbone_weight_bytes": {
+                "packed": packed, "float32_weights": fl,
+                "ratio_total": round(fl / packed["total"], 2),
+                "ratio_weights_only": round(fl / packed["bit_weights"], 2)},
+        }
     if flavor == "int8" and audio_input:
         report["note"] = ("front end (RFFT2D) stays float: float32 PCM input, int8 after the "
                           "log-mel, float32 output")
@@ -365,7 +441,7 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
         json.dump({k: report[k] for k in ("labels", "input", "flavor", "depth")}, f)
 
     audio, feats, labels = data
-    runtime = "lce" if flavor == "lce" else "tf"
+    runtime = "lce" if flavor == "lce" else "tf"  # bdfsmn: tf + LceBDfsmn registerer (auto)
     runner = predictors.TFLiteRunner(staged, runtime=runtime)
     ref = keras_logits(base, feats)
     got = runner(audio if audio_input else feats)
@@ -380,6 +456,11 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
         report["binary_convs_lowered"] = bool(convs) and all(
             r["status"] == "LceBconv2d" for r in convs)
         checks["binary_convs_lowered"] = report["binary_convs_lowered"]
+    if flavor == "bdfsmn":
+        b = report["bdfsmn"]
+        checks["one_LceBDfsmn_per_layer"] = (b["LceBDfsmn"] == b["layers"] and all(
+            r["status"] == "LceBDfsmn" for r in layers if r["layer"].startswith("dfsmn/")))
+        checks["builtin_only_otherwise"] = b["builtin_only_otherwise"]
     ver["checks"] = checks
     ver["passed"] = all(checks.values())
     report["verification"] = ver
@@ -446,12 +527,23 @@ def format_markdown(r):
                "--teacher)"),
               "", "## Op census", "",
               f"{r['num_ops']} ops: {format_census(r['op_census'])}"]
+    if r.get("bdfsmn"):
+        b = r["bdfsmn"]
+        wb = b["backbone_weight_bytes"]
+        lines += ["", "## Bitwise DFSMN layers (LceBDfsmn)", "",
+                  f"- {b['LceBDfsmn']} LceBDfsmn ops for {b['layers']} layers "
+                  f"{b['layer_indices']}; other custom ops: {b['other_custom_ops'] or 'none'}",
+                  f"- backbone weight storage: packed {wb['packed']['total']:,} B (bit words "
+                  f"{wb['packed']['bit_weights']:,} B + per-channel vectors "
+                  f"{wb['packed']['per_channel_vectors']:,} B) vs float32 weights "
+                  f"{wb['float32_weights']:,} B: **{wb['ratio_total']}x** smaller "
+                  f"({wb['ratio_weights_only']}x for the weight matrices alone)"]
     if r["binary_layers"]:
         lines += ["", "## Binary layers", "", "| layer | became | reason |", "|---|---|---|"]
         lines += [f"| {b['layer']} | {b['status']}"
                   f"{' x' + str(b['lce_bconv2d']) if b['lce_bconv2d'] else ''} | {b['reason']} |"
                   for b in r["binary_layers"]]
-    elif r["flavor"] != "lce":
+    elif r["flavor"] not in BINARY_FLAVORS:
         lines += ["", "No binary layers (full-precision teacher)."]
     lines += ["", "## Verification", "",
               f"- {v['clips']} {v['split']} clips, {v['runtime']} interpreter vs "
@@ -505,6 +597,7 @@ def update_index(out_dir, reports):
                               "checkpoint")}
         e = index["exports"][r["name"]]
         e.update({"lce_bconv2d": r["op_census"].get("LceBconv2d", 0),
+                  "lce_bdfsmn": r["op_census"].get("LceBDfsmn", 0),
                   "weight_bytes": r["weight_bytes"]["total"],
                   "top1_agreement": r["verification"]["top1_agreement"],
                   "max_abs_logit_diff": r["verification"]["max_abs_logit_diff"],
@@ -558,9 +651,10 @@ def run(checkpoint, out_dir, cfg, depths=None, flavors=None, teacher=None, audio
     if any(fl in ("float", "int8") for fl in flavors) and not teacher_dir:
         raise ExportError("float / int8 are baselines of the full-precision teacher: pass the "
                           "teacher run directory as --teacher (or as --checkpoint)")
-    if "lce" in flavors and not binary:
-        raise ExportError(f"{checkpoint} is the full-precision {spec['model']}: the lce flavor "
-                          "needs the binary student")
+    for fl in BINARY_FLAVORS:
+        if fl in flavors and not binary:
+            raise ExportError(f"{checkpoint} is the full-precision {spec['model']}: the {fl} "
+                              "flavor needs the binary student")
 
     os.makedirs(out_dir, exist_ok=True)
     index = index_from_config(cfg, labels=spec["labels"])
@@ -575,8 +669,8 @@ def run(checkpoint, out_dir, cfg, depths=None, flavors=None, teacher=None, audio
         rep = a if audio_input else f
 
     jobs = []  # (checkpoint, flavor, depth): float first, so lce/int8 find their reference
-    for fl in sorted(flavors, key=lambda v: {"float": 0, "int8": 1, "lce": 2}[v]):
-        if fl == "lce":
+    for fl in sorted(flavors, key=lambda v: {"float": 0, "int8": 1, "lce": 2, "bdfsmn": 3}[v]):
+        if fl in BINARY_FLAVORS:
             ds = [int(d) for d in depths] if depths else trained
             jobs += [(checkpoint, fl, d) for d in ds]
         else:
@@ -614,7 +708,8 @@ def main(argv):
                       FLAGS.teacher, FLAGS.audio_input, FLAGS.force, FLAGS.verify_clips,
                       FLAGS.test_accuracy, FLAGS.representative_clips, FLAGS.min_agreement,
                       overrides)
-    except (checkpoints.CheckpointError, ExportError, DataError, flags.ValidationError) as e:
+    except (checkpoints.CheckpointError, ExportError, DataError, flags.ValidationError,
+            OpLibraryError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -5,6 +5,11 @@
 export verification, benchmarks and the streaming loop all go through it, so a .tflite is
 judged exactly like the checkpoint it came from.
 
+A .tflite with ``LceBDfsmn`` custom ops (``pipeline.export --flavor bdfsmn``) runs on
+TensorFlow's ``InterpreterWithCustomOps`` with ``LceBDfsmnRegisterer`` from
+``lce_kernels/build/libbdfsmn_op.so`` (built with ``make -C lce_kernels op`` if missing;
+``pipeline.bdfsmn.OpLibraryError`` if it cannot be built).
+
 A .tflite finds its class list in ``<file>.json`` (written by pipeline.export) or in the
 ``model.json`` of its folder.
 """
@@ -61,6 +66,11 @@ class TFLiteRunner:
     def __init__(self, path, num_threads=1, runtime="auto", custom_op_registerers=None):
         with open(path, "rb") as f:
             self.model_bytes = f.read()
+        if not custom_op_registerers and runtime != "lce":
+            from models.lce_census import has_bdfsmn_ops
+            if has_bdfsmn_ops(self.model_bytes):
+                from pipeline import bdfsmn
+                custom_op_registerers = bdfsmn.registerers()
         if runtime == "auto":
             runtime = default_runtime(self.model_bytes, custom_op_registerers)
         self.runtime = runtime
@@ -79,6 +89,8 @@ class TFLiteRunner:
                 self._tf = tf.lite.Interpreter(model_content=self.model_bytes,
                                                num_threads=num_threads)
             self._tf.allocate_tensors()
+            if custom_op_registerers:
+                self.runtime = "tf+custom_ops"
             self.input_details = self._tf.get_input_details()[0]
             self.output_details = self._tf.get_output_details()[0]
 
