@@ -63,13 +63,15 @@ REAL8_WORDS := --wanted_words yes,no,up,down,left,right,stop,go --unknown_percen
 bench: setup
 	$(PY) -m pipeline.bench_input --data_dir $(REAL8) $(REAL8_WORDS)
 
-# Copy finished real-pack runs into pretrained/ (committed): weights, model.json, flags,
-# metrics, history and evaluation outputs; not ckpt/ or tb/.
-PUBLISH_FILES := model.json best.weights.h5 flags.json metrics.json history.json
+# Copy the finished real-pack runs into pretrained/ (committed): model.json, flags, metrics,
+# history and ONE model.weights.h5 (teacher: best validation epoch; student: the last epoch, the end
+# of its cosine schedule; README shows the best-validation epoch's numbers too), not ckpt/, tb/.
 publish-real8:
 	@for r in teacher bifsmnv2; do mkdir -p pretrained/real8/$$r; \
-	  for f in $(PUBLISH_FILES); do cp runs/real8/$$r/$$f pretrained/real8/$$r/; done; \
-	  cp runs/real8/$$r/*.png pretrained/real8/$$r/ 2>/dev/null || true; done
+	  for f in model.json flags.json metrics.json history.json; do \
+	    cp runs/real8/$$r/$$f pretrained/real8/$$r/; done; done
+	cp runs/real8/teacher/best.weights.h5 pretrained/real8/teacher/model.weights.h5
+	cp runs/real8/bifsmnv2/last.weights.h5 pretrained/real8/bifsmnv2/model.weights.h5
 
 clean:
 	rm -rf build

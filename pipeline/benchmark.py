@@ -202,8 +202,8 @@ def add_backbone(results, storage):
         f"alone {storage['ratio_bit_words_vs_float32_weights']}x), float .tflite constants "
         f"{storage['float_tflite_constants']:,} B "
         f"({storage['ratio_vs_float_tflite_constants']}x)",
-        f"NOTE: the bitwise op runs its portable C++ path (__builtin_popcountll, built without "
-        f"-mpopcnt) on this {platform.machine()} host; the NEON path is aarch64 only.",
+        f"NOTE: the bitwise op runs its portable C++ path (scalar 64-bit popcount, no x86 SIMD "
+        f"path yet) on this {platform.machine()} host; the NEON path is aarch64 only.",
     ]
 
 

@@ -5,6 +5,7 @@ A run directory (written by pipeline.train, committed under pretrained/) holds
     model.json            {"model": registry name, "model_kwargs": {...}, "labels": [...],
                            "features": {...}, "training_depths": [...]}
     best.weights.h5       weights with the best validation accuracy (deepest depth)
+    model.weights.h5      (published models in pretrained/) the chosen weights only
     last.weights.h5       weights after the last finished epoch
     ckpt/                 model + optimizer + epoch, for --resume
     flags.json, metrics.json, history.json, tb/ (TensorBoard)
@@ -52,10 +53,14 @@ def read_model_json(path):
 def weights_path(path, which="best"):
     if os.path.isfile(path):
         return path
-    for name in (f"{which}.weights.h5", "best.weights.h5", "last.weights.h5"):
+    # model.weights.h5: the one set of weights a published model (pretrained/) ships (the
+    # ".weights.h5" suffix selects the format tf_keras saved them in)
+    for name in (f"{which}.weights.h5", "model.weights.h5", "best.weights.h5",
+                 "last.weights.h5"):
         if os.path.exists(os.path.join(path, name)):
             return os.path.join(path, name)
-    raise CheckpointError(f"no weights in {path}: expected best.weights.h5 or last.weights.h5")
+    raise CheckpointError(f"no weights in {path}: expected model.weights.h5, best.weights.h5 or "
+                          "last.weights.h5")
 
 
 def build_from_spec(spec, depth=None, training_depths=None, **overrides):
