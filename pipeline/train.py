@@ -109,12 +109,12 @@ def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs, plateau_scale):
 
 
 class Trainer:
-    """One training run; the flags are read once, in ``from_flags``."""
+    """One training run; the command line builds it from flags in ``trainer_from_flags``."""
 
     def __init__(self, cfg, model_name, model_kwargs, out_dir, epochs, batch_size, lr,
                  weight_decay=1e-4, optimizer="sgd", lr_schedule="cosine", quant_lr=0.1,
-                 label_smoothing=0.0, clip_norm=5.0, teacher_dir=None, init_from_teacher=True, use_distill=True,
-                 distill_alpha=0.01, select_pass="fid", levels=1, thin_n=3,
+                 label_smoothing=0.0, clip_norm=5.0, teacher_dir=None, init_from_teacher=True,
+                 use_distill=True, distill_alpha=0.01, select_pass="fid", levels=1, thin_n=3,
                  steps_per_epoch=None, eval_batch_size=256, resume=False, overwrite=False,
                  flag_values=None):
         self.cfg, self.out_dir = cfg, out_dir
@@ -338,8 +338,8 @@ def trainer_from_flags():
     return Trainer(
         cfg, FLAGS.model, model_kwargs, FLAGS.out_dir, FLAGS.epochs, FLAGS.batch_size, FLAGS.lr,
         FLAGS.weight_decay, FLAGS.optimizer, FLAGS.lr_schedule, FLAGS.quant_lr_multiplier,
-        FLAGS.label_smoothing, FLAGS.clip_norm, FLAGS.teacher_checkpoint, FLAGS.init_from_teacher, FLAGS.distill,
-        FLAGS.distill_alpha, FLAGS.select_pass, FLAGS.J, FLAGS.thin_n, FLAGS.steps_per_epoch,
+        FLAGS.label_smoothing, FLAGS.clip_norm, FLAGS.teacher_checkpoint,
+        FLAGS.init_from_teacher, FLAGS.distill, FLAGS.distill_alpha, FLAGS.select_pass, FLAGS.J, FLAGS.thin_n, FLAGS.steps_per_epoch,
         FLAGS.eval_batch_size, FLAGS.resume, FLAGS.overwrite,
         flag_values={f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])
                      + FLAGS.get_key_flags_for_module(data_flags)})
