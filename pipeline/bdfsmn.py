@@ -52,6 +52,14 @@ class OpLibraryError(RuntimeError):
 
 
 # -- the op library ----------------------------------------------------------------------------
+def kernel_path(path=OP_LIB) -> str:
+    """The kernel path the op runs by default here ("avx512", "portable", "neon"; honours
+    LCE_BDFSMN_PATH), from the op library's ``LceBDfsmnKernelPath``."""
+    fn = op_library(path).LceBDfsmnKernelPath
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
+
+
 def op_library(path=OP_LIB, build=True):
     """Load (building it with ``make -C lce_kernels op`` if missing) the op library, with
     RTLD_GLOBAL so that InterpreterWithCustomOps finds ``LceBDfsmnRegisterer`` by name."""

@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 
@@ -72,13 +73,28 @@ def define_flags():
                         "backbone (optional; latency does not depend on them).")
     flags.DEFINE_string("backbone_dir", None, "Where to write the two backbone .tflite files "
                         "(default: a temporary folder).")
+    flags.DEFINE_list("bdfsmn_paths", [], "With --backbone: also time the bitwise backbone on "
+                      "these kernel paths of the op (portable, avx512, neon), side by side in "
+                      "the same run (LCE_BDFSMN_PATH per interpreter).")
 
 
 class _Model:
     """One .tflite, ready to run on its runtime with a fixed input."""
 
-    def __init__(self, path, threads, rng):
+    def __init__(self, path, threads, rng, kernel_path=None):
         self.path, self.name = path, os.path.basename(path)
+        if kernel_path:  # the op reads LCE_BDFSMN_PATH when the interpreter builds its nodes
+            old = os.environ.get("LCE_BDFSMN_PATH")
+            os.environ["LCE_BDFSMN_PATH"] = kernel_path
+            try:
+                self.__init__(path, threads, rng)
+            finally:
+                if old is None:
+                    os.environ.pop("LCE_BDFSMN_PATH", None)
+                else:
+                    os.environ["LCE_BDFSMN_PATH"] = old
+            self.runtime += f"[{kernel_path}]"
+            return
         with open(path, "rb") as f:
             data = f.read()
         self.runtime = "lce" if has_lce_ops(data) else "tflite+xnnpack"
@@ -124,10 +140,13 @@ class _Model:
         return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
 
 
-def benchmark(paths, threads=1, runs=100, warmup=10, seed=0):
-    """{file name: stats} for the models, timed round-robin in one process."""
+def benchmark(paths, threads=1, runs=100, warmup=10, seed=0, kernel_paths=None):
+    """{file name: stats} for the models, timed round-robin in one process.
+    ``kernel_paths``: {file: LCE_BDFSMN_PATH value} for models that should run the LceBDfsmn
+    op on a given kernel path."""
     rng = np.random.default_rng(seed)
-    ms = [_Model(p, threads, rng) for p in paths]
+    kernel_paths = kernel_paths or {}
+    ms = [_Model(p, threads, rng, kernel_paths.get(p)) for p in paths]
     names = [m.name for m in ms]
     if len(set(names)) != len(names):
         raise ValueError(f"model file names must be distinct: {names}")
@@ -151,6 +170,7 @@ def benchmark(paths, threads=1, runs=100, warmup=10, seed=0):
 
 
 BIT_BACKBONE, FLOAT_BACKBONE = "bdfsmn_backbone.tflite", "float_backbone.tflite"
+KERNEL_PATHS = ("auto", "portable", "avx512", "neon")
 
 
 def backbone_models(export_path, out_dir, teacher=None):
@@ -184,26 +204,43 @@ def backbone_models(export_path, out_dir, teacher=None):
     return paths[0], paths[1], storage
 
 
-def add_backbone(results, storage):
-    """Add ``backbone_speedup`` (float median / bitwise median) and ``backbone_weight_bytes``
-    to ``results`` (in place); returns the report lines."""
+def path_variant(name, kernel_path):
+    """File name of the bitwise backbone timed on one kernel path."""
+    return name.replace(".tflite", f"@{kernel_path}.tflite")
+
+
+def add_backbone(results, storage, kernel_path="?", extra_paths=()):
+    """Add ``backbone_speedup`` (float median / bitwise median), ``backbone_weight_bytes``,
+    ``kernel_path`` (what the op's auto path resolves to) and, for ``extra_paths``,
+    ``backbone_speedup_by_path`` to ``results`` (in place); returns the report lines."""
     bit, flt = results[BIT_BACKBONE], results[FLOAT_BACKBONE]
     speedup = flt["median_ms"] / bit["median_ms"]
     p = storage["packed"]
     results["backbone_speedup"] = round(speedup, 3)
+    results["kernel_path"] = kernel_path
+    by_path = {}
+    for kp in extra_paths:
+        r = results.get(path_variant(BIT_BACKBONE, kp))
+        if r:
+            by_path[kp] = round(flt["median_ms"] / r["median_ms"], 3)
+    if by_path:
+        results["backbone_speedup_by_path"] = by_path
     results["backbone_weight_bytes"] = storage
     return [
         f"backbone ({storage['layers']} DFSMN layers): bitwise LceBDfsmn {bit['median_ms']:.3f} "
         f"ms vs float TFLite+XNNPACK {flt['median_ms']:.3f} ms ({flt['threads']} thread(s)): "
-        f"speedup {speedup:.2f}x",
+        f"speedup {speedup:.2f}x (op kernel path: {kernel_path})",
+        *[f"  on kernel path {kp}: bitwise {results[path_variant(BIT_BACKBONE, kp)]['median_ms']:.3f}"
+          f" ms, speedup {v:.2f}x" for kp, v in by_path.items()],
         f"backbone weights: packed {p['total']:,} B (bit words {p['bit_weights']:,} B + "
         f"per-channel vectors {p['per_channel_vectors']:,} B) vs float32 weights "
         f"{storage['float32_weights']:,} B ({storage['ratio_vs_float32_weights']}x; bit words "
         f"alone {storage['ratio_bit_words_vs_float32_weights']}x), float .tflite constants "
         f"{storage['float_tflite_constants']:,} B "
         f"({storage['ratio_vs_float_tflite_constants']}x)",
-        f"NOTE: the bitwise op runs its portable C++ path (scalar 64-bit popcount, no x86 SIMD "
-        f"path yet) on this {platform.machine()} host; the NEON path is aarch64 only.",
+        f"NOTE: kernel paths of the op: portable (scalar 64-bit popcount), avx512 (x86-64 "
+        f"CPUs with AVX512F + VPOPCNTDQ, chosen at run time), neon (aarch64); this "
+        f"{platform.machine()} host runs '{kernel_path}' by default (LCE_BDFSMN_PATH overrides).",
     ]
 
 
@@ -228,7 +265,7 @@ def main(argv):
         print(f"error: no such file(s): {missing}", file=sys.stderr)
         sys.exit(2)
     from pipeline.bdfsmn import OpLibraryError
-    storage = None
+    storage, kernel_paths = None, {}
     try:
         if FLAGS.backbone:
             import tempfile
@@ -237,7 +274,16 @@ def main(argv):
             out_dir = FLAGS.backbone_dir or tempfile.mkdtemp(prefix="backbone_")
             bit, flt, storage = backbone_models(FLAGS.backbone, out_dir, FLAGS.backbone_teacher)
             paths += [bit, flt]
-        results = benchmark(paths, FLAGS.threads, FLAGS.runs, FLAGS.warmup, FLAGS.seed)
+            for kp in FLAGS.bdfsmn_paths:
+                if kp not in KERNEL_PATHS:
+                    raise ValueError(f"--bdfsmn_paths: unknown path {kp!r} (one of "
+                                     f"{', '.join(KERNEL_PATHS)})")
+                variant = os.path.join(out_dir, path_variant(BIT_BACKBONE, kp))
+                shutil.copyfile(bit, variant)
+                paths.append(variant)
+                kernel_paths[variant] = kp
+        results = benchmark(paths, FLAGS.threads, FLAGS.runs, FLAGS.warmup, FLAGS.seed,
+                            kernel_paths)
     except (OpLibraryError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -248,7 +294,9 @@ def main(argv):
     if any(r["runtime"] == "lce" for r in results.values()):
         print("NOTE: " + HOST_NOTE.format(arch=platform.machine()))
     if storage:
-        for line in add_backbone(results, storage):
+        from pipeline import bdfsmn
+        for line in add_backbone(results, storage, bdfsmn.kernel_path(),
+                                 FLAGS.bdfsmn_paths):
             print(line)
     sys.stdout.flush()
     print(json.dumps(results))

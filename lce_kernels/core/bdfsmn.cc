@@ -18,13 +18,23 @@
 #define BDFSMN_HAVE_NEON 0
 #endif
 
+// AVX-512 path: GCC / Clang on x86-64 only (function target attributes + cpu_supports);
+// define BDFSMN_NO_AVX512 to leave it out.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(BDFSMN_NO_AVX512)
+#include <immintrin.h>
+#define BDFSMN_HAVE_AVX512 1
+#define BDFSMN_AVX512 __attribute__((target("avx512f,avx512vpopcntdq")))
+#else
+#define BDFSMN_HAVE_AVX512 0
+#endif
+
 namespace compute_engine {
 namespace core {
 namespace bdfsmn {
 
 namespace {
 
-inline int Round4(int n) { return (n + 3) & ~3; }
+inline int Round16(int n) { return (n + 15) & ~15; }
 
 inline float PRelu(float z, float slope) { return z < 0.0f ? z * slope : z; }
 
@@ -40,6 +50,25 @@ inline int ValidTaps(int t, int frames, int taps, int left, int dil, int* ks, in
     }
   }
   return nv;
+}
+
+// rows x n bits in 64-bit rows of `words64` words (pad bits clear) -> 32-bit words
+// transposed to [PackedWords32(n)][Round16(rows)], zero columns for the padded rows.
+void TransposeWords(const std::vector<std::uint64_t>& w, int rows, int n, int words64,
+                    std::vector<std::uint32_t>* wt) {
+  const int kw = PackedWords32(n), rp = Round16(rows);
+  wt->assign(static_cast<std::size_t>(kw) * rp, 0u);
+  for (int o = 0; o < rows; ++o) {
+    for (int j = 0; j < kw; ++j) {
+      const std::uint64_t word = w[static_cast<std::size_t>(o) * words64 + j / 2];
+      (*wt)[static_cast<std::size_t>(j) * rp + o] =
+          static_cast<std::uint32_t>(word >> (32 * (j % 2)));
+    }
+  }
+}
+
+inline const std::uint32_t* TransposedOrNull(const std::vector<std::uint32_t>& v) {
+  return v.empty() ? nullptr : v.data();
 }
 
 bool CopyVec(const float* src, int n, int padded, const char* name, std::vector<float>* dst,
@@ -79,11 +108,44 @@ void RepackRows(const std::uint32_t* src, int rows, int n, int words64, std::uin
 
 bool HasNeon() { return BDFSMN_HAVE_NEON != 0; }
 
+bool HasAvx512() {
+#if BDFSMN_HAVE_AVX512
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+bool PathAvailable(Path path) {
+  switch (path) {
+    case Path::kAuto: return true;
+    case Path::kPortable: return true;
+    case Path::kNeon: return HasNeon();
+    case Path::kAvx512: return HasAvx512();
+  }
+  return false;
+}
+
+Path ResolvePath(Path path) {
+  if (path == Path::kAuto) {
+    if (HasNeon()) return Path::kNeon;
+    if (HasAvx512()) return Path::kAvx512;
+    return Path::kPortable;
+  }
+  return PathAvailable(path) ? path : Path::kPortable;  // unavailable: portable fallback
+}
+
 const char* PathName(Path path) {
   switch (path) {
-    case Path::kAuto: return HasNeon() ? "auto(neon)" : "auto(portable)";
+    case Path::kAuto:
+      return HasNeon() ? "auto(neon)" : HasAvx512() ? "auto(avx512)" : "auto(portable)";
     case Path::kPortable: return "portable";
     case Path::kNeon: return "neon";
+    case Path::kAvx512: return "avx512";
   }
   return "?";
 }
@@ -92,10 +154,8 @@ const char* PathName(Path path) {
 // Kernels: friend of Layer, holds both implementations.
 // ------------------------------------------------------------------------------------
 struct Kernels {
-  static bool UseNeon(Path path) {
-    if (path == Path::kPortable) return false;
-    return HasNeon();  // kAuto and kNeon (kNeon falls back where NEON is absent)
-  }
+  static bool UseNeon(Path path) { return ResolvePath(path) == Path::kNeon; }
+  static bool UseAvx512(Path path) { return ResolvePath(path) == Path::kAvx512; }
 
   // ---------------- portable ----------------
   static void BinarizePortable(const float* v, int frames, int n, const float* t0,
@@ -400,11 +460,237 @@ struct Kernels {
   }
 #endif  // BDFSMN_HAVE_NEON
 
+#if BDFSMN_HAVE_AVX512
+// GCC 12's AVX-512 intrinsics fill "don't care" operands with _mm512_undefined_*(), which
+// -Wmaybe-uninitialized flags inside the compiler's own headers (GCC bug 105593); the
+// warning is silenced for this block only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+  // ---------------- AVX-512 (x86-64, run-time dispatch) ----------------
+  // Compiled with function-level target attributes: the rest of the library needs no
+  // AVX-512 flags, and these functions only run when CpuHasAvx512() says so.
+  BDFSMN_AVX512 static inline __mmask16 TailMask(int lanes) {
+    return lanes >= 16 ? static_cast<__mmask16>(0xFFFF)
+                       : static_cast<__mmask16>((1u << lanes) - 1u);
+  }
+
+  template <int Q>  // 128-bit quarter Q of a zmm
+  BDFSMN_AVX512 static inline __m128 Quarter(__m512 v) {
+    return _mm512_extractf32x4_ps(v, Q);
+  }
+
+  // NF frames at once: the |r| sum of one frame is a chain of dependent adds (kept in the
+  // portable order for bit-identical floats), so independent frames are interleaved.
+  template <int NF>
+  BDFSMN_AVX512 static void BinarizeFramesAvx512(const float* v, int t, int n,
+                                                 const float* t0, const float* t1,
+                                                 std::uint64_t* b1, std::uint64_t* b2,
+                                                 float* s) {
+    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f),
+                 mone = _mm512_set1_ps(-1.0f);
+    const int words = PaddedWords64(n);
+    __m128 acc[NF];
+    for (int f = 0; f < NF; ++f) {
+      acc[f] = _mm_setzero_ps();
+      std::uint64_t* o1 = b1 + static_cast<std::size_t>(t + f) * words;
+      std::uint64_t* o2 = b2 + static_cast<std::size_t>(t + f) * words;
+      for (int j = 0; j < words; ++j) o1[j] = o2[j] = 0;
+    }
+    for (int c = 0; c < n; c += 16) {
+      const __mmask16 km = TailMask(n - c);
+      const __m512 t0v = _mm512_maskz_loadu_ps(km, t0 + c);
+      const __m512 t1v = _mm512_maskz_loadu_ps(km, t1 + c);
+      const int word = c >> 6, shift = c & 63;  // c is a multiple of 16
+      for (int f = 0; f < NF; ++f) {
+        const std::size_t tf = static_cast<std::size_t>(t + f);
+        const __m512 xv = _mm512_maskz_loadu_ps(km, v + tf * n + c);
+        const __mmask16 m1 = _mm512_mask_cmp_ps_mask(km, _mm512_sub_ps(xv, t0v), zero,
+                                                     _CMP_LT_OQ);
+        const __m512 b = _mm512_mask_blend_ps(m1, one, mone);
+        const __m512 r = _mm512_sub_ps(_mm512_sub_ps(xv, b), t1v);
+        const __mmask16 m2 = _mm512_mask_cmp_ps_mask(km, r, zero, _CMP_LT_OQ);
+        // |r| of lanes >= n are +0 and leave the (non-negative) sums unchanged; the four
+        // 128-bit quarters are added in channel order: acc[q] sums c = q (mod 4) ascending,
+        // exactly the portable order.
+        const __m512 ar = _mm512_maskz_mov_ps(km, _mm512_abs_ps(r));
+        acc[f] = _mm_add_ps(acc[f], _mm512_castps512_ps128(ar));
+        acc[f] = _mm_add_ps(acc[f], Quarter<1>(ar));
+        acc[f] = _mm_add_ps(acc[f], Quarter<2>(ar));
+        acc[f] = _mm_add_ps(acc[f], Quarter<3>(ar));
+        b1[tf * words + word] |= static_cast<std::uint64_t>(m1) << shift;
+        b2[tf * words + word] |= static_cast<std::uint64_t>(m2) << shift;
+      }
+    }
+    for (int f = 0; f < NF; ++f) {
+      float a[4];
+      _mm_storeu_ps(a, acc[f]);
+      s[t + f] = ((a[0] + a[1]) + (a[2] + a[3])) / static_cast<float>(n);
+    }
+  }
+
+  BDFSMN_AVX512 static void BinarizeAvx512(const float* v, int frames, int n, const float* t0,
+                                           const float* t1, std::uint64_t* b1,
+                                           std::uint64_t* b2, float* s) {
+    int t = 0;
+    for (; t + 4 <= frames; t += 4) BinarizeFramesAvx512<4>(v, t, n, t0, t1, b1, b2, s);
+    for (; t < frames; ++t) BinarizeFramesAvx512<1>(v, t, n, t0, t1, b1, b2, s);
+  }
+
+  template <bool kCounts>
+  BDFSMN_AVX512 static void MemoryAvx512(const Layer& L, const float* x,
+                                         const std::uint64_t* b1, const std::uint64_t* b2,
+                                         const float* s, int frames, float* m,
+                                         std::int32_t* d1o, std::int32_t* wso, float* s2o) {
+    const int C = L.c_, wc = L.wc_, K = L.taps();
+    int ks[kMaxTaps], taus[kMaxTaps];
+    std::uint64_t x1[kMaxTaps], x2[kMaxTaps], wb[kMaxTaps];
+    __m512 sp[kMaxTaps], sn[kMaxTaps];
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i onei = _mm512_set1_epi32(1);
+    for (int t = 0; t < frames; ++t) {
+      const int nv = ValidTaps(t, frames, K, L.l_, L.dil_, ks, taus);
+      for (int i = 0; i < nv; ++i) {
+        sp[i] = _mm512_set1_ps(s[taus[i]]);
+        sn[i] = _mm512_set1_ps(-s[taus[i]]);
+      }
+      const __m512i nvv = _mm512_set1_epi32(nv);
+      for (int j = 0; j * 64 < C; ++j) {
+        for (int i = 0; i < nv; ++i) {
+          wb[i] = L.mem_w_[static_cast<std::size_t>(ks[i]) * wc + j];
+          x1[i] = wb[i] ^ b1[static_cast<std::size_t>(taus[i]) * wc + j];
+          x2[i] = wb[i] ^ b2[static_cast<std::size_t>(taus[i]) * wc + j];
+        }
+        for (int g = 0; g < 4; ++g) {
+          const int c0 = 64 * j + 16 * g;
+          if (c0 >= C) break;
+          __m512i n1 = _mm512_setzero_si512(), nw = n1;
+          __m512 s2 = zero;
+          for (int i = 0; i < nv; ++i) {
+            const __mmask16 k1 = static_cast<__mmask16>(x1[i] >> (16 * g));
+            const __mmask16 kw = static_cast<__mmask16>(wb[i] >> (16 * g));
+            const __mmask16 k2 = static_cast<__mmask16>(x2[i] >> (16 * g));
+            n1 = _mm512_mask_add_epi32(n1, k1, n1, onei);
+            nw = _mm512_mask_add_epi32(nw, kw, nw, onei);
+            s2 = _mm512_add_ps(s2, _mm512_mask_blend_ps(k2, sp[i], sn[i]));
+          }
+          const __m512i d1 = _mm512_sub_epi32(nvv, _mm512_slli_epi32(n1, 1));
+          const __m512i ws = _mm512_sub_epi32(nvv, _mm512_slli_epi32(nw, 1));
+          const __mmask16 km = TailMask(C - c0);
+          const std::size_t idx = static_cast<std::size_t>(t) * C + c0;
+          if (kCounts) {
+            _mm512_mask_storeu_epi32(d1o + idx, km, d1);
+            _mm512_mask_storeu_epi32(wso + idx, km, ws);
+            _mm512_mask_storeu_ps(s2o + idx, km, s2);
+          } else {
+            // parameter vectors are padded to a multiple of 16 by Layer::Init
+            __m512 z = _mm512_add_ps(_mm512_cvtepi32_ps(d1), s2);
+            z = _mm512_sub_ps(z, _mm512_mul_ps(_mm512_loadu_ps(&L.mem_t2_[c0]),
+                                               _mm512_cvtepi32_ps(ws)));
+            z = _mm512_add_ps(_mm512_mul_ps(z, _mm512_loadu_ps(&L.mem_mul_[c0])),
+                              _mm512_loadu_ps(&L.mem_bias_[c0]));
+            const __mmask16 neg = _mm512_cmp_ps_mask(z, zero, _CMP_LT_OQ);
+            const __m512 p = _mm512_mask_mul_ps(z, neg, z, _mm512_loadu_ps(&L.mem_slope_[c0]));
+            _mm512_mask_storeu_ps(m + idx, km,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(km, x + idx), p));
+          }
+        }
+      }
+    }
+  }
+
+  // One frame-block of the pointwise GEMM: NF frames x 16 output channels per step. wt is
+  // the transposed weight layout (Layer::pw1_wt_ / pw2_wt_, row stride Op = Round16(O)); a
+  // frame's activation row is read as 32-bit words (little endian: word j = bits 32j..).
+  template <bool kCounts, int NF>
+  BDFSMN_AVX512 static void PointwiseBlockAvx512(const std::uint32_t* wt, int O, int Op, int K,
+                                                 int kw, const std::uint32_t* const* a1,
+                                                 const std::uint32_t* const* a2,
+                                                 const int* ts, const float* s,
+                                                 const float* mul, const float* bias,
+                                                 const float* slope, const float* res,
+                                                 float* out, std::int32_t* p1o,
+                                                 std::int32_t* p2o) {
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i kv = _mm512_set1_epi32(K);
+    for (int ob = 0; ob < O; ob += 16) {
+      __m512i c1[NF], c2[NF];
+      for (int f = 0; f < NF; ++f) c1[f] = c2[f] = _mm512_setzero_si512();
+      const std::uint32_t* wcol = wt + ob;
+      for (int j = 0; j < kw; ++j) {
+        const __m512i w = _mm512_loadu_si512(wcol + static_cast<std::size_t>(j) * Op);
+        for (int f = 0; f < NF; ++f) {
+          c1[f] = _mm512_add_epi32(
+              c1[f], _mm512_popcnt_epi32(_mm512_xor_si512(w, _mm512_set1_epi32(
+                                                                 static_cast<int>(a1[f][j])))));
+          c2[f] = _mm512_add_epi32(
+              c2[f], _mm512_popcnt_epi32(_mm512_xor_si512(w, _mm512_set1_epi32(
+                                                                 static_cast<int>(a2[f][j])))));
+        }
+      }
+      const __mmask16 km = TailMask(O - ob);
+      for (int f = 0; f < NF; ++f) {
+        const __m512i p1 = _mm512_sub_epi32(kv, _mm512_slli_epi32(c1[f], 1));
+        const __m512i p2 = _mm512_sub_epi32(kv, _mm512_slli_epi32(c2[f], 1));
+        const std::size_t idx = static_cast<std::size_t>(ts[f]) * O + ob;
+        if (kCounts) {
+          _mm512_mask_storeu_epi32(p1o + idx, km, p1);
+          _mm512_mask_storeu_epi32(p2o + idx, km, p2);
+        } else {
+          const __m512 st = _mm512_set1_ps(s[ts[f]]);
+          __m512 z = _mm512_add_ps(_mm512_cvtepi32_ps(p1),
+                                   _mm512_mul_ps(st, _mm512_cvtepi32_ps(p2)));
+          z = _mm512_add_ps(_mm512_mul_ps(z, _mm512_loadu_ps(mul + ob)),
+                            _mm512_loadu_ps(bias + ob));
+          const __mmask16 neg = _mm512_cmp_ps_mask(z, zero, _CMP_LT_OQ);
+          __m512 p = _mm512_mask_mul_ps(z, neg, z, _mm512_loadu_ps(slope + ob));
+          if (res != nullptr) p = _mm512_add_ps(_mm512_maskz_loadu_ps(km, res + idx), p);
+          _mm512_mask_storeu_ps(out + idx, km, p);
+        }
+      }
+    }
+  }
+
+  template <bool kCounts>
+  BDFSMN_AVX512 static void PointwiseAvx512(const std::uint32_t* wt, int O, int K, int W,
+                                            const std::uint64_t* b1, const std::uint64_t* b2,
+                                            const float* s, int frames, const float* mul,
+                                            const float* bias, const float* slope,
+                                            const float* res, float* out, std::int32_t* p1o,
+                                            std::int32_t* p2o) {
+    constexpr int kNF = 4;  // frames sharing each weight load
+    const int Op = (O + 15) & ~15, kw = PackedWords32(K);
+    const std::uint32_t* a1[kNF];
+    const std::uint32_t* a2[kNF];
+    int ts[kNF];
+    int t = 0;
+    for (; t + kNF <= frames; t += kNF) {
+      for (int f = 0; f < kNF; ++f) {
+        ts[f] = t + f;
+        a1[f] = reinterpret_cast<const std::uint32_t*>(b1 + static_cast<std::size_t>(t + f) * W);
+        a2[f] = reinterpret_cast<const std::uint32_t*>(b2 + static_cast<std::size_t>(t + f) * W);
+      }
+      PointwiseBlockAvx512<kCounts, kNF>(wt, O, Op, K, kw, a1, a2, ts, s, mul, bias, slope,
+                                         res, out, p1o, p2o);
+    }
+    for (; t < frames; ++t) {
+      ts[0] = t;
+      a1[0] = reinterpret_cast<const std::uint32_t*>(b1 + static_cast<std::size_t>(t) * W);
+      a2[0] = reinterpret_cast<const std::uint32_t*>(b2 + static_cast<std::size_t>(t) * W);
+      PointwiseBlockAvx512<kCounts, 1>(wt, O, Op, K, kw, a1, a2, ts, s, mul, bias, slope, res,
+                                       out, p1o, p2o);
+    }
+  }
+#pragma GCC diagnostic pop
+#endif  // BDFSMN_HAVE_AVX512
+
   // ---------------- dispatch ----------------
   static void Binarize(const float* v, int frames, int n, const float* t0, const float* t1,
                        std::uint64_t* b1, std::uint64_t* b2, float* s, Path path) {
 #if BDFSMN_HAVE_NEON
     if (UseNeon(path)) return BinarizeNeon(v, frames, n, t0, t1, b1, b2, s);
+#endif
+#if BDFSMN_HAVE_AVX512
+    if (UseAvx512(path)) return BinarizeAvx512(v, frames, n, t0, t1, b1, b2, s);
 #endif
     (void)path;
     BinarizePortable(v, frames, n, t0, t1, b1, b2, s);
@@ -417,21 +703,32 @@ struct Kernels {
 #if BDFSMN_HAVE_NEON
     if (UseNeon(path)) return MemoryNeon<kCounts>(L, x, b1, b2, s, frames, m, d1o, wso, s2o);
 #endif
+#if BDFSMN_HAVE_AVX512
+    if (UseAvx512(path))
+      return MemoryAvx512<kCounts>(L, x, b1, b2, s, frames, m, d1o, wso, s2o);
+#endif
     (void)path;
     MemoryPortable<kCounts>(L, x, b1, b2, s, frames, m, d1o, wso, s2o);
   }
 
   template <bool kCounts>
-  static void Pointwise(const std::uint64_t* w, int O, int K, int W, const std::uint64_t* b1,
-                        const std::uint64_t* b2, const float* s, int frames, const float* mul,
-                        const float* bias, const float* slope, const float* res, float* out,
-                        std::int32_t* p1o, std::int32_t* p2o, Path path) {
+  static void Pointwise(const std::uint64_t* w, const std::uint32_t* wt, int O, int K, int W,
+                        const std::uint64_t* b1, const std::uint64_t* b2, const float* s,
+                        int frames, const float* mul, const float* bias, const float* slope,
+                        const float* res, float* out, std::int32_t* p1o, std::int32_t* p2o,
+                        Path path) {
 #if BDFSMN_HAVE_NEON
     if (UseNeon(path))
       return PointwiseNeon<kCounts>(w, O, K, W, b1, b2, s, frames, mul, bias, slope, res, out,
                                     p1o, p2o);
 #endif
+#if BDFSMN_HAVE_AVX512
+    if (UseAvx512(path) && wt != nullptr)
+      return PointwiseAvx512<kCounts>(wt, O, K, W, b1, b2, s, frames, mul, bias, slope, res,
+                                      out, p1o, p2o);
+#endif
     (void)path;
+    (void)wt;
     PointwisePortable<kCounts>(w, O, K, W, b1, b2, s, frames, mul, bias, slope, res, out, p1o,
                                p2o);
   }
@@ -476,7 +773,15 @@ bool Layer::Init(const LayerSpec& spec, std::string* error) {
   RepackRows(spec.mem_weights, K, C, wc_, mem_w_.data());
   RepackRows(spec.pw1_weights, H, C, wc_, pw1_w_.data());
   RepackRows(spec.pw2_weights, C, H, wh_, pw2_w_.data());
-  const int C4 = Round4(C), H4 = Round4(H);
+  if (HasAvx512()) {
+    TransposeWords(pw1_w_, H, C, wc_, &pw1_wt_);
+    TransposeWords(pw2_w_, C, H, wh_, &pw2_wt_);
+  } else {
+    pw1_wt_.clear();
+    pw2_wt_.clear();
+  }
+  // vectors padded to a multiple of 16 floats: whole-register loads in the SIMD paths
+  const int C4 = Round16(C), H4 = Round16(H);
   return CopyVec(spec.mem_t0, C, C4, "mem_t0", &mem_t0_, error) &&
          CopyVec(spec.mem_t1, C, C4, "mem_t1", &mem_t1_, error) &&
          CopyVec(spec.mem_t2, C, C4, "mem_t2", &mem_t2_, error) &&
@@ -520,12 +825,14 @@ bool Layer::Eval(const float* x, int frames, float* out, Workspace* ws, Path pat
                          frames, ws->m.data(), nullptr, nullptr, nullptr, path);
   Kernels::Binarize(ws->m.data(), frames, c_, pw1_t0_.data(), pw1_t1_.data(),
                     ws->pw1_b1.data(), ws->pw1_b2.data(), ws->pw1_s.data(), path);
-  Kernels::Pointwise<false>(pw1_w_.data(), h_, c_, wc_, ws->pw1_b1.data(), ws->pw1_b2.data(),
+  Kernels::Pointwise<false>(pw1_w_.data(), TransposedOrNull(pw1_wt_), h_, c_, wc_,
+                            ws->pw1_b1.data(), ws->pw1_b2.data(),
                             ws->pw1_s.data(), frames, pw1_mul_.data(), pw1_bias_.data(),
                             pw1_slope_.data(), nullptr, ws->h.data(), nullptr, nullptr, path);
   Kernels::Binarize(ws->h.data(), frames, h_, pw2_t0_.data(), pw2_t1_.data(),
                     ws->pw2_b1.data(), ws->pw2_b2.data(), ws->pw2_s.data(), path);
-  Kernels::Pointwise<false>(pw2_w_.data(), c_, h_, wh_, ws->pw2_b1.data(), ws->pw2_b2.data(),
+  Kernels::Pointwise<false>(pw2_w_.data(), TransposedOrNull(pw2_wt_), c_, h_, wh_,
+                            ws->pw2_b1.data(), ws->pw2_b2.data(),
                             ws->pw2_s.data(), frames, pw2_mul_.data(), pw2_bias_.data(),
                             pw2_slope_.data(), ws->m.data(), out, nullptr, nullptr, path);
   return true;
@@ -546,10 +853,12 @@ void Layer::PointwiseCounts(int which, const std::uint64_t* b1, const std::uint6
                             int frames, std::int32_t* p1, std::int32_t* p2, Path path) const {
   std::vector<float> s(static_cast<std::size_t>(frames > 0 ? frames : 1), 0.0f);
   if (which == 1) {
-    Kernels::Pointwise<true>(pw1_w_.data(), h_, c_, wc_, b1, b2, s.data(), frames, nullptr,
+    Kernels::Pointwise<true>(pw1_w_.data(), TransposedOrNull(pw1_wt_), h_, c_, wc_, b1, b2,
+                             s.data(), frames, nullptr,
                              nullptr, nullptr, nullptr, nullptr, p1, p2, path);
   } else {
-    Kernels::Pointwise<true>(pw2_w_.data(), c_, h_, wh_, b1, b2, s.data(), frames, nullptr,
+    Kernels::Pointwise<true>(pw2_w_.data(), TransposedOrNull(pw2_wt_), c_, h_, wh_, b1, b2,
+                             s.data(), frames, nullptr,
                              nullptr, nullptr, nullptr, nullptr, p1, p2, path);
   }
 }

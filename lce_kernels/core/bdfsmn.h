@@ -40,6 +40,15 @@
 //   The t2 threshold of pw1/pw2 therefore enters only through the bias (it is constant over
 //   frames); the memory block keeps t2m because W[t][c] changes at the sequence edges.
 //
+// SIMD paths. NEON (aarch64, compile time): 4 channels per q register. AVX-512 (x86-64,
+// chosen at run time): binarization compares 16 channels into a mask register that is stored
+// as 16 bits of the row; the memory block adds taps under bit masks (vpaddd with a k-mask)
+// 16 channels at a time; the pointwise GEMMs run 16 OUTPUT channels per register: XOR a
+// transposed 32-bit weight word of 16 outputs with the broadcast activation word, VPOPCNTD,
+// add; the post-processing (dual-scale combine, folded BN, PReLU, residual) is then 16 lanes
+// wide. All three keep the portable float evaluation order (the |r| sum of the binarization
+// in 4 lanes, c ascending), so outputs are bit-identical across paths.
+//
 // Bit packing (storage, LayerSpec): words of 32 bits, LSB first (channel c is bit c % 32 of
 // word c / 32), bit = 1 for a negative sign, each row padded to ceil(n / 32) words. This is
 // LCE's TBitpacked (int32) layout; on a little-endian machine it is byte-identical to 64-bit
@@ -70,9 +79,17 @@ inline int PackedWords32(int n) { return (n + 31) / 32; }
 // Internal row length in 64-bit words: padded to a multiple of 128 bits (one NEON q reg).
 inline int PaddedWords64(int n) { return 2 * ((n + 127) / 128); }
 
-enum class Path { kAuto, kPortable, kNeon };
+// kAuto: NEON on aarch64 (compile time); on x86-64 AVX-512 if the CPU has AVX512F and
+// AVX512_VPOPCNTDQ (run time, __builtin_cpu_supports), else portable.
+enum class Path { kAuto, kPortable, kNeon, kAvx512 };
 // True if this build contains the NEON path (aarch64).
 bool HasNeon();
+// True if this build contains the AVX-512 path (x86-64) AND the CPU running it supports it.
+bool HasAvx512();
+// True if `path` runs as itself here (kAuto: always).
+bool PathAvailable(Path path);
+// The path kAuto resolves to on this build / CPU.
+Path ResolvePath(Path path);
 const char* PathName(Path path);
 
 // Non-owning view of one layer's inference-form parameters (see the math above).
@@ -162,6 +179,11 @@ class Layer {
   std::vector<std::uint64_t> mem_w_;  // [K][wc_]
   std::vector<std::uint64_t> pw1_w_;  // [H][wc_]
   std::vector<std::uint64_t> pw2_w_;  // [C][wh_]
+  // AVX-512 layout (x86-64 only, built by Init when the CPU has it): 32-bit weight words
+  // transposed so that 16 consecutive output channels of one input word are contiguous:
+  // pw1_wt_[j][o] = word j of pw1 row o, o padded to a multiple of 16 with zero rows.
+  std::vector<std::uint32_t> pw1_wt_;  // [PackedWords32(C)][Round16(H)]
+  std::vector<std::uint32_t> pw2_wt_;  // [PackedWords32(H)][Round16(C)]
   std::vector<float> mem_t0_, mem_t1_, mem_t2_, mem_mul_, mem_bias_, mem_slope_;
   std::vector<float> pw1_t0_, pw1_t1_, pw1_mul_, pw1_bias_, pw1_slope_;
   std::vector<float> pw2_t0_, pw2_t1_, pw2_mul_, pw2_bias_, pw2_slope_;

@@ -1,5 +1,6 @@
 // Test runner for the binary DFSMN kernel core. Reads test vectors (.bdv files written by
-// tests/kernel_ref.py) and checks, for every path compiled in (portable; NEON on aarch64):
+// tests/kernel_ref.py) and checks, for every path available (portable; NEON on aarch64;
+// AVX-512 on x86-64 CPUs with AVX512F + VPOPCNTDQ):
 //   - integer parts EXACTLY: the packed bit planes of all three binarizations (after a full
 //     Eval), the memory-block accumulators D1 / W and the pw1 / pw2 popcount accumulators
 //     P1 / P2 (stage functions fed with the reference bit planes, same code as Eval);
@@ -202,6 +203,21 @@ struct PathResult {
   std::vector<std::int32_t> ints;  // all accumulators, for cross-path comparison
 };
 
+// Every path that runs as itself on this build and CPU; portable first (the reference the
+// others are compared with bit for bit).
+std::vector<bd::Path> AvailablePaths() {
+  std::vector<bd::Path> paths = {bd::Path::kPortable};
+  if (bd::PathAvailable(bd::Path::kNeon)) paths.push_back(bd::Path::kNeon);
+  if (bd::PathAvailable(bd::Path::kAvx512)) paths.push_back(bd::Path::kAvx512);
+  return paths;
+}
+
+std::string PathsLabel() {
+  std::string label;
+  for (bd::Path p : AvailablePaths()) label += (label.empty() ? "" : "+") + std::string(bd::PathName(p));
+  return label;
+}
+
 bool RunCase(const std::string& path, Stats* st) {
   std::vector<unsigned char> buf;
   Case c;
@@ -220,8 +236,7 @@ bool RunCase(const std::string& path, Stats* st) {
     ck.Fail("Init: " + err);
     return false;
   }
-  std::vector<bd::Path> paths = {bd::Path::kPortable};
-  if (bd::HasNeon()) paths.push_back(bd::Path::kNeon);
+  const std::vector<bd::Path> paths = AvailablePaths();
 
   const std::size_t TC = static_cast<std::size_t>(T) * C, TH = static_cast<std::size_t>(T) * H;
   const auto mem_b1 = Rows64(c.at("ref_mem_b1"), C), mem_b2 = Rows64(c.at("ref_mem_b2"), C);
@@ -300,8 +315,9 @@ bool RunCase(const std::string& path, Stats* st) {
   for (std::size_t i = 1; i < results.size(); ++i) {
     ck.where = name + " [paths]";
     if (std::memcmp(results[i].out.data(), results[0].out.data(), TC * sizeof(float)) != 0)
-      ck.Fail("float output differs between portable and NEON paths");
-    ck.Ints("accumulators portable vs neon", results[i].ints.data(), results[0].ints.data(),
+      ck.Fail(std::string("float output differs between portable and ") +
+              bd::PathName(paths[i]) + " paths");
+    ck.Ints("accumulators portable vs SIMD path", results[i].ints.data(), results[0].ints.data(),
             results[0].ints.size());
   }
   // garbage pad bits in the stored weights change nothing
@@ -484,7 +500,7 @@ int main(int argc, char** argv) {
       "SUMMARY paths=%s cases=%zu passed=%d failures=%d ints_checked=%zu int_mismatches=%d "
       "floats_checked=%zu max_abs_out=%.3g max_scaled_out=%.3g max_scaled_all=%.3g tol=%.1g "
       "checksum=%016llx\n",
-      bd::HasNeon() ? "portable+neon" : "portable", files.size(), ok, st.failures,
+      PathsLabel().c_str(), files.size(), ok, st.failures,
       st.ints_checked, st.int_mismatches, st.floats_checked, st.max_abs_out, st.max_scaled_out,
       st.max_scaled_all, g_tol, static_cast<unsigned long long>(st.checksum));
   return st.failures == 0 ? 0 : 1;

@@ -46,8 +46,29 @@ struct OpData {
   std::string options_error;  // non-empty: options invalid
   core::Layer layer;
   core::Workspace ws;
+  core::Path path = core::Path::kAuto;
   int batch = 0, frames = 0;
 };
+
+// Kernel path: LCE_BDFSMN_PATH=auto|portable|neon|avx512 (read at Init; default auto, i.e.
+// NEON on aarch64, AVX-512 on x86-64 CPUs that have it, else portable). A path this build or
+// CPU lacks falls back to portable; an unknown value is an error reported from Prepare.
+bool PathFromEnv(core::Path* path, std::string* error) {
+  const char* v = std::getenv("LCE_BDFSMN_PATH");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) {
+    *path = core::Path::kAuto;
+  } else if (std::strcmp(v, "portable") == 0) {
+    *path = core::Path::kPortable;
+  } else if (std::strcmp(v, "neon") == 0) {
+    *path = core::Path::kNeon;
+  } else if (std::strcmp(v, "avx512") == 0) {
+    *path = core::Path::kAvx512;
+  } else {
+    *error = std::string("LCE_BDFSMN_PATH='") + v + "': expected auto, portable, neon or avx512";
+    return false;
+  }
+  return true;
+}
 
 #define BD_ENSURE(ctx, cond, ...)                    \
   do {                                               \
@@ -62,6 +83,10 @@ void* Init(TfLiteContext* /*context*/, const char* buffer, size_t length) {
   if (d == nullptr) return nullptr;
   std::map<std::string, flexmap::Value> opts;
   std::string err;
+  if (!PathFromEnv(&d->path, &err)) {
+    d->options_error = err;
+    return d;
+  }
   flexmap::Reader reader(reinterpret_cast<const unsigned char*>(buffer), length);
   if (!reader.Parse(&opts, &err)) {
     d->options_error = "cannot parse custom_options: " + err;
@@ -228,7 +253,7 @@ TfLiteStatus Eval(TfLiteContext* ctx, TfLiteNode* node) {
   const float* xp = static_cast<const float*>(x->data.data);
   float* op = static_cast<float*>(out->data.data);
   for (int b = 0; b < d->batch; ++b) {
-    BD_ENSURE(ctx, d->layer.Eval(xp + b * per, d->frames, op + b * per, &d->ws),
+    BD_ENSURE(ctx, d->layer.Eval(xp + b * per, d->frames, op + b * per, &d->ws, d->path),
               "kernel rejected the call");
   }
   return kTfLiteOk;
@@ -256,6 +281,16 @@ TfLiteRegistration* Register_BDFSMN() {
 // Registerer usable from Python's InterpreterWithCustomOps(custom_op_registerers=[...]):
 // by name ("LceBDfsmnRegisterer", library loaded with RTLD_GLOBAL) or through ctypes with
 // the resolver address. Registers the op under the custom code "LceBDfsmn".
+// The kernel path the op runs with the current LCE_BDFSMN_PATH, e.g. "avx512" (for tools
+// that report it next to their timings).
+extern "C" __attribute__((visibility("default"))) const char* LceBDfsmnKernelPath() {
+  namespace core = compute_engine::core::bdfsmn;
+  core::Path p = core::Path::kAuto;
+  std::string err;
+  if (!compute_engine::tflite::bdfsmn_op::PathFromEnv(&p, &err)) return "invalid";
+  return core::PathName(core::ResolvePath(p));
+}
+
 extern "C" __attribute__((visibility("default"))) void LceBDfsmnRegisterer(void* resolver) {
   static_cast<::tflite::MutableOpResolver*>(resolver)->AddCustom(
       "LceBDfsmn", compute_engine::tflite::Register_BDFSMN(), 1);
