@@ -157,7 +157,7 @@ void EvalStaged(BenchLayer* B, const float* x, float* out) {
               ws->pw1_b2.data(), ws->pw1_s.data(), path);
   INSN_REGION_END(12);
   INSN_REGION_BEGIN(13);
-  K::Pointwise<false>(B->pw1_w.data(), H, C, wc, ws->pw1_b1.data(), ws->pw1_b2.data(),
+  K::Pointwise<false>(B->pw1_w.data(), nullptr, H, C, wc, ws->pw1_b1.data(), ws->pw1_b2.data(),
                       ws->pw1_s.data(), T, B->pw1_mul.data(), B->pw1_bias.data(),
                       B->pw1_slope.data(), nullptr, ws->h.data(), nullptr, nullptr, path);
   INSN_REGION_END(13);
@@ -166,7 +166,7 @@ void EvalStaged(BenchLayer* B, const float* x, float* out) {
               ws->pw2_b2.data(), ws->pw2_s.data(), path);
   INSN_REGION_END(14);
   INSN_REGION_BEGIN(15);
-  K::Pointwise<false>(B->pw2_w.data(), C, H, wh, ws->pw2_b1.data(), ws->pw2_b2.data(),
+  K::Pointwise<false>(B->pw2_w.data(), nullptr, C, H, wh, ws->pw2_b1.data(), ws->pw2_b2.data(),
                       ws->pw2_s.data(), T, B->pw2_mul.data(), B->pw2_bias.data(),
                       B->pw2_slope.data(), ws->m.data(), out, nullptr, nullptr, path);
   INSN_REGION_END(15);
@@ -228,7 +228,7 @@ void RunLinear(const BinPointwise& P, const float* x, float* out, PointwiseScrat
   const int wi = bd::PaddedWords64(P.in);
   K::Binarize(x, P.frames, P.in, P.t0.data(), P.t1.data(), S->b1.data(), S->b2.data(),
               S->s.data(), bd::Path::kAuto);
-  K::Pointwise<false>(P.w.data(), P.out, P.in, wi, S->b1.data(), S->b2.data(), S->s.data(),
+  K::Pointwise<false>(P.w.data(), nullptr, P.out, P.in, wi, S->b1.data(), S->b2.data(), S->s.data(),
                       P.frames, P.mul.data(), P.bias.data(), P.slope.data(), nullptr, out,
                       nullptr, nullptr, bd::Path::kAuto);
 }
@@ -277,7 +277,7 @@ void RunConv2(const BinPointwise& P, const float* x, float* out, PointwiseScratc
   Im2colBits(P, S->b2.data(), S->c2.data());
   INSN_REGION_END(33);
   INSN_REGION_BEGIN(34);
-  K::Pointwise<false>(P.w.data(), P.out, P.in, wo, S->c1.data(), S->c2.data(),
+  K::Pointwise<false>(P.w.data(), nullptr, P.out, P.in, wo, S->c1.data(), S->c2.data(),
                       S->s_out.data(), P.frames, P.mul.data(), P.bias.data(), P.slope.data(),
                       nullptr, out, nullptr, nullptr, bd::Path::kAuto);
   INSN_REGION_END(34);

@@ -259,12 +259,6 @@ struct Kernels {
 
 #if BDFSMN_HAVE_NEON
   // ---------------- NEON ----------------
-  static inline uint32x4_t LaneMask(std::uint64_t word, int shift) {
-    static const uint32_t kBits[4] = {1u, 2u, 4u, 8u};
-    const uint32x4_t lanebits = vld1q_u32(kBits);
-    return vtstq_u32(vdupq_n_u32(static_cast<uint32_t>(word >> shift) & 0xFu), lanebits);
-  }
-
   static void BinarizeNeon(const float* v, int frames, int n, const float* t0,
                            const float* t1, std::uint64_t* b1, std::uint64_t* b2, float* s) {
     static const uint32_t kBits[4] = {1u, 2u, 4u, 8u};
@@ -308,15 +302,24 @@ struct Kernels {
     }
   }
 
+  // 16 channels per step: each tap's 16 bits (per plane) are broadcast once (DUP) and tested
+  // against 4 per-group bit constants (CMTST), one compare per 4 channels, tap and plane; the
+  // 4 groups' counts and S2 sums stay in registers (named, so that GCC does not spill them)
+  // across the taps (k ascending, as in the portable order). The W term comes from prefix
+  // counts of the weight bits (Layer::mem_wpre_): the valid taps are a contiguous k range.
   template <bool kCounts>
   static void MemoryNeon(const Layer& L, const float* x, const std::uint64_t* b1,
                          const std::uint64_t* b2, const float* s, int frames, float* m,
                          std::int32_t* d1o, std::int32_t* wso, float* s2o) {
-    const int C = L.c_, wc = L.wc_, K = L.taps();
+    const int C = L.c_, wc = L.wc_, K = L.taps(), Cp = Round16(C);
     int ks[kMaxTaps], taus[kMaxTaps];
-    std::uint64_t x1[kMaxTaps], x2[kMaxTaps], wb[kMaxTaps];
     float32x4_t sp[kMaxTaps], sn[kMaxTaps];
     const float32x4_t zero = vdupq_n_f32(0.0f);
+    static const uint32_t kBits[16] = {1u,     2u,     4u,     8u,     16u,    32u,
+                                       64u,    128u,   256u,   512u,   1024u,  2048u,
+                                       4096u,  8192u,  16384u, 32768u};
+    const uint32x4_t g0 = vld1q_u32(kBits), g1 = vld1q_u32(kBits + 4),
+                     g2 = vld1q_u32(kBits + 8), g3 = vld1q_u32(kBits + 12);
     for (int t = 0; t < frames; ++t) {
       const int nv = ValidTaps(t, frames, K, L.l_, L.dil_, ks, taus);
       for (int i = 0; i < nv; ++i) {
@@ -324,54 +327,75 @@ struct Kernels {
         sn[i] = vdupq_n_f32(-s[taus[i]]);
       }
       const int32x4_t nvv = vdupq_n_s32(nv);
-      for (int j = 0; j * 64 < C; ++j) {
+      const std::size_t lo = static_cast<std::size_t>(nv > 0 ? ks[0] : 0) * Cp;
+      const std::size_t hi = static_cast<std::size_t>(nv > 0 ? ks[nv - 1] + 1 : 0) * Cp;
+      for (int c16 = 0; c16 < C; c16 += 16) {
+        const int j = c16 >> 6, sh = c16 & 63;
+        int32x4_t n0 = vdupq_n_s32(0), n1 = n0, n2 = n0, n3 = n0;
+        float32x4_t s0 = zero, s1 = zero, s2 = zero, s3 = zero;
         for (int i = 0; i < nv; ++i) {
-          wb[i] = L.mem_w_[static_cast<std::size_t>(ks[i]) * wc + j];
-          x1[i] = wb[i] ^ b1[static_cast<std::size_t>(taus[i]) * wc + j];
-          x2[i] = wb[i] ^ b2[static_cast<std::size_t>(taus[i]) * wc + j];
+          const std::uint64_t wb = L.mem_w_[static_cast<std::size_t>(ks[i]) * wc + j];
+          const std::size_t ai = static_cast<std::size_t>(taus[i]) * wc + j;
+          const uint32x4_t v1 = vdupq_n_u32(static_cast<std::uint32_t>((wb ^ b1[ai]) >> sh));
+          const uint32x4_t v2 = vdupq_n_u32(static_cast<std::uint32_t>((wb ^ b2[ai]) >> sh));
+          // mask lane = all ones (-1) where the bit is set: subtracting counts it
+          n0 = vsubq_s32(n0, vreinterpretq_s32_u32(vtstq_u32(v1, g0)));
+          n1 = vsubq_s32(n1, vreinterpretq_s32_u32(vtstq_u32(v1, g1)));
+          n2 = vsubq_s32(n2, vreinterpretq_s32_u32(vtstq_u32(v1, g2)));
+          n3 = vsubq_s32(n3, vreinterpretq_s32_u32(vtstq_u32(v1, g3)));
+          s0 = vaddq_f32(s0, vbslq_f32(vtstq_u32(v2, g0), sn[i], sp[i]));
+          s1 = vaddq_f32(s1, vbslq_f32(vtstq_u32(v2, g1), sn[i], sp[i]));
+          s2 = vaddq_f32(s2, vbslq_f32(vtstq_u32(v2, g2), sn[i], sp[i]));
+          s3 = vaddq_f32(s3, vbslq_f32(vtstq_u32(v2, g3), sn[i], sp[i]));
         }
-        for (int g = 0; g < 16; ++g) {
-          const int c0 = 64 * j + 4 * g;
-          if (c0 >= C) break;
-          int32x4_t n1 = vdupq_n_s32(0), nw = vdupq_n_s32(0);
-          float32x4_t s2 = zero;
-          for (int i = 0; i < nv; ++i) {
-            // mask lane = all ones (-1) where the bit is set: subtracting counts it
-            n1 = vsubq_s32(n1, vreinterpretq_s32_u32(LaneMask(x1[i], 4 * g)));
-            nw = vsubq_s32(nw, vreinterpretq_s32_u32(LaneMask(wb[i], 4 * g)));
-            s2 = vaddq_f32(s2, vbslq_f32(LaneMask(x2[i], 4 * g), sn[i], sp[i]));
-          }
-          const int32x4_t d1 = vsubq_s32(nvv, vshlq_n_s32(n1, 1));
-          const int32x4_t ws = vsubq_s32(nvv, vshlq_n_s32(nw, 1));
-          const int lanes = C - c0 < 4 ? C - c0 : 4;
-          const std::size_t idx = static_cast<std::size_t>(t) * C + c0;
-          if (kCounts) {
-            std::int32_t a[4], b[4];
-            float f[4];
-            vst1q_s32(a, d1);
-            vst1q_s32(b, ws);
-            vst1q_f32(f, s2);
-            for (int q = 0; q < lanes; ++q) {
-              d1o[idx + q] = a[q];
-              wso[idx + q] = b[q];
-              s2o[idx + q] = f[q];
-            }
-          } else {
-            // parameter vectors are padded to a multiple of 4 by Layer::Init
-            float32x4_t z = vaddq_f32(vcvtq_f32_s32(d1), s2);
-            z = vsubq_f32(z, vmulq_f32(vld1q_f32(&L.mem_t2_[c0]), vcvtq_f32_s32(ws)));
-            z = vaddq_f32(vmulq_f32(z, vld1q_f32(&L.mem_mul_[c0])), vld1q_f32(&L.mem_bias_[c0]));
-            const float32x4_t p =
-                vbslq_f32(vcltq_f32(z, zero), vmulq_f32(z, vld1q_f32(&L.mem_slope_[c0])), z);
-            if (lanes == 4) {
-              vst1q_f32(m + idx, vaddq_f32(vld1q_f32(x + idx), p));
-            } else {
-              float pa[4];
-              vst1q_f32(pa, p);
-              for (int q = 0; q < lanes; ++q) m[idx + q] = x[idx + q] + pa[q];
-            }
-          }
-        }
+        MemoryStore4<kCounts>(L, x, m, d1o, wso, s2o, t, c16 + 0, nvv, n0, s0, lo, hi);
+        MemoryStore4<kCounts>(L, x, m, d1o, wso, s2o, t, c16 + 4, nvv, n1, s1, lo, hi);
+        MemoryStore4<kCounts>(L, x, m, d1o, wso, s2o, t, c16 + 8, nvv, n2, s2, lo, hi);
+        MemoryStore4<kCounts>(L, x, m, d1o, wso, s2o, t, c16 + 12, nvv, n3, s3, lo, hi);
+      }
+    }
+  }
+
+  // Channels c0..c0+3 of frame t from the memory block's bit count n1 and S2 sum.
+  template <bool kCounts>
+  static inline void MemoryStore4(const Layer& L, const float* x, float* m, std::int32_t* d1o,
+                                  std::int32_t* wso, float* s2o, int t, int c0, int32x4_t nvv,
+                                  int32x4_t n1, float32x4_t s2, std::size_t lo,
+                                  std::size_t hi) {
+    const int C = L.c_;
+    if (c0 >= C) return;
+    const int32x4_t d1 = vsubq_s32(nvv, vshlq_n_s32(n1, 1));
+    // weight bits of the valid taps: a difference of prefix counts
+    const int32x4_t nw =
+        vsubq_s32(vld1q_s32(&L.mem_wpre_[hi + c0]), vld1q_s32(&L.mem_wpre_[lo + c0]));
+    const int32x4_t ws = vsubq_s32(nvv, vshlq_n_s32(nw, 1));
+    const int lanes = C - c0 < 4 ? C - c0 : 4;
+    const std::size_t idx = static_cast<std::size_t>(t) * C + c0;
+    if (kCounts) {
+      std::int32_t a[4], b[4];
+      float f[4];
+      vst1q_s32(a, d1);
+      vst1q_s32(b, ws);
+      vst1q_f32(f, s2);
+      for (int q = 0; q < lanes; ++q) {
+        d1o[idx + q] = a[q];
+        wso[idx + q] = b[q];
+        s2o[idx + q] = f[q];
+      }
+    } else {
+      // parameter vectors are padded to a multiple of 16 by Layer::Init
+      const float32x4_t zero = vdupq_n_f32(0.0f);
+      float32x4_t z = vaddq_f32(vcvtq_f32_s32(d1), s2);
+      z = vsubq_f32(z, vmulq_f32(vld1q_f32(&L.mem_t2_[c0]), vcvtq_f32_s32(ws)));
+      z = vaddq_f32(vmulq_f32(z, vld1q_f32(&L.mem_mul_[c0])), vld1q_f32(&L.mem_bias_[c0]));
+      const float32x4_t p =
+          vbslq_f32(vcltq_f32(z, zero), vmulq_f32(z, vld1q_f32(&L.mem_slope_[c0])), z);
+      if (lanes == 4) {
+        vst1q_f32(m + idx, vaddq_f32(vld1q_f32(x + idx), p));
+      } else {
+        float pa[4];
+        vst1q_f32(pa, p);
+        for (int q = 0; q < lanes; ++q) m[idx + q] = x[idx + q] + pa[q];
       }
     }
   }
@@ -391,6 +415,31 @@ struct Kernels {
           (static_cast<float>(p1) + st * static_cast<float>(p2)) * mul[o] + bias[o];
       const float p = PRelu(z, slope[o]);
       out[idx] = res != nullptr ? res[idx] + p : p;
+    }
+  }
+
+  // Outputs o..o+3 from their popcounts n1 / n2 (4 lanes); the same float operations in the
+  // same order as PointwiseStore, lane by lane.
+  template <bool kCounts>
+  static inline void PointwiseStore4(int t, int o, int O, int K, uint32x4_t n1, uint32x4_t n2,
+                                     float st, const float* mul, const float* bias,
+                                     const float* slope, const float* res, float* out,
+                                     std::int32_t* p1o, std::int32_t* p2o) {
+    const int32x4_t kv = vdupq_n_s32(K);
+    const int32x4_t p1 = vsubq_s32(kv, vshlq_n_s32(vreinterpretq_s32_u32(n1), 1));
+    const int32x4_t p2 = vsubq_s32(kv, vshlq_n_s32(vreinterpretq_s32_u32(n2), 1));
+    const std::size_t idx = static_cast<std::size_t>(t) * O + o;
+    if (kCounts) {
+      vst1q_s32(p1o + idx, p1);
+      vst1q_s32(p2o + idx, p2);
+    } else {
+      float32x4_t z =
+          vaddq_f32(vcvtq_f32_s32(p1), vmulq_f32(vdupq_n_f32(st), vcvtq_f32_s32(p2)));
+      z = vaddq_f32(vmulq_f32(z, vld1q_f32(mul + o)), vld1q_f32(bias + o));
+      float32x4_t p =
+          vbslq_f32(vcltq_f32(z, vdupq_n_f32(0.0f)), vmulq_f32(z, vld1q_f32(slope + o)), z);
+      if (res != nullptr) p = vaddq_f32(vld1q_f32(res + idx), p);
+      vst1q_f32(out + idx, p);
     }
   }
 
@@ -435,14 +484,13 @@ struct Kernels {
           c13 = vpadalq_u8(c13, vcntq_u8(veorq_u8(k3, x1)));
           c23 = vpadalq_u8(c23, vcntq_u8(veorq_u8(k3, x2)));
         }
-        PointwiseStore<kCounts>(t, o + 0, O, K, vaddlvq_u16(c10), vaddlvq_u16(c20), st, mul,
-                                bias, slope, res, out, p1o, p2o);
-        PointwiseStore<kCounts>(t, o + 1, O, K, vaddlvq_u16(c11), vaddlvq_u16(c21), st, mul,
-                                bias, slope, res, out, p1o, p2o);
-        PointwiseStore<kCounts>(t, o + 2, O, K, vaddlvq_u16(c12), vaddlvq_u16(c22), st, mul,
-                                bias, slope, res, out, p1o, p2o);
-        PointwiseStore<kCounts>(t, o + 3, O, K, vaddlvq_u16(c13), vaddlvq_u16(c23), st, mul,
-                                bias, slope, res, out, p1o, p2o);
+        // reduce the 4 rows' 16-bit lane sums to one u32 lane each (pairwise adds), then the
+        // post-processing of the 4 outputs runs 4 lanes wide
+        const uint32x4_t n1 =
+            vpaddlq_u16(vpaddq_u16(vpaddq_u16(c10, c11), vpaddq_u16(c12, c13)));
+        const uint32x4_t n2 =
+            vpaddlq_u16(vpaddq_u16(vpaddq_u16(c20, c21), vpaddq_u16(c22, c23)));
+        PointwiseStore4<kCounts>(t, o, O, K, n1, n2, st, mul, bias, slope, res, out, p1o, p2o);
       }
       for (; o < O; ++o) {
         const std::uint8_t* w0 =
@@ -773,6 +821,18 @@ bool Layer::Init(const LayerSpec& spec, std::string* error) {
   RepackRows(spec.mem_weights, K, C, wc_, mem_w_.data());
   RepackRows(spec.pw1_weights, H, C, wc_, pw1_w_.data());
   RepackRows(spec.pw2_weights, C, H, wh_, pw2_w_.data());
+  // prefix counts of the memory weights' set bits over taps: mem_wpre_[k][c] = #{k' < k :
+  // bit c of tap k' set} (the valid taps of a frame are a contiguous range of k)
+  mem_wpre_.assign(static_cast<std::size_t>(K + 1) * Round16(C), 0);
+  for (int k = 0; k < K; ++k) {
+    for (int c = 0; c < C; ++c) {
+      const std::size_t cp = static_cast<std::size_t>(Round16(C));
+      mem_wpre_[(k + 1) * cp + c] =
+          mem_wpre_[k * cp + c] +
+          static_cast<std::int32_t>((mem_w_[static_cast<std::size_t>(k) * wc_ + c / 64] >>
+                                     (c % 64)) & 1u);
+    }
+  }
   if (HasAvx512()) {
     TransposeWords(pw1_w_, H, C, wc_, &pw1_wt_);
     TransposeWords(pw2_w_, C, H, wh_, &pw2_wt_);

@@ -179,6 +179,9 @@ class Layer {
   std::vector<std::uint64_t> mem_w_;  // [K][wc_]
   std::vector<std::uint64_t> pw1_w_;  // [H][wc_]
   std::vector<std::uint64_t> pw2_w_;  // [C][wh_]
+  // Prefix counts of set memory-weight bits over taps (NEON memory block: the W term of a
+  // frame is the difference of two rows): [K + 1][Round16(C)].
+  std::vector<std::int32_t> mem_wpre_;
   // AVX-512 layout (x86-64 only, built by Init when the CPU has it): 32-bit weight words
   // transposed so that 16 consecutive output channels of one input word are contiguous:
   // pw1_wt_[j][o] = word j of pw1 row o, o padded to a multiple of 16 with zero rows.
