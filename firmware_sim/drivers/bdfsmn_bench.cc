@@ -236,12 +236,32 @@ void RunLinear(const BinPointwise& P, const float* x, float* out, PointwiseScrat
 // im2col of packed bit rows: input rows (one per position, Cin bits in word 0 of a
 // PaddedWords64(Cin) row) -> output rows of k*k*Cin bits; padding taps stay 0 (= +1, LCE's
 // pad value for binary convs). TF 'same' padding for stride 2: (k-1)/2 - ... = top/left 1.
-void Im2colBits(const BinPointwise& P, const std::uint64_t* in, std::uint64_t* col) {
+void Im2colBits(const BinPointwise& P, const std::uint64_t* in, std::uint64_t* col,
+                bool allow_fast = true) {
   const int wi = bd::PaddedWords64(P.cin), wo = bd::PaddedWords64(P.in);
   const int oh = (P.H + P.stride - 1) / P.stride, ow = (P.W + P.stride - 1) / P.stride;
   const int pad_total = (oh - 1) * P.stride + P.k - P.H;
   const int pad0 = pad_total / 2;
   const std::uint64_t mask = P.cin == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << P.cin) - 1;
+  if (P.cin == 16 && allow_fast) {  // the model's conv2: whole 16-bit chunks, halfword copies
+    for (int oy = 0; oy < oh; ++oy) {
+      for (int ox = 0; ox < ow; ++ox) {
+        std::uint64_t* row = col + static_cast<std::size_t>(oy * ow + ox) * wo;
+        for (int j = 0; j < wo; ++j) row[j] = 0;
+        auto* half = reinterpret_cast<std::uint16_t*>(row);
+        const int y0 = oy * P.stride - pad0, x0 = ox * P.stride - pad0;
+        const int ky0 = y0 < 0 ? -y0 : 0, ky1 = P.H - y0 < P.k ? P.H - y0 : P.k;
+        const int kx0 = x0 < 0 ? -x0 : 0, kx1 = P.W - x0 < P.k ? P.W - x0 : P.k;
+        for (int ky = ky0; ky < ky1; ++ky) {
+          const std::uint64_t* src = in + static_cast<std::size_t>((y0 + ky) * P.W + x0) * wi;
+          for (int kx = kx0; kx < kx1; ++kx) {
+            half[ky * P.k + kx] = static_cast<std::uint16_t>(src[static_cast<std::size_t>(kx) * wi]);
+          }
+        }
+      }
+    }
+    return;
+  }
   for (int oy = 0; oy < oh; ++oy) {
     for (int ox = 0; ox < ow; ++ox) {
       std::uint64_t* row = col + static_cast<std::size_t>(oy * ow + ox) * wo;
@@ -444,6 +464,15 @@ int main(int argc, char** argv) {
       INSN_REGION_BEGIN(31);
       RunConv2(P, x.data(), y.data(), &S);
       INSN_REGION_END(31);
+    }
+    if (check) {  // the halfword im2col against the generic bit-shifting one
+      const std::size_t n = S.c1.size();
+      std::vector<std::uint64_t> fast(n, ~std::uint64_t{0}), generic(n, 0);
+      Im2colBits(P, S.b1.data(), fast.data(), true);
+      Im2colBits(P, S.b1.data(), generic.data(), false);
+      const bool same = std::memcmp(fast.data(), generic.data(), n * sizeof(std::uint64_t)) == 0;
+      std::printf("check conv2_im2col fast_vs_generic %s\n", same ? "ok" : "MISMATCH");
+      if (!same) return 1;
     }
     std::printf("region 31 conv2_proxy H=%d W=%d cin=%d cout=%d k=%d stride=%d checksum %.9g\n",
                 P.H, P.W, P.cin, P.out, P.k, P.stride, Checksum(y));
