@@ -171,11 +171,13 @@ def op_inputs(p):
     ]
 
 
-def op_options(channels, hidden, left, right, dilation):
+def op_options(channels, hidden, left, right, dilation, **extra):
+    """custom_options: a FlexBuffers map (flatbuffers.flexbuffers, as LCE's converter) of the
+    five int options; ``extra`` adds entries as given (tests feed malformed ones)."""
     from flatbuffers import flexbuffers
-    return bytes(flexbuffers.Dumps({"channels": int(channels), "hidden": int(hidden),
-                                    "left": int(left), "right": int(right),
-                                    "dilation": int(dilation)}))
+    opts = {"channels": int(channels), "hidden": int(hidden), "left": int(left),
+            "right": int(right), "dilation": int(dilation), **extra}
+    return bytes(flexbuffers.Dumps(opts))
 
 
 def student_layers(model, depth, num_layers, channels, hidden, left, right, dilation):

@@ -22,6 +22,7 @@ ceil(n/32) words with zero pad bits; sign(0) = +1.
 import argparse
 import os
 import struct
+import sys
 
 import numpy as np
 
@@ -351,32 +352,24 @@ if __name__ == "__main__":
 
 
 # ------------------------------------------------------------------ .tflite with LceBDfsmn
-OP_NAME = "LceBDfsmn"
-OP_INPUT_NAMES = ["x", "mem_w", "mem_p", "pw1_w", "pw1_t", "pw1_p", "pw2_w", "pw2_t", "pw2_p"]
+# The op's interface (input order and layout, options map, aligned constant buffers) is the
+# exporter's own (pipeline/bdfsmn.py): one definition; the math above stays independent.
+def _bdfsmn():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:  # also when run as a script (make -C lce_kernels vectors)
+        sys.path.insert(0, root)
+    from pipeline import bdfsmn
+    return bdfsmn
 
 
 def op_inputs(p):
     """The op's constant inputs (1..8) from the inference form, in input order."""
-    f = lambda keys: np.stack([np.asarray(p[k], np.float32) for k in keys])  # noqa: E731
-    return [
-        np.asarray(p["mem_weights"], np.uint32).view(np.int32),
-        f(["mem_t0", "mem_t1", "mem_t2", "mem_mul", "mem_bias", "mem_slope"]),
-        np.asarray(p["pw1_weights"], np.uint32).view(np.int32),
-        f(["pw1_t0", "pw1_t1"]),
-        f(["pw1_mul", "pw1_bias", "pw1_slope"]),
-        np.asarray(p["pw2_weights"], np.uint32).view(np.int32),
-        f(["pw2_t0", "pw2_t1"]),
-        f(["pw2_mul", "pw2_bias", "pw2_slope"]),
-    ]
+    return _bdfsmn().op_inputs(p)
 
 
 def op_options(channels, hidden, left, right, dilation, **extra):
-    """custom_options: a FlexBuffers map (flatbuffers.flexbuffers, as LCE's converter)."""
-    from flatbuffers import flexbuffers
-
-    opts = {"channels": channels, "hidden": hidden, "left": left, "right": right,
-            "dilation": dilation, **extra}
-    return bytes(flexbuffers.Dumps(opts))
+    """custom_options (FlexBuffers map); ``extra`` adds entries (malformed-model tests)."""
+    return _bdfsmn().op_options(channels, hidden, left, right, dilation, **extra)
 
 
 def build_tflite(x_shape, params, options, const_inputs=True):
@@ -388,19 +381,8 @@ def build_tflite(x_shape, params, options, const_inputs=True):
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as S
 
-    class AlignedBuffer(S.BufferT):  # constant data 16-byte aligned, like the converter
-        def Pack(self, builder):
-            off = None
-            if self.data is not None:
-                raw = bytes(self.data)
-                builder.StartVector(1, len(raw), 16)
-                builder.head = builder.head - len(raw)
-                builder.Bytes[builder.head:builder.head + len(raw)] = raw
-                off = builder.EndVector()
-            S.BufferStart(builder)
-            if off is not None:
-                S.BufferAddData(builder, off)
-            return S.BufferEnd(builder)
+    bd = _bdfsmn()
+    AlignedBuffer = bd._aligned_buffer_class()
 
     ttype = {np.dtype(np.float32): S.TensorType.FLOAT32, np.dtype(np.int32): S.TensorType.INT32}
     buffers = [AlignedBuffer()]
@@ -411,21 +393,21 @@ def build_tflite(x_shape, params, options, const_inputs=True):
         t.name, t.shape, t.type, t.buffer = name, list(shape), ttype[np.dtype(dtype)], 0
         if data is not None:
             b = AlignedBuffer()
-            b.data = np.ascontiguousarray(data).tobytes()
+            b.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
             buffers.append(b)
             t.buffer = len(buffers) - 1
         tensors.append(t)
         return len(tensors) - 1
 
     inputs = [add("x", x_shape, np.float32)]
-    for name, arr in zip(OP_INPUT_NAMES[1:], params):
+    for name, arr in zip(bd.OP_INPUT_NAMES[1:], params):
         arr = np.asarray(arr)
         inputs.append(add(name, arr.shape, arr.dtype, arr if const_inputs else None))
     out = add("y", x_shape, np.float32)
 
     code = S.OperatorCodeT()
     code.builtinCode = code.deprecatedBuiltinCode = S.BuiltinOperator.CUSTOM
-    code.customCode, code.version = OP_NAME, 1
+    code.customCode, code.version = bd.OP_NAME, 1
     op = S.OperatorT()
     op.opcodeIndex, op.inputs, op.outputs = 0, inputs, [out]
     op.customOptions = np.frombuffer(options, np.uint8).copy() if options else None

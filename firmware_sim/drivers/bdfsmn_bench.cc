@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "../../lce_kernels/core/bdfsmn.cc"  // one TU: gives access to the stage kernels
-#include "bdv_reader.h"
+#include "../../lce_kernels/tests/bdv_reader.h"
 #include "insn_region.h"
 
 namespace bd = compute_engine::core::bdfsmn;

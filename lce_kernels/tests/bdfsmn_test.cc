@@ -27,69 +27,14 @@
 
 #include "../core/bdfsmn.h"
 #include "../tflite/flexmap.h"
+#include "bdv_reader.h"
 
 namespace bd = compute_engine::core::bdfsmn;
 
 namespace {
 
-struct Blob {
-  char dtype = 0;
-  std::vector<std::uint32_t> dims;
-  std::vector<unsigned char> data;
-  std::size_t count() const {
-    std::size_t n = 1;
-    for (auto d : dims) n *= d;
-    return n;
-  }
-  template <class T>
-  const T* as() const { return reinterpret_cast<const T*>(data.data()); }
-};
-
-using Case = std::map<std::string, Blob>;
-
-bool ReadFile(const std::string& path, std::vector<unsigned char>* buf) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return false;
-  unsigned char tmp[65536];
-  std::size_t n;
-  while ((n = std::fread(tmp, 1, sizeof tmp, f)) > 0) buf->insert(buf->end(), tmp, tmp + n);
-  std::fclose(f);
-  return true;
-}
-
-// Little-endian host assumed (x86-64, aarch64).
-bool ParseCase(const std::vector<unsigned char>& b, Case* out, std::string* err) {
-  std::size_t p = 0;
-  auto need = [&](std::size_t n) { return p + n <= b.size(); };
-  auto u32 = [&]() { std::uint32_t v; std::memcpy(&v, &b[p], 4); p += 4; return v; };
-  if (!need(12) || std::memcmp(b.data(), "BDFV1\0\0\0", 8) != 0) {
-    *err = "bad magic";
-    return false;
-  }
-  p = 8;
-  const std::uint32_t count = u32();
-  for (std::uint32_t i = 0; i < count; ++i) {
-    if (!need(2)) { *err = "truncated"; return false; }
-    std::uint16_t len;
-    std::memcpy(&len, &b[p], 2);
-    p += 2;
-    if (!need(len + 2u)) { *err = "truncated"; return false; }
-    std::string name(reinterpret_cast<const char*>(&b[p]), len);
-    p += len;
-    Blob blob;
-    blob.dtype = static_cast<char>(b[p++]);
-    const int ndim = b[p++];
-    if (!need(4u * ndim)) { *err = "truncated"; return false; }
-    for (int d = 0; d < ndim; ++d) blob.dims.push_back(u32());
-    const std::size_t esize = blob.dtype == 'd' ? 8 : 4;
-    const std::size_t bytes = blob.count() * esize;
-    if (!need(bytes)) { *err = "truncated data of " + name; return false; }
-    blob.data.assign(b.begin() + static_cast<long>(p), b.begin() + static_cast<long>(p + bytes));
-    p += bytes;
-    (*out)[name] = std::move(blob);
-  }
-  return true;
-}
+using Blob = bdv::Record;
+using Case = bdv::File;
 
 struct Stats {
   int failures = 0;
@@ -219,10 +164,9 @@ std::string PathsLabel() {
 }
 
 bool RunCase(const std::string& path, Stats* st) {
-  std::vector<unsigned char> buf;
   Case c;
   std::string err;
-  if (!ReadFile(path, &buf) || !ParseCase(buf, &c, &err)) {
+  if (!bdv::Load(path, &c, &err)) {
     std::printf("FAIL %s: cannot read (%s)\n", path.c_str(), err.c_str());
     return false;
   }

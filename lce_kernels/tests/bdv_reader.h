@@ -1,8 +1,9 @@
-// Minimal reader of the `.bdv` record files written by tests/kernel_ref.py::write_case
+// Reader of the `.bdv` record files written by tests/kernel_ref.py::write_case (used by
+// lce_kernels/tests/bdfsmn_test.cc and firmware_sim/drivers/bdfsmn_bench.cc)
 // (format: lce_kernels/README.md): "BDFV1\0\0\0", u32 count, then per record u16 name
 // length, name, u8 dtype ('f' f32, 'd' f64, 'i' i32, 'u' u32), u8 ndim, u32 dims[ndim], data.
-#ifndef FIRMWARE_SIM_BDV_READER_H_
-#define FIRMWARE_SIM_BDV_READER_H_
+#ifndef LCE_KERNELS_TESTS_BDV_READER_H_
+#define LCE_KERNELS_TESTS_BDV_READER_H_
 
 #include <cstdint>
 #include <cstdio>
@@ -22,6 +23,8 @@ struct Record {
     for (std::uint32_t d : dims) n *= d;
     return n;
   }
+  template <class T>
+  const T* as() const { return reinterpret_cast<const T*>(data.data()); }
 };
 
 using File = std::map<std::string, Record>;
@@ -92,4 +95,4 @@ inline const std::int32_t* I32(const File& f, const std::string& k) {
 
 }  // namespace bdv
 
-#endif  // FIRMWARE_SIM_BDV_READER_H_
+#endif  // LCE_KERNELS_TESTS_BDV_READER_H_
