@@ -77,6 +77,13 @@ class _PositiveMin(tf.keras.constraints.Constraint):
         return {"min_value": self.min_value}
 
 
+def _add_alpha(layer, init: float):
+    """The LPB scalar `lpb_alpha` of a quantizer layer: trainable, kept >= 1e-3."""
+    return layer.add_weight(name=ALPHA_NAME, shape=(),
+                            initializer=tf.keras.initializers.Constant(init),
+                            constraint=_PositiveMin(), trainable=True)
+
+
 tf.keras.utils.get_custom_objects()["_PositiveMin"] = _PositiveMin
 
 
@@ -114,13 +121,7 @@ class LPBSign(lq.quantizers._BaseQuantizer):
 
     def build(self, input_shape):
         if self.learnable:
-            self.alpha = self.add_weight(
-                name=ALPHA_NAME,
-                shape=(),
-                initializer=tf.keras.initializers.Constant(self.alpha_init),
-                constraint=_PositiveMin(),
-                trainable=True,
-            )
+            self.alpha = _add_alpha(self, self.alpha_init)
         super().build(input_shape)
 
     def call(self, inputs):
@@ -174,13 +175,7 @@ class ScaledSignWeight(lq.quantizers._BaseQuantizer):
 
     def build(self, input_shape):
         if self.learnable:
-            self.alpha = self.add_weight(
-                name=ALPHA_NAME,
-                shape=(),
-                initializer=tf.keras.initializers.Constant(1.0),
-                constraint=_PositiveMin(),
-                trainable=True,
-            )
+            self.alpha = _add_alpha(self, 1.0)
         super().build(input_shape)
 
     def call(self, inputs):
