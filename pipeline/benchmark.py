@@ -27,8 +27,11 @@ full-precision DFSMN backbone with the same shapes and layer count: depthwise co
 convs, BN folded by the converter, ReLU / PReLU, residuals; TensorFlow's interpreter with
 XNNPACK; teacher weights with ``--backbone_teacher``, else random: latency does not depend on
 the values). They are written to ``--backbone_dir`` (default: a temporary folder). The last
-JSON line then also has ``backbone_speedup`` (float median / bitwise median) and
-``backbone_weight_bytes`` (packed bit words + per-channel vectors vs float32).
+JSON line then also has ``backbone_speedup`` (float median / bitwise median),
+``kernel_path`` (the op's kernel path here: avx512 on x86-64 CPUs with AVX512F + VPOPCNTDQ,
+else portable; neon on aarch64) and ``backbone_weight_bytes`` (packed bit words + per-channel
+vectors vs float32). ``--bdfsmn_paths portable`` adds the bitwise backbone on other kernel
+paths to the same interleaved run (``backbone_speedup_by_path``).
 
     python -m pipeline.benchmark --backbone build/export/bifsmnv2_bdfsmn_d8.tflite \
         [--models build/export/bifsmnv2_bdfsmn_d8.tflite ...] --threads 1
