@@ -194,3 +194,26 @@ def test_op_survives_fuzzed_options(oplib):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "FUZZ ok=" in proc.stdout, proc.stdout
     print(proc.stdout.strip().splitlines()[-1])
+
+
+def test_op_kernel_path_env(oplib, monkeypatch):
+    """LCE_BDFSMN_PATH picks the kernel path when the interpreter creates the op: every path
+    gives bit-identical outputs through TFLite; an unknown value fails from Prepare."""
+    p, x, ref, shp = _case(3, T=7, C=100, H=200)
+    model = K.build_tflite(x.shape, K.op_inputs(p), K.op_options(*shp))
+    fn = oplib.LceBDfsmnKernelPath
+    fn.restype = ctypes.c_char_p
+    outs = {}
+    for path in ("auto", "portable", "avx512", "neon"):
+        monkeypatch.setenv("LCE_BDFSMN_PATH", path)
+        outs[path] = _run(model, x)
+        resolved = fn().decode()
+        assert resolved in ("portable", "avx512", "neon")
+        if path == "portable":
+            assert resolved == "portable"
+    for path, y in outs.items():
+        assert np.array_equal(y, outs["portable"]), path
+    assert _scaled_err(outs["auto"], ref) <= TOL
+    monkeypatch.setenv("LCE_BDFSMN_PATH", "fastest")
+    assert fn().decode() == "invalid"
+    _expect_error(model)
