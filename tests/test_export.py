@@ -27,6 +27,8 @@ import models
 from pipeline import checkpoints, export, predictors
 from pipeline.input_pipeline import index_from_config
 
+import tensorflow as tf  # noqa: E402  (after `models`: Keras 2)
+
 lce = pytest.importorskip("larq_compute_engine")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,8 +36,12 @@ VERIFY = 60  # validation clips (the tiny corpus has fewer: all of them are used
 
 
 def make_run_dir(path, model_name, training_depths, labels, seed):
-    """A run directory as pipeline.train writes it, with randomised weights."""
+    """A run directory as pipeline.train writes it, with randomised weights.
+
+    The Keras initialisers draw the kernels from TensorFlow's global generator, so it is
+    seeded here: the same checkpoint whatever other tests ran before in the process."""
     kwargs = dict(TINY)
+    tf.keras.utils.set_random_seed(seed)
     checkpoints.write_model_json(path, model_name, kwargs, labels, training_depths)
     model = models.get_model(model_name, training_depths=tuple(training_depths),
                              num_classes=len(labels), **kwargs)
@@ -64,12 +70,11 @@ def exported(runs, tiny_corpus, tmp_path_factory):
     # (test-split evaluation: checked on the lce exports; skipped here to save time)
     reps += export.run(teacher, out, cfg, flavors=["float"], verify_clips=VERIFY,
                        test_accuracy=False)
-    # int8 of a RANDOMISED teacher: logits of ~1e2 with near-ties, and the calibration's
-    # float runs are not bit-reproducible across runs on a loaded machine: top-1 agreement on
-    # the tiny validation split measured 0.85-1.00 across runs, so the gate here is 0.8 (the
-    # real model's int8 export meets the default 0.95: 0.994, README).
+    # int8 at the flavor's default gate (0.95). The teacher's kernels come from a seeded
+    # generator (make_run_dir): before they did, its weights changed with the tests run
+    # earlier in the process, and so did the int8 agreement (0.80-1.00).
     reps += export.run(teacher, out, cfg, flavors=["int8"], verify_clips=VERIFY,
-                       representative_clips=16, test_accuracy=False, min_agreement=0.8)
+                       representative_clips=16, test_accuracy=False)
     return out, {r["name"]: r for r in reps}
 
 
@@ -140,7 +145,8 @@ def test_verification_passed(exported):
               f"{v['max_abs_logit_diff']:.2e}, test acc {r['test_accuracy']}")
         assert v["passed"] and v["clips"] > 10
         assert v["runtime"] == ("lce" if r["flavor"] == "lce" else "tf")
-        assert v["top1_agreement"] >= export.MIN_AGREEMENT[r["flavor"]]
+        assert v["min_agreement"] == export.MIN_AGREEMENT[r["flavor"]]
+        assert v["top1_agreement"] >= v["min_agreement"]
         if r["flavor"] in ("float", "lce"):  # measured ~1e-5 relative on these models
             assert v["max_rel_logit_diff"] < 1e-3
         if r["flavor"] == "lce":
