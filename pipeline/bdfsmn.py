@@ -462,6 +462,16 @@ def build(model, depth, spec):
     return splice(front, layers, head), layers
 
 
+def call_overhead_model(x_shape) -> bytes:
+    """A one-op float .tflite (ABS) with the backbone's input / output shape: timed beside the
+    backbones, it measures what one interpreter call costs from Python (set the input,
+    invoke, read the output) apart from the layers' work."""
+    import tensorflow as tf
+    shape = [int(d) for d in x_shape[1:]]
+    inp = tf.keras.Input(shape, batch_size=1)
+    return _convert(tf.keras.Model(inp, tf.keras.layers.Lambda(tf.abs)(inp)), shape)
+
+
 def float_backbone(layers, x_shape, teacher=None, seed=0) -> bytes:
     """Float .tflite of the full-precision DFSMN backbone with the same shapes as ``layers``
     (depthwise conv + 1x1 convs, BN folded by the converter, ReLU / PReLU, residuals).

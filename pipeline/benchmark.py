@@ -173,12 +173,13 @@ def benchmark(paths, threads=1, runs=100, warmup=10, seed=0, kernel_paths=None):
 
 
 BIT_BACKBONE, FLOAT_BACKBONE = "bdfsmn_backbone.tflite", "float_backbone.tflite"
+CALL_OVERHEAD = "call_overhead.tflite"  # one ABS op, the backbone's input shape
 KERNEL_PATHS = ("auto", "portable", "avx512", "neon")
 
 
 def backbone_models(export_path, out_dir, teacher=None):
-    """Write the bitwise and the float backbone .tflite of a bdfsmn export into ``out_dir``.
-    Returns (bitwise path, float path, storage dict)."""
+    """Write the bitwise and the float backbone .tflite of a bdfsmn export, and the one-op
+    call-overhead model, into ``out_dir``. Returns (bitwise, float, overhead paths, storage)."""
     from pipeline import bdfsmn
     with open(export_path, "rb") as f:
         data = f.read()
@@ -191,9 +192,10 @@ def backbone_models(export_path, out_dir, teacher=None):
         t_model = checkpoints.load_model(teacher, depth=len(layers))
     bit = bdfsmn.backbone_model(layers, x_shape)
     flt = bdfsmn.float_backbone(layers, x_shape, teacher=t_model)
+    nop = bdfsmn.call_overhead_model(x_shape)
     os.makedirs(out_dir, exist_ok=True)
-    paths = os.path.join(out_dir, BIT_BACKBONE), os.path.join(out_dir, FLOAT_BACKBONE)
-    for p, fb in zip(paths, (bit, flt)):
+    paths = tuple(os.path.join(out_dir, n) for n in (BIT_BACKBONE, FLOAT_BACKBONE, CALL_OVERHEAD))
+    for p, fb in zip(paths, (bit, flt, nop)):
         with open(p, "wb") as f:
             f.write(fb)
     packed = bdfsmn.packed_bytes(layers)
@@ -204,7 +206,7 @@ def backbone_models(export_path, out_dir, teacher=None):
                "ratio_vs_float32_weights": round(f32 / packed["total"], 2),
                "ratio_vs_float_tflite_constants": round(flt_const / packed["total"], 2),
                "ratio_bit_words_vs_float32_weights": round(f32 / packed["bit_weights"], 2)}
-    return paths[0], paths[1], storage
+    return paths[0], paths[1], paths[2], storage
 
 
 def path_variant(name, kernel_path):
@@ -220,6 +222,18 @@ def add_backbone(results, storage, kernel_path="?", extra_paths=()):
     speedup = flt["median_ms"] / bit["median_ms"]
     p = storage["packed"]
     results["backbone_speedup"] = round(speedup, 3)
+    lines_net = []
+    nop = results.get(CALL_OVERHEAD)
+    if nop is not None:  # the same Python call around both: time of the layers alone
+        o = nop["median_ms"]
+        net_bit, net_flt = bit["median_ms"] - o, flt["median_ms"] - o
+        results["call_overhead_ms"] = o
+        if net_bit > 0 and net_flt > 0:
+            results["backbone_speedup_net"] = round(net_flt / net_bit, 3)
+            lines_net.append(
+                f"  less the call overhead ({o:.4f} ms: a one-op model, same input, same run): "
+                f"bitwise {net_bit:.4f} ms vs float {net_flt:.4f} ms, speedup "
+                f"{net_flt / net_bit:.2f}x")
     results["kernel_path"] = kernel_path
     by_path = {}
     for kp in extra_paths:
@@ -233,6 +247,7 @@ def add_backbone(results, storage, kernel_path="?", extra_paths=()):
         f"backbone ({storage['layers']} DFSMN layers): bitwise LceBDfsmn {bit['median_ms']:.3f} "
         f"ms vs float TFLite+XNNPACK {flt['median_ms']:.3f} ms ({flt['threads']} thread(s)): "
         f"speedup {speedup:.2f}x (op kernel path: {kernel_path})",
+        *lines_net,
         *[f"  on kernel path {kp}: bitwise {results[path_variant(BIT_BACKBONE, kp)]['median_ms']:.3f}"
           f" ms, speedup {v:.2f}x" for kp, v in by_path.items()],
         f"backbone weights: packed {p['total']:,} B (bit words {p['bit_weights']:,} B + "
@@ -275,8 +290,9 @@ def main(argv):
             if not os.path.exists(FLAGS.backbone):
                 raise ValueError(f"no such file: {FLAGS.backbone}")
             out_dir = FLAGS.backbone_dir or tempfile.mkdtemp(prefix="backbone_")
-            bit, flt, storage = backbone_models(FLAGS.backbone, out_dir, FLAGS.backbone_teacher)
-            paths += [bit, flt]
+            bit, flt, nop, storage = backbone_models(FLAGS.backbone, out_dir,
+                                                     FLAGS.backbone_teacher)
+            paths += [bit, flt, nop]
             for kp in FLAGS.bdfsmn_paths:
                 if kp not in KERNEL_PATHS:
                     raise ValueError(f"--bdfsmn_paths: unknown path {kp!r} (one of "

@@ -101,6 +101,7 @@ def plot_confusion(result, path, title):
     ax.set_ylabel("true")
     ax.set_title(f"{title}\naccuracy {result['accuracy']:.2%} (n={result['n']})", fontsize=10)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

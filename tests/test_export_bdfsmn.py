@@ -128,16 +128,21 @@ def test_op_library_error_is_clear(tmp_path):
 
 
 def test_backbone_benchmark(exported, tmp_path):
-    """In process: the two backbone models, one interleaved run, the JSON keys."""
+    """In process: the two backbone models and the call-overhead model, one interleaved run,
+    the JSON keys."""
     from pipeline import benchmark
     out, _ = exported
     path = os.path.join(out, "bifsmnv2_bdfsmn_d8.tflite")
-    bit, flt, storage = benchmark.backbone_models(path, str(tmp_path))
-    res = benchmark.benchmark([path, bit, flt], threads=1, runs=5, warmup=1)
+    bit, flt, nop, storage = benchmark.backbone_models(path, str(tmp_path))
+    res = benchmark.benchmark([path, bit, flt, nop], threads=1, runs=5, warmup=1)
     lines = benchmark.add_backbone(res, storage)
     print("\n".join(lines))
     last = json.loads(json.dumps(res))
     assert last["backbone_speedup"] > 0 and "speedup" in lines[0]
+    assert last["call_overhead_ms"] > 0
+    assert op_census(open(nop, "rb").read()) == {"ABS": 1}
+    if "backbone_speedup_net" in last:  # both backbones slower than one ABS op (noise aside)
+        assert last["backbone_speedup_net"] > 0
     for name, rt in (("bifsmnv2_bdfsmn_d8.tflite", "tflite+LceBDfsmn"),
                      ("bdfsmn_backbone.tflite", "tflite+LceBDfsmn"),
                      ("float_backbone.tflite", "tflite+xnnpack")):

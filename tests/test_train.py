@@ -174,10 +174,12 @@ def test_student_with_fid_from_teacher(tiny_corpus, tiny_teacher, tmp_path):
 
 def test_evaluate_both_layouts(tiny_teacher, tiny_corpus, tiny_test_set, tmp_path, capsys):
     teacher_dir, _ = tiny_teacher
-    res = ev.run(teacher_dir, tiny_cfg(tiny_corpus), "testing", plot=str(tmp_path / "cm.png"))
+    # --plot into a folder that does not exist yet: it is made
+    png = tmp_path / "plots" / "cm.png"
+    res = ev.run(teacher_dir, tiny_cfg(tiny_corpus), "testing", plot=str(png))
     r = next(iter(res.values()))
     assert r["n"] == sum(np.array(r["confusion"]).sum(1)) and 0 <= r["accuracy"] <= 1
-    assert os.path.getsize(tmp_path / "cm.png") > 1000
+    assert os.path.getsize(png) > 1000
     assert set(r["per_class"]) == {"_silence_", "_unknown_", "yes", "no", "up", "down"}
     # official test-set layout: _silence_ / _unknown_ folders map to the model's classes
     res = ev.run(teacher_dir, DataConfig(data_dir=tiny_test_set), "testing", plot=False)
