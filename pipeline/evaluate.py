@@ -8,6 +8,11 @@ Prints per-class and overall accuracy and the confusion matrix, writes a confusi
 and ``per_class``. The class list comes from the model. In the official test-set layout,
 ``_silence_`` clips are silence and ``_unknown_`` (or any word the model does not know) unknown;
 without an unknown class those clips are skipped and counted.
+
+``--reference OTHER`` (a run directory or .tflite, at the same depth) also runs OTHER on the same
+clips and reports the per-clip top-1 agreement (``agreement_with_reference`` and the number of
+clips where the two differ): e.g. an exported .tflite against its Keras checkpoint on the test
+split.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ def define_flags():
                         "default: the deepest).")
     flags.DEFINE_string("plot", None, "Confusion-matrix PNG path (default: next to the model).")
     flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+    flags.DEFINE_string("reference", None, "Another model (run directory or .tflite) run on the "
+                        "same clips: per-clip top-1 agreement with --model.")
 
 
 def confusion(y_true, y_pred, n):
@@ -63,7 +70,7 @@ def evaluate_predictor(pred: predictors.Predictor, pipe: InputPipeline, splits,
     per_class = {l: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None)
                  for i, l in enumerate(labels)}
     return {"accuracy": float(np.mean(y == p)), "n": int(len(y)), "per_class": per_class,
-            "confusion": cm.tolist(), "labels": labels}
+            "confusion": cm.tolist(), "labels": labels, "predictions": p}
 
 
 def format_report(result, title):
@@ -106,8 +113,10 @@ def plot_confusion(result, path, title):
     plt.close(fig)
 
 
-def run(model_path, cfg, split="testing", depth=None, plot=None, batch_size=256):
-    """Evaluate; returns {depth-or-'tflite': result}. Used by the CLI and by tests."""
+def run(model_path, cfg, split="testing", depth=None, plot=None, batch_size=256, reference=None):
+    """Evaluate; returns {depth-or-'tflite': result}. Used by the CLI and by tests.
+    ``reference``: another model run on the same clips (a checkpoint at depth ``d``, or at the
+    depth recorded with an exported ``model_path``); each result then has ``agreement_with_reference`` and ``reference_differs``."""
     if model_path.endswith(".tflite"):
         depths = [None]
     else:
@@ -126,10 +135,26 @@ def run(model_path, cfg, split="testing", depth=None, plot=None, batch_size=256)
                       "does not have (no _unknown_ class)")
         splits = ["training", "validation", "testing"] if split == "all" else [split]
         res = evaluate_predictor(pred, pipe, splits, batch_size)
+        if reference:
+            # a checkpoint reference runs at the depth evaluated: d, or the export's own
+            ref_depth = d if d else predictors.tflite_sidecar(model_path).get("depth")
+            ref = predictors.load_predictor(
+                reference, depth=None if reference.endswith(".tflite") else ref_depth)
+            if ref.labels != pred.labels:
+                raise checkpoints.CheckpointError(
+                    f"--reference {reference} has classes {ref.labels}, --model has "
+                    f"{pred.labels}")
+            rp = evaluate_predictor(ref, pipe, splits, batch_size)["predictions"]
+            res["reference"] = reference
+            res["agreement_with_reference"] = float(np.mean(rp == res["predictions"]))
+            res["reference_differs"] = int(np.sum(rp != res["predictions"]))
         key = f"depth {d}" if d else pred.name
         res["model"], res["depth"], res["split"] = model_path, d, split
         res["skipped_unknown"] = int(sum(pipe.index.ignored.values()))
         print(format_report(res, f"{os.path.basename(model_path.rstrip('/'))} [{key}]"))
+        if reference:
+            print(f"top-1 agreement with {reference}: {res['agreement_with_reference']:.4f} "
+                  f"({res['reference_differs']} of {res['n']} clips differ)")
         print()
         if plot is not False:
             base = model_path.rstrip("/")
@@ -150,7 +175,7 @@ def main(argv):
         raise app.UsageError("--model is required (run directory, .weights.h5 or .tflite)")
     try:
         results = run(FLAGS.model, data_flags.config_from_flags(), FLAGS.split, FLAGS.depth,
-                      FLAGS.plot, FLAGS.batch_size)
+                      FLAGS.plot, FLAGS.batch_size, FLAGS.reference)
     except (checkpoints.CheckpointError, DataError) as e:
         logging.error("%s", e)
         sys.exit(1)
@@ -160,7 +185,8 @@ def main(argv):
             print(f"{k!s:>5}  {v['accuracy']:8.4f}  {v['n']:5d}")
     first = next(iter(results.values()))
     summary = {k: first[k] for k in ("accuracy", "n", "per_class", "model", "depth", "split",
-                                     "skipped_unknown")}
+                                     "skipped_unknown", "reference", "agreement_with_reference",
+                                     "reference_differs") if k in first}
     if len(results) > 1:
         summary["by_depth"] = {str(k): v["accuracy"] for k, v in results.items()}
     print(json.dumps(summary))

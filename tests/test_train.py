@@ -182,7 +182,9 @@ def test_evaluate_both_layouts(tiny_teacher, tiny_corpus, tiny_test_set, tmp_pat
     assert os.path.getsize(png) > 1000
     assert set(r["per_class"]) == {"_silence_", "_unknown_", "yes", "no", "up", "down"}
     # official test-set layout: _silence_ / _unknown_ folders map to the model's classes
-    res = ev.run(teacher_dir, DataConfig(data_dir=tiny_test_set), "testing", plot=False)
+    res = ev.run(teacher_dir, DataConfig(data_dir=tiny_test_set), "testing", plot=False,
+                 reference=teacher_dir)  # the same model as reference: every clip agrees
     r = next(iter(res.values()))
+    assert r["agreement_with_reference"] == 1.0 and r["reference_differs"] == 0
     assert r["n"] == 4 * 4 + 3 + 3 and r["skipped_unknown"] == 0
     assert "accuracy" in capsys.readouterr().out
