@@ -116,7 +116,8 @@ def plot_confusion(result, path, title):
 def run(model_path, cfg, split="testing", depth=None, plot=None, batch_size=256, reference=None):
     """Evaluate; returns {depth-or-'tflite': result}. Used by the CLI and by tests.
     ``reference``: another model run on the same clips (a checkpoint at depth ``d``, or at the
-    depth recorded with an exported ``model_path``); each result then has ``agreement_with_reference`` and ``reference_differs``."""
+    depth recorded with an exported ``model_path``; a .tflite reference runs once); each result
+    then has ``agreement_with_reference`` and ``reference_differs``."""
     if model_path.endswith(".tflite"):
         depths = [None]
     else:
@@ -125,6 +126,7 @@ def run(model_path, cfg, split="testing", depth=None, plot=None, batch_size=256,
         depths = trained if depth == "all" else [int(depth) if depth else trained[0]]
     results = {}
     pipe = None
+    ref_predictions = {}  # reference depth -> its predictions on the evaluated clips
     for d in depths:
         pred = predictors.load_predictor(model_path, depth=d)
         if pipe is None:
@@ -137,14 +139,17 @@ def run(model_path, cfg, split="testing", depth=None, plot=None, batch_size=256,
         res = evaluate_predictor(pred, pipe, splits, batch_size)
         if reference:
             # a checkpoint reference runs at the depth evaluated: d, or the export's own
-            ref_depth = d if d else predictors.tflite_sidecar(model_path).get("depth")
-            ref = predictors.load_predictor(
-                reference, depth=None if reference.endswith(".tflite") else ref_depth)
-            if ref.labels != pred.labels:
-                raise checkpoints.CheckpointError(
-                    f"--reference {reference} has classes {ref.labels}, --model has "
-                    f"{pred.labels}")
-            rp = evaluate_predictor(ref, pipe, splits, batch_size)["predictions"]
+            ref_depth = None if reference.endswith(".tflite") else (
+                d if d else predictors.tflite_sidecar(model_path).get("depth"))
+            if ref_depth not in ref_predictions:
+                ref = predictors.load_predictor(reference, depth=ref_depth)
+                if ref.labels != pred.labels:
+                    raise checkpoints.CheckpointError(
+                        f"--reference {reference} has classes {ref.labels}, --model has "
+                        f"{pred.labels}")
+                ref_predictions[ref_depth] = evaluate_predictor(
+                    ref, pipe, splits, batch_size)["predictions"]
+            rp = ref_predictions[ref_depth]
             res["reference"] = reference
             res["agreement_with_reference"] = float(np.mean(rp == res["predictions"]))
             res["reference_differs"] = int(np.sum(rp != res["predictions"]))
