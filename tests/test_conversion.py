@@ -8,18 +8,23 @@ depthwise convs (DEPTHWISE_CONV_2D: LCE has no binary depthwise kernel) and the 
 (FULLY_CONNECTED); no other CONV_2D (no binary conv fell back to float).
 
 Outputs are compared with Keras on the LCE interpreter at 1e-4 relative to the logit scale
-(measured ~1e-6). The untrained model's BN statistics, thresholds, PReLU slopes and biases
-are randomised first (kernels keep their initialisation, except the zero-initialised
-classifier, which gets random values so that the logits depend on the input): with
-thresholds 0 and identity BN a binary conv output hits exact ties (0) and sign() of a float
-rounding error decides them, in Keras differently than in the bitwise LCE kernel.
+(measured ~1e-6) on every sample whose binarizer inputs all keep a margin from their
+thresholds (`ties.assert_close_except_ties`): the two sum in different orders, and where a
+binarizer input lies within that rounding of its threshold one bit may flip (measured: 5 of 192
+random samples at depth 2, which ones depending on the CPU's kernels). The untrained model's
+BN statistics, thresholds, PReLU slopes and biases are randomised first and its kernels come
+from a seeded initialiser (the zero-initialised classifier gets random values so that the
+logits depend on the input): with thresholds 0 and identity BN a binary conv output hits
+exact ties (0) and sign() of a float rounding error decides them.
 """
 import models  # noqa: F401  (must precede tensorflow)
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import numpy_ref as R
+import ties
 from models.lce_census import float_weight_ops, format_census, op_census
 
 lce = pytest.importorskip("larq_compute_engine")
@@ -29,6 +34,7 @@ lce = pytest.importorskip("larq_compute_engine")
 def test_student_converts_to_lce(depth):
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
+    tf.keras.utils.set_random_seed(depth)  # kernels: not from the suite's global generator
     model = models.get_model("bifsmnv2", depth=depth)
     R.randomize_weights(model, seed=depth)
     flatbuffer = lce.convert_keras_model(model)
@@ -46,11 +52,8 @@ def test_student_converts_to_lce(depth):
                             + [("DEPTHWISE_CONV_2D", (1, 5, 1, 128))] * depth)
     assert not any(name.startswith("Flex") for name in census)
 
-    x = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(48, 32, 32)).astype(np.float32)
     got = Interpreter(flatbuffer, num_threads=1).predict(x)
-    ref = model(x, training=False).numpy()
+    ref, margin = ties.keras_with_margins(model, x)
     R.assert_nontrivial(ref)
-    err = np.abs(got - ref).max() / max(1.0, np.abs(ref).max())
-    print(f"depth {depth}: Keras vs LCE max abs diff {np.abs(got - ref).max():.2e}, "
-          f"relative {err:.2e}")
-    assert err < 1e-4
+    ties.assert_close_except_ties(got, ref, margin, tol=1e-4, label=f"depth {depth}: Keras vs LCE")
