@@ -51,6 +51,29 @@ def make_run_dir(path, model_name, training_depths, labels, seed):
     return path
 
 
+def verification_features(tiny_corpus):
+    """The features of the clips `export.run` verifies on (first VERIFY validation clips)."""
+    cfg = tiny_cfg(tiny_corpus)
+    return export.clips(InputPipeline(index_from_config(cfg), cfg), "validation", VERIFY)[1]
+
+
+def assert_export_matches_keras(checkpoint, depth, tflite_path, inputs, label):
+    """Per clip: the exported .tflite (through `predictors`, as evaluate / benchmark run it)
+    equals the Keras checkpoint at ``depth`` to 1e-4 on every tie-free clip (`ties`), for each
+    batch in ``inputs`` ({name: x}). Returns (predictor, {name: (Keras logits, .tflite logits,
+    tie-free mask)})."""
+    model, _ = export.load_keras(checkpoint, depth)
+    pred = predictors.load_predictor(tflite_path)
+    out = {}
+    for name, x in inputs.items():
+        ref, margin = ties.keras_with_margins(model, x)
+        got = pred.predict(x)
+        _, clean = ties.assert_close_except_ties(got, ref, margin, tol=1e-4,
+                                                 label=f"{label} {name}")
+        out[name] = ref, got, clean
+    return pred, out
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_corpus, tmp_path_factory):
     base = tmp_path_factory.mktemp("export_runs")
@@ -159,15 +182,11 @@ def test_verification_passed(exported):
 def test_lce_equals_keras_on_tie_free_clips(exported, runs, tiny_corpus):
     """Per clip, on the verification clips: the LCE .tflite equals Keras up to float rounding
     wherever no binarizer input lies within rounding of its threshold (`ties`)."""
-    out, reps = exported
-    cfg = tiny_cfg(tiny_corpus)
-    _, feats, _ = export.clips(InputPipeline(index_from_config(cfg), cfg), "validation", VERIFY)
+    out, _ = exported
+    feats = verification_features(tiny_corpus)
     for d in (2, 1):
-        model, _ = export.load_keras(runs[1], d)
-        pred = predictors.load_predictor(os.path.join(out, f"bifsmnv2_lce_d{d}.tflite"))
-        ref, margin = ties.keras_with_margins(model, feats)
-        ties.assert_close_except_ties(pred.predict(feats), ref, margin, tol=1e-4,
-                                      label=f"lce d{d} vs Keras")
+        assert_export_matches_keras(runs[1], d, os.path.join(out, f"bifsmnv2_lce_d{d}.tflite"),
+                                    {"validation clips": feats}, f"lce d{d} vs Keras")
 
 
 def test_sidecar_labels(exported, runs):

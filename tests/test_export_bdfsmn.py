@@ -17,12 +17,12 @@ import pytest
 
 import kernel_ref as K
 import numpy_ref as R
-import ties
-from test_export import VERIFY, make_run_dir
+from test_export import (VERIFY, assert_export_matches_keras, make_run_dir,
+                         verification_features)
 from test_train import tiny_cfg
 
-from pipeline import bdfsmn, export, predictors
-from pipeline.input_pipeline import InputPipeline, index_from_config
+from pipeline import bdfsmn, export
+from pipeline.input_pipeline import index_from_config
 from models.lce_census import _BUILTIN_NAMES, op_census
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,8 +93,7 @@ def test_predictions_equal_keras(exported, student, tiny_corpus):
     on random inputs: equal to Keras up to float rounding on every tie-free clip (`ties`; a
     clip with a binarizer input within rounding of its threshold may flip one bit)."""
     out, reps = exported
-    cfg = tiny_cfg(tiny_corpus)
-    _, feats, _ = export.clips(InputPipeline(index_from_config(cfg), cfg), "validation", VERIFY)
+    feats = verification_features(tiny_corpus)
     x_random = np.random.default_rng(0).normal(-2, 2, (32, 32, 32)).astype(np.float32)
     for depth in (8, 2):
         r = reps[f"bifsmnv2_bdfsmn_d{depth}"]
@@ -103,16 +102,13 @@ def test_predictions_equal_keras(exported, student, tiny_corpus):
               f" (scale {v['logit_scale']:.2f}), runtime {v['runtime']}")
         assert v["passed"] and v["clips"] == len(feats) > 10
         assert v["runtime"] == "tf+custom_ops"
-        # the predictor interface (evaluate / benchmark go through it)
-        model, _ = export.load_keras(student, depth)
-        pred = predictors.load_predictor(os.path.join(out, f"bifsmnv2_bdfsmn_d{depth}.tflite"))
+        path = os.path.join(out, f"bifsmnv2_bdfsmn_d{depth}.tflite")
+        pred, compared = assert_export_matches_keras(
+            student, depth, path, {"validation clips": feats, "random inputs": x_random},
+            f"d{depth}")
         assert pred.runtime == "tf+custom_ops"
-        for name, x in (("validation clips", feats), ("random inputs", x_random)):
-            ref, margin = ties.keras_with_margins(model, x)
-            got = pred.predict(x)
+        for ref, got, clean in compared.values():
             R.assert_nontrivial(ref)
-            _, clean = ties.assert_close_except_ties(got, ref, margin, tol=1e-4,
-                                                     label=f"d{depth} {name}")
             assert np.array_equal(ref.argmax(-1)[clean], got.argmax(-1)[clean])
 
 

@@ -9,11 +9,11 @@ With random weights this happened to 5 of 192 samples at depth 2 (measured on th
 which samples depends on the CPU's kernels, so a fixed tolerance on every sample is flaky).
 
 So a comparison takes, per sample, the smallest distance of any binarizer input to its
-threshold (`binarizer_margins`, recorded while Keras runs eagerly: |x - t0| and |r| of every
-`DualScaleActivation`), and requires agreement to `tol` on every sample whose margin is at
-least `delta` (4x the largest margin seen to flip), and at least `MIN_TIE_FREE` such
-samples, so that the check cannot pass vacuously. A bug (a wrong scale, padding, sign, layer
-order) moves every sample, tie-free or not.
+threshold (`binarizer_margins`, recorded while Keras runs eagerly, at the inputs of the two
+binarizers of every `DualScaleActivation`: x - t0 and r), and requires agreement to `tol` on
+every sample whose margin is at least `delta` (4x the largest margin seen to flip), and at
+least `MIN_TIE_FREE` such samples, so that the check cannot pass vacuously. A bug (a wrong
+scale, padding, sign, layer order) moves every sample, tie-free or not.
 """
 import contextlib
 
@@ -31,46 +31,44 @@ MIN_TIE_FREE = 4
 @contextlib.contextmanager
 def binarizer_margins(model):
     """Yield a list that, after `model(x)` runs eagerly inside the block, holds one (B,)
-    array per `DualScaleActivation` call: min over the sample of |x - t0| and |r|.
+    array per activation-binarizer call (the `sign1` / `sign2` of every
+    `DualScaleActivation`, whose inputs are x - t0 and r): min over the sample of |input|.
     The per-sample margin is the minimum over the list (`keras_with_margins`).
 
-    Wraps each layer instance's `call` (not the class's: saving a model, as the LCE converter
-    does, leaves a bound `call` in the instance's dict) and restores it on exit."""
+    Wraps each binarizer instance's `call` (not the class's: saving a model, as the LCE
+    converter does, leaves a bound `call` in the instance's dict) and restores it on exit."""
     from models.dual_scale import DualScaleActivation
 
     records = []
-    layers = [m for m in model.submodules if isinstance(m, DualScaleActivation)]
-    saved = [layer.__dict__.get("call") for layer in layers]
+    signs = [b for m in model.submodules if isinstance(m, DualScaleActivation)
+             for b in (m.sign1, m.sign2)]
+    saved = [b.__dict__.get("call") for b in signs]
 
-    def wrap(layer, inner):
-        def call(x):
-            b1, b2, s = inner(x)
+    def wrap(inner):
+        def call(inputs):
             if tf.executing_eagerly():
-                r = x - b1 - layer.t1
-                axes = list(range(1, x.shape.rank))
-                m = tf.minimum(tf.reduce_min(tf.abs(x - layer.t0), axes),
-                               tf.reduce_min(tf.abs(r), axes))
-                records.append(m.numpy())
-            return b1, b2, s
+                axes = list(range(1, inputs.shape.rank))
+                records.append(tf.reduce_min(tf.abs(inputs), axes).numpy())
+            return inner(inputs)
         return call
 
-    for layer in layers:
-        layer.call = wrap(layer, layer.call)
+    for b in signs:
+        b.call = wrap(b.call)
     try:
         yield records
     finally:
-        for layer, old in zip(layers, saved):
+        for b, old in zip(signs, saved):
             if old is None:
-                del layer.__dict__["call"]
+                del b.__dict__["call"]
             else:
-                layer.__dict__["call"] = old
+                b.__dict__["call"] = old
 
 
 def keras_with_margins(model, x):
     """Eager `model(x, training=False)` -> (logits, per-sample margin (B,))."""
     with binarizer_margins(model) as records:
         logits = model(x, training=False).numpy()
-    assert records, "no DualScaleActivation ran eagerly: is the model binary?"
+    assert records, "no activation binarizer ran eagerly: is the model binary?"
     return logits, np.min(np.stack(records), axis=0)
 
 
