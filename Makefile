@@ -10,14 +10,15 @@ DEB_PACKAGES := espeak-ng sox gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-u
 DEB_PACKAGES_ARM64 := libxnnpack-dev:arm64
 DEMO_DIR ?= build/demo
 
-.PHONY: setup kernels test test-slow demo bench publish-real8 clean
+.PHONY: setup kernels test test-slow demo bench publish-real8 clean fuzz
 
 setup: $(STAMP) $(APT_STAMP) kernels
 
 # The bitwise DFSMN op: core + test runner, ASan/UBSan runner, TFLite op library (links the
-# tensorflow wheel), static aarch64 runner (warnings are errors in every build).
+# tensorflow wheel), static aarch64 runner, the op library with ASan/UBSan, the .tflite
+# verifier (warnings are errors in every build).
 kernels: $(STAMP) $(APT_STAMP)
-	@$(MAKE) --no-print-directory -s -C lce_kernels all asan op aarch64
+	@$(MAKE) --no-print-directory -s -C lce_kernels all asan op aarch64 op-asan verify
 	@$(MAKE) --no-print-directory -s -C firmware_sim all
 
 $(APT_STAMP): Makefile
@@ -44,6 +45,15 @@ test: setup
 # pytest exits 5 when no test carries the marker: that is not a failure here.
 test-slow: setup
 	$(PY) -m pytest -q -m slow tests || [ $$? -eq 5 ]
+
+# The fuzz harness (issue 14): 300 damaged variants of every export run as the tools run them,
+# then the bdfsmn ones with the ASan/UBSan op library (the same runs are in test-slow).
+# Both runs always run; the target fails if either found a failure.
+fuzz: setup
+	@$(MAKE) --no-print-directory -s -C lce_kernels op-asan
+	@rc=0; $(PY) -m pipeline.fuzz_models --depths all --json_out build/fuzz/fuzz.json || rc=1; \
+	$(PY) -m pipeline.fuzz_models --depths all --sanitize --json_out build/fuzz/fuzz_asan.json \
+	  || rc=1; exit $$rc
 
 # The main job on the embedded default (a synthetic corpus): data -> teacher -> binary student
 # (thinnable depths, FID) -> accuracy per depth. A few minutes on 2 cores.

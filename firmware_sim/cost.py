@@ -42,6 +42,8 @@ import types
 import numpy as np
 from absl import app, flags
 
+from pipeline import cli, output_paths
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FW = os.path.join(ROOT, "firmware_sim")
 BUILD = os.path.join(FW, "build")
@@ -478,10 +480,17 @@ def main(argv):
     args = types.SimpleNamespace(**{k: FLAGS[k].value for k in (
         "T", "C", "H", "left", "right", "layers", "classes", "runs", "seed", "uarch",
         "json_out", "work_dir")})
+    small = [f"--{k} {getattr(args, k)}" for k in ("T", "C", "H", "classes", "runs")
+             if getattr(args, k) < 1] + [f"--{k} {getattr(args, k)}" for k in ("left", "right")
+                                         if getattr(args, k) < 0]
+    if small:
+        raise app.UsageError(f"{', '.join(small)}: expected T, C, H, classes, runs >= 1 and "
+                             "left, right >= 0")
     why = missing_tools()
     if why:
-        print("cannot run: " + "; ".join(why), file=sys.stderr)
-        sys.exit(2)
+        raise cli.UserError("cannot run: " + "; ".join(why))
+    output_paths.check_file(args.json_out, "--json_out")
+    output_paths.check_dir(args.work_dir, "--work_dir")
     build()
     work = args.work_dir or tempfile.mkdtemp(prefix="fw_cost_")
     os.makedirs(work, exist_ok=True)
@@ -535,5 +544,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define=define_flags)

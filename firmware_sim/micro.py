@@ -83,7 +83,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORTS = os.path.join("pretrained", "real8", "exports")
@@ -146,6 +146,8 @@ def load_graph(flatbuffer: bytes, subgraph: int = 0) -> Graph:
     """The first subgraph of a .tflite, read with TensorFlow's flatbuffer schema module."""
     from pipeline.bdfsmn import read_model   # (pipeline first: it selects Keras 2)
     from tensorflow.lite.python import schema_py_generated as S
+    from pipeline.model_verify import verify_model
+    verify_model(flatbuffer, "model")                   # before the Python reader parses it
     m = read_model(flatbuffer)
     type_names = {v: k for k, v in vars(S.TensorType).items() if not k.startswith("_")}
     op_names = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
@@ -351,6 +353,8 @@ def budget(path: str) -> dict:
     """Weights, peak activations and LceBDfsmn scratch of one .tflite (module doc, part 2)."""
     with open(path, "rb") as f:
         flatbuffer = f.read()
+    from pipeline.model_verify import verify_model
+    verify_model(flatbuffer, path)  # (load_graph verifies too; this names the file)
     g = load_graph(flatbuffer)
     layers = bdfsmn_ops(g)
     scratch_at = [0] * len(g.ops)
@@ -427,6 +431,8 @@ def tflm_version() -> str:
 
 
 def tflm_interpreter(model_bytes: bytes, arena: int):
+    from pipeline.model_verify import verify_model
+    verify_model(model_bytes, "model")                  # TFLM does not verify the flatbuffer
     from tflite_micro.python.tflite_micro import runtime
     return runtime.Interpreter.from_bytes(model_bytes, arena_size=int(arena))
 
@@ -616,6 +622,8 @@ TFLITE_RESOLVERS = {"tflite": "AUTO", "tflite_nodelegate": "BUILTIN_WITHOUT_DEFA
 
 
 def tflite_interpreter(model_bytes: bytes, resolver="AUTO"):
+    from pipeline.model_verify import verify_model
+    verify_model(model_bytes, "model")                  # before an interpreter is built
     import tensorflow as tf
     it = tf.lite.Interpreter(
         model_content=model_bytes, num_threads=1,
@@ -646,6 +654,8 @@ def compare(path: str, x: np.ndarray, y: np.ndarray, arena: Optional[int] = None
     TFLite (TFLITE_RESOLVERS) on identical (quantized) input tensors."""
     with open(path, "rb") as f:
         model_bytes = f.read()
+    from pipeline.model_verify import verify_model
+    verify_model(model_bytes, path)  # before any interpreter (TFLite, TFLM probe) sees it
     with captured_fds((2,)):   # "INFO: Created TensorFlow Lite XNNPACK delegate"
         tfl = {k: tflite_interpreter(model_bytes, v) for k, v in TFLITE_RESOLVERS.items()}
     inp = tfl["tflite"].get_input_details()[0]
@@ -947,16 +957,12 @@ def define_flags():
 
 def main(argv):
     del argv
-    from pipeline import data_flags
-    from pipeline.speech_commands import DataError
+    from pipeline import data_flags, output_paths
+    output_paths.check_file(FLAGS.json_out, "--json_out")
     int8_models, binary_models = expand(FLAGS.int8_model), expand(FLAGS.binary_model)
-    try:
-        cfg = data_flags.config_from_flags() if int8_models else None
-        out = run(int8_models, binary_models, cfg, FLAGS.split, FLAGS.max_clips,
-                  FLAGS.wanted_words, FLAGS.arena_size)
-    except (MicroError, DataError, flags.ValidationError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+    cfg = data_flags.config_from_flags() if int8_models else None
+    out = run(int8_models, binary_models, cfg, FLAGS.split, FLAGS.max_clips,
+              FLAGS.wanted_words, FLAGS.arena_size)
     print(out.pop("_text"))
     details = out.pop("_details")
     if FLAGS.json_out:
@@ -967,5 +973,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    from pipeline import cli
+    cli.run(main, define=define_flags, errors=(MicroError,))

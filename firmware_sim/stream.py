@@ -522,10 +522,14 @@ def read_truth(path) -> List[det.Keyword]:
         raise StreamError(f"--truth {path} does not exist")
     with open(path) as f:
         data = json.load(f)
-    rows = data["keywords"] if isinstance(data, dict) else data
-    return [det.Keyword(r["word"], float(r.get("start", r["onset"])), float(r["onset"]),
-                        float(r.get("offset", r["onset"] + 1.0)), r.get("source", ""))
-            for r in rows]
+    try:
+        rows = data["keywords"] if isinstance(data, dict) else data
+        return [det.Keyword(r["word"], float(r.get("start", r["onset"])), float(r["onset"]),
+                            float(r.get("offset", r["onset"] + 1.0)), r.get("source", ""))
+                for r in rows]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise StreamError(f"--truth {path}: not a ground-truth file ({type(e).__name__}: {e}); "
+                          "expected a .truth.json written by firmware_sim.stream") from e
 
 
 # -- the tool -----------------------------------------------------------------------------------
@@ -741,39 +745,47 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
 
 def main(argv):
     del argv
-    from pipeline import checkpoints, data_flags
-    from pipeline.speech_commands import DataError
+    from pipeline import data_flags, output_paths
 
     if not FLAGS.model:
         raise app.UsageError("--model is required (run directory, .weights.h5 or .tflite)")
     if not FLAGS.wav and not FLAGS.data_dir:
         raise app.UsageError("give --wav FILE or --data_dir DIR (to generate a stream)")
+    if FLAGS.depth and not FLAGS.depth.isdigit():
+        raise app.UsageError(f"--depth {FLAGS.depth!r}: expected a number of layers (8/4/2/1)")
+    plot = FLAGS.plot or default_plot_path(FLAGS.model, FLAGS.split, FLAGS.seed, FLAGS.wav)
+    if plot == "none":
+        output_paths.check_dir(DEFAULT_OUT_DIR, "the output folder")
+    else:
+        output_paths.check_file(plot, "--plot" if FLAGS.plot else "--plot (default)")
+    output_paths.check_dir(FLAGS.cache_dir, "--cache_dir")
     try:
-        n_instr = FLAGS.instructions_per_inference
-        if n_instr is None and FLAGS.cost_json:
-            n_instr = read_cost_json(FLAGS.cost_json, FLAGS.cost_key)
-        settings = StreamSettings(
-            stride_ms=FLAGS.stride_ms,
-            detector=det.DetectorConfig(FLAGS.average_window_ms, FLAGS.threshold,
-                                        FLAGS.suppression_ms, FLAGS.minimum_count),
-            sweep=[float(s) for s in FLAGS.sweep or []], outputs=FLAGS.outputs,
-            tolerance_before=FLAGS.tolerance_before, tolerance_after=FLAGS.tolerance_after,
-            batch_windows=FLAGS.batch_windows, split=FLAGS.split, minutes=FLAGS.minutes,
-            keywords_per_minute=FLAGS.keywords_per_minute, snr_db=FLAGS.snr_db,
-            equal_loudness=FLAGS.equal_loudness,
-            min_gap_s=FLAGS.min_gap_s, seed=FLAGS.seed, plot=FLAGS.plot,
-            plot_seconds=FLAGS.plot_seconds, plot_start=FLAGS.plot_start,
-            progress=FLAGS.progress, instructions_per_inference=n_instr,
-            clock_mhz=FLAGS.clock_mhz, ipc=FLAGS.ipc)
-        data_cfg = data_flags.config_from_flags() if not FLAGS.wav else None
-        out = run(FLAGS.model, settings, wav=FLAGS.wav, truth_path=FLAGS.truth,
-                  data_cfg=data_cfg, depth=int(FLAGS.depth) if FLAGS.depth else None)
-    except (StreamError, checkpoints.CheckpointError, DataError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+        sweep = [float(s) for s in FLAGS.sweep or []]
+    except ValueError:
+        raise app.UsageError(f"--sweep {','.join(FLAGS.sweep)}: expected thresholds, e.g. "
+                             "0.3,0.5,0.7") from None
+    n_instr = FLAGS.instructions_per_inference
+    if n_instr is None and FLAGS.cost_json:
+        n_instr = read_cost_json(FLAGS.cost_json, FLAGS.cost_key)
+    settings = StreamSettings(
+        stride_ms=FLAGS.stride_ms,
+        detector=det.DetectorConfig(FLAGS.average_window_ms, FLAGS.threshold,
+                                    FLAGS.suppression_ms, FLAGS.minimum_count),
+        sweep=sweep, outputs=FLAGS.outputs,
+        tolerance_before=FLAGS.tolerance_before, tolerance_after=FLAGS.tolerance_after,
+        batch_windows=FLAGS.batch_windows, split=FLAGS.split, minutes=FLAGS.minutes,
+        keywords_per_minute=FLAGS.keywords_per_minute, snr_db=FLAGS.snr_db,
+        equal_loudness=FLAGS.equal_loudness,
+        min_gap_s=FLAGS.min_gap_s, seed=FLAGS.seed, plot=FLAGS.plot,
+        plot_seconds=FLAGS.plot_seconds, plot_start=FLAGS.plot_start,
+        progress=FLAGS.progress, instructions_per_inference=n_instr,
+        clock_mhz=FLAGS.clock_mhz, ipc=FLAGS.ipc)
+    data_cfg = data_flags.config_from_flags() if not FLAGS.wav else None
+    out = run(FLAGS.model, settings, wav=FLAGS.wav, truth_path=FLAGS.truth,
+              data_cfg=data_cfg, depth=int(FLAGS.depth) if FLAGS.depth else None)
     print(json.dumps(out["summary"]))
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    from pipeline import cli
+    cli.run(main, define=define_flags, errors=(StreamError,))

@@ -5,14 +5,20 @@ wheel (`larq_compute_engine.mlir.python.tflite_schema`, falling back to TensorFl
 `tensorflow.lite.python.schema_py_generated`); no interpreter is needed, so it also works
 for models with custom ops no Python runtime can run.
 
+Damaged input never escapes as ``struct.error`` / ``UnicodeDecodeError`` / ``IndexError``:
+every reader verifies the bytes first (``pipeline.model_verify``: the TFLite schema's
+flatbuffers verifier plus index / UTF-8 checks, so the Python accessors below only follow
+checked offsets) and raises ``pipeline.model_verify.ModelError`` with the reason.
+
     from models.lce_census import op_census, op_list
     census = op_census(flatbuffer_bytes)      # Counter({'LceBconv2d': 36, 'ADD': ..., ...})
     ops = op_list(flatbuffer_bytes)           # [{'op', 'inputs': [(name, shape, dtype)], ...}]
 
-CLI: python -m models.lce_census model.tflite
+CLI: python -m models.lce_census --model model.tflite
 """
 import collections
-import sys
+import functools
+import struct
 
 try:  # the schema shipped with the LCE converter
     from larq_compute_engine.mlir.python import tflite_schema as _schema
@@ -30,8 +36,32 @@ FLOAT_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 def _model(flatbuffer: bytes):
+    """The verified root table (``ModelError`` if the bytes are not a valid TFLite model)."""
+    from pipeline.model_verify import verify_model
+    verify_model(flatbuffer, "model")
     buf = bytearray(flatbuffer)
     return _schema.Model.GetRootAs(buf, 0)
+
+
+def _subgraph(model, subgraph: int):
+    from pipeline.model_verify import ModelError
+    n = model.SubgraphsLength()
+    if not 0 <= subgraph < n:
+        raise ModelError(f"model has {n} subgraph(s), no subgraph {subgraph}")
+    return model.Subgraphs(subgraph)
+
+
+def _reader(fn):
+    """Damaged-input errors of the Python flatbuffer accessors become ``ModelError`` (the
+    verifier should already have refused such bytes; this keeps the promise if it did not)."""
+    @functools.wraps(fn)
+    def wrapper(flatbuffer, *args, **kwargs):
+        try:
+            return fn(flatbuffer, *args, **kwargs)
+        except (struct.error, UnicodeDecodeError, IndexError) as e:
+            from pipeline.model_verify import ModelError
+            raise ModelError(f"model is not a valid TFLite model: {type(e).__name__}: {e}") from e
+    return wrapper
 
 
 def _opcode_names(model):
@@ -47,17 +77,18 @@ def _opcode_names(model):
     return names
 
 
+@_reader
 def op_list(flatbuffer: bytes, subgraph: int = 0):
     """Ops of one subgraph in execution order, with input / output tensor name, shape, type."""
     model = _model(flatbuffer)
     names = _opcode_names(model)
-    sg = model.Subgraphs(subgraph)
+    sg = _subgraph(model, subgraph)
 
     def tensor(i):
         if i < 0:
             return None
         t = sg.Tensors(i)
-        return (t.Name().decode(), tuple(t.ShapeAsNumpy()) if t.ShapeLength() else (),
+        return ((t.Name() or b"").decode(), tuple(t.ShapeAsNumpy()) if t.ShapeLength() else (),
                 _TYPE_NAMES.get(t.Type(), t.Type()))
 
     ops = []
@@ -106,6 +137,7 @@ def has_bdfsmn_ops(flatbuffer: bytes) -> bool:
     return op_census(flatbuffer).get(BDFSMN_OP, 0) > 0
 
 
+@_reader
 def constant_bytes(flatbuffer: bytes, subgraph: int = 0) -> dict:
     """Bytes of the constant tensors (weights), each buffer counted once (the converter
     shares one buffer between tensors, e.g. the filter of the two LceBconv2d of a dual-scale
@@ -115,7 +147,7 @@ def constant_bytes(flatbuffer: bytes, subgraph: int = 0) -> dict:
     per-channel multipliers, thresholds, PReLU slopes, shape constants...)."""
     model = _model(flatbuffer)
     names = _opcode_names(model)
-    sg = model.Subgraphs(subgraph)
+    sg = _subgraph(model, subgraph)
 
     def buffer_size(b):
         buf = model.Buffers(b)
@@ -168,8 +200,30 @@ def ops_in_scope(flatbuffer: bytes, scope: str, subgraph: int = 0):
     return found
 
 
-if __name__ == "__main__":  # pragma: no cover
-    data = open(sys.argv[1], "rb").read()
-    print(format_census(op_census(data)))
-    for op, name, shape in float_weight_ops(data):
-        print(f"float {op:20s} {shape} {name}")
+if __name__ == "__main__":  # pragma: no cover  (tests/test_cli_errors.py runs it)
+    from absl import app, flags, logging
+
+    from pipeline import cli
+
+    def _define_flags():
+        flags.DEFINE_string("model", None, "The .tflite to take the op census of.")
+
+    def _main(argv):
+        """``--model FILE`` (the positional ``FILE`` still works, deprecated)."""
+        path, extra = flags.FLAGS.model, list(argv[1:])
+        if not path and len(extra) == 1:
+            logging.warning("python -m models.lce_census FILE is deprecated: use --model FILE")
+            path, extra = extra[0], []
+        if extra:
+            raise app.UsageError(f"unexpected arguments: {' '.join(extra)}")
+        if not path:
+            raise app.UsageError("--model is required (a .tflite file)")
+        with open(path, "rb") as f:
+            data = f.read()
+        from pipeline.model_verify import verify_model
+        verify_model(data, path)  # the error names the file (the readers say "model")
+        print(format_census(op_census(data)))
+        for op, name, shape in float_weight_ops(data):
+            print(f"float {op:20s} {shape} {name}")
+
+    cli.run(_main, define=_define_flags)

@@ -21,9 +21,6 @@ all 8 layers and bn0..bn3 / act0..act3; the unused ones are excluded here, and l
 `larq.models.summary` (with `--larq`) is printed too: it sees the top-level layers only,
 counts every owned variable (all depths) and gives no MACs for our composite layers.
 """
-import argparse
-import sys
-
 import numpy as np
 
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before tensorflow)
@@ -150,22 +147,31 @@ def format_stats(rows, tot, title=""):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="bifsmnv2", choices=models.list_models())
-    p.add_argument("--depth", type=int, default=8)
-    p.add_argument("--num_classes", type=int, default=12)
-    p.add_argument("--larq", action="store_true", help="also print larq.models.summary")
-    args = p.parse_args(argv)
-    model = models.get_model(args.model, depth=args.depth, num_classes=args.num_classes)
+def define_flags():
+    """The tool's flags (the names of the former argparse options)."""
+    from absl import flags
+    flags.DEFINE_enum("model", "bifsmnv2", models.list_models(), "Registry name.")
+    flags.DEFINE_integer("depth", 8, "Thinnable depth (8, 4, 2 or 1).")
+    flags.DEFINE_integer("num_classes", 12, "Classifier outputs.", lower_bound=1)
+    flags.DEFINE_bool("larq", False, "Also print larq.models.summary.")
+
+
+def main(argv):
+    from absl import app, flags
+    f = flags.FLAGS
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if f.depth not in models.valid_depths(8):
+        raise app.UsageError(f"--depth {f.depth}: expected one of {models.valid_depths(8)}")
+    model = models.get_model(f.model, depth=f.depth, num_classes=f.num_classes)
     rows, tot = model_stats(model)
-    print(format_stats(rows, tot, f"{args.model} depth {args.depth}"))
-    if args.larq:
+    print(format_stats(rows, tot, f"{f.model} depth {f.depth}"))
+    if f.larq:
         import larq as lq
 
         lq.models.summary(model)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline import cli
+    cli.run(main, define=define_flags)

@@ -13,7 +13,7 @@ import time
 
 from absl import app, flags
 
-from pipeline import data_flags
+from pipeline import cli, data_flags, output_paths
 from pipeline.input_pipeline import InputPipeline, index_from_config
 
 data_flags.define_flags()
@@ -30,8 +30,12 @@ def _pass(pipe, epoch):
 
 
 def main(argv):
-    del argv
     import os
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.epochs < 1 or FLAGS.batch_size < 1:
+        raise app.UsageError("--epochs and --batch_size: expected at least 1")
+    output_paths.check_dir(FLAGS.cache_dir, "--cache_dir")
     cfg = data_flags.config_from_flags()
     index = index_from_config(cfg)
     pipe = InputPipeline(index, cfg)
@@ -48,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

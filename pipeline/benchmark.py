@@ -55,8 +55,13 @@ from absl import app, flags
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 from models.lce_census import constant_bytes, has_bdfsmn_ops, has_lce_ops
+from pipeline import cli, output_paths
 
 FLAGS = flags.FLAGS
+
+
+class BenchmarkError(ValueError):
+    """Models the benchmark cannot time as asked (missing, not a bdfsmn export, ...)."""
 
 HOST_NOTE = ("LCE's optimized binary kernels are ARM64 (aarch64) only: on this {arch} host the "
              "Lce* ops run portable kernels, so LCE timings here are NOT device numbers "
@@ -100,6 +105,8 @@ class _Model:
             return
         with open(path, "rb") as f:
             data = f.read()
+        from pipeline.model_verify import verify_model
+        verify_model(data, path)  # before anything parses the bytes or builds an interpreter
         self.runtime = "lce" if has_lce_ops(data) else "tflite+xnnpack"
         registerers = None
         if self.runtime != "lce" and has_bdfsmn_ops(data):
@@ -152,7 +159,7 @@ def benchmark(paths, threads=1, runs=100, warmup=10, seed=0, kernel_paths=None):
     ms = [_Model(p, threads, rng, kernel_paths.get(p)) for p in paths]
     names = [m.name for m in ms]
     if len(set(names)) != len(names):
-        raise ValueError(f"model file names must be distinct: {names}")
+        raise BenchmarkError(f"model file names must be distinct: {names}")
     for m in ms:
         for _ in range(warmup):
             m.run()
@@ -183,9 +190,12 @@ def backbone_models(export_path, out_dir, teacher=None):
     from pipeline import bdfsmn
     with open(export_path, "rb") as f:
         data = f.read()
+    from pipeline.model_verify import verify_model
+    verify_model(data, export_path)  # before the flatbuffer reader parses it
     layers, x_shape = bdfsmn.extract_layers(data)
     if not layers:
-        raise ValueError(f"{export_path} has no LceBDfsmn ops (export it with --flavor bdfsmn)")
+        raise BenchmarkError(f"{export_path} has no LceBDfsmn ops; expected a bdfsmn export "
+                             "(pipeline.export --flavor bdfsmn)")
     t_model = None
     if teacher:
         from pipeline import checkpoints
@@ -278,34 +288,28 @@ def main(argv):
     if not paths and not FLAGS.backbone:
         raise app.UsageError("give the .tflite files: --models A.tflite B.tflite ... (and / or "
                              "--backbone BDFSMN_EXPORT.tflite)")
-    missing = [p for p in paths if not os.path.exists(p)]
+    missing = [p for p in paths + [FLAGS.backbone] if p and not os.path.exists(p)]
     if missing:
-        print(f"error: no such file(s): {missing}", file=sys.stderr)
-        sys.exit(2)
-    from pipeline.bdfsmn import OpLibraryError
+        raise BenchmarkError(f"no such file(s): {', '.join(missing)}; expected .tflite files")
+    unknown = [kp for kp in FLAGS.bdfsmn_paths if kp not in KERNEL_PATHS]
+    if unknown:
+        raise app.UsageError(f"--bdfsmn_paths: unknown path(s) {unknown}; expected "
+                             f"{', '.join(KERNEL_PATHS)}")
+    output_paths.check_dir(FLAGS.backbone_dir, "--backbone_dir")
     storage, kernel_paths = None, {}
-    try:
-        if FLAGS.backbone:
-            import tempfile
-            if not os.path.exists(FLAGS.backbone):
-                raise ValueError(f"no such file: {FLAGS.backbone}")
-            out_dir = FLAGS.backbone_dir or tempfile.mkdtemp(prefix="backbone_")
-            bit, flt, nop, storage = backbone_models(FLAGS.backbone, out_dir,
-                                                     FLAGS.backbone_teacher)
-            paths += [bit, flt, nop]
-            for kp in FLAGS.bdfsmn_paths:
-                if kp not in KERNEL_PATHS:
-                    raise ValueError(f"--bdfsmn_paths: unknown path {kp!r} (one of "
-                                     f"{', '.join(KERNEL_PATHS)})")
-                variant = os.path.join(out_dir, path_variant(BIT_BACKBONE, kp))
-                shutil.copyfile(bit, variant)
-                paths.append(variant)
-                kernel_paths[variant] = kp
-        results = benchmark(paths, FLAGS.threads, FLAGS.runs, FLAGS.warmup, FLAGS.seed,
-                            kernel_paths)
-    except (OpLibraryError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if FLAGS.backbone:
+        import tempfile
+        out_dir = FLAGS.backbone_dir or tempfile.mkdtemp(prefix="backbone_")
+        bit, flt, nop, storage = backbone_models(FLAGS.backbone, out_dir,
+                                                 FLAGS.backbone_teacher)
+        paths += [bit, flt, nop]
+        for kp in FLAGS.bdfsmn_paths:
+            variant = os.path.join(out_dir, path_variant(BIT_BACKBONE, kp))
+            shutil.copyfile(bit, variant)
+            paths.append(variant)
+            kernel_paths[variant] = kp
+    results = benchmark(paths, FLAGS.threads, FLAGS.runs, FLAGS.warmup, FLAGS.seed,
+                        kernel_paths)
     print(f"host {platform.machine()} ({platform.processor() or platform.platform()}), "
           f"{os.cpu_count()} cores; {FLAGS.runs} runs per model after {FLAGS.warmup} warm-up, "
           "interleaved round-robin, batch 1")
@@ -322,5 +326,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define=define_flags, errors=(BenchmarkError,))

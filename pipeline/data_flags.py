@@ -29,6 +29,10 @@ def define_flags(data_dir_default=None):
                        "(default 10; 0 drops the _unknown_ class).")
     flags.DEFINE_float("validation_percentage", 10.0, "Used only when the folder has no lists.")
     flags.DEFINE_float("testing_percentage", 10.0, "Used only when the folder has no lists.")
+    flags.DEFINE_string("split_salt", None,
+                        "Split by the data set's hashing rule salted with this string, ignoring "
+                        "the list files: another speaker-disjoint train/validation/test partition "
+                        "(e.g. fold1, fold2, fold3 for a speaker-disjoint rotation).")
     flags.DEFINE_integer("seed", 59185, "Seed for sampling, shuffling and augmentation.")
     flags.DEFINE_string("cache_dir", None, "Cache decoded audio in files here (default: memory).")
     d = aug.AugmentConfig()
@@ -54,5 +58,6 @@ def config_from_flags() -> DataConfig:
         data_dir=FLAGS.data_dir, task=FLAGS.task, wanted_words=words, protocol=FLAGS.protocol,
         silence_percentage=FLAGS.silence_percentage, unknown_percentage=FLAGS.unknown_percentage,
         validation_percentage=FLAGS.validation_percentage,
-        testing_percentage=FLAGS.testing_percentage, seed=FLAGS.seed, cache_dir=FLAGS.cache_dir,
+        testing_percentage=FLAGS.testing_percentage, seed=FLAGS.seed,
+        split_salt=FLAGS.split_salt, cache_dir=FLAGS.cache_dir,
         augment=augment)

@@ -38,7 +38,9 @@ import shutil
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from pipeline import cli, output_paths
 
 FLAGS = flags.FLAGS
 
@@ -293,22 +295,19 @@ def profile_on_device(remote, models, binary, threads, extra_args="", out_dir=".
 
 def main(argv):
     models = list(FLAGS.models) + list(argv[1:])
-    try:
-        if FLAGS.parse:
-            results = {}
-            for path in FLAGS.parse:
-                with open(path) as f:
-                    results[os.path.splitext(os.path.basename(path))[0]] = \
-                        parse_benchmark_output(f.read())
-        else:
-            if not models:
-                raise DeviceError("give the .tflite files to profile (--models ...)")
-            remote = Remote(FLAGS.adb, FLAGS.ssh, FLAGS.remote_dir)
-            results = profile_on_device(remote, models, FLAGS.benchmark_binary, FLAGS.threads,
-                                        FLAGS.extra_args, FLAGS.out_dir)
-    except (DeviceError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    output_paths.check_dir(FLAGS.out_dir, "--out_dir")
+    if FLAGS.parse:
+        results = {}
+        for path in FLAGS.parse:
+            with open(path, errors="replace") as f:  # not text: "no ... section" below
+                results[os.path.splitext(os.path.basename(path))[0]] = \
+                    parse_benchmark_output(f.read())
+    else:
+        if not models:
+            raise DeviceError("give the .tflite files to profile (--models ...)")
+        remote = Remote(FLAGS.adb, FLAGS.ssh, FLAGS.remote_dir)
+        results = profile_on_device(remote, models, FLAGS.benchmark_binary, FLAGS.threads,
+                                    FLAGS.extra_args, FLAGS.out_dir)
     write_outputs(results, FLAGS.out_dir)
     for title, r in results.items():
         print(format_markdown(r, title))
@@ -319,5 +318,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define=define_flags, errors=(DeviceError,))

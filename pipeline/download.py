@@ -18,6 +18,8 @@ import urllib.request
 
 from absl import app, flags, logging
 
+from pipeline import cli, output_paths
+
 BASE_URL = "https://storage.googleapis.com/download.tensorflow.org/data/"
 ARCHIVES = {
     "v0.01": ("speech_commands_v0.01.tar.gz", "speech_commands_test_set_v0.01.tar.gz"),
@@ -119,26 +121,28 @@ def from_tfds(out_dir: str, name: str = "speech_commands"):
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    del argv
-    try:
-        if FLAGS.archive:
-            target = unpack(FLAGS.archive, FLAGS.out)
-            print(f"unpacked {FLAGS.archive} into {target}")
-        elif FLAGS.source == "tfds":
-            print(f"wrote {from_tfds(FLAGS.out)}")
-        else:
-            for d in download(FLAGS.version, FLAGS.out, FLAGS.base_url, FLAGS.test_set):
-                print(f"ready: {d}")
-    except DownloadError as e:
-        raise app.UsageError(str(e))
-
-
-if __name__ == "__main__":
+def define_flags():
     flags.DEFINE_enum("version", "v0.02", sorted(ARCHIVES), "Data set version.")
     flags.DEFINE_enum("source", "archive", ["archive", "tfds"], "Where to get the data.")
     flags.DEFINE_string("out", "data", "Folder to put the unpacked data sets in.")
     flags.DEFINE_string("archive", None, "Unpack this local .tar.gz instead of downloading.")
     flags.DEFINE_string("base_url", BASE_URL, "Mirror of the archives.")
     flags.DEFINE_bool("test_set", True, "Also get the official test set.")
-    app.run(main)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    output_paths.check_dir(FLAGS.out, "--out")
+    if FLAGS.archive:
+        target = unpack(FLAGS.archive, FLAGS.out)
+        print(f"unpacked {FLAGS.archive} into {target}")
+    elif FLAGS.source == "tfds":
+        print(f"wrote {from_tfds(FLAGS.out)}")
+    else:
+        for d in download(FLAGS.version, FLAGS.out, FLAGS.base_url, FLAGS.test_set):
+            print(f"ready: {d}")
+
+
+if __name__ == "__main__":
+    cli.run(main, define=define_flags, errors=(DownloadError,))

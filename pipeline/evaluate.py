@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from pipeline import checkpoints, data_flags, predictors
+from pipeline import checkpoints, cli, data_flags, output_paths, predictors
 from pipeline.input_pipeline import InputPipeline, index_from_config
 from pipeline.speech_commands import DataError
 
@@ -178,12 +177,19 @@ def main(argv):
     del argv
     if not FLAGS.model:
         raise app.UsageError("--model is required (run directory, .weights.h5 or .tflite)")
-    try:
-        results = run(FLAGS.model, data_flags.config_from_flags(), FLAGS.split, FLAGS.depth,
-                      FLAGS.plot, FLAGS.batch_size, FLAGS.reference)
-    except (checkpoints.CheckpointError, DataError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+    if not os.path.exists(FLAGS.model):
+        raise checkpoints.CheckpointError(
+            f"--model {FLAGS.model} does not exist; expected a run directory of pipeline.train, "
+            "a .weights.h5 in one, or an exported .tflite")
+    if FLAGS.plot:
+        output_paths.check_file(FLAGS.plot, "--plot")
+    else:  # the default: next to the model
+        base = FLAGS.model.rstrip("/")
+        output_paths.check_dir(base if os.path.isdir(base) else os.path.dirname(base) or ".",
+                               "--plot (default: next to --model; pass --plot elsewhere)")
+    output_paths.check_dir(FLAGS.cache_dir, "--cache_dir")
+    results = run(FLAGS.model, data_flags.config_from_flags(), FLAGS.split, FLAGS.depth,
+                  FLAGS.plot, FLAGS.batch_size, FLAGS.reference)
     if len(results) > 1:
         print("depth  accuracy      n")
         for k, v in results.items():
@@ -198,5 +204,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define=define_flags)

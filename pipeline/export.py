@@ -36,7 +36,8 @@ Flavors
 
 Every export writes ``OUT/<name>.tflite`` (name ``<model>_<flavor>_d<depth>[_pcm]``),
 ``OUT/<name>.json`` (the report, which is also the sidecar ``pipeline.predictors`` reads:
-``labels``, ``input``, ``flavor``, ``depth``) and ``OUT/<name>.md``; ``OUT/exports.json`` /
+``labels``, ``input``, ``flavor``, ``depth``, and ``sha256``, the SHA-256 of the model bytes:
+a tool warns when the file no longer matches it) and ``OUT/<name>.md``; ``OUT/exports.json`` /
 ``OUT/exports.md`` index every export in the folder (runs add to it).
 
 Verification (run by the export itself, before the .tflite is written):
@@ -66,12 +67,12 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 import models
 from models.lce_census import constant_bytes, format_census, op_census, ops_in_scope
-from pipeline import checkpoints, data_flags, predictors
-from pipeline.bdfsmn import OpLibraryError
+from pipeline import checkpoints, cli, data_flags, output_paths, predictors
+from pipeline import model_contract
 from pipeline.input_pipeline import InputPipeline, index_from_config
 from pipeline.speech_commands import DataError
 
@@ -280,6 +281,8 @@ def convert(model, flavor, representative=None, audio_input=False):
 
 
 def io_details(flatbuffer):
+    from pipeline.model_verify import verify_model
+    verify_model(flatbuffer, "the exported model")  # what we wrote, before an interpreter
     from models.lce_census import has_bdfsmn_ops
     if has_bdfsmn_ops(flatbuffer):
         from pipeline import bdfsmn
@@ -396,7 +399,8 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
                       "with schema_py_generated" if flavor == "bdfsmn" else
                       "tf.lite.TFLiteConverter" + (" (PTQ int8)" if flavor == "int8" else "")),
         **io_details(flatbuffer),
-        "file_bytes": len(flatbuffer), "weight_bytes": constant_bytes(flatbuffer),
+        "file_bytes": len(flatbuffer), "sha256": model_contract.sha256(flatbuffer),
+        "weight_bytes": constant_bytes(flatbuffer),
         "op_census": dict(sorted(census.items(), key=lambda kv: -kv[1])),
         "num_ops": int(sum(census.values())), "binary_layers": layers,
         "versions": _versions(), "convert_seconds": round(t_convert, 1),
@@ -438,7 +442,7 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
     with open(staged, "wb") as f:
         f.write(flatbuffer)
     with open(os.path.join(staging, f"{name}.json"), "w") as f:
-        json.dump({k: report[k] for k in ("labels", "input", "flavor", "depth")}, f)
+        json.dump({k: report[k] for k in ("labels", "input", "flavor", "depth", "sha256")}, f)
 
     audio, feats, labels = data
     runtime = "lce" if flavor == "lce" else "tf"  # bdfsmn: tf + LceBDfsmn registerer (auto)
@@ -565,8 +569,10 @@ def format_markdown(r):
 
 
 def write_report(report, out_dir):
-    with open(os.path.join(out_dir, f"{report['name']}.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    """<name>.json (the report, which is also the sidecar: labels, input, sha256 of the model
+    bytes that pipeline.predictors checks) and <name>.md; the JSON written atomically."""
+    checkpoints.atomic_write_json(os.path.join(out_dir, f"{report['name']}.json"), report,
+                                  indent=2)
     with open(os.path.join(out_dir, f"{report['name']}.md"), "w") as f:
         f.write(format_markdown(report))
 
@@ -702,17 +708,13 @@ def main(argv):
     if not FLAGS.checkpoint or not FLAGS.out_dir:
         raise app.UsageError("--checkpoint and --out_dir are required")
     overrides = {"model": FLAGS.model, **{k: FLAGS[k].value for k in SIZE_FLAGS}}
-    try:
-        cfg = data_flags.config_from_flags()
-        reports = run(FLAGS.checkpoint, FLAGS.out_dir, cfg, FLAGS.depth, FLAGS.flavor,
-                      FLAGS.teacher, FLAGS.audio_input, FLAGS.force, FLAGS.verify_clips,
-                      FLAGS.test_accuracy, FLAGS.representative_clips, FLAGS.min_agreement,
-                      overrides)
-    except (checkpoints.CheckpointError, ExportError, DataError, flags.ValidationError,
-            OpLibraryError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    output_paths.check_dir(FLAGS.out_dir, "--out_dir")
+    output_paths.check_dir(FLAGS.cache_dir, "--cache_dir")
+    cfg = data_flags.config_from_flags()
+    reports = run(FLAGS.checkpoint, FLAGS.out_dir, cfg, FLAGS.depth, FLAGS.flavor,
+                  FLAGS.teacher, FLAGS.audio_input, FLAGS.force, FLAGS.verify_clips,
+                  FLAGS.test_accuracy, FLAGS.representative_clips, FLAGS.min_agreement,
+                  overrides)
     print()
     with open(os.path.join(FLAGS.out_dir, INDEX_MD)) as f:
         print(f.read())
@@ -728,5 +730,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define=define_flags, errors=(ExportError,))

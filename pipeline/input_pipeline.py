@@ -34,6 +34,7 @@ class DataConfig:
     validation_percentage: float = 10.0
     testing_percentage: float = 10.0
     seed: int = 59185
+    split_salt: Optional[str] = None
     cache_dir: Optional[str] = None
     augment: aug.AugmentConfig = aug.AugmentConfig()
     features: feat.FeatureConfig = feat.DEFAULT
@@ -50,7 +51,8 @@ def index_from_config(cfg: DataConfig, labels=None) -> sc.SpeechCommandsIndex:
         sil = sil if sc.SILENCE_LABEL in labels else 0.0
         unk = unk if sc.UNKNOWN_LABEL in labels else 0.0
     return sc.build_index(cfg.data_dir, labels, cfg.protocol, sil, unk,
-                          cfg.validation_percentage, cfg.testing_percentage, cfg.seed)
+                          cfg.validation_percentage, cfg.testing_percentage, cfg.seed,
+                          split_salt=cfg.split_salt)
 
 
 def noise_bank(noise_files, clip_samples: int = audio_lib.CLIP_SAMPLES, hop: int = 4000):

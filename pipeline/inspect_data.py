@@ -5,21 +5,16 @@
 """
 import json
 
-from absl import app, flags
+from absl import app
 
-from pipeline import data_flags
+from pipeline import cli, data_flags
 from pipeline.input_pipeline import index_from_config
-from pipeline.speech_commands import DataError
-
-data_flags.define_flags()
 
 
 def main(argv):
-    del argv
-    try:
-        index = index_from_config(data_flags.config_from_flags())
-    except DataError as e:
-        raise app.UsageError(str(e))
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    index = index_from_config(data_flags.config_from_flags())
     print(f"{index.data_dir}: layout={index.layout}, {len(index.labels)} classes, "
           f"{len(index.noise_files)} noise recordings")
     print(index.table())
@@ -30,4 +25,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, define=data_flags.define_flags)

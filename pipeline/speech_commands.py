@@ -186,8 +186,13 @@ def _read_list(data_dir: str, name: str, all_clips: set) -> set:
 def build_index(data_dir: str, labels: Sequence[str], protocol: str = "tf",
                 silence_percentage: float = 10.0, unknown_percentage: float = 10.0,
                 validation_percentage: float = 10.0, testing_percentage: float = 10.0,
-                seed: int = 59185, check_audio: bool = True) -> SpeechCommandsIndex:
-    """Index ``data_dir`` for the class list ``labels`` (see class_labels)."""
+                seed: int = 59185, check_audio: bool = True,
+                split_salt: Optional[str] = None) -> SpeechCommandsIndex:
+    """Index ``data_dir`` for the class list ``labels`` (see class_labels).
+
+    ``split_salt``: ignore the list files and split by the data set's hashing rule salted with
+    this string: another speaker-disjoint partition of the same clips (the same percentages), for
+    estimating accuracy on unseen speakers over several splits."""
     if protocol not in ("tf", "reference"):
         raise DataError(f"unknown protocol {protocol!r}: expected 'tf' or 'reference'")
     labels = list(labels)
@@ -220,7 +225,13 @@ def build_index(data_dir: str, labels: Sequence[str], protocol: str = "tf",
             known.update(_wavs(data_dir, d))
         val = _read_list(data_dir, "validation_list.txt", known)
         test = _read_list(data_dir, "testing_list.txt", known)
-        if val or test:
+        if split_salt:
+            logging.info("split by the hashing rule salted with %r (%g%% validation, %g%% "
+                         "testing; list files ignored)", split_salt, validation_percentage,
+                         testing_percentage)
+            assign = lambda clip: which_set(clip, validation_percentage,  # noqa: E731
+                                            testing_percentage, salt=split_salt)
+        elif val or test:
             assign = lambda clip: ("validation" if clip in val else  # noqa: E731
                                    "testing" if clip in test else "training")
         else:

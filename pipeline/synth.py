@@ -678,21 +678,19 @@ def _define_flags():
 
 def main(argv):
     from absl import app, flags
+    from pipeline import output_paths
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
-    try:
-        summary = build_corpus(f.out, words=f.words, speakers=f.speakers, seed=f.seed,
-                               noise_seconds=f.noise_seconds, jobs=f.jobs,
-                               max_repetitions=f.max_repetitions, overwrite=f.overwrite)
-    except SynthError as e:
-        raise SystemExit(f"pipeline.synth: error: {e}")
+    output_paths.check_dir(f.out, "--out")
+    summary = build_corpus(f.out, words=f.words, speakers=f.speakers, seed=f.seed,
+                           noise_seconds=f.noise_seconds, jobs=f.jobs,
+                           max_repetitions=f.max_repetitions, overwrite=f.overwrite)
     print(f"{summary['out_dir']}: {summary['clips']} clips, "
           + ", ".join(f"{k} {v}" for k, v in summary["per_split"].items())
           + (" (already up to date)" if summary["skipped"] else f" in {summary['seconds']:.1f} s"))
 
 
 if __name__ == "__main__":
-    from absl import app
-    _define_flags()
-    app.run(main)
+    from pipeline import cli
+    cli.run(main, define=_define_flags, errors=(SynthError,))

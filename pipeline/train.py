@@ -12,13 +12,19 @@ continues from it identically: data order, augmentation and dropout are seeded b
 epoch)), ``last.weights.h5`` and ``best.weights.h5`` (best validation accuracy at the deepest
 depth). A NaN/inf loss stops the run with a message and leaves the last good checkpoint.
 ``OUT/flags.json`` records the flags and ``OUT/metrics.json`` the final metrics.
+
+Run directories are transactional (pipeline/run_dirs.py): before the first file is written,
+an ``--out_dir`` that is not a run of train's own is refused unless ``--overwrite``, and
+``--resume`` compares the stored model.json / flags.json with the given flags and names every
+difference; only --epochs, --lr and --clip_norm may change, recorded per epoch in history.json
+(``epochs``, ``lr``) and in flags.json (``resumed_with``). Every JSON and weights file is
+written to a temporary name and renamed (checkpoints.atomic_write_json / atomic_save_weights).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -26,8 +32,10 @@ import numpy as np
 from absl import app, flags, logging
 
 import models
-from pipeline import checkpoints, data_flags, distill
+from pipeline import checkpoints, cli, data_flags, distill, output_paths
 from pipeline.input_pipeline import InputPipeline, index_from_config
+from pipeline import run_dirs
+from pipeline import speech_commands as sc
 
 import tensorflow as tf  # noqa: E402  (after `models`: Keras 2)
 
@@ -108,6 +116,26 @@ def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs, plateau_scale):
     return base * plateau_scale
 
 
+def run_settings(cfg, model_name, model_kwargs, **training) -> dict:
+    """Everything that defines a run, named as its flags: what flags.json records and what a
+    --resume is compared with (run_dirs.COMPARED / MAY_CHANGE), also for runs built in code."""
+    aug = cfg.augment
+    return {
+        "data_dir": cfg.data_dir, "task": cfg.task,
+        "wanted_words": sc.parse_words(cfg.wanted_words) or None, "protocol": cfg.protocol,
+        "silence_percentage": cfg.silence_percentage,
+        "unknown_percentage": cfg.unknown_percentage,
+        "validation_percentage": cfg.validation_percentage,
+        "testing_percentage": cfg.testing_percentage,
+        "split_salt": getattr(cfg, "split_salt", None), "seed": cfg.seed,
+        "cache_dir": cfg.cache_dir,
+        "background_frequency": aug.background_frequency,
+        "background_volume": aug.background_volume, "time_shift_ms": aug.time_shift_ms,
+        "speed_change": aug.speed_change, "gain_db": aug.gain_db,
+        "spec_augment": aug.spec_augment,
+        "model": model_name, **model_kwargs, **training}
+
+
 class Trainer:
     """One training run; the command line builds it from flags in ``trainer_from_flags``."""
 
@@ -124,23 +152,6 @@ class Trainer:
         self.clip_norm = clip_norm
         self.select_pass, self.levels = select_pass, levels
         self.eval_batch_size = eval_batch_size
-        ckpt_dir = os.path.join(out_dir, "ckpt")
-        if not resume and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
-            if not overwrite:
-                raise checkpoints.CheckpointError(
-                    f"{out_dir} already holds a run: pass --resume to continue it or "
-                    "--overwrite to start afresh")
-            shutil.rmtree(ckpt_dir)
-        os.makedirs(out_dir, exist_ok=True)
-
-        self.index = index_from_config(cfg)
-        self.pipe = InputPipeline(self.index, cfg)
-        self.labels = self.index.labels
-        n_train = self.pipe.num_examples("training")
-        if n_train < batch_size:
-            raise ValueError(f"{n_train} training examples < --batch_size {batch_size}")
-        self.steps = min(steps_per_epoch or n_train // batch_size, n_train // batch_size)
-
         num_layers = model_kwargs.get("num_layers", 8)
         valid = models.valid_depths(num_layers)
         if not 1 <= thin_n <= len(valid):
@@ -148,10 +159,32 @@ class Trainer:
         self.depths = valid[:thin_n]
         self.weights = distill.depth_weights(self.depths, num_layers)
 
+        # 1. decide what may be written in out_dir, before anything is (pipeline/run_dirs.py)
+        self.settings = run_settings(
+            cfg, model_name, model_kwargs, epochs=epochs, lr=lr, batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch, thin_n=thin_n, optimizer=optimizer,
+            weight_decay=weight_decay, lr_schedule=lr_schedule, quant_lr_multiplier=quant_lr,
+            label_smoothing=label_smoothing, clip_norm=clip_norm, teacher_checkpoint=teacher_dir,
+            init_from_teacher=init_from_teacher, distill=use_distill,
+            distill_alpha=distill_alpha, select_pass=select_pass, J=levels,
+            eval_batch_size=eval_batch_size)
+        labels = sc.class_labels(cfg.task, cfg.wanted_words, cfg.silence_percentage,
+                                 cfg.unknown_percentage)[0]
+        self.spec = checkpoints.model_spec(model_name, model_kwargs, labels, self.depths)
+        self.plan = run_dirs.check(out_dir, self.spec, self.settings, resume, overwrite)
+
+        # 2. everything that can fail on the user's input, reading only
+        self.index = index_from_config(cfg)
+        self.pipe = InputPipeline(self.index, cfg)
+        self.labels = self.index.labels
+        n_train = self.pipe.num_examples("training")
+        if n_train < batch_size:
+            raise sc.DataError(f"{n_train} training examples < --batch_size {batch_size}; "
+                               "expected at least one full batch")
+        self.steps = min(steps_per_epoch or n_train // batch_size, n_train // batch_size)
+
         tf.keras.utils.set_random_seed(cfg.seed)
         tf.keras.backend.experimental.enable_tf_random_generator()
-        self.spec = checkpoints.write_model_json(out_dir, model_name, model_kwargs, self.labels,
-                                                 self.depths)
         self.model = checkpoints.build_from_spec(self.spec, training_depths=self.depths)
 
         self.teacher = None
@@ -200,21 +233,39 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(out_dir, "ckpt"), 2)
         self.history = []
         if resume:
-            if not self.manager.latest_checkpoint:
-                raise checkpoints.CheckpointError(f"--resume: no checkpoint in {out_dir}/ckpt")
-            self.ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            hist = os.path.join(out_dir, "history.json")
-            if os.path.exists(hist):
-                with open(hist) as f:
-                    self.history = json.load(f)[: int(self.epoch.numpy())]
-            logging.info("resumed %s at epoch %d", self.manager.latest_checkpoint,
-                         int(self.epoch.numpy()))
-        if flag_values is not None:
-            with open(os.path.join(out_dir, "flags.json"), "w") as f:
-                json.dump(flag_values, f, indent=2, sort_keys=True)
+            self._restore(out_dir)
+
+        # 3. the first writes
+        run_dirs.start(self.plan)
+        if not resume:
+            checkpoints.write_model_json(out_dir, model_name, model_kwargs, self.labels,
+                                         self.depths)
+        run_dirs.write_flags(self.plan, {**self.settings, **(flag_values or {})},
+                             int(self.epoch.numpy()))
         self.writer = tf.summary.create_file_writer(os.path.join(out_dir, "tb"))
         self._train_step = tf.function(self._step)
         self._eval_step = tf.function(lambda x: self.model(x, training=False))
+
+    def _restore(self, out_dir):
+        """--resume: the checkpoint and history.json, read only (run_dirs.check matched the
+        settings already)."""
+        latest = self.manager.latest_checkpoint
+        try:
+            self.ckpt.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise checkpoints.CheckpointError(
+                f"--resume: cannot restore {latest} ({str(e).splitlines()[0][:300]}); expected "
+                "the checkpoint pipeline.train wrote for these settings") from e
+        hist = os.path.join(out_dir, "history.json")
+        if os.path.exists(hist):
+            try:
+                with open(hist) as f:
+                    self.history = json.load(f)[: int(self.epoch.numpy())]
+            except (ValueError, TypeError) as e:
+                raise checkpoints.CheckpointError(
+                    f"--resume: {hist} is damaged ({e}); expected the history.json written "
+                    "by pipeline.train") from e
+        logging.info("resumed %s at epoch %d", latest, int(self.epoch.numpy()))
 
     # -- one step -------------------------------------------------------------------------
     def _step(self, x, y):
@@ -283,7 +334,8 @@ class Trainer:
             val = self.evaluate("validation")
             deepest = max(self.depths)
             means = {k: v / self.steps for k, v in sums.items()}
-            record = {"epoch": epoch + 1, "seconds": round(seconds, 2),
+            record = {"epoch": epoch + 1, "epochs": self.epochs, "lr": self.base_lr,
+                      "seconds": round(seconds, 2),
                       "steps_per_s": round(self.steps / seconds, 3), **means,
                       **{f"val_acc_d{d}": a for d, a in val.items()}}
             self.history.append(record)
@@ -293,11 +345,13 @@ class Trainer:
                 for k, v in record.items():
                     if k != "epoch":
                         tf.summary.scalar(k, v)
-            self.model.save_weights(os.path.join(self.out_dir, "last.weights.h5"))
+            checkpoints.atomic_save_weights(self.model,
+                                            os.path.join(self.out_dir, "last.weights.h5"))
             if val[deepest] > float(self.best.numpy()):
                 self.best.assign(val[deepest])
                 self.since_best.assign(0)
-                self.model.save_weights(os.path.join(self.out_dir, "best.weights.h5"))
+                checkpoints.atomic_save_weights(self.model,
+                                                os.path.join(self.out_dir, "best.weights.h5"))
             else:
                 self.since_best.assign_add(1)
                 if self.lr_schedule == "plateau" and int(self.since_best.numpy()) >= 5:
@@ -306,8 +360,8 @@ class Trainer:
             self.epoch.assign(epoch + 1)
             # history first: a kill between the two leaves history ahead of the checkpoint,
             # and --resume truncates it to the checkpoint's epoch
-            with open(os.path.join(self.out_dir, "history.json"), "w") as f:
-                json.dump(self.history, f, indent=1)
+            checkpoints.atomic_write_json(os.path.join(self.out_dir, "history.json"),
+                                          self.history, indent=1)
             self.manager.save()
         return self.finish()
 
@@ -325,8 +379,8 @@ class Trainer:
             "steps_per_epoch": self.steps, "batch_size": self.batch_size,
             "train_examples": self.pipe.num_examples("training"),
         }
-        with open(os.path.join(self.out_dir, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+        checkpoints.atomic_write_json(os.path.join(self.out_dir, "metrics.json"), metrics,
+                                      indent=2)
         return metrics
 
 
@@ -349,15 +403,17 @@ def main(argv):
     del argv
     if FLAGS.model not in models.list_models():
         raise app.UsageError(f"--model {FLAGS.model!r}: expected one of {models.list_models()}")
-    try:
-        trainer = trainer_from_flags()
-        metrics = trainer.fit()
-    except (NonFiniteLoss, checkpoints.CheckpointError, ValueError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+    if not FLAGS.out_dir:
+        raise app.UsageError("--out_dir is required (the run directory to write)")
+    valid = models.valid_depths(FLAGS.num_layers)
+    if not 1 <= FLAGS.thin_n <= len(valid):
+        raise app.UsageError(f"--thin_n {FLAGS.thin_n}: expected 1..{len(valid)} for "
+                             f"--num_layers {FLAGS.num_layers} (depths {valid})")
+    output_paths.check_dir(FLAGS.out_dir, "--out_dir")
+    output_paths.check_dir(FLAGS.cache_dir, "--cache_dir")
+    metrics = trainer_from_flags().fit()
     print(json.dumps(metrics))
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define=define_flags, errors=(NonFiniteLoss,))

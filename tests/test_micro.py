@@ -244,12 +244,12 @@ def test_cli_json_last(tiny_int8, tiny_bdfsmn, tiny_corpus, tmp_path):
     assert "SIGN" in last["binary"][bname]["tflm"] or "find op" in last["binary"][bname]["tflm"]
     assert "minimal" in r.stdout and "LceBDfsmn x2" in r.stdout
     assert json.load(open(js))["tflm"][name]["arena_bytes"] == last["tflm"][name]["arena_bytes"]
-    # wrong words for the model: a clear error, exit 1
+    # wrong words for the model: a clear error, exit 2 (pipeline.cli: a user error)
     r = subprocess.run([sys.executable, "-m", "firmware_sim.micro", "--int8_model", path,
                         "--binary_model=", "--data_dir", tiny_corpus, "--wanted_words", "cat",
                         "--max_clips", "2"], capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
-    assert r.returncode == 1 and "wanted_words" in r.stderr
+    assert r.returncode == 2 and "wanted_words" in r.stderr and "Traceback" not in r.stderr
 
 
 # -- the published models -------------------------------------------------------------------------

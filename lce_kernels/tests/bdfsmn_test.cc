@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "../core/bdfsmn.h"
-#include "../tflite/flexmap.h"
+#include "../tflite/bdfsmn_options.h"
 #include "bdv_reader.h"
 
 namespace bd = compute_engine::core::bdfsmn;
@@ -341,11 +341,13 @@ bool InitRejects(Stats* st) {
   return ok;
 }
 
-// FlexBuffers options reader (TFLite-free): a map written by Python's
-// flatbuffers.flexbuffers.Dumps({'channels': 128, 'hidden': 256, 'left': 2, 'right': 2,
-// 'dilation': 1, 'big': 70000, 'neg': -3, 'f': 1.5}) parses to those values, and 20000
-// random corruptions / truncations never read out of bounds (run this under ASan).
-bool FlexmapChecks(Stats* st) {
+// LceBDfsmn options parser (bdfsmn_options.h: flexbuffers::VerifyBuffer, then the map;
+// TFLite-free): a map written by Python's flatbuffers.flexbuffers.Dumps({'channels': 128,
+// 'hidden': 256, 'left': 2, 'right': 2, 'dilation': 1, 'big': 70000, 'neg': -3, 'f': 1.5})
+// parses to those five values (extra keys ignored); maps built with flexbuffers::Builder
+// with a missing, float or huge entry, a non-map root and an over-long length are refused;
+// and 20000 random corruptions / truncations never read out of bounds (run this under ASan).
+bool OptionsChecks(Stats* st) {
   static const unsigned char kMap[] = {
       0x63, 0x68, 0x61, 0x6e, 0x6e, 0x65, 0x6c, 0x73, 0x00, 0x68, 0x69, 0x64, 0x64, 0x65,
       0x6e, 0x00, 0x6c, 0x65, 0x66, 0x74, 0x00, 0x72, 0x69, 0x67, 0x68, 0x74, 0x00, 0x64,
@@ -355,28 +357,53 @@ bool FlexmapChecks(Stats* st) {
       0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x3f,
       0x00, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xff, 0xff, 0xff, 0x02, 0x00,
       0x00, 0x00, 0x06, 0x06, 0x06, 0x0e, 0x06, 0x06, 0x06, 0x06, 0x28, 0x26, 0x01};
-  namespace fm = compute_engine::tflite::flexmap;
+  namespace bo = compute_engine::tflite::bdfsmn_options;
   bool ok = true;
-  std::map<std::string, fm::Value> m;
+  bo::Options o;
   std::string err;
-  if (!fm::Reader(kMap, sizeof kMap).Parse(&m, &err)) {
-    std::printf("FAIL flexmap: %s\n", err.c_str());
+  if (!bo::Parse(kMap, sizeof kMap, &o, &err)) {
+    std::printf("FAIL options: %s\n", err.c_str());
     ok = false;
-  } else {
-    const std::map<std::string, long long> want = {{"channels", 128}, {"hidden", 256},
-                                                   {"left", 2}, {"right", 2},
-                                                   {"dilation", 1}, {"big", 70000},
-                                                   {"neg", -3}};
-    for (const auto& kv : want) {
-      auto it = m.find(kv.first);
-      if (it == m.end() || it->second.is_float || it->second.i != kv.second) {
-        std::printf("FAIL flexmap: key %s\n", kv.first.c_str());
-        ok = false;
-      }
+  } else if (o.channels != 128 || o.hidden != 256 || o.left != 2 || o.right != 2 ||
+             o.dilation != 1) {
+    std::printf("FAIL options: wrong values\n");
+    ok = false;
+  }
+  // Maps that verify as FlexBuffers but are not valid options.
+  auto build = [](int variant) {
+    flexbuffers::Builder fbb;
+    if (variant == 4) {
+      fbb.Vector([&]() { fbb.Int(1); fbb.Int(2); });
+    } else {
+      fbb.Map([&]() {
+        fbb.Int("channels", variant == 3 ? (std::int64_t{1} << 40) : 128);
+        fbb.Int("hidden", 256);
+        fbb.Int("left", 2);
+        fbb.Int("right", 2);
+        if (variant == 1) fbb.Double("dilation", 1.5);
+        if (variant == 2) fbb.Int("dilation", 1);
+        if (variant == 0) fbb.Int("other", 1);
+      });
     }
-    auto f = m.find("f");
-    if (m.size() != 8 || f == m.end() || !f->second.is_float || f->second.f != 1.5) {
-      std::printf("FAIL flexmap: float / size\n");
+    fbb.Finish();
+    return fbb.GetBuffer();
+  };
+  for (int variant = 0; variant < 5; ++variant) {
+    const std::vector<std::uint8_t> b = build(variant);
+    bo::Options oo;
+    std::string e;
+    const bool parsed = bo::Parse(b.data(), b.size(), &oo, &e);
+    if (parsed != (variant == 2)) {  // only variant 2 is complete and well-typed
+      std::printf("FAIL options: variant %d parsed=%d (%s)\n", variant, parsed, e.c_str());
+      ok = false;
+    }
+  }
+  {  // a length beyond the bound is refused before anything is read
+    bo::Options oo;
+    std::string e;
+    if (bo::Parse(kMap, bo::kMaxOptionsBytes + 1, &oo, &e) ||
+        e.find("exceeds") == std::string::npos) {
+      std::printf("FAIL options: over-long length not refused (%s)\n", e.c_str());
       ok = false;
     }
   }
@@ -390,12 +417,14 @@ bool FlexmapChecks(Stats* st) {
     } else {
       b.resize(next() % b.size());
     }
-    std::map<std::string, fm::Value> mm;
+    bo::Options oo;
     std::string e;
-    parsed += fm::Reader(b.data(), b.size()).Parse(&mm, &e) ? 1 : 0;
+    parsed += bo::Parse(b.data(), b.size(), &oo, &e) ? 1 : 0;
   }
   if (!ok) st->failures++;
-  if (!g_quiet) std::printf("flexmap: reference map ok=%d, %d of 20000 corrupted maps parsed\n", ok, parsed);
+  if (!g_quiet) {
+    std::printf("options: reference map ok=%d, %d of 20000 corrupted maps parsed\n", ok, parsed);
+  }
   return ok;
 }
 
@@ -435,7 +464,7 @@ int main(int argc, char** argv) {
   }
   Stats st;
   InitRejects(&st);
-  FlexmapChecks(&st);
+  OptionsChecks(&st);
   int ok = 0;
   for (const auto& f : files) {
     if (RunCase(f, &st)) ++ok; else st.failures++;

@@ -13,9 +13,12 @@
 // Output 0: float32, same shape as x.
 // Bit words: LCE's bitpacked int32 layout (LSB first, bit = 1 <=> -1; pad bits ignored).
 // custom_options: a FlexBuffers map with int entries channels, hidden, left, right,
-// dilation (all required; parsed by flexmap.h since the wheel ships no flexbuffers.h).
+// dilation (all required; verified and parsed with flexbuffers.h, see bdfsmn_options.h).
 //
-// Init parses the options (never fails hard: errors are reported from Prepare), Prepare
+// Init parses the options (never fails hard: errors are reported from Prepare). It never
+// trusts the length it is handed: the buffer is bounded and flexbuffers::VerifyBuffer'ed
+// before any value is read (a model verified by model_verify.h also guarantees that the
+// options lie inside the file). Prepare
 // validates every tensor (count, type, rank, shape, byte size, constness) and every option,
 // builds the kernel layer (repacked weights), and returns kTfLiteError with a message on
 // any mismatch; Eval runs the core once per batch element.
@@ -23,15 +26,15 @@
 // Build: without TFLite headers (default) the ABI is declared in tflite_abi.h (pinned to TF
 // 2.16); inside LCE's Bazel build define LCE_BDFSMN_USE_TFLITE_HEADERS to use the real ones.
 #include <cstdarg>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <new>
 #include <string>
 
 #include "../core/bdfsmn.h"
+#include "bdfsmn_options.h"
 #include "bdfsmn_register.h"  // TFLite ABI (real headers or tflite_abi.h) + declarations
-#include "flexmap.h"
 
 namespace compute_engine {
 namespace tflite {
@@ -81,32 +84,22 @@ bool PathFromEnv(core::Path* path, std::string* error) {
 void* Init(TfLiteContext* /*context*/, const char* buffer, size_t length) {
   auto* d = new (std::nothrow) OpData;
   if (d == nullptr) return nullptr;
-  std::map<std::string, flexmap::Value> opts;
   std::string err;
   if (!PathFromEnv(&d->path, &err)) {
     d->options_error = err;
     return d;
   }
-  flexmap::Reader reader(reinterpret_cast<const unsigned char*>(buffer), length);
-  if (!reader.Parse(&opts, &err)) {
+  bdfsmn_options::Options o;
+  if (!bdfsmn_options::Parse(reinterpret_cast<const std::uint8_t*>(buffer), length, &o,
+                             &err)) {
     d->options_error = "cannot parse custom_options: " + err;
     return d;
   }
-  const struct { const char* key; int* dst; } fields[] = {
-      {"channels", &d->channels}, {"hidden", &d->hidden}, {"left", &d->left},
-      {"right", &d->right}, {"dilation", &d->dilation}};
-  for (const auto& f : fields) {
-    auto it = opts.find(f.key);
-    if (it == opts.end()) {
-      d->options_error = std::string("missing option '") + f.key + "'";
-      return d;
-    }
-    if (it->second.is_float || it->second.i < -(1 << 30) || it->second.i > (1 << 30)) {
-      d->options_error = std::string("option '") + f.key + "' must be a (small) integer";
-      return d;
-    }
-    *f.dst = static_cast<int>(it->second.i);
-  }
+  d->channels = o.channels;
+  d->hidden = o.hidden;
+  d->left = o.left;
+  d->right = o.right;
+  d->dilation = o.dilation;
   return d;
 }
 

@@ -1,0 +1,328 @@
+"""A queue of training runs that resumes across sessions, with evaluation and a report.
+
+    python -m pipeline.run_queue --queue configs/queue_real8.txt            # run what is left
+    python -m pipeline.run_queue --queue configs/queue_real8.txt --dry_run  # say what it would do
+    python -m pipeline.run_queue --queue configs/queue_real8.txt --report   # tables only
+
+Recipe searches on a 2-core machine take many hours (a 100-epoch student is ~35 min), longer
+than one working session, so the runs are a queue: a text file, one run per line,
+
+    # name           options                  pipeline.train flags
+    teacher_a        @weights=best            --flagfile=configs/real8_teacher.flags --epochs=120
+    student_a_s1     @group=student_a @teacher=teacher_a \
+                     --flagfile=configs/real8_bifsmnv2.flags --teacher_checkpoint={runs}/teacher_a --seed=1
+
+(``\\`` continues a line; ``{runs}`` is ``--runs_dir``). Runs go one at a time, in file order;
+the file is read again after each run, so entries can be added while the queue runs. Each goes
+into ``{runs}/<name>`` with its log in ``{logs}/<name>.log``. A run that finished (as many
+epochs in its ``history.json`` as it asks for) is skipped; one that has a checkpoint continues
+with ``--resume`` (bit-identical to an uninterrupted run, see pipeline.train); any other starts
+afresh. So killing the queue and starting it again, in this session or the next, loses at most
+the epoch in progress.
+
+After training, each run is evaluated at every trained depth on the validation and the testing
+split (``eval_validation.json``, ``eval_testing.json`` in its folder), with its own data flags
+(including ``--split_salt``) but always the default ``--seed``: the evaluation clips (and the
+silence crops among them) are then the same for every training seed. ``@weights=best|last``
+picks the weights evaluated (default ``last``: the end of the cosine schedule, the rule fixed
+for students; teachers are chosen on validation, ``best``).
+
+``--report`` (also printed after every run) groups runs by ``@group`` (default: the name) and
+prints mean and standard deviation (ddof=1) of test and validation accuracy per depth, the gap
+of each group to its ``@teacher`` at depth 8, and what each run cost (epochs, seconds per
+epoch, hours), as Markdown (``{runs}/report.md``) and JSON (``{runs}/report.json``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+# data flags a run's evaluation inherits from its flags.json (not --seed: see the docstring)
+EVAL_DATA_FLAGS = ("data_dir", "task", "wanted_words", "protocol", "silence_percentage",
+                   "unknown_percentage", "validation_percentage", "testing_percentage",
+                   "split_salt")
+SPLITS = ("validation", "testing")
+
+
+def define_flags():
+    flags.DEFINE_string("queue", None, "Queue file: one training run per line (see --help).")
+    flags.DEFINE_string("runs_dir", "runs/queue", "Where the run folders go ({runs}).")
+    flags.DEFINE_string("logs_dir", "logs", "Where each run's log goes.")
+    flags.DEFINE_list("only", None, "Run only these entries (names).")
+    flags.DEFINE_bool("dry_run", False, "Print what would be done, do nothing.")
+    flags.DEFINE_bool("report", False, "Only write and print the report.")
+    flags.DEFINE_string("python", sys.executable, "Python that runs pipeline.train/evaluate.")
+
+
+@dataclass
+class Entry:
+    name: str
+    args: List[str]
+    options: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        return self.options.get("group", self.name)
+
+
+class QueueError(ValueError):
+    """A malformed queue file."""
+
+
+def parse_queue(text: str, runs_dir: str) -> List[Entry]:
+    """Entries of a queue file (comments with #, ``\\`` continues a line)."""
+    entries, logical = [], []
+    buf = ""
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        if buf.strip():
+            logical.append(buf)
+        buf = ""
+    if buf.strip():
+        logical.append(buf)
+    names = set()
+    for line in logical:
+        words = shlex.split(line.replace("{runs}", runs_dir))
+        name, rest = words[0], words[1:]
+        if name.startswith("-") or "/" in name:
+            raise QueueError(f"queue line {line!r}: expected a run name first")
+        if name in names:
+            raise QueueError(f"queue: run name {name!r} appears twice")
+        names.add(name)
+        options = {}
+        args = []
+        for w in rest:
+            if w.startswith("@"):
+                key, _, value = w[1:].partition("=")
+                options[key] = value
+            else:
+                args.append(w)
+        if any(a.startswith("--out_dir") for a in args):
+            raise QueueError(f"queue entry {name}: --out_dir is set by the queue ({{runs}}/NAME)")
+        entries.append(Entry(name, args, options))
+    return entries
+
+
+def _json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def requested_epochs(entry: Entry, run_dir: str) -> Optional[int]:
+    """The epochs a run asks for: its flags.json once it started (what pipeline.train records)."""
+    for a in reversed(entry.args):
+        if a.startswith("--epochs="):
+            return int(a.split("=", 1)[1])
+    recorded = _json(os.path.join(run_dir, "flags.json"))
+    return recorded.get("epochs") if recorded else None
+
+
+def state(entry: Entry, runs_dir: str) -> str:
+    """'done', 'resume' or 'fresh'."""
+    run_dir = os.path.join(runs_dir, entry.name)
+    history = _json(os.path.join(run_dir, "history.json")) or []
+    want = requested_epochs(entry, run_dir)
+    ckpt = os.path.join(run_dir, "ckpt")
+    if want and len(history) >= want and os.path.exists(os.path.join(run_dir, "metrics.json")):
+        return "done"
+    if os.path.isdir(ckpt) and os.listdir(ckpt):
+        return "resume"
+    return "fresh"
+
+
+def _run_logged(cmd, log_path):
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {shlex.join(cmd)}\n")
+        log.flush()
+        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def train(entry: Entry, runs_dir: str, logs_dir: str, python: str) -> int:
+    run_dir = os.path.join(runs_dir, entry.name)
+    how = state(entry, runs_dir)
+    if how == "done":
+        return 0
+    cmd = [python, "-m", "pipeline.train", *entry.args, f"--out_dir={run_dir}"]
+    if how == "resume":
+        cmd.append("--resume")
+    os.makedirs(logs_dir, exist_ok=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {entry.name}: {how} -> {run_dir} "
+          f"(log {logs_dir}/{entry.name}.log)", flush=True)
+    return _run_logged(cmd, os.path.join(logs_dir, f"{entry.name}.log"))
+
+
+def evaluate(entry: Entry, runs_dir: str, logs_dir: str, python: str) -> None:
+    run_dir = os.path.join(runs_dir, entry.name)
+    recorded = _json(os.path.join(run_dir, "flags.json")) or {}
+    which = entry.options.get("weights", "last")
+    os.makedirs(logs_dir, exist_ok=True)
+    weights = os.path.join(run_dir, f"{which}.weights.h5")
+    data = []
+    for k in EVAL_DATA_FLAGS:
+        v = recorded.get(k)
+        if v is None:
+            continue
+        data.append(f"--{k}={','.join(v) if isinstance(v, list) else v}")
+    for split in SPLITS:
+        out = os.path.join(run_dir, f"eval_{split}.json")
+        if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(weights):
+            continue
+        cmd = [python, "-m", "pipeline.evaluate", f"--model={weights}", *data,
+               f"--split={split}", "--depth=all",
+               f"--plot={os.path.join(run_dir, f'confusion_{split}.png')}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        with open(os.path.join(logs_dir, f"{entry.name}.log"), "a") as log:
+            log.write(f"\n$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr[-4000:]}")
+        if proc.returncode:
+            print(f"  evaluation of {entry.name} on {split} failed (exit {proc.returncode}); "
+                  f"see {logs_dir}/{entry.name}.log", flush=True)
+            continue
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        summary["weights"] = which
+        with open(out + ".tmp", "w") as f:
+            json.dump(summary, f, indent=1)
+        os.replace(out + ".tmp", out)
+
+
+def run_record(entry: Entry, runs_dir: str) -> dict:
+    run_dir = os.path.join(runs_dir, entry.name)
+    history = _json(os.path.join(run_dir, "history.json")) or []
+    secs = [h["seconds"] for h in history]
+    rec = {"name": entry.name, "group": entry.group, "teacher": entry.options.get("teacher"),
+           "state": state(entry, runs_dir), "epochs": len(history),
+           "seconds_per_epoch": statistics.median(secs) if secs else None,
+           "steps_per_s": statistics.median([h["steps_per_s"] for h in history])
+           if history else None, "hours": sum(secs) / 3600}
+    for split in SPLITS:
+        ev = _json(os.path.join(run_dir, f"eval_{split}.json"))
+        if ev:
+            rec[split] = {int(k): v for k, v in ev.get("by_depth", {}).items()} or \
+                {int(ev["depth"]): ev["accuracy"]}
+    return rec
+
+
+def _mean_std(values):
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _fmt(mean, std):
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def report(entries: List[Entry], runs_dir: str) -> dict:
+    records = [run_record(e, runs_dir) for e in entries]
+    groups: Dict[str, List[dict]] = {}
+    for r in records:
+        groups.setdefault(r["group"], []).append(r)
+    depths = sorted({d for r in records for s in SPLITS for d in r.get(s, {})}, reverse=True)
+    summary = {}
+    for g, rs in groups.items():
+        item = {"runs": [r["name"] for r in rs], "n": sum("testing" in r for r in rs),
+                "teacher": rs[0]["teacher"], "hours": sum(r["hours"] for r in rs)}
+        for split in SPLITS:
+            for d in depths:
+                vals = [r[split][d] for r in rs if d in r.get(split, {})]
+                item[f"{split}_d{d}"] = _mean_std(vals)
+        summary[g] = item
+    by_name = {r["name"]: r for r in records}
+    for g, item in summary.items():
+        # gap of each run to its own teacher run at depth 8 (test), then mean/std per group:
+        # seeds share one teacher, the folds of a speaker rotation each have their own
+        for d in depths:
+            gaps = []
+            for r in groups[g]:
+                t = by_name.get(r["teacher"] or "")
+                if t and 8 in t.get("testing", {}) and d in r.get("testing", {}):
+                    gaps.append(t["testing"][8] - r["testing"][d])
+            if gaps:
+                item[f"gap_d{d}"] = _mean_std(gaps)
+    lines = ["| group | runs | " + " | ".join(f"test d{d}" for d in depths) + " | " +
+             " | ".join(f"val d{d}" for d in depths) + " | gap to teacher d8 (test, points) |"
+             " hours |", "|---|---:|" + "---:|" * (2 * len(depths)) + "---|---:|"]
+    for g, item in summary.items():
+        gaps = " / ".join(_fmt(*item[f"gap_d{d}"]) for d in depths
+                          if item.get(f"gap_d{d}")) or "-"
+        lines.append(f"| {g} | {item['n']}/{len(item['runs'])} | " +
+                     " | ".join(_fmt(*item[f"testing_d{d}"]) for d in depths) + " | " +
+                     " | ".join(_fmt(*item[f"validation_d{d}"]) for d in depths) +
+                     f" | {gaps} | {item['hours']:.2f} |")
+    lines += ["", "| run | state | epochs | s/epoch | steps/s | hours |", "|---|---|---:|---:|---:|---:|"]
+    for r in records:
+        spe = f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "-"
+        sps = f"{r['steps_per_s']:.2f}" if r["steps_per_s"] else "-"
+        lines.append(f"| {r['name']} | {r['state']} | {r['epochs']} | {spe} | {sps} | "
+                     f"{r['hours']:.2f} |")
+    if not depths:
+        lines = lines[2 + len(summary) + 1:]  # nothing evaluated yet: the cost table only
+    text = "\n".join(lines)
+    os.makedirs(runs_dir, exist_ok=True)
+    with open(os.path.join(runs_dir, "report.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(runs_dir, "report.json"), "w") as f:
+        json.dump({"groups": summary, "runs": records}, f, indent=1)
+    return {"text": text, "groups": summary, "runs": records}
+
+
+def main(argv):
+    del argv
+    if not FLAGS.queue:
+        raise app.UsageError("--queue is required (a queue file, see --help)")
+    with open(FLAGS.queue) as f:
+        entries = parse_queue(f.read(), FLAGS.runs_dir)
+    todo = [e for e in entries if not FLAGS.only or e.name in FLAGS.only]
+    if FLAGS.dry_run or FLAGS.report:
+        if FLAGS.dry_run:
+            for e in todo:
+                print(f"{e.name:28s} {state(e, FLAGS.runs_dir):7s} {shlex.join(e.args)}")
+        print(report(entries, FLAGS.runs_dir)["text"])
+        return
+    failed = set()
+    while True:
+        # the file is read again after every run: entries can be added while the queue runs
+        with open(FLAGS.queue) as f:
+            entries = parse_queue(f.read(), FLAGS.runs_dir)
+        todo = [e for e in entries if (not FLAGS.only or e.name in FLAGS.only)
+                and e.name not in failed]
+        e = next((e for e in todo if state(e, FLAGS.runs_dir) != "done"
+                  or not all(os.path.exists(os.path.join(FLAGS.runs_dir, e.name,
+                                                         f"eval_{s}.json")) for s in SPLITS)),
+                 None)
+        if e is None:
+            break
+        code = train(e, FLAGS.runs_dir, FLAGS.logs_dir, FLAGS.python)
+        if code:
+            failed.add(e.name)
+            print(f"  {e.name}: training exited {code}; see {FLAGS.logs_dir}/{e.name}.log; "
+                  "going on with the next run", flush=True)
+            continue
+        evaluate(e, FLAGS.runs_dir, FLAGS.logs_dir, FLAGS.python)
+        if not all(os.path.exists(os.path.join(FLAGS.runs_dir, e.name, f"eval_{s}.json"))
+                   for s in SPLITS):
+            failed.add(e.name)
+        print(report(entries, FLAGS.runs_dir)["text"], flush=True)
+
+if __name__ == "__main__":
+    from pipeline import cli
+    cli.run(main, define=define_flags, errors=(QueueError,))

@@ -1,0 +1,130 @@
+"""The training queue: parsing, resume state, evaluation inheritance, report arithmetic."""
+import json
+import os
+
+import pytest
+
+from pipeline import run_queue as rq
+
+
+def test_parse_queue_options_continuations_and_runs_dir():
+    text = """
+    # comment
+    t1  @weights=best  --flagfile=a.flags --epochs=3   # trailing comment
+    s1  @group=s @teacher=t1 --flagfile=b.flags \\
+        --teacher_checkpoint={runs}/t1 --seed=1
+    """
+    entries = rq.parse_queue(text, "R")
+    assert [e.name for e in entries] == ["t1", "s1"]
+    assert entries[0].options == {"weights": "best"}
+    assert entries[0].args == ["--flagfile=a.flags", "--epochs=3"]
+    assert entries[1].group == "s" and entries[0].group == "t1"
+    assert entries[1].args == ["--flagfile=b.flags", "--teacher_checkpoint=R/t1", "--seed=1"]
+
+
+@pytest.mark.parametrize("text", ["a --x\na --y", "--flag x", "a --out_dir=x"])
+def test_parse_queue_rejects_malformed(text):
+    with pytest.raises(rq.QueueError):
+        rq.parse_queue(text, "R")
+
+
+def _fake_run(root, name, epochs, done=True, ckpt=False, evals=None):
+    d = os.path.join(root, name)
+    os.makedirs(d, exist_ok=True)
+    hist = [{"epoch": i + 1, "seconds": 10.0, "steps_per_s": 5.0} for i in range(epochs)]
+    json.dump(hist, open(os.path.join(d, "history.json"), "w"))
+    json.dump({"epochs": 4}, open(os.path.join(d, "flags.json"), "w"))
+    if done:
+        json.dump({}, open(os.path.join(d, "metrics.json"), "w"))
+    if ckpt:
+        os.makedirs(os.path.join(d, "ckpt"))
+        open(os.path.join(d, "ckpt", "checkpoint"), "w").close()
+    for split, by_depth in (evals or {}).items():
+        json.dump({"by_depth": {str(k): v for k, v in by_depth.items()}},
+                  open(os.path.join(d, f"eval_{split}.json"), "w"))
+
+
+def test_state_done_resume_fresh(tmp_path):
+    root = str(tmp_path)
+    e = rq.parse_queue("a --epochs=4\nb --epochs=4\nc --epochs=4\nd", root)
+    _fake_run(root, "a", 4)
+    _fake_run(root, "b", 2, done=False, ckpt=True)
+    assert [rq.state(x, root) for x in e[:3]] == ["done", "resume", "fresh"]
+    # without --epochs on the line, the run's own flags.json says how many it wants (4)
+    _fake_run(root, "d", 4)
+    assert rq.state(e[3], root) == "done"
+
+
+def test_report_mean_std_and_gap(tmp_path):
+    root = str(tmp_path)
+    text = "t --epochs=4\n" + "".join(
+        f"s{i} @group=s @teacher=t --epochs=4\n" for i in range(3))
+    entries = rq.parse_queue(text, root)
+    _fake_run(root, "t", 4, evals={"testing": {8: 0.95, 4: 0.94}, "validation": {8: 0.96, 4: 0.95}})
+    for i, acc in enumerate((0.93, 0.94, 0.92)):
+        _fake_run(root, f"s{i}", 4, evals={"testing": {8: acc, 4: acc - 0.01},
+                                         "validation": {8: acc, 4: acc}})
+    rep = rq.report(entries, root)
+    s = rep["groups"]["s"]
+    assert s["n"] == 3
+    assert s["testing_d8"][0] == pytest.approx(0.93)
+    assert s["testing_d8"][1] == pytest.approx(0.01)  # sample standard deviation
+    assert s["gap_d8"][0] == pytest.approx(0.02) and s["gap_d4"][0] == pytest.approx(0.03)
+    assert s["gap_d8"][1] == pytest.approx(0.01)
+    assert s["hours"] == pytest.approx(3 * 4 * 10 / 3600)
+    assert "93.00 ± 1.00" in rep["text"]
+    assert os.path.exists(os.path.join(root, "report.md"))
+
+
+@pytest.mark.slow
+def test_queue_trains_evaluates_and_resumes(tiny_corpus, tmp_path):
+    """Two tiny runs through the real tools: trained, evaluated with the run's data flags
+    (incl. --split_salt), skipped when done, and a grown --epochs continues with --resume."""
+    import subprocess
+    import sys
+    runs, logs = str(tmp_path / "runs"), str(tmp_path / "logs")
+    common = (f"--data_dir={tiny_corpus} --wanted_words=yes,no,up,down --channels=16 "
+              "--hidden=32 --num_layers=2 --thin_n=1 --batch_size=8 --steps_per_epoch=2 "
+              "--eval_batch_size=64")
+    queue = tmp_path / "q.txt"
+
+    def run(epochs):
+        queue.write_text(f"a @weights=last {common} --epochs={epochs}\n"
+                         f"b @group=g {common} --epochs=1 --split_salt=fold1 "
+                         "--validation_percentage=25 --testing_percentage=25\n")
+        out = subprocess.run([sys.executable, "-m", "pipeline.run_queue", f"--queue={queue}",
+                              f"--runs_dir={runs}", f"--logs_dir={logs}"],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    first = run(1)
+    assert "a: fresh" in first and "b: fresh" in first
+    for name in ("a", "b"):
+        for split in ("validation", "testing"):
+            ev = json.load(open(os.path.join(runs, name, f"eval_{split}.json")))
+            assert 0.0 <= ev["accuracy"] <= 1.0 and ev["n"] > 0
+    # b was evaluated on its own (salted) split, a on the list files: different test sets
+    na = json.load(open(os.path.join(runs, "a", "eval_testing.json")))["n"]
+    nb = json.load(open(os.path.join(runs, "b", "eval_testing.json")))["n"]
+    assert na != nb
+    second = run(2)
+    assert "a: resume" in second and "b:" not in second
+    assert len(json.load(open(os.path.join(runs, "a", "history.json")))) == 2
+    rep = json.load(open(os.path.join(runs, "report.json")))
+    assert rep["groups"]["g"]["runs"] == ["b"]
+
+
+def test_split_salt_gives_another_speaker_disjoint_partition(tiny_corpus):
+    from pipeline import speech_commands as sc
+    from pipeline.splits import speaker_id
+    labels = ["_silence_", "yes", "no", "up", "down"]
+    lists = sc.build_index(tiny_corpus, labels, unknown_percentage=0)
+    salted = sc.build_index(tiny_corpus, labels, unknown_percentage=0, split_salt="fold1")
+
+    def speakers(index, split):
+        return {speaker_id(p) for p in index.splits[split].paths if p}
+    for index in (lists, salted):
+        parts = [speakers(index, s) for s in ("training", "validation", "testing")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert speakers(lists, "testing") != speakers(salted, "testing")
