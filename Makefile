@@ -84,5 +84,5 @@ publish-real8:
 	cp runs/real8/bifsmnv2/last.weights.h5 pretrained/real8/bifsmnv2/model.weights.h5
 
 clean:
-	rm -rf build
+	rm -rf build firmware_sim/build
 	$(MAKE) -C lce_kernels clean
