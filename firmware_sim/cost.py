@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import types
@@ -130,8 +129,7 @@ def run_counted(argv, json_path, workdir, dynamic=False, cpuinfo=None, mnemonics
 
 # ------------------------------------------------------------------ parameter files
 def _kernel_ref():
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import kernel_ref  # noqa: E402  (tests/kernel_ref.py: numpy only)
+    from pipeline import kernel_ref  # NumPy reference of the layer and the .bdv vector format
     return kernel_ref
 
 

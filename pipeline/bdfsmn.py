@@ -15,7 +15,7 @@ Why this construction (see lce_kernels/README.md for the op itself):
 * The custom ops are SPLICED in with the flatbuffer schema module
   (``tensorflow.lite.python.schema_py_generated`` object API + ``flatbuffers``): front end
   subgraph, then one `LceBDfsmn` per active DFSMN layer (bit-packed int32 weights, float
-  per-channel vectors, FlexBuffers options: exactly ``tests/kernel_ref.op_inputs/op_options``),
+  per-channel vectors, FlexBuffers options: exactly ``pipeline/kernel_ref.op_inputs/op_options``),
   then the classifier subgraph with its input tensor replaced by the last layer's output.
   The alternative (a TF op the converter cannot lower, emitted as a custom op of the same
   name with ``allow_custom_ops=True``) would still need a flatbuffer rewrite (the emitted
@@ -24,7 +24,7 @@ Why this construction (see lce_kernels/README.md for the op itself):
   fragile; two plain conversions + one deterministic merge are simpler and testable.
 
 Parameter folding (BN, t2 constant, per-channel weight scale) is the README's; the same code
-as ``tests/kernel_ref.fold`` (a test checks both give identical arrays).
+as ``pipeline/kernel_ref.fold`` (a test checks both give identical arrays).
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def has_bdfsmn_ops(flatbuffer: bytes) -> bool:
     return has(flatbuffer)
 
 
-# -- folding (README "folding"; = tests/kernel_ref.fold) ----------------------------------------
+# -- folding (README "folding"; = pipeline/kernel_ref.fold) ----------------------------------------
 def pack_bits(neg):
     """bool [..., n] (True = -1) -> uint32 [..., ceil(n/32)], LSB first, zero pad bits."""
     neg = np.asarray(neg, dtype=bool)

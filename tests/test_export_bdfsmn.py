@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-import kernel_ref as K
+from pipeline import kernel_ref as K
 import numpy_ref as R
 from test_export import (VERIFY, assert_export_matches_keras, make_run_dir,
                          verification_features)

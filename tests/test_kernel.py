@@ -19,7 +19,7 @@ import subprocess
 import numpy as np
 import pytest
 
-import kernel_ref as K
+from pipeline import kernel_ref as K
 import numpy_ref as R
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))

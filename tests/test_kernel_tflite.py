@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-import kernel_ref as K
+from pipeline import kernel_ref as K
 import numpy_ref as R
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -154,8 +154,9 @@ def test_op_rejects_malformed_models(oplib):
 
 FUZZ = r"""
 import ctypes, sys
-sys.path.insert(0, {tests!r})
-import numpy as np, kernel_ref as K
+sys.path.insert(0, {root!r})
+import numpy as np
+from pipeline import kernel_ref as K
 ctypes.CDLL({lib!r}, mode=ctypes.RTLD_GLOBAL)
 from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
 rng = np.random.default_rng(0)
@@ -187,7 +188,7 @@ print("FUZZ ok=%d err=%d" % (ok, err))
 
 def test_op_survives_fuzzed_options(oplib):
     """Random corruptions of the FlexBuffers options never crash (own process)."""
-    code = FUZZ.format(tests=os.path.dirname(__file__), lib=LIB, n=150)
+    code = FUZZ.format(root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), lib=LIB, n=150)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=900, env=env, cwd=ROOT)

@@ -12,7 +12,7 @@ Three views of the same layer:
   `numpy_ref.Params`), which ties the kernel to the trained model's math.
 
 Test vectors for the C++ runner (`lce_kernels/tests/bdfsmn_test.cc`) are written by
-`write_vectors` / the command line (`python tests/kernel_ref.py --out DIR`): one `.bdv` file
+`write_vectors` / the command line (`python -m pipeline.kernel_ref --out DIR`): one `.bdv` file
 per case, a tiny self-describing little-endian record format (see `write_case`). Only NumPy
 is needed here (no TensorFlow), so vectors can be made anywhere.
 
@@ -22,7 +22,6 @@ ceil(n/32) words with zero pad bits; sign(0) = +1.
 import argparse
 import os
 import struct
-import sys
 
 import numpy as np
 
@@ -355,9 +354,6 @@ if __name__ == "__main__":
 # The op's interface (input order and layout, options map, aligned constant buffers) is the
 # exporter's own (pipeline/bdfsmn.py): one definition; the math above stays independent.
 def _bdfsmn():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if root not in sys.path:  # also when run as a script (make -C lce_kernels vectors)
-        sys.path.insert(0, root)
     from pipeline import bdfsmn
     return bdfsmn
 
