@@ -70,10 +70,14 @@ class TFLiteRunner:
     ``runtime='auto'``: the LCE interpreter for models with Lce* ops, TensorFlow's otherwise
     (see ``default_runtime``)."""
 
-    def __init__(self, path, num_threads=1, runtime="auto", custom_op_registerers=None):
+    def __init__(self, path, num_threads=1, runtime="auto", custom_op_registerers=None,
+                 model_bytes=None):
+        """``model_bytes``: the file's contents when the caller has read them already."""
         self.path = path
-        with open(path, "rb") as f:
-            self.model_bytes = f.read()
+        if model_bytes is None:
+            with open(path, "rb") as f:
+                model_bytes = f.read()
+        self.model_bytes = model_bytes
         from pipeline.model_verify import verify_model  # before anything parses the bytes
         verify_model(self.model_bytes, path)
         try:
@@ -209,8 +213,10 @@ def load_predictor(path, depth=None, num_threads=1, custom_op_registerers=None) 
                 f"the sidecar of {path} lists labels {str(labels)[:100]}; expected a list of "
                 "class names (the JSON written by pipeline.export)")
         with open(path, "rb") as f:
-            model_contract.check_digest(path, f.read(), meta)
-        runner = TFLiteRunner(path, num_threads, custom_op_registerers=custom_op_registerers)
+            model_bytes = f.read()
+        model_contract.check_digest(path, model_bytes, meta)
+        runner = TFLiteRunner(path, num_threads, custom_op_registerers=custom_op_registerers,
+                              model_bytes=model_bytes)
         model_contract.check_io(path, *runner.io_signature(), input_kind, len(labels))
         return Predictor(os.path.basename(path), labels, input_kind, runner, runner.runtime)
     import tensorflow as tf
