@@ -127,7 +127,7 @@ def run_settings(cfg, model_name, model_kwargs, **training) -> dict:
         "unknown_percentage": cfg.unknown_percentage,
         "validation_percentage": cfg.validation_percentage,
         "testing_percentage": cfg.testing_percentage,
-        "split_salt": getattr(cfg, "split_salt", None), "seed": cfg.seed,
+        "split_salt": cfg.split_salt, "seed": cfg.seed,
         "cache_dir": cfg.cache_dir,
         "background_frequency": aug.background_frequency,
         "background_volume": aug.background_volume, "time_shift_ms": aug.time_shift_ms,
