@@ -9,14 +9,15 @@ DEB_PACKAGES := espeak-ng sox gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-u
 # XNNPACK for arm64 (multiarch): the production float baseline of firmware_sim.cost
 DEB_PACKAGES_ARM64 := libxnnpack-dev:arm64
 DEMO_DIR ?= build/demo
+SETUP_LOG := build/setup.log
 
 .PHONY: setup kernels test test-slow demo bench publish-real8 clean fuzz
 
 setup: $(STAMP) $(APT_STAMP) kernels
 
-# The bitwise DFSMN op: core + test runner, ASan/UBSan runner, TFLite op library (links the
-# tensorflow wheel), static aarch64 runner, the op library with ASan/UBSan, the .tflite
-# verifier (warnings are errors in every build).
+# The project's ops (LceBDfsmn, LceQuantize, LceDequantize, LceBconv2d): cores + test runners,
+# ASan/UBSan runners, TFLite op library (links the tensorflow wheel), static aarch64 runners,
+# the op library with ASan/UBSan, the .tflite verifier (warnings are errors in every build).
 kernels: $(STAMP) $(APT_STAMP)
 	@$(MAKE) --no-print-directory -s -C lce_kernels all asan op aarch64 op-asan verify
 	@$(MAKE) --no-print-directory -s -C firmware_sim all
@@ -27,16 +28,26 @@ $(APT_STAMP): Makefile
 	missing=""; for p in $(DEB_PACKAGES) $(DEB_PACKAGES_ARM64); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "Installing Debian packages:$$missing"; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    --no-install-recommends $$missing; \
+	  mkdir -p $(dir $(SETUP_LOG)); t0=$$(date +%s); \
+	  printf 'setup: Debian packages%s ... ' "$$missing"; \
+	  { $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y \
+	    --no-install-recommends $$missing; } >>$(SETUP_LOG) 2>&1 || { echo "FAILED"; \
+	    tail -n 20 $(SETUP_LOG); echo "setup: apt-get failed (the end of $(SETUP_LOG) above)"; \
+	    exit 1; }; \
+	  echo "installed in $$(( $$(date +%s) - t0 )) s (log: $(SETUP_LOG))"; \
 	fi
 	@mkdir -p $(VENV) && touch $@
 
+# apt's and pip's output goes to $(SETUP_LOG); the terminal gets one line per step (or, when a
+# step fails, the end of the log).
 $(STAMP): requirements.txt
-	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	@mkdir -p $(dir $(SETUP_LOG)); t0=$$(date +%s); \
+	printf 'setup: Python packages (requirements.txt) into $(VENV) ... '; \
+	{ { test -x $(PY) || $(PY_SYS) -m venv $(VENV); } && $(PY) -m pip install --upgrade pip && \
+	  $(PY) -m pip install -r requirements.txt; } >>$(SETUP_LOG) 2>&1 || { echo "FAILED"; \
+	  tail -n 20 $(SETUP_LOG); echo "setup: pip failed (the end of $(SETUP_LOG) above)"; \
+	  exit 1; }; \
+	echo "installed in $$(( $$(date +%s) - t0 )) s (log: $(SETUP_LOG))"
 	@touch $@
 
 test: setup
@@ -55,17 +66,15 @@ fuzz: setup
 	$(PY) -m pipeline.fuzz_models --depths all --sanitize --json_out build/fuzz/fuzz_asan.json \
 	  || rc=1; exit $$rc
 
-# The main job on the embedded default (a synthetic corpus): data -> teacher -> binary student
-# (thinnable depths, FID) -> accuracy per depth. A few minutes on 2 cores.
+# The product in miniature (pipeline/demo.py): synthetic corpus -> teacher -> binary student
+# (thinnable depths, FID) -> lce and bdfsmn exports, verified and scored -> host latency ->
+# a streaming run with detections -> one summary table and $(DEMO_DIR)/summary.png. The terminal
+# shows a progress line per stage and the summary; everything else (TensorFlow's logs, the
+# training logs, the reports) goes to $(DEMO_DIR)/demo.log.
 demo: setup
-	$(PY) -m pipeline.synth --out $(DEMO_DIR)/synth
-	$(PY) -m pipeline.inspect_data --data_dir $(DEMO_DIR)/synth --task v2-12
-	$(PY) -m pipeline.train --flagfile configs/demo_teacher.flags --data_dir $(DEMO_DIR)/synth \
-	    --out_dir $(DEMO_DIR)/teacher --overwrite
-	$(PY) -m pipeline.train --flagfile configs/demo_bifsmnv2.flags --data_dir $(DEMO_DIR)/synth \
-	    --teacher_checkpoint $(DEMO_DIR)/teacher --out_dir $(DEMO_DIR)/bifsmnv2 --overwrite
-	$(PY) -m pipeline.evaluate --model $(DEMO_DIR)/teacher --data_dir $(DEMO_DIR)/synth
-	$(PY) -m pipeline.evaluate --model $(DEMO_DIR)/bifsmnv2 --data_dir $(DEMO_DIR)/synth --depth all
+	@mkdir -p $(DEMO_DIR)
+	@$(PY) -m pipeline.demo --out_dir $(DEMO_DIR) 2>$(DEMO_DIR)/demo.log || { \
+	  echo "make demo failed: the details are in $(DEMO_DIR)/demo.log"; exit 1; }
 
 REAL8 ?= ../shared/data/speech_commands_real8
 REAL8_WORDS := --wanted_words yes,no,up,down,left,right,stop,go --unknown_percentage 0

@@ -1,5 +1,9 @@
 """Instructions per inference of BiFSMNv2 on emulated ARMv8 (qemu-aarch64 + insn_count plugin).
 
+Reads: nothing (random weights of the shapes --T/--C/--H/--layers; builds the aarch64 drivers).
+Writes: the parameter files and raw counts into --out_dir (optional; default a temporary
+  folder); the full result (--json_out); prints tables and one JSON line.
+
     python -m firmware_sim.cost                      # depth-8 model shapes (T=8, C=128, H=256)
     python -m firmware_sim.cost --T 4 --C 32 --H 64 --layers 2 --runs 1   # tiny, for tests
 
@@ -41,7 +45,7 @@ import types
 import numpy as np
 from absl import app, flags
 
-from pipeline import cli, output_paths
+from pipeline import cli, cli_vocabulary, output_paths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FW = os.path.join(ROOT, "firmware_sim")
@@ -469,15 +473,16 @@ def define_flags():
     flags.DEFINE_integer("runs", 3, "Counted runs per region.")
     flags.DEFINE_integer("seed", 0, "Seed of the random weights (counts barely depend on them).")
     flags.DEFINE_enum("uarch", "a53", ["a53", "generic"], "XNNPACK kernel choice (module doc).")
-    flags.DEFINE_string("json_out", None, "Also write the JSON (full detail) here.")
-    flags.DEFINE_string("work_dir", None, "Keep parameter files / raw counts here.")
+    flags.DEFINE_string("out_dir", None, "Keep parameter files / raw counts here (default: a "
+                        "temporary folder, removed).")
+    cli_vocabulary.define_aliases("firmware_sim.cost")  # --work_dir (old name of --out_dir)
 
 
 def main(argv):
     del argv
     args = types.SimpleNamespace(**{k: FLAGS[k].value for k in (
         "T", "C", "H", "left", "right", "layers", "classes", "runs", "seed", "uarch",
-        "json_out", "work_dir")})
+        "out_dir")})
     small = [f"--{k} {getattr(args, k)}" for k in ("T", "C", "H", "classes", "runs")
              if getattr(args, k) < 1] + [f"--{k} {getattr(args, k)}" for k in ("left", "right")
                                          if getattr(args, k) < 0]
@@ -487,15 +492,14 @@ def main(argv):
     why = missing_tools()
     if why:
         raise cli.UserError("cannot run: " + "; ".join(why))
-    output_paths.check_file(args.json_out, "--json_out")
-    output_paths.check_dir(args.work_dir, "--work_dir")
+    output_paths.check_dir(args.out_dir, "--out_dir")
     build()
-    work = args.work_dir or tempfile.mkdtemp(prefix="fw_cost_")
+    work = args.out_dir or tempfile.mkdtemp(prefix="fw_cost_")
     os.makedirs(work, exist_ok=True)
     try:
         res = measure(args, work)
     finally:
-        if args.work_dir is None:
+        if args.out_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     comp = compose(res)
     lim = limits(res)
@@ -534,11 +538,8 @@ def main(argv):
         "measured": "every count is measured in a marked region under qemu; binary whole-model "
                     "counts are sums of separately measured parts; conv2 binary is a proxy",
     }
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(out, f, indent=1)
     print(json.dumps(out))
-    return 0
+    return out  # --json_out (full detail)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,23 @@
 """Microcontroller view: the int8 teacher on TensorFlow Lite Micro, the binary model's memory.
 
+Reads: --models (.tflite files, which describe themselves; builtin-op models run in TFLM,
+  models with custom ops get the memory budget), the clips of --split in --data_dir (for the
+  TFLM run).
+Writes: nothing; prints tables and one JSON line; the full detail (--json_out).
+
     python -m firmware_sim.micro                          # d8 int8 teacher + d8 bdfsmn student
     E=pretrained/real8/exports
-    python -m firmware_sim.micro --int8_model $E/dfsmn_int8_d8.tflite,$E/dfsmn_int8_d4.tflite \
-        --binary_model $E/bifsmnv2_bdfsmn_d8.tflite --binary_model $E/bifsmnv2_lce_d8.tflite \
+    python -m firmware_sim.micro --models $E/dfsmn_int8_d8.tflite,$E/dfsmn_int8_d4.tflite \\
+        --models $E/bifsmnv2_bdfsmn_d8.tflite --models $E/bifsmnv2_lce_d8.tflite \\
         --data_dir ../shared/data/speech_commands_real8 --split testing [--max_clips 100]
-    python -m firmware_sim.micro --int8_model= --binary_model FILE   # budget only, no data
+    python -m firmware_sim.micro --models FILE   # a binary model: budget only, no data
 
-1. TFLM RUN (``--int8_model``, comma list or repeated). The model runs in TensorFlow Lite
+``--models`` (comma list or repeated) holds both kinds: a model whose ops are all TFLite
+builtins (the int8 teacher) gets the TFLM run, one with custom ops (``LceBDfsmn``, ``Lce*``:
+the binary exports) the memory budget and a TFLM attempt (the deprecated ``--int8_model`` /
+``--binary_model`` add to the same list).
+
+1. TFLM RUN (builtin-op models, e.g. the int8 teacher). The model runs in TensorFlow Lite
    Micro's Python interpreter (``tflite-micro`` from PyPI: the TFLM C++ runtime with its
    reference kernels and the RecordingMicroAllocator):
    - minimal arena: the smallest ``arena_size`` with which the interpreter is created and
@@ -22,8 +32,8 @@
      node structs).
    - outputs against TensorFlow Lite on the SAME int8 input tensors: test clips (``--split``,
      ``--max_clips``) through the project's own pipeline (pipeline.input_pipeline +
-     pipeline.features, exactly what pipeline.evaluate feeds; labels from the model's .json
-     sidecar), quantized with the model's input scale / zero point as
+     pipeline.features, exactly what pipeline.evaluate feeds; labels from the model's own
+     description, pipeline.tflite_metadata), quantized with the model's input scale / zero point as
      pipeline.predictors.TFLiteRunner does; TFLite = ``tf.lite.Interpreter`` as evaluate runs
      it (optimized kernels + default delegate XNNPACK), without the default delegates, and
      with its reference kernels (``OpResolverType.BUILTIN_REF``). Reported per pair with
@@ -34,7 +44,7 @@
    the bdfsmn export also holds SIGN, which this TFLM build has no kernel for. The tool tries
    each binary model in TFLM and prints the error TFLM gives.
 
-2. MEMORY BUDGET (``--binary_model``; the int8 models get the same analysis for comparison),
+2. MEMORY BUDGET (models with custom ops; the int8 models get the same analysis for comparison),
    from the flatbuffer alone (``tensorflow.lite.python.schema_py_generated`` via
    pipeline.bdfsmn.read_model; no interpreter):
    - weights: bytes of the constant buffers (each buffer once, as models.lce_census), split
@@ -581,7 +591,7 @@ def model_labels(path: str) -> List[str]:
     from pipeline import predictors
     from pipeline.checkpoints import CheckpointError
     try:
-        return list(predictors.tflite_sidecar(path)["labels"])
+        return list(predictors.tflite_description(path)["labels"])
     except CheckpointError as e:
         raise MicroError(str(e)) from e
 
@@ -849,6 +859,19 @@ def short(path):
     return os.path.splitext(os.path.basename(path))[0]
 
 
+def split_models(paths: Sequence[str]):
+    """(TFLM models, binary models): a model whose ops are all TFLite builtins runs in TFLM
+    (the int8 teacher); one with custom ops (LceBDfsmn, Lce*) gets the memory budget."""
+    from models.lce_census import custom_ops
+    tflm, binary = [], []
+    for p in paths:
+        if not os.path.exists(p):
+            raise MicroError(f"{p} does not exist; expected a .tflite file")
+        with open(p, "rb") as f:
+            (binary if custom_ops(f.read()) else tflm).append(p)
+    return tflm, binary
+
+
 def expand(values) -> List[str]:
     out = []
     for v in values or []:
@@ -874,8 +897,8 @@ def run(int8_models: Sequence[str], binary_models: Sequence[str], data_cfg=None,
         if data_cfg is None:
             raise MicroError("the TFLM comparison needs --data_dir (a Speech Commands folder)")
         from pipeline import predictors
-        meta = predictors.tflite_sidecar(path)
-        kind = meta.get("input", "features")
+        meta = predictors.tflite_description(path)  # the file's own description
+        kind = meta["input"]
         key = (tuple(labels), kind)
         if key not in features:
             logging.info("features of the %s split (%s)", split, data_cfg.data_dir)
@@ -886,7 +909,7 @@ def run(int8_models: Sequence[str], binary_models: Sequence[str], data_cfg=None,
                     progress=lambda i, n: logging.info("  %d / %d clips", i, n))
         r.pop("_outputs")
         r["budget"] = budget(path)
-        ta = meta.get("test_accuracy") or {}
+        ta = (predictors.read_sidecar(path) or {}).get("test_accuracy") or {}  # the report
         r["sidecar_test_accuracy"] = ta.get("accuracy") if (
             split == "testing" and ta.get("n") == len(x)) else None
         tflm[short(path)] = r
@@ -943,33 +966,30 @@ def run(int8_models: Sequence[str], binary_models: Sequence[str], data_cfg=None,
 def define_flags():
     from pipeline import data_flags
     data_flags.define_flags(data_dir_default=DEFAULT_DATA)
-    flags.DEFINE_multi_string("int8_model", [DEFAULT_INT8], "int8 .tflite(s) to run in TFLM "
-                              "(comma list or repeated; '' for none).")
-    flags.DEFINE_multi_string("binary_model", [DEFAULT_BINARY], "Binary .tflite(s) (bdfsmn or "
-                              "lce flavor) for the memory budget (comma list or repeated).")
+    flags.DEFINE_multi_string("models", [DEFAULT_INT8, DEFAULT_BINARY], "The .tflite files "
+                              "(comma list or repeated): builtin-op models (int8 teacher) run in "
+                              "TFLM, models with custom ops (bdfsmn, lce) get the memory budget.")
     flags.DEFINE_enum("split", "testing", ["testing", "validation", "training"],
                       "Split the clips come from.")
     flags.DEFINE_integer("max_clips", None, "At most this many clips (default: the whole split).")
     flags.DEFINE_integer("arena_size", None, "Run with this arena instead of searching the "
                          "minimal one.")
-    flags.DEFINE_string("json_out", None, "Also write the JSON (full detail) here.")
+    from pipeline import cli_vocabulary
+    cli_vocabulary.define_aliases("firmware_sim.micro")  # --int8_model, --binary_model
 
 
 def main(argv):
     del argv
-    from pipeline import data_flags, output_paths
-    output_paths.check_file(FLAGS.json_out, "--json_out")
-    int8_models, binary_models = expand(FLAGS.int8_model), expand(FLAGS.binary_model)
+    from pipeline import data_flags
+    int8_models, binary_models = split_models(expand(FLAGS.models))
     cfg = data_flags.config_from_flags() if int8_models else None
     out = run(int8_models, binary_models, cfg, FLAGS.split, FLAGS.max_clips,
               FLAGS.wanted_words, FLAGS.arena_size)
     print(out.pop("_text"))
     details = out.pop("_details")
-    if FLAGS.json_out:
-        with open(FLAGS.json_out, "w") as f:
-            json.dump(dict(out, details=details), f, indent=1, default=str)
     print()
     print(json.dumps(out))
+    return dict(out, details=details)  # --json_out (full detail)
 
 
 if __name__ == "__main__":

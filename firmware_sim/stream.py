@@ -1,8 +1,13 @@
 """The always-on loop of the device, simulated on the host: audio in, commands out.
 
-    python -m firmware_sim.stream --model runs/real8/bifsmnv2 \
+Reads: --model (run directory, .weights.h5 or .tflite), a --wav file or the clips and noise of
+  --data_dir (a stream is generated), --cost_json (optional).
+Writes: into --out_dir (default runs/stream; or next to --plot): the stream .wav, .truth.json,
+  .posteriors.npz, the details .json and a PNG; the summary (--json_out).
+
+    python -m firmware_sim.stream --model runs/real8/bifsmnv2 \\
         --data_dir ../shared/data/speech_commands_real8 --minutes 10 --seed 0
-    python -m firmware_sim.stream --model export/bifsmnv2_d8.tflite --wav recording.wav \
+    python -m firmware_sim.stream --model export/bifsmnv2_d8.tflite --wav recording.wav \\
         [--truth recording.truth.json]
 
 Input: a 16 kHz stream, either a WAV file or one generated from a corpus: keyword clips of
@@ -565,10 +570,13 @@ def define_flags():
     flags.DEFINE_float("tolerance_before", 0.25, "A hit may come this long before the onset.")
     flags.DEFINE_float("tolerance_after", 1.5, "... and this long after the onset.")
     flags.DEFINE_integer("batch_windows", 64, "Windows per model call (a chunk).")
+    flags.DEFINE_string("out_dir", DEFAULT_OUT_DIR, "Folder of the outputs when --plot is not "
+                        "given: <model>_<split>_s<seed>.png and the stream, ground truth, "
+                        "posteriors and details next to it (stream.* with --plot none).")
     flags.DEFINE_string("plot", None, "PNG path; the generated stream, its ground truth, the "
                         "posteriors and the details are written next to it. Default: "
-                        "runs/stream/<model>_<split>_s<seed>.png. 'none': no plot (the other "
-                        "files go to runs/stream/stream.*).")
+                        "OUT_DIR/<model>_<split>_s<seed>.png. 'none': no plot (the other "
+                        "files go to OUT_DIR/stream.*).")
     flags.DEFINE_float("plot_seconds", 30.0, "Length of the zoomed excerpt in the plot.")
     flags.DEFINE_float("plot_start", None, "Start of the excerpt (default: where most errors are).")
     flags.DEFINE_float("instructions_per_inference", None, "Instructions of one inference on the "
@@ -581,13 +589,13 @@ def define_flags():
     flags.DEFINE_bool("progress", True, "Progress bar over chunks.")
 
 
-def default_plot_path(model, split, seed, wav=None):
+def default_plot_path(model, split, seed, wav=None, out_dir=DEFAULT_OUT_DIR):
     name = os.path.basename(model.rstrip("/"))
     name = os.path.splitext(name)[0] if name.endswith(".tflite") else name
     if wav:
-        return os.path.join(DEFAULT_OUT_DIR, f"{name}_{os.path.splitext(os.path.basename(wav))[0]}"
+        return os.path.join(out_dir, f"{name}_{os.path.splitext(os.path.basename(wav))[0]}"
                             ".png")
-    return os.path.join(DEFAULT_OUT_DIR, f"{name}_{split}_s{seed}.png")
+    return os.path.join(out_dir, f"{name}_{split}_s{seed}.png")
 
 
 @dataclasses.dataclass
@@ -609,7 +617,8 @@ class StreamSettings:
     min_gap_s: float = 2.0
     seed: int = 0
     # outputs
-    plot: Optional[str] = None        # None: default path; "none": no plot
+    plot: Optional[str] = None        # None: default path in out_dir; "none": no plot
+    out_dir: str = DEFAULT_OUT_DIR
     plot_seconds: float = 30.0
     plot_start: Optional[float] = None
     progress: bool = True
@@ -631,7 +640,7 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
     if predictor is None:
         if not model or not os.path.exists(model):
             raise StreamError(f"--model {model} does not exist: expected a run directory of "
-                              "pipeline.train or an exported .tflite (with its .json sidecar)")
+                              "pipeline.train or a .tflite written by pipeline.export")
         pred = predictors.load_predictor(model, depth=depth)
     else:
         pred = predictor
@@ -639,9 +648,9 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
         raise StreamError("give --wav FILE or --data_dir DIR (to generate a stream)")
     if wav is not None and not os.path.exists(wav):
         raise StreamError(f"--wav {wav} does not exist")
-    plot = st.plot or default_plot_path(model or "model", st.split, st.seed, wav)
+    plot = st.plot or default_plot_path(model or "model", st.split, st.seed, wav, st.out_dir)
     out_base = os.path.splitext(plot)[0] if plot != "none" else \
-        os.path.join(DEFAULT_OUT_DIR, "stream")
+        os.path.join(st.out_dir, "stream")
     os.makedirs(os.path.dirname(out_base) or ".", exist_ok=True)
     paths = {"details": out_base + ".json"}
 
@@ -753,9 +762,10 @@ def main(argv):
         raise app.UsageError("give --wav FILE or --data_dir DIR (to generate a stream)")
     if FLAGS.depth and not FLAGS.depth.isdigit():
         raise app.UsageError(f"--depth {FLAGS.depth!r}: expected a number of layers (8/4/2/1)")
-    plot = FLAGS.plot or default_plot_path(FLAGS.model, FLAGS.split, FLAGS.seed, FLAGS.wav)
+    plot = FLAGS.plot or default_plot_path(FLAGS.model, FLAGS.split, FLAGS.seed, FLAGS.wav,
+                                           FLAGS.out_dir)
     if plot == "none":
-        output_paths.check_dir(DEFAULT_OUT_DIR, "the output folder")
+        output_paths.check_dir(FLAGS.out_dir, "--out_dir")
     else:
         output_paths.check_file(plot, "--plot" if FLAGS.plot else "--plot (default)")
     output_paths.check_dir(FLAGS.cache_dir, "--cache_dir")
@@ -776,7 +786,7 @@ def main(argv):
         batch_windows=FLAGS.batch_windows, split=FLAGS.split, minutes=FLAGS.minutes,
         keywords_per_minute=FLAGS.keywords_per_minute, snr_db=FLAGS.snr_db,
         equal_loudness=FLAGS.equal_loudness,
-        min_gap_s=FLAGS.min_gap_s, seed=FLAGS.seed, plot=FLAGS.plot,
+        min_gap_s=FLAGS.min_gap_s, seed=FLAGS.seed, plot=FLAGS.plot, out_dir=FLAGS.out_dir,
         plot_seconds=FLAGS.plot_seconds, plot_start=FLAGS.plot_start,
         progress=FLAGS.progress, instructions_per_inference=n_instr,
         clock_mhz=FLAGS.clock_mhz, ipc=FLAGS.ipc)
@@ -784,6 +794,9 @@ def main(argv):
     out = run(FLAGS.model, settings, wav=FLAGS.wav, truth_path=FLAGS.truth,
               data_cfg=data_cfg, depth=int(FLAGS.depth) if FLAGS.depth else None)
     print(json.dumps(out["summary"]))
+    return dict(out["summary"], paths=out["paths"], metrics={  # --json_out
+        k: v for k, v in (out["metrics"] or {}).items() if k not in ("hit_mask", "outcomes")},
+        sweep=out["sweep"], budget=out["budget"])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Op census of a .tflite flatbuffer (LCE or plain TFLite), for tests and the export tool.
 
+Reads: --model (a .tflite file).
+Writes: nothing; prints the op census and the float weight ops (also to --json_out).
+
 Parses the flatbuffer with the TFLite schema module that ships in the larq-compute-engine
 wheel (`larq_compute_engine.mlir.python.tflite_schema`, falling back to TensorFlow's
 `tensorflow.lite.python.schema_py_generated`); no interpreter is needed, so it also works
@@ -26,7 +29,7 @@ except ImportError:  # pragma: no cover
     from tensorflow.lite.python import schema_py_generated as _schema
 
 __all__ = ["op_census", "op_list", "float_weight_ops", "format_census", "has_lce_ops",
-           "constant_bytes", "ops_in_scope", "has_bdfsmn_ops"]
+           "custom_ops", "constant_bytes", "ops_in_scope", "has_bdfsmn_ops"]
 
 _BUILTIN_NAMES = {v: k for k, v in vars(_schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(_schema.TensorType).items() if not k.startswith("_")}
@@ -132,6 +135,15 @@ def has_lce_ops(flatbuffer: bytes) -> bool:
     return any(name.startswith("Lce") and name != BDFSMN_OP for name in op_census(flatbuffer))
 
 
+@_reader
+def custom_ops(flatbuffer: bytes) -> list:
+    """Sorted names of the custom ops (not TFLite builtins) in the model's operator codes."""
+    model = _model(flatbuffer)
+    return sorted({model.OperatorCodes(i).CustomCode().decode()
+                   for i in range(model.OperatorCodesLength())
+                   if model.OperatorCodes(i).CustomCode()})
+
+
 def has_bdfsmn_ops(flatbuffer: bytes) -> bool:
     """True if the model holds LceBDfsmn custom ops (lce_kernels/, needs its registerer)."""
     return op_census(flatbuffer).get(BDFSMN_OP, 0) > 0
@@ -200,30 +212,39 @@ def ops_in_scope(flatbuffer: bytes, scope: str, subgraph: int = 0):
     return found
 
 
+def define_flags():
+    from absl import flags
+    flags.DEFINE_string("model", None, "The .tflite to take the op census of.")
+
+
+def main(argv):
+    """``--model FILE`` (the positional ``FILE`` still works, deprecated)."""
+    from absl import app, flags
+
+    from pipeline import cli_vocabulary
+    path, extra = flags.FLAGS.model, list(argv[1:])
+    if not path and len(extra) == 1:
+        cli_vocabulary.warn("python -m models.lce_census FILE is deprecated; use --model FILE")
+        path, extra = extra[0], []
+    if extra:
+        raise app.UsageError(f"unexpected arguments: {' '.join(extra)}")
+    if not path:
+        raise app.UsageError("--model is required (a .tflite file)")
+    with open(path, "rb") as f:
+        data = f.read()
+    from pipeline.model_verify import verify_model
+    verify_model(data, path)  # the error names the file (the readers say "model")
+    census = op_census(data)
+    print(format_census(census))
+    floats = float_weight_ops(data)
+    for op, name, shape in floats:
+        print(f"float {op:20s} {shape} {name}")
+    return {"model": path, "ops": dict(census), "lce_ops": has_lce_ops(data),  # --json_out
+            "bdfsmn_ops": census.get(BDFSMN_OP, 0), "constant_bytes": constant_bytes(data),
+            "float_weight_ops": [{"op": op, "weight": name, "shape": list(shape)}
+                                 for op, name, shape in floats]}
+
+
 if __name__ == "__main__":  # pragma: no cover  (tests/test_cli_errors.py runs it)
-    from absl import app, flags, logging
-
     from pipeline import cli
-
-    def _define_flags():
-        flags.DEFINE_string("model", None, "The .tflite to take the op census of.")
-
-    def _main(argv):
-        """``--model FILE`` (the positional ``FILE`` still works, deprecated)."""
-        path, extra = flags.FLAGS.model, list(argv[1:])
-        if not path and len(extra) == 1:
-            logging.warning("python -m models.lce_census FILE is deprecated: use --model FILE")
-            path, extra = extra[0], []
-        if extra:
-            raise app.UsageError(f"unexpected arguments: {' '.join(extra)}")
-        if not path:
-            raise app.UsageError("--model is required (a .tflite file)")
-        with open(path, "rb") as f:
-            data = f.read()
-        from pipeline.model_verify import verify_model
-        verify_model(data, path)  # the error names the file (the readers say "model")
-        print(format_census(op_census(data)))
-        for op, name, shape in float_weight_ops(data):
-            print(f"float {op:20s} {shape} {name}")
-
-    cli.run(_main, define=_define_flags)
+    cli.run(main, define=define_flags)

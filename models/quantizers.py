@@ -61,7 +61,10 @@ def lpb_sign(x: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
 
         return lq.math.sign(x), grad
 
-    return _call(x, alpha)
+    # a variable (a latent weight) is read here, outside the custom gradient: under a
+    # tf.distribute strategy it is a MirroredVariable, whose per-device component read inside
+    # would count as a captured variable (which tf.custom_gradient refuses without `variables`)
+    return _call(tf.convert_to_tensor(x), alpha)
 
 
 class _PositiveMin(tf.keras.constraints.Constraint):

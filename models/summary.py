@@ -1,6 +1,10 @@
 """Parameters, 1-bit vs 32-bit weights, weight memory and MACs per clip of a model.
 
-    python -m models.summary --model bifsmnv2 --depth 8 [--larq]
+Reads: --arch (a registry name, default size) or --model (a run directory's model.json).
+Writes: nothing; prints the per-layer table and totals (also to --json_out).
+
+    python -m models.summary --arch bifsmnv2 --depth 8 [--larq]
+    python -m models.summary --model pretrained/real8/bifsmnv2 --depth 2
 
 Counts cover what runs at the chosen depth (the model owns the variables of every depth:
 all 8 layers and bn0..bn3 / act0..act3; the unused ones are excluded here, and listed as
@@ -21,6 +25,8 @@ all 8 layers and bn0..bn3 / act0..act3; the unused ones are excluded here, and l
 `larq.models.summary` (with `--larq`) is printed too: it sees the top-level layers only,
 counts every owned variable (all depths) and gives no MACs for our composite layers.
 """
+import os
+
 import numpy as np
 
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before tensorflow)
@@ -148,12 +154,47 @@ def format_stats(rows, tot, title=""):
 
 
 def define_flags():
-    """The tool's flags (the names of the former argparse options)."""
+    """The tool's flags."""
     from absl import flags
-    flags.DEFINE_enum("model", "bifsmnv2", models.list_models(), "Registry name.")
+    flags.DEFINE_enum("arch", "bifsmnv2", models.list_models(),
+                      "Architecture (registry name), at its default size.")
+    flags.DEFINE_string("model", None, "A run directory (model.json): its architecture, size "
+                        "flags and classes instead of --arch's (weights are not read).")
     flags.DEFINE_integer("depth", 8, "Thinnable depth (8, 4, 2 or 1).")
-    flags.DEFINE_integer("num_classes", 12, "Classifier outputs.", lower_bound=1)
+    flags.DEFINE_integer("num_classes", 12, "Classifier outputs (with --arch; a --model has its "
+                         "own classes).", lower_bound=1)
     flags.DEFINE_bool("larq", False, "Also print larq.models.summary.")
+
+
+def _from_run_dir(path, depth):
+    """The model a run directory's model.json describes, at ``depth``."""
+    from absl import app
+
+    from pipeline import checkpoints
+    if path.endswith(".tflite"):
+        raise app.UsageError(f"--model {path}: a .tflite has no Keras layers to count; expected "
+                             "a run directory (model.json), or use python -m models.lce_census "
+                             f"--model {path}")
+    spec = checkpoints.read_model_json(path)
+    layers = spec["model_kwargs"].get("num_layers", 8)
+    if depth not in models.valid_depths(layers):
+        raise app.UsageError(f"--depth {depth}: expected one of {models.valid_depths(layers)} "
+                             f"for {path}")
+    return checkpoints.build_from_spec(spec, depth=depth), spec["model"]
+
+
+def arch_and_run_dir():
+    """(--arch, --model); ``--model NAME`` (a registry name that is no path) keeps its old
+    meaning, the architecture (now --arch), with a deprecation line."""
+    from absl import flags
+
+    from pipeline import cli_vocabulary
+    f = flags.FLAGS
+    arch, run_dir = f.arch, f.model
+    if run_dir and run_dir in models.list_models() and not os.path.exists(run_dir):
+        cli_vocabulary.warn_deprecated("model", "arch", " as a registry name here")
+        arch, run_dir = run_dir, None
+    return arch, run_dir
 
 
 def main(argv):
@@ -161,15 +202,27 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if f.depth not in models.valid_depths(8):
-        raise app.UsageError(f"--depth {f.depth}: expected one of {models.valid_depths(8)}")
-    model = models.get_model(f.model, depth=f.depth, num_classes=f.num_classes)
+    arch, run_dir = arch_and_run_dir()
+    if run_dir:
+        model, arch = _from_run_dir(run_dir, f.depth)
+        if f["arch"].present and f.arch != arch:
+            raise app.UsageError(f"--arch {f.arch} but --model {run_dir} is a {arch!r} model; "
+                                 "expected one of them")
+        title = f"{run_dir} ({arch}) depth {f.depth}"
+    else:
+        if f.depth not in models.valid_depths(8):
+            raise app.UsageError(f"--depth {f.depth}: expected one of {models.valid_depths(8)}")
+        model = models.get_model(arch, depth=f.depth, num_classes=f.num_classes)
+        title = f"{arch} depth {f.depth}"
     rows, tot = model_stats(model)
-    print(format_stats(rows, tot, f"{f.model} depth {f.depth}"))
+    print(format_stats(rows, tot, title))
     if f.larq:
         import larq as lq
 
         lq.models.summary(model)
+    return {"arch": arch, "model": run_dir, "depth": f.depth,  # --json_out
+            "totals": tot, "layers": [{k: v for k, v in r.items() if k != "vars"}
+                                      for r in rows]}
 
 
 if __name__ == "__main__":

@@ -34,8 +34,18 @@ import subprocess
 
 import numpy as np
 
+# the schema's object API, read and written with constant data 16-byte aligned: one
+# implementation for every tool that edits a flatbuffer (it lives with the model description)
+from pipeline.tflite_metadata import read_model, write_model  # noqa: F401
+
 OP_NAME = "LceBDfsmn"
-REGISTERER = "LceBDfsmnRegisterer"
+#: C registerers of the op library, one per kernel path, each registering EVERY op of the
+#: project (LceQuantize, LceDequantize, LceBconv2d, LceBDfsmn) through its one registration
+#: point, lce_kernels/tflite/lce_ops_register.h (symbols: lce_kernels/tflite/lce_ops_capi.cc).
+#: "auto" still honours the deprecated LCE_BDFSMN_PATH environment variable.
+REGISTERERS = {"auto": "LceOpsRegisterer", "portable": "LceOpsRegistererPortable",
+               "neon": "LceOpsRegistererNeon", "avx512": "LceOpsRegistererAvx512"}
+REGISTERER = REGISTERERS["auto"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNEL_DIR = os.path.join(ROOT, "lce_kernels")
 OP_LIB = os.path.join(KERNEL_DIR, "build", "libbdfsmn_op.so")
@@ -48,7 +58,7 @@ _loaded = {}
 
 
 class OpLibraryError(RuntimeError):
-    """The LceBDfsmn op library is missing and cannot be built / loaded."""
+    """The project's op library is missing (or stale) and cannot be built / loaded."""
 
 
 # -- the op library ----------------------------------------------------------------------------
@@ -60,12 +70,27 @@ def kernel_path(path=OP_LIB) -> str:
     return fn().decode()
 
 
+def _stale(path) -> bool:
+    """True if a source of the op library (lce_kernels/core, lce_kernels/tflite but the
+    model verifier's) is newer than the library at ``path``: it must be rebuilt before it is
+    loaded (a process cannot reload a shared object it already loaded)."""
+    built = os.path.getmtime(path)
+    for sub in ("core", "tflite"):
+        d = os.path.join(KERNEL_DIR, sub)
+        for name in os.listdir(d) if os.path.isdir(d) else ():
+            if (name.endswith((".h", ".cc")) and not name.startswith("model_verify")
+                    and os.path.getmtime(os.path.join(d, name)) > built):
+                return True
+    return False
+
+
 def op_library(path=OP_LIB, build=True):
-    """Load (building it with ``make -C lce_kernels op`` if missing) the op library, with
-    RTLD_GLOBAL so that InterpreterWithCustomOps finds ``LceBDfsmnRegisterer`` by name."""
+    """Load (building it with ``make -C lce_kernels op`` if missing, or if it is the default
+    library and older than its sources) the op library, with RTLD_GLOBAL so that
+    InterpreterWithCustomOps finds the registerers (``REGISTERERS``) by name."""
     if path in _loaded:
         return _loaded[path]
-    if not os.path.exists(path):
+    if not os.path.exists(path) or (build and path == OP_LIB and _stale(path)):
         if not build:
             raise OpLibraryError(f"{path} does not exist (build it: make -C {KERNEL_DIR} op)")
         try:
@@ -86,10 +111,27 @@ def op_library(path=OP_LIB, build=True):
     return lib
 
 
-def registerers(path=OP_LIB):
-    """``custom_op_registerers`` for InterpreterWithCustomOps (loads / builds the library)."""
-    op_library(path)
-    return [REGISTERER]
+def registerer(kernel="auto", path=OP_LIB) -> str:
+    """The op library's registerer (a symbol name for InterpreterWithCustomOps'
+    ``custom_op_registerers``) of every project op with kernel path ``kernel`` ("auto",
+    "portable", "neon", "avx512"; a path the build or CPU lacks runs as portable). Loads /
+    builds the library."""
+    if kernel not in REGISTERERS:
+        raise ValueError(f"kernel path {kernel!r}: expected one of {', '.join(REGISTERERS)}")
+    lib = op_library(path)
+    try:
+        getattr(lib, REGISTERERS[kernel])
+    except AttributeError as e:
+        raise OpLibraryError(f"{path} has no {REGISTERERS[kernel]} (stale build? "
+                             f"make -C {KERNEL_DIR} op): {e}") from e
+    return REGISTERERS[kernel]
+
+
+def registerers(path=OP_LIB, kernel="auto"):
+    """``custom_op_registerers`` for InterpreterWithCustomOps (loads / builds the library):
+    every project op (LceQuantize, LceDequantize, LceBconv2d, LceBDfsmn), kernel path
+    ``kernel``."""
+    return [registerer(kernel, path)]
 
 
 def has_bdfsmn_ops(flatbuffer: bytes) -> bool:
@@ -194,45 +236,6 @@ def student_layers(model, depth, num_layers, channels, hidden, left, right, dila
 def _schema():
     from tensorflow.lite.python import schema_py_generated as S
     return S
-
-
-def _aligned_buffer_class():
-    S = _schema()
-
-    class AlignedBuffer(S.BufferT):  # constant data 16-byte aligned, like the converter
-        def Pack(self, builder):
-            off = None
-            if self.data is not None and len(self.data):
-                raw = bytes(np.asarray(self.data, np.uint8).tobytes())
-                builder.StartVector(1, len(raw), 16)
-                builder.head = builder.head - len(raw)
-                builder.Bytes[builder.head:builder.head + len(raw)] = raw
-                off = builder.EndVector()
-            S.BufferStart(builder)
-            if off is not None:
-                S.BufferAddData(builder, off)
-            if self.offset:
-                S.BufferAddOffset(builder, self.offset)
-            if self.size:
-                S.BufferAddSize(builder, self.size)
-            return S.BufferEnd(builder)
-
-    return AlignedBuffer
-
-
-def read_model(flatbuffer: bytes):
-    S = _schema()
-    return S.ModelT.InitFromObj(S.Model.GetRootAs(bytearray(flatbuffer), 0))
-
-
-def write_model(model) -> bytes:
-    import flatbuffers
-    cls = _aligned_buffer_class()
-    for b in model.buffers:
-        b.__class__ = cls
-    builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 class _Graph:

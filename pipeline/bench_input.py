@@ -1,6 +1,10 @@
 """Input-pipeline throughput: clips/s of augmented training batches on this machine.
 
-    python -m pipeline.bench_input --data_dir ../shared/data/speech_commands_real8 \
+Reads: --data_dir (the training split, with the data set flags).
+Writes: decoded audio to --cache_dir (optional; default memory); the throughput (--json_out);
+  prints clips/s per pass and one JSON line.
+
+    python -m pipeline.bench_input --data_dir ../shared/data/speech_commands_real8 \\
         --wanted_words yes,no,up,down,left,right,stop,go --unknown_percentage 0
 
 Prints the first pass (read + decode + cache + augment + features) and the cached steady state
@@ -16,10 +20,14 @@ from absl import app, flags
 from pipeline import cli, data_flags, output_paths
 from pipeline.input_pipeline import InputPipeline, index_from_config
 
-data_flags.define_flags()
-flags.DEFINE_integer("batch_size", 96, "Training batch size (the reference's 96).")
-flags.DEFINE_integer("epochs", 3, "Passes over the training split (first one fills the cache).")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    data_flags.define_flags()
+    flags.DEFINE_integer("batch_size", 96, "Training batch size (the reference's 96).")
+    flags.DEFINE_integer("epochs", 3, "Passes over the training split (first one fills the "
+                         "cache).")
 
 
 def _pass(pipe, epoch):
@@ -46,10 +54,12 @@ def main(argv):
         print(f"epoch {epoch}: {n} clips in {dt:.2f} s = {n / dt:,.0f} clips/s [{kind}]")
         results.append(n / dt)
     steady = statistics.median(results[1:]) if len(results) > 1 else results[0]
-    print(json.dumps({"first_pass_clips_per_s": round(results[0], 1),
-                      "cached_clips_per_s": round(steady, 1), "batch_size": FLAGS.batch_size,
-                      "cores": os.cpu_count(), "augment": cfg.augment.__dict__}))
+    result = {"first_pass_clips_per_s": round(results[0], 1),
+              "cached_clips_per_s": round(steady, 1), "batch_size": FLAGS.batch_size,
+              "cores": os.cpu_count(), "augment": cfg.augment.__dict__}
+    print(json.dumps(result))
+    return result  # --json_out
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, define=define_flags)

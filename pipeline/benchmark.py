@@ -1,5 +1,10 @@
 """Host latency of .tflite models, side by side in one process.
 
+Reads: --models (.tflite files), --backbone (a bdfsmn export, optional), --teacher (a teacher
+  run directory for the float backbone's weights, optional).
+Writes: the two backbone .tflite files into --out_dir (with --backbone; default a temporary
+  folder); the timings (--json_out); prints a table and one JSON line.
+
     python -m pipeline.benchmark --models build/export/bifsmnv2_lce_d8.tflite \\
         build/export/dfsmn_float_d8.tflite build/export/dfsmn_int8_d8.tflite \\
         [--threads 1] [--runs 100] [--warmup 10]
@@ -16,24 +21,27 @@ Output: a table (median / p90 / mean / min ms, runtime, threads), notes, and as 
 line one JSON object mapping each model file name to
 ``{"median_ms", "p90_ms", "mean_ms", "min_ms", "runtime", "threads", "runs"}``.
 
-Models with ``LceBDfsmn`` custom ops (``pipeline.export --flavor bdfsmn``) run on TensorFlow's
-``InterpreterWithCustomOps`` with ``LceBDfsmnRegisterer`` (lce_kernels/build/libbdfsmn_op.so,
-built if missing); XNNPACK still takes their builtin ops.
+Models with ``LceBDfsmn`` custom ops (``pipeline.export --flavor bdfsmn`` or ``binary``) run on
+TensorFlow's ``InterpreterWithCustomOps`` with the project's registerer
+(``pipeline.bdfsmn.registerer``: LceQuantize / LceDequantize / LceBconv2d / LceBDfsmn from
+lce_kernels/build/libbdfsmn_op.so, built if missing); XNNPACK still takes their builtin ops.
+``--project_ops A.tflite`` times a model with LCE ops ALSO that way (as ``A@ops.tflite``),
+beside LCE's own interpreter in the same run.
 
 Backbone comparison (``--backbone EXPORT.tflite``, a bdfsmn export): two more models are
 made and timed in the SAME interleaved run: ``bdfsmn_backbone.tflite`` (just the export's
 LceBDfsmn ops: the DFSMN layers bitwise, same constants) and ``float_backbone.tflite`` (the
 full-precision DFSMN backbone with the same shapes and layer count: depthwise conv + 1x1
 convs, BN folded by the converter, ReLU / PReLU, residuals; TensorFlow's interpreter with
-XNNPACK; teacher weights with ``--backbone_teacher``, else random: latency does not depend on
-the values). They are written to ``--backbone_dir`` (default: a temporary folder). The last
+XNNPACK; teacher weights with ``--teacher``, else random: latency does not depend on
+the values). They are written to ``--out_dir`` (default: a temporary folder). The last
 JSON line then also has ``backbone_speedup`` (float median / bitwise median),
 ``kernel_path`` (the op's kernel path here: avx512 on x86-64 CPUs with AVX512F + VPOPCNTDQ,
 else portable; neon on aarch64) and ``backbone_weight_bytes`` (packed bit words + per-channel
 vectors vs float32). ``--bdfsmn_paths portable`` adds the bitwise backbone on other kernel
 paths to the same interleaved run (``backbone_speedup_by_path``).
 
-    python -m pipeline.benchmark --backbone build/export/bifsmnv2_bdfsmn_d8.tflite \
+    python -m pipeline.benchmark --backbone build/export/bifsmnv2_bdfsmn_d8.tflite \\
         [--models build/export/bifsmnv2_bdfsmn_d8.tflite ...] --threads 1
 
 THESE ARE HOST NUMBERS. LCE's optimized binary kernels (bit-packed bgemm with NEON) are built
@@ -55,7 +63,7 @@ from absl import app, flags
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 from models.lce_census import constant_bytes, has_bdfsmn_ops, has_lce_ops
-from pipeline import cli, output_paths
+from pipeline import cli, cli_vocabulary, output_paths
 
 FLAGS = flags.FLAGS
 
@@ -77,42 +85,41 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Seed of the random input.")
     flags.DEFINE_string("backbone", None, "A bdfsmn export: also time its DFSMN layers alone, "
                         "bitwise (LceBDfsmn) vs float TFLite + XNNPACK, side by side.")
-    flags.DEFINE_string("backbone_teacher", None, "Teacher run directory: weights of the float "
+    flags.DEFINE_string("teacher", None, "Teacher run directory: weights of the float "
                         "backbone (optional; latency does not depend on them).")
-    flags.DEFINE_string("backbone_dir", None, "Where to write the two backbone .tflite files "
+    flags.DEFINE_string("out_dir", None, "Where to write the two backbone .tflite files "
                         "(default: a temporary folder).")
     flags.DEFINE_list("bdfsmn_paths", [], "With --backbone: also time the bitwise backbone on "
                       "these kernel paths of the op (portable, avx512, neon), side by side in "
-                      "the same run (LCE_BDFSMN_PATH per interpreter).")
+                      "the same run (one registerer per interpreter).")
+    flags.DEFINE_list("project_ops", [], "Models with LCE ops (lce exports) to time ALSO "
+                      "through the project's op library (TensorFlow's interpreter with "
+                      "bdfsmn.registerers()), as <name>@ops.tflite beside LCE's interpreter "
+                      "in the same run (copied into --out_dir).")
+    cli_vocabulary.define_aliases("pipeline.benchmark")  # --backbone_teacher, --backbone_dir
 
 
 class _Model:
     """One .tflite, ready to run on its runtime with a fixed input."""
 
     def __init__(self, path, threads, rng, kernel_path=None):
+        """``kernel_path``: run the model through the project's op library (every Lce* op and
+        LceBDfsmn, ``bdfsmn.registerer(kernel_path)``) on TensorFlow's interpreter, even a
+        model LCE's interpreter could run (an lce export)."""
         self.path, self.name = path, os.path.basename(path)
-        if kernel_path:  # the op reads LCE_BDFSMN_PATH when the interpreter builds its nodes
-            old = os.environ.get("LCE_BDFSMN_PATH")
-            os.environ["LCE_BDFSMN_PATH"] = kernel_path
-            try:
-                self.__init__(path, threads, rng)
-            finally:
-                if old is None:
-                    os.environ.pop("LCE_BDFSMN_PATH", None)
-                else:
-                    os.environ["LCE_BDFSMN_PATH"] = old
-            self.runtime += f"[{kernel_path}]"
-            return
         with open(path, "rb") as f:
             data = f.read()
         from pipeline.model_verify import verify_model
         verify_model(data, path)  # before anything parses the bytes or builds an interpreter
         self.runtime = "lce" if has_lce_ops(data) else "tflite+xnnpack"
         registerers = None
-        if self.runtime != "lce" and has_bdfsmn_ops(data):
+        if kernel_path or has_bdfsmn_ops(data):  # the project's ops: one registerer each
             from pipeline import bdfsmn
-            registerers = bdfsmn.registerers()
-            self.runtime = "tflite+LceBDfsmn"
+            registerers = [bdfsmn.registerer(kernel_path or "auto")]
+            self.runtime = ("tflite+LceBDfsmn" if not has_lce_ops(data) else
+                            "tflite+project_ops")
+            if kernel_path:
+                self.runtime += f"[{kernel_path}]"
         if self.runtime == "lce":
             from larq_compute_engine.tflite.python.interpreter import Interpreter
             self._lce = Interpreter(data, num_threads=threads).interpreter  # C++ wrapper
@@ -152,8 +159,8 @@ class _Model:
 
 def benchmark(paths, threads=1, runs=100, warmup=10, seed=0, kernel_paths=None):
     """{file name: stats} for the models, timed round-robin in one process.
-    ``kernel_paths``: {file: LCE_BDFSMN_PATH value} for models that should run the LceBDfsmn
-    op on a given kernel path."""
+    ``kernel_paths``: {file: kernel path} for models that should run through the project's op
+    library (``pipeline.bdfsmn.registerer(kernel_path)``) on that kernel path."""
     rng = np.random.default_rng(seed)
     kernel_paths = kernel_paths or {}
     ms = [_Model(p, threads, rng, kernel_paths.get(p)) for p in paths]
@@ -268,7 +275,7 @@ def add_backbone(results, storage, kernel_path="?", extra_paths=()):
         f"({storage['ratio_vs_float_tflite_constants']}x)",
         f"NOTE: kernel paths of the op: portable (scalar 64-bit popcount), avx512 (x86-64 "
         f"CPUs with AVX512F + VPOPCNTDQ, chosen at run time), neon (aarch64); this "
-        f"{platform.machine()} host runs '{kernel_path}' by default (LCE_BDFSMN_PATH overrides).",
+        f"{platform.machine()} host runs '{kernel_path}' by default (--bdfsmn_paths adds others).",
     ]
 
 
@@ -285,7 +292,7 @@ def format_table(results):
 
 def main(argv):
     paths = list(FLAGS.models) + list(argv[1:])
-    if not paths and not FLAGS.backbone:
+    if not paths and not FLAGS.backbone and not FLAGS.project_ops:
         raise app.UsageError("give the .tflite files: --models A.tflite B.tflite ... (and / or "
                              "--backbone BDFSMN_EXPORT.tflite)")
     missing = [p for p in paths + [FLAGS.backbone] if p and not os.path.exists(p)]
@@ -295,19 +302,31 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"--bdfsmn_paths: unknown path(s) {unknown}; expected "
                              f"{', '.join(KERNEL_PATHS)}")
-    output_paths.check_dir(FLAGS.backbone_dir, "--backbone_dir")
+    output_paths.check_dir(FLAGS.out_dir, "--out_dir")
     storage, kernel_paths = None, {}
     if FLAGS.backbone:
         import tempfile
-        out_dir = FLAGS.backbone_dir or tempfile.mkdtemp(prefix="backbone_")
+        out_dir = FLAGS.out_dir or tempfile.mkdtemp(prefix="backbone_")
         bit, flt, nop, storage = backbone_models(FLAGS.backbone, out_dir,
-                                                 FLAGS.backbone_teacher)
+                                                 FLAGS.teacher)
         paths += [bit, flt, nop]
         for kp in FLAGS.bdfsmn_paths:
             variant = os.path.join(out_dir, path_variant(BIT_BACKBONE, kp))
             shutil.copyfile(bit, variant)
             paths.append(variant)
             kernel_paths[variant] = kp
+    if FLAGS.project_ops:
+        import tempfile
+        missing = [p for p in FLAGS.project_ops if not os.path.exists(p)]
+        if missing:
+            raise BenchmarkError(f"--project_ops: no such file(s): {', '.join(missing)}")
+        ops_dir = FLAGS.out_dir or tempfile.mkdtemp(prefix="project_ops_")
+        os.makedirs(ops_dir, exist_ok=True)
+        for p in FLAGS.project_ops:
+            variant = os.path.join(ops_dir, path_variant(os.path.basename(p), "ops"))
+            shutil.copyfile(p, variant)
+            paths.append(variant)
+            kernel_paths[variant] = "auto"
     results = benchmark(paths, FLAGS.threads, FLAGS.runs, FLAGS.warmup, FLAGS.seed,
                         kernel_paths)
     print(f"host {platform.machine()} ({platform.processor() or platform.platform()}), "
@@ -323,6 +342,7 @@ def main(argv):
             print(line)
     sys.stdout.flush()
     print(json.dumps(results))
+    return results  # --json_out
 
 
 if __name__ == "__main__":

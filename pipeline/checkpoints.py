@@ -76,6 +76,19 @@ def atomic_write_json(path, obj, **dump_kwargs):
         raise
 
 
+def atomic_write_text(path, text):
+    """``text`` to ``path`` as ``atomic_write_json`` writes JSON (e.g. a run's run.flags)."""
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        _replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def atomic_save_weights(model, path):
     """``model.save_weights`` to a temporary file in the same folder, then ``os.replace``, as
     ``atomic_write_json``. The temporary name ends like ``path`` (``.weights.h5`` selects Keras'
@@ -164,11 +177,18 @@ def load_weights(model, path):
     return model
 
 
-def load_model(path, depth=None, which="best", training_depths=None):
-    """Build the model described by ``path``'s model.json at ``depth`` and load its weights."""
-    spec = read_model_json(path)
+def load_model(path, depth=None, which="best", training_depths=None, spec=None, **overrides):
+    """Build the model described by ``path``'s model.json at ``depth`` and load its weights.
+    ``spec``: the model.json already read (read here when None); ``overrides``: size flags
+    that replace model.json's (weights that do not fit them raise CheckpointError)."""
+    spec = read_model_json(path) if spec is None else spec
     weights = weights_path(path, which)
     check_weights_file(weights)
-    model = build_from_spec(spec, depth=depth, training_depths=training_depths)
+    try:
+        model = build_from_spec(spec, depth=depth, training_depths=training_depths,
+                                **overrides)
+    except (TypeError, ValueError, KeyError) as e:  # model.json naming what cannot be built
+        raise CheckpointError(f"cannot build {spec.get('model')!r} from {path}: {e}; expected "
+                              "the model.json pipeline.train writes") from e
     load_weights(model, weights)
     return model, spec

@@ -5,6 +5,9 @@ instead of absl's ``app.run(main)``. What it adds:
 
 * ``--debug`` (or the environment variable ``BKWS_DEBUG=1``): errors are re-raised with their
   full traceback, for developers.
+* ``--json_out PATH`` for every tool: checked before the work starts; the dict the tool's
+  ``main`` returns (its result) is written there as JSON (``write_json_out``). The rest of the
+  vocabulary (``--model``, ``--arch``, ``--out_dir``...) is in ``pipeline/cli_vocabulary.py``.
 * Without it, an error the USER caused (their files, flags, data, models, permissions) prints
 
       <tool>: error: <what was wrong>; expected <what>
@@ -255,17 +258,81 @@ def define_debug_flag():
                           f"{DEBUG_ENV}=1); without it a user error is one line, exit 2.")
 
 
+def define_common_flags():
+    """The flags every tool has (pipeline/cli_vocabulary.py): ``--debug`` and ``--json_out``
+    (idempotent)."""
+    define_debug_flag()
+    if "json_out" not in flags.FLAGS:
+        flags.DEFINE_string("json_out", None, "Also write the tool's result as JSON to this "
+                            "path (checked before the work starts).")
+
+
+#: helper modules whose flags belong to the tool that uses them (shown by its --help)
+SHARED_FLAG_MODULES = ("pipeline.data_flags", "pipeline.cli")
+
+
+def adopt_shared_key_flags(module_name: str):
+    """Make the flags defined by ``SHARED_FLAG_MODULES`` (data set flags, --debug,
+    --json_out) key flags of ``module_name``, so that the tool's ``--help`` lists them."""
+    fv = flags.FLAGS
+    for shared in SHARED_FLAG_MODULES:
+        for flag in fv.get_key_flags_for_module(shared):
+            fv.register_key_flag_for_module(module_name, flag)
+
+
+class _JsonOut:
+    written = False
+
+
+def _json_default(obj):
+    """JSON for what tools' results hold besides plain types: NumPy scalars / arrays, sets,
+    paths, dataclasses; anything else as its str()."""
+    import dataclasses
+    if hasattr(obj, "tolist"):          # numpy scalars and arrays
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return str(obj)
+
+
+def write_json_out(result) -> Optional[str]:
+    """Write ``result`` to ``--json_out`` (if given) atomically (a temporary file in the same
+    folder, then rename); returns the path. ``run`` calls it with the dict a tool's ``main``
+    returns; a tool that must exit with a status of its own calls it before exiting."""
+    path = flags.FLAGS.json_out if "json_out" in flags.FLAGS else None
+    if not path:
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _JsonOut.written = True
+    return path
+
+
 def run(main: Callable, *, define: Optional[Callable[[], None]] = None,
         errors: Iterable[Type[BaseException]] = (), argv=None):
     """absl's ``app.run(main)`` with the one error path (module docstring).
 
     ``define``: the tool's flag definitions, called first. ``errors``: the tool's own
-    user-error classes (besides UserError and the project's). ``argv``: as app.run's."""
+    user-error classes (besides UserError and the project's). ``argv``: as app.run's.
+    Every tool gets ``--debug`` and ``--json_out``: the path is checked before ``main`` runs,
+    and the dict ``main`` returns (the tool's result) is written there (``write_json_out``)."""
     tool = tool_name()
     extra = tuple(errors)
     if define is not None:
         define()
-    define_debug_flag()
+    define_common_flags()
+    adopt_shared_key_flags(sys.argv[0] if sys.argv and sys.argv[0] else "__main__")
 
     def parse(args):
         try:
@@ -277,7 +344,17 @@ def run(main: Callable, *, define: Optional[Callable[[], None]] = None,
 
     def wrapped(args):
         try:
-            return main(args)
+            from pipeline import output_paths
+            output_paths.check_file(flags.FLAGS.json_out, "--json_out")
+            _JsonOut.written = False
+            result = main(args)
+            if isinstance(result, dict):
+                write_json_out(result)
+                result = None
+            elif flags.FLAGS.json_out and not _JsonOut.written and not result:
+                raise RuntimeError(f"{tool} has no JSON result for --json_out (its main "
+                                   "returned nothing)")
+            return result
         except SystemExit:
             raise
         except BaseException as e:  # noqa: BLE001  (sorted out in `handle`)

@@ -1,6 +1,11 @@
-"""Evaluate a checkpoint or a .tflite on a Speech Commands folder.
+"""Evaluate a run directory or a .tflite on a Speech Commands folder.
 
-    python -m pipeline.evaluate --model pretrained/real8/bifsmnv2 \
+Reads: --model (run directory, .weights.h5 or .tflite), the clips of --split in --data_dir,
+  --reference (a second model, optional).
+Writes: confusion-matrix PNGs (--plot, default next to the model); the result (--json_out);
+  prints per-class accuracy, the confusion matrix and one JSON line.
+
+    python -m pipeline.evaluate --model pretrained/real8/bifsmnv2 \\
         --data_dir ../shared/data/speech_commands_real8 --split testing [--depth 8|4|2|1|all]
 
 Prints per-class and overall accuracy and the confusion matrix, writes a confusion-matrix PNG
@@ -139,7 +144,7 @@ def run(model_path, cfg, split="testing", depth=None, plot=None, batch_size=256,
         if reference:
             # a checkpoint reference runs at the depth evaluated: d, or the export's own
             ref_depth = None if reference.endswith(".tflite") else (
-                d if d else predictors.tflite_sidecar(model_path).get("depth"))
+                d if d else (pred.description or {}).get("depth"))
             if ref_depth not in ref_predictions:
                 ref = predictors.load_predictor(reference, depth=ref_depth)
                 if ref.labels != pred.labels:
@@ -201,6 +206,9 @@ def main(argv):
     if len(results) > 1:
         summary["by_depth"] = {str(k): v["accuracy"] for k, v in results.items()}
     print(json.dumps(summary))
+    # --json_out: the summary plus each depth's full result (without per-clip predictions)
+    return dict(summary, results={str(k): {kk: vv for kk, vv in v.items() if kk != "predictions"}
+                                  for k, v in results.items()})
 
 
 if __name__ == "__main__":

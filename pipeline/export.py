@@ -1,16 +1,21 @@
 """Export trained checkpoints to .tflite, verify them, and report what the converter made.
 
+Reads: --model (a run directory of pipeline.train), --teacher (the teacher's, for the float /
+  int8 baselines of a student), --data_dir (validation clips to verify, test clips to score).
+Writes: into --out_dir: <name>.tflite, its report <name>.json / .md, exports.json / .md; the
+  per-export summary and reports (--json_out).
+
     # binary student, LCE converter, every trained depth (8,4,2 by default)
-    python -m pipeline.export --checkpoint runs/real8/bifsmnv2 --out_dir build/export \\
+    python -m pipeline.export --model runs/real8/bifsmnv2 --out_dir build/export \\
         --data_dir ../shared/data/speech_commands_real8 \\
         --wanted_words yes,no,up,down,left,right,stop,go --unknown_percentage 0
     # full-precision teacher baselines: float and full-integer int8
-    python -m pipeline.export --checkpoint runs/real8/teacher --out_dir build/export \\
+    python -m pipeline.export --model runs/real8/teacher --out_dir build/export \\
         --flavor float,int8 --data_dir ... (same data flags)
     # front end (log-mel, tf.signal.stft) inside the model: input raw 16 kHz PCM [1, 16000]
-    python -m pipeline.export --checkpoint runs/real8/bifsmnv2 --depth 8 --audio_input ...
+    python -m pipeline.export --model runs/real8/bifsmnv2 --depth 8 --audio_input ...
     # every DFSMN layer one bitwise LceBDfsmn custom op (lce_kernels/), the rest builtin
-    python -m pipeline.export --checkpoint runs/real8/bifsmnv2 --depth 8 --flavor bdfsmn ...
+    python -m pipeline.export --model runs/real8/bifsmnv2 --depth 8 --flavor bdfsmn ...
 
 Flavors
   lce    binary student through the LCE converter (``larq_compute_engine.convert_saved_model``
@@ -25,6 +30,12 @@ Flavors
          TensorFlow's ``InterpreterWithCustomOps`` with ``LceBDfsmnRegisterer``
          (``pipeline.predictors`` does it). Features input only. The report adds ``bdfsmn``:
          LceBDfsmn count, layers, builtin-only check, backbone weight bytes packed vs float32.
+  binary the deployment artifact (``pipeline.binary_artifact``): the lce flavor's flatbuffer
+         with every DFSMN layer's op chain replaced by ONE ``LceBDfsmn`` (the bdfsmn flavor's
+         op), unused tensors / buffers dropped: only conv1 and the classifier stay float.
+         Runs on InterpreterWithCustomOps with the project's registerer (LCE's ops +
+         LceBDfsmn). Features input only. The report adds ``binary``: census checks and where
+         the bytes go.
   float  full-precision teacher through ``tf.lite.TFLiteConverter`` (float32 in / out).
   int8   teacher, full-integer post-training quantization (``Optimize.DEFAULT`` with a
          representative dataset of ``--representative_clips`` training clips' features, no
@@ -34,11 +45,13 @@ Flavors
          float32 PCM input, a float front end, int8 weights/activations after it and
          float32 output (mixed, not full-integer; the report says so).
 
-Every export writes ``OUT/<name>.tflite`` (name ``<model>_<flavor>_d<depth>[_pcm]``),
-``OUT/<name>.json`` (the report, which is also the sidecar ``pipeline.predictors`` reads:
-``labels``, ``input``, ``flavor``, ``depth``, and ``sha256``, the SHA-256 of the model bytes:
-a tool warns when the file no longer matches it) and ``OUT/<name>.md``; ``OUT/exports.json`` /
-``OUT/exports.md`` index every export in the folder (runs add to it).
+Every export writes ``OUT/<name>.tflite`` (name ``<model>_<flavor>_d<depth>[_pcm]``), which
+describes itself: its metadata holds the class names, input kind, feature configuration,
+architecture, depth, flavor and project version (``pipeline.tflite_metadata``; also in the
+report as ``description``), so the file alone runs in every tool. Beside it
+``OUT/<name>.json`` (the report; as the sidecar it adds ``sha256``, the SHA-256 of the whole
+file: a tool warns when the file no longer matches it) and ``OUT/<name>.md``;
+``OUT/exports.json`` / ``OUT/exports.md`` index every export in the folder (runs add to it).
 
 Verification (run by the export itself, before the .tflite is written):
   * the .tflite (LCE interpreter for lce, TensorFlow's interpreter for float / int8) against
@@ -71,8 +84,8 @@ from absl import app, flags
 
 import models
 from models.lce_census import constant_bytes, format_census, op_census, ops_in_scope
-from pipeline import checkpoints, cli, data_flags, output_paths, predictors
-from pipeline import model_contract
+from pipeline import checkpoints, cli, cli_vocabulary, data_flags, output_paths, predictors
+from pipeline import model_contract, tflite_metadata
 from pipeline.input_pipeline import InputPipeline, index_from_config
 from pipeline.speech_commands import DataError
 
@@ -80,9 +93,10 @@ import tensorflow as tf  # noqa: E402  (after `models`: Keras 2)
 
 FLAGS = flags.FLAGS
 
-FLAVORS = ("lce", "bdfsmn", "float", "int8")
-BINARY_FLAVORS = ("lce", "bdfsmn")
-MIN_AGREEMENT = {"lce": 0.99, "bdfsmn": 0.99, "float": 0.99, "int8": 0.95}
+FLAVORS = ("lce", "bdfsmn", "binary", "float", "int8")
+BINARY_FLAVORS = ("lce", "bdfsmn", "binary")
+MIN_AGREEMENT = {"lce": 0.99, "bdfsmn": 0.99, "binary": 0.99, "float": 0.99,
+                 "int8": 0.95}
 BDFSMN_FRONT_REASON = ("binary front-end conv: runs as builtin float ops computing the same "
                        "binary function (SIGN, dual-scale MUL/ADD, the quantized kernel "
                        "sign(w)*mean|w| as a float constant): no Python runtime runs LCE ops "
@@ -104,9 +118,9 @@ class ExportError(RuntimeError):
 def define_flags():
     """Flags of this tool (defined only when it runs, so tools can import each other)."""
     data_flags.define_flags()
-    flags.DEFINE_string("checkpoint", None, "Run directory (or .weights.h5) of pipeline.train.")
+    flags.DEFINE_string("model", None, "Run directory (or .weights.h5) of pipeline.train.")
     flags.DEFINE_string("teacher", None, "Teacher run directory: float / int8 baselines (and the "
-                        "storage reference) when --checkpoint is the binary student.")
+                        "storage reference) when --model is the binary student.")
     flags.DEFINE_string("out_dir", None, "Output folder (.tflite, reports, exports.md).")
     flags.DEFINE_list("depth", None, "Thinnable depths to export (default: the checkpoint's "
                       "training depths for lce; the deepest for float / int8).")
@@ -120,10 +134,11 @@ def define_flags():
     flags.DEFINE_integer("representative_clips", 200, "Training clips for int8 calibration.")
     flags.DEFINE_float("min_agreement", None, "Override the top-1 agreement thresholds "
                        f"({MIN_AGREEMENT}).")
-    flags.DEFINE_string("model", None, "Optional check: registry name the checkpoint must have.")
+    flags.DEFINE_string("arch", None, "Optional check: the registry name --model must have.")
     for name in SIZE_FLAGS:
         flags.DEFINE_integer(name, None, f"Optional: build with this {name} (must match the "
                              "checkpoint; a mismatch is reported as an error).")
+    cli_vocabulary.define_aliases("pipeline.export")  # --checkpoint (old name of --model)
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -137,25 +152,21 @@ def is_binary_name(model_name) -> bool:
     return bool(getattr(builder, "keywords", {}).get("binary", model_name != "dfsmn"))
 
 
-def load_keras(checkpoint, depth, overrides=None):
-    """Model at ``depth`` with the checkpoint's weights; CheckpointError on any mismatch."""
-    spec = checkpoints.read_model_json(checkpoint)
+def load_keras(checkpoint, depth, overrides=None, spec=None):
+    """Model at ``depth`` with the checkpoint's weights (``checkpoints.load_model``);
+    CheckpointError on any mismatch. ``spec``: the checkpoint's model.json if already read."""
+    spec = checkpoints.read_model_json(checkpoint) if spec is None else spec
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     name = overrides.pop("model", None)
     if name and name != spec["model"]:
         raise checkpoints.CheckpointError(
-            f"{checkpoint} holds a {spec['model']!r} model (model.json) but --model is {name!r}")
+            f"{checkpoint} holds a {spec['model']!r} model (model.json) but --arch is {name!r}")
     num_layers = overrides.get("num_layers", spec["model_kwargs"].get("num_layers", 8))
     if depth not in models.valid_depths(num_layers):
         raise checkpoints.CheckpointError(
             f"depth {depth} is not a thinnable depth of a {num_layers}-layer model "
             f"(valid: {models.valid_depths(num_layers)})")
-    try:
-        model = checkpoints.build_from_spec(spec, depth=depth, **overrides)
-    except (TypeError, ValueError) as e:
-        raise checkpoints.CheckpointError(f"cannot build {spec['model']} from {checkpoint}: {e}")
-    checkpoints.load_weights(model, checkpoints.weights_path(checkpoint))
-    return model, spec
+    return checkpoints.load_model(checkpoint, depth=depth, spec=spec, **overrides)
 
 
 def with_audio_front_end(model):
@@ -356,19 +367,28 @@ def _versions():
             "larq_compute_engine": lce.__version__}
 
 
+def export_description(spec, flavor, depth, audio_input):
+    """The description the .tflite carries in its metadata (``pipeline.tflite_metadata``):
+    class names, input kind, features (model.json's), architecture, depth, flavor."""
+    return tflite_metadata.describe(spec["labels"], "audio" if audio_input else "features",
+                                    spec["model"], depth, flavor, spec["model_kwargs"],
+                                    spec.get("features"))
+
+
 def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=False,
                overrides=None, force=False, test_accuracy=True, min_agreement=None,
-               representative=None, reference=None):
-    """Convert, census, verify, write. Returns the report dict (``written`` tells whether the
-    .tflite was written). ``data`` = (audio, features, labels) of the verification clips."""
+               representative=None, reference=None, spec=None):
+    """Convert, describe, census, verify, write. Returns the report dict (``written`` tells
+    whether the .tflite was written). ``data`` = (audio, features, labels) of the verification
+    clips; ``spec``: the checkpoint's model.json if already read."""
     t0 = time.time()
-    base, spec = load_keras(checkpoint, depth, overrides)
+    base, spec = load_keras(checkpoint, depth, overrides, spec)
     binary = is_binary(base)
     if flavor in BINARY_FLAVORS and not binary:
         raise ExportError(f"{checkpoint} is a full-precision model ({spec['model']}): the "
                           f"{flavor} flavor is for the binary student; use --flavor float,int8")
-    if flavor == "bdfsmn" and audio_input:
-        raise ExportError("the bdfsmn flavor takes features input only (no --audio_input)")
+    if flavor in ("bdfsmn", "binary") and audio_input:
+        raise ExportError(f"the {flavor} flavor takes features input only (no --audio_input)")
     if flavor in ("float", "int8") and binary:
         raise ExportError(f"{checkpoint} is a binary model ({spec['model']}): float / int8 are "
                           "the baselines of the full-precision teacher (pass --teacher)")
@@ -379,14 +399,24 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
     if flavor == "bdfsmn":
         from pipeline import bdfsmn
         flatbuffer, bd_layers = bdfsmn.build(base, depth, spec)
+    elif flavor == "binary":  # LCE output, each DFSMN layer one LceBDfsmn
+        from pipeline import binary_artifact
+        flatbuffer, bd_layers = binary_artifact.build(base, depth, spec)
     else:
         flatbuffer = convert(model, flavor, representative, audio_input)
+    description = export_description(spec, flavor, depth, audio_input)
+    flatbuffer = tflite_metadata.write(flatbuffer, description)  # every flavor describes itself
     t_convert = time.time() - t0
 
     census = op_census(flatbuffer)
     num_layers = spec["model_kwargs"].get("num_layers", 8)
     if flavor == "bdfsmn":
         layers = bdfsmn_layer_report(base, flatbuffer, depth, num_layers)
+    elif flavor == "binary":  # DFSMN layers: LceBDfsmn; front end: LceBconv2d
+        layers = [r for r in binary_layer_report(base, flatbuffer, depth, num_layers)
+                  if not r["layer"].startswith("dfsmn/")] + [
+            r for r in bdfsmn_layer_report(base, flatbuffer, depth, num_layers)
+            if r["layer"].startswith("dfsmn/")]
     else:
         layers = binary_layer_report(base, flatbuffer, depth, num_layers) if binary else []
     report = {
@@ -397,12 +427,16 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
         "converter": ("larq_compute_engine.convert_saved_model" if flavor == "lce" else
                       "tf.lite.TFLiteConverter (front end, classifier) + LceBDfsmn spliced "
                       "with schema_py_generated" if flavor == "bdfsmn" else
+                      "larq_compute_engine.convert_saved_model + every DFSMN layer one "
+                      "LceBDfsmn (pipeline.binary_artifact, schema_py_generated)"
+                      if flavor == "binary" else
                       "tf.lite.TFLiteConverter" + (" (PTQ int8)" if flavor == "int8" else "")),
         **io_details(flatbuffer),
         "file_bytes": len(flatbuffer), "sha256": model_contract.sha256(flatbuffer),
         "weight_bytes": constant_bytes(flatbuffer),
         "op_census": dict(sorted(census.items(), key=lambda kv: -kv[1])),
         "num_ops": int(sum(census.values())), "binary_layers": layers,
+        "description": description,
         "versions": _versions(), "convert_seconds": round(t_convert, 1),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
@@ -423,6 +457,13 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
                 "ratio_total": round(fl / packed["total"], 2),
                 "ratio_weights_only": round(fl / packed["bit_weights"], 2)},
         }
+    if flavor == "binary":
+        from pipeline import bdfsmn, binary_artifact
+        bd = binary_artifact.byte_breakdown(flatbuffer)
+        report["binary"] = {**binary_artifact.census_check(flatbuffer, depth),
+                            "backbone_weight_bytes": bdfsmn.packed_bytes(bd_layers),
+                            "bytes": {k: v for k, v in bd.items() if k != "constant_tensors"},
+                            "constant_tensors": bd["constant_tensors"]}
     if flavor == "int8" and audio_input:
         report["note"] = ("front end (RFFT2D) stays float: float32 PCM input, int8 after the "
                           "log-mel, float32 output")
@@ -435,14 +476,13 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
     else:
         report["storage_reference"], report["storage_saving_vs_float"] = None, None
 
-    # -- verification: stage the file with its sidecar, run it, then move it into place
+    # -- verification: stage the file (it describes itself: no sidecar needed to run it), run
+    # it, then move it into place
     staging = os.path.join(out_dir, ".staging")
     os.makedirs(staging, exist_ok=True)
     staged = os.path.join(staging, f"{name}.tflite")
     with open(staged, "wb") as f:
         f.write(flatbuffer)
-    with open(os.path.join(staging, f"{name}.json"), "w") as f:
-        json.dump({k: report[k] for k in ("labels", "input", "flavor", "depth", "sha256")}, f)
 
     audio, feats, labels = data
     runtime = "lce" if flavor == "lce" else "tf"  # bdfsmn: tf + LceBDfsmn registerer (auto)
@@ -465,6 +505,11 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
         checks["one_LceBDfsmn_per_layer"] = (b["LceBDfsmn"] == b["layers"] and all(
             r["status"] == "LceBDfsmn" for r in layers if r["layer"].startswith("dfsmn/")))
         checks["builtin_only_otherwise"] = b["builtin_only_otherwise"]
+    if flavor == "binary":
+        b = report["binary"]
+        for k in ("one_LceBDfsmn_per_layer", "float_weight_ops_only_conv1_classifier",
+                  "custom_ops_known"):
+            checks[k] = b[k]
     ver["checks"] = checks
     ver["passed"] = all(checks.values())
     report["verification"] = ver
@@ -487,7 +532,6 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
     else:
         report["file"] = None
         os.remove(staged)
-    os.remove(os.path.join(staging, f"{name}.json"))
     if not os.listdir(staging):
         os.rmdir(staging)
     report["seconds"] = round(time.time() - t0, 1)
@@ -512,6 +556,12 @@ def format_markdown(r):
              f"{r['output_shape']} {r['output_dtype']}",
              f"- checkpoint: {r['checkpoint']}",
              f"- labels: {', '.join(r['labels'])}"]
+    if r.get("description"):
+        d = r["description"]
+        lines.append(f"- self-describing: metadata `{tflite_metadata.KEY}` ({d['format']}: "
+                     f"labels, input {d['input']}, {d['features']['kind']} features at "
+                     f"{d['sample_rate']} Hz, {d['arch']} depth {d['depth']} {d['flavor']}, "
+                     f"version {d['version']})")
     if r["input_quantization"] or r["output_quantization"]:
         lines.append(f"- quantization: input {r['input_quantization']}, output "
                      f"{r['output_quantization']} (real = scale * (q - zero_point))")
@@ -542,6 +592,16 @@ def format_markdown(r):
                   f"{wb['packed']['per_channel_vectors']:,} B) vs float32 weights "
                   f"{wb['float32_weights']:,} B: **{wb['ratio_total']}x** smaller "
                   f"({wb['ratio_weights_only']}x for the weight matrices alone)"]
+    if r.get("binary"):  # the binary flavor: where the file's bytes go
+        b = r["binary"]["bytes"]
+        lines += ["", "## Where the bytes go", "", "| part | bytes |", "|---|---:|"]
+        lines += [f"| constants: {k} | {v:,} |" for k, v in b["constants_by_role"].items()]
+        lines += [f"| metadata buffers | {b['metadata_buffers']:,} |",
+                  f"| flatbuffer tables ({b['tensors']} tensors, {b['tensor_name_bytes']:,} B "
+                  f"of names; {b['ops']} ops, {b['buffers']} buffers) and alignment | "
+                  f"{b['structure_and_padding']:,} |",
+                  f"| **file** | **{b['file_bytes']:,}** |",
+                  "", "Per tensor: `binary.constant_tensors` in the JSON report."]
     if r["binary_layers"]:
         lines += ["", "## Binary layers", "", "| layer | became | reason |", "|---|---|---|"]
         lines += [f"| {b['layer']} | {b['status']}"
@@ -575,6 +635,36 @@ def write_report(report, out_dir):
                                   indent=2)
     with open(os.path.join(out_dir, f"{report['name']}.md"), "w") as f:
         f.write(format_markdown(report))
+
+
+def refresh_reports(out_dir):
+    """Bring the reports of ``out_dir`` in line with its .tflite files after they changed size
+    (``python -m pipeline.tflite_metadata --stamp`` adds the description to older exports):
+    each report's ``file_bytes`` and ``sha256``, the storage savings against the float export of
+    the same depth and input in the folder, its .md, and exports.json / .md. Returns the
+    refreshed reports."""
+    reports = []
+    for name in sorted(load_index(out_dir)["exports"]):
+        path = os.path.join(out_dir, f"{name}.json")
+        tfl = os.path.join(out_dir, f"{name}.tflite")
+        if not (os.path.exists(path) and os.path.exists(tfl)):
+            continue
+        with open(path) as f:
+            r = json.load(f)
+        with open(tfl, "rb") as f:
+            data = f.read()
+        r["file_bytes"], r["sha256"] = len(data), model_contract.sha256(data)
+        reports.append(r)
+    floats = {(r["depth"], r["input"]): r for r in reports if r["flavor"] == "float"}
+    for r in reports:
+        ref = floats.get((r["depth"], r["input"]))
+        old = r.get("storage_reference") or {}
+        if ref is not None and old.get("name", ref["name"]) == ref["name"]:
+            r["storage_reference"] = {"name": ref["name"], "bytes": ref["file_bytes"]}
+            r["storage_saving_vs_float"] = round(ref["file_bytes"] / r["file_bytes"], 3)
+        write_report(r, out_dir)
+    update_index(out_dir, reports)
+    return reports
 
 
 def load_index(out_dir):
@@ -643,8 +733,10 @@ def update_index(out_dir, reports):
 def run(checkpoint, out_dir, cfg, depths=None, flavors=None, teacher=None, audio_input=False,
         force=False, verify_clips=500, test_accuracy=True, representative_clips=200,
         min_agreement=None, overrides=None):
-    """Export every (checkpoint, flavor, depth) requested; returns the list of reports."""
+    """Export every (checkpoint, flavor, depth) requested; returns the list of reports. Each
+    run directory's model.json is read once (``specs``) and handed to every export of it."""
     spec = checkpoints.read_model_json(checkpoint)
+    specs = {checkpoint: spec}
     trained = sorted(spec.get("training_depths") or [spec["model_kwargs"].get("num_layers", 8)],
                      reverse=True)
     binary = is_binary_name(spec["model"])
@@ -656,7 +748,7 @@ def run(checkpoint, out_dir, cfg, depths=None, flavors=None, teacher=None, audio
     teacher_dir = checkpoint if not binary else teacher
     if any(fl in ("float", "int8") for fl in flavors) and not teacher_dir:
         raise ExportError("float / int8 are baselines of the full-precision teacher: pass the "
-                          "teacher run directory as --teacher (or as --checkpoint)")
+                          "teacher run directory as --teacher (or as --model)")
     for fl in BINARY_FLAVORS:
         if fl in flavors and not binary:
             raise ExportError(f"{checkpoint} is the full-precision {spec['model']}: the {fl} "
@@ -675,12 +767,15 @@ def run(checkpoint, out_dir, cfg, depths=None, flavors=None, teacher=None, audio
         rep = a if audio_input else f
 
     jobs = []  # (checkpoint, flavor, depth): float first, so lce/int8 find their reference
-    for fl in sorted(flavors, key=lambda v: {"float": 0, "int8": 1, "lce": 2, "bdfsmn": 3}[v]):
+    for fl in sorted(flavors, key=lambda v: {"float": 0, "int8": 1, "lce": 2, "bdfsmn": 3,
+                                                  "binary": 4}[v]):
         if fl in BINARY_FLAVORS:
             ds = [int(d) for d in depths] if depths else trained
             jobs += [(checkpoint, fl, d) for d in ds]
         else:
-            t_spec = checkpoints.read_model_json(teacher_dir)
+            if teacher_dir not in specs:
+                specs[teacher_dir] = checkpoints.read_model_json(teacher_dir)
+            t_spec = specs[teacher_dir]
             t_trained = sorted(t_spec.get("training_depths") or [8], reverse=True)
             ds = [int(d) for d in depths] if depths else t_trained[:1]
             jobs += [(teacher_dir, fl, d) for d in ds]
@@ -692,26 +787,44 @@ def run(checkpoint, out_dir, cfg, depths=None, flavors=None, teacher=None, audio
             ref = float_reference(update_index(out_dir, reports) if reports else
                                   load_index(out_dir), d, "audio" if audio_input else "features")
             if ref is None and teacher_dir:
-                t_model, t_spec = load_keras(teacher_dir, d)
-                fb = convert(with_audio_front_end(t_model) if audio_input else t_model, "float")
+                if teacher_dir not in specs:
+                    specs[teacher_dir] = checkpoints.read_model_json(teacher_dir)
+                t_model, t_spec = load_keras(teacher_dir, d, spec=specs[teacher_dir])
+                fb = tflite_metadata.write(  # as the float export would be: described
+                    convert(with_audio_front_end(t_model) if audio_input else t_model, "float"),
+                    export_description(t_spec, "float", d, audio_input))
                 ref = {"name": export_name(t_spec["model"], "float", d, audio_input) +
                        " (converted for size only)", "bytes": len(fb)}
         reports.append(export_one(ckpt, fl, d, out_dir, pipe, cfg, data, audio_input,
                                   overrides if ckpt == checkpoint else None, force,
-                                  test_accuracy, min_agreement, rep, ref))
+                                  test_accuracy, min_agreement, rep, ref, spec=specs[ckpt]))
     update_index(out_dir, reports)
     return reports
 
 
+def model_and_arch():
+    """--model and --arch, also from the old spellings: ``--checkpoint DIR --model NAME`` (the
+    old --model was the registry-name check that --arch is now)."""
+    model, arch = FLAGS.model, FLAGS.arch
+    if model and model in models.list_models() and not os.path.exists(model):
+        cli_vocabulary.warn_deprecated("model", "arch", " as a registry name here")
+        arch = arch or model
+        given = FLAGS["checkpoint"].given if "checkpoint" in FLAGS else []
+        model = given[-1] if given else None
+    return model, arch
+
+
 def main(argv):
     del argv
-    if not FLAGS.checkpoint or not FLAGS.out_dir:
-        raise app.UsageError("--checkpoint and --out_dir are required")
-    overrides = {"model": FLAGS.model, **{k: FLAGS[k].value for k in SIZE_FLAGS}}
+    model, arch = model_and_arch()
+    if not model or not FLAGS.out_dir:
+        raise app.UsageError("--model (a run directory of pipeline.train) and --out_dir are "
+                             "required")
+    overrides = {"model": arch, **{k: FLAGS[k].value for k in SIZE_FLAGS}}
     output_paths.check_dir(FLAGS.out_dir, "--out_dir")
     output_paths.check_dir(FLAGS.cache_dir, "--cache_dir")
     cfg = data_flags.config_from_flags()
-    reports = run(FLAGS.checkpoint, FLAGS.out_dir, cfg, FLAGS.depth, FLAGS.flavor,
+    reports = run(model, FLAGS.out_dir, cfg, FLAGS.depth, FLAGS.flavor,
                   FLAGS.teacher, FLAGS.audio_input, FLAGS.force, FLAGS.verify_clips,
                   FLAGS.test_accuracy, FLAGS.representative_clips, FLAGS.min_agreement,
                   overrides)
@@ -723,10 +836,13 @@ def main(argv):
                            "top1_agreement": r["verification"]["top1_agreement"],
                            "passed": r["verification"]["passed"]} for r in reports}
     print(json.dumps(summary))
+    result = {"exports": summary, "reports": reports}
     if failed and not FLAGS.force:
+        cli.write_json_out(result)
         print(f"verification FAILED for {failed}: no .tflite written for them (see their "
               ".md reports; --force writes them anyway)", file=sys.stderr)
         sys.exit(1)
+    return result  # --json_out
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 """Fuzz harness: damaged variants of every export flavor, each run the way the tools run a model.
 
+Reads: the exports in --exports_dir (or --models), their sidecar JSON; --data_dir for the CLI
+  sample (default: a tiny generated test-set folder).
+Writes: the non-ok variants and their recipes into --out_dir (optional); the counts
+  (--json_out); prints a table per file and one JSON line.
+
     python -m pipeline.fuzz_models                        # 300 variants of each flavor's d2
     python -m pipeline.fuzz_models --depths all --variants 50 --json_out build/fuzz.json
     python -m pipeline.fuzz_models --sanitize             # LceBDfsmn under ASan/UBSan
-    python -m pipeline.fuzz_models --models F.tflite --seed 0 --only 17 --keep_dir build/v
+    python -m pipeline.fuzz_models --models F.tflite --seed 0 --only 17 --out_dir build/v
 
 Flavors are discovered from the files (``<flavor>_d<depth>.tflite`` in ``--exports_dir``), so a
 new flavor is fuzzed as soon as it is exported. For each file the variants of
@@ -567,7 +572,7 @@ def examples(records: List[Dict], per_class: int, classes) -> List[str]:
                 lines.append(f"    | {l[:200]}")
             lines.append(f"    reproduce: python -m pipeline.fuzz_models --models "
                          f"{os.path.relpath(v['source'], ROOT)} --seed {v['seed']} --only "
-                         f"{v['index']} --keep_dir build/fuzz_keep")
+                         f"{v['index']} --out_dir build/fuzz_keep")
     return lines
 
 
@@ -703,8 +708,9 @@ def define_flags():
                         "a tiny generated test-set folder).")
     flags.DEFINE_enum("sidecar", "rehash", ["rehash", "copy"], "Sidecar JSON next to each "
                       "variant: the original's with its SHA-256 updated, or as is.")
-    flags.DEFINE_string("keep_dir", None, "Keep the non-ok variants (and their recipes) here.")
-    flags.DEFINE_string("json_out", None, "Also write the final JSON line to this file.")
+    flags.DEFINE_string("out_dir", None, "Keep the non-ok variants (and their recipes) here.")
+    from pipeline import cli_vocabulary
+    cli_vocabulary.define_aliases("pipeline.fuzz_models")  # --keep_dir (old name of --out_dir)
 
 
 def main(argv):
@@ -730,12 +736,9 @@ def main(argv):
             raise HarnessError("--sanitize: none of the files holds LceBDfsmn ops")
     summary = run(paths, FLAGS.variants, FLAGS.seed, FLAGS.timeout, only, FLAGS.sanitize,
                   FLAGS.op_lib, FLAGS.memory_gib, FLAGS.cli_sample, FLAGS.data_dir,
-                  FLAGS.sidecar, FLAGS.keep_dir)
-    if FLAGS.json_out:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json_out)), exist_ok=True)
-        with open(FLAGS.json_out, "w") as f:
-            json.dump({k: v for k, v in summary.items() if not k.startswith("_")}, f)
-            f.write("\n")
+                  FLAGS.sidecar, FLAGS.out_dir)
+    from pipeline import cli
+    cli.write_json_out({k: v for k, v in summary.items() if not k.startswith("_")})
     sys.exit(1 if summary["failures"] else 0)
 
 

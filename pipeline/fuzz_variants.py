@@ -3,7 +3,7 @@
 ``Source(path)`` holds one model file (bytes, sidecar, the structural facts the edits need);
 ``Source.variant(seed, index)`` makes variant ``index``: the same (seed, file name, index)
 always gives the same bytes, so any variant a run reports can be rebuilt alone
-(``python -m pipeline.fuzz_models --models FILE --seed S --only INDEX --keep_dir DIR``).
+(``python -m pipeline.fuzz_models --models FILE --seed S --only INDEX --out_dir DIR``).
 
 Kinds (cycled by index, so even 20 variants cover each kind once; the parameters are random):
 

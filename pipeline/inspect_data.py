@@ -1,6 +1,9 @@
 """Report what the reader makes of a Speech Commands folder: layout, classes, split sizes.
 
-    python -m pipeline.inspect_data --data_dir ../shared/data/speech_commands_real8 \
+Reads: --data_dir (with the data set flags: --task / --wanted_words, percentages, --split_salt).
+Writes: nothing; prints the table and one JSON line (also to --json_out).
+
+    python -m pipeline.inspect_data --data_dir ../shared/data/speech_commands_real8 \\
         --wanted_words yes,no,up,down,left,right,stop,go --unknown_percentage 0
 """
 import json
@@ -20,9 +23,15 @@ def main(argv):
     print(index.table())
     if index.skipped.counts:
         print("skipped/converted:", index.skipped.summary())
-    print(json.dumps({"layout": index.layout, "labels": index.labels, "counts": index.counts(),
-                      "skipped": dict(index.skipped.counts)}))
+    result = {"layout": index.layout, "labels": index.labels, "counts": index.counts(),
+              "skipped": dict(index.skipped.counts)}
+    print(json.dumps(result))
+    return result  # --json_out
+
+
+def define_flags():
+    data_flags.define_flags()
 
 
 if __name__ == "__main__":
-    cli.run(main, define=data_flags.define_flags)
+    cli.run(main, define=define_flags)

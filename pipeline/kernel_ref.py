@@ -1,5 +1,9 @@
 """NumPy reference of ONE binary DFSMN layer for the bitwise C++ kernel (lce_kernels/core).
 
+Reads: nothing (random layers from --seed).
+Writes: --cases test vectors (.bdv files) into --out_dir for lce_kernels/tests/bdfsmn_test.cc;
+  their list (--json_out).
+
 Three views of the same layer:
 
 - `raw_forward`: the textbook float64 math on raw (Keras-named) parameters, written like
@@ -12,14 +16,13 @@ Three views of the same layer:
   `numpy_ref.Params`), which ties the kernel to the trained model's math.
 
 Test vectors for the C++ runner (`lce_kernels/tests/bdfsmn_test.cc`) are written by
-`write_vectors` / the command line (`python -m pipeline.kernel_ref --out DIR`): one `.bdv` file
+`write_vectors` / the command line (`python -m pipeline.kernel_ref --out_dir DIR`): one `.bdv` file
 per case, a tiny self-describing little-endian record format (see `write_case`). Only NumPy
 is needed here (no TensorFlow), so vectors can be made anywhere.
 
 Bit convention (as LCE): bit = 1 <=> -1, LSB first in 32-bit words, rows padded to
 ceil(n/32) words with zero pad bits; sign(0) = +1.
 """
-import argparse
 import os
 import struct
 
@@ -336,18 +339,33 @@ def write_vectors(out_dir, n_cases=32, seed=0):
     return paths
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--cases", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    paths = write_vectors(args.out, args.cases, args.seed)
-    print(f"wrote {len(paths)} cases to {args.out}")
+def define_flags():
+    from absl import flags
+
+    from pipeline import cli_vocabulary
+    flags.DEFINE_string("out_dir", None, "Folder for the .bdv test vectors (created).")
+    flags.DEFINE_integer("cases", 32, "Number of test cases (layers).", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Seed of the random layers and inputs.")
+    flags.mark_flag_as_required("out_dir")
+    cli_vocabulary.define_aliases("pipeline.kernel_ref")  # --out (old name of --out_dir)
+
+
+def main(argv):
+    from absl import app, flags
+
+    from pipeline import output_paths
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    f = flags.FLAGS
+    output_paths.check_dir(f.out_dir, "--out_dir")
+    paths = write_vectors(f.out_dir, f.cases, f.seed)
+    print(f"wrote {len(paths)} cases to {f.out_dir}")
+    return {"out_dir": f.out_dir, "cases": paths}  # --json_out
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline import cli
+    cli.run(main, define=define_flags)
 
 
 # ------------------------------------------------------------------ .tflite with LceBDfsmn
@@ -378,7 +396,8 @@ def build_tflite(x_shape, params, options, const_inputs=True):
     from tensorflow.lite.python import schema_py_generated as S
 
     bd = _bdfsmn()
-    AlignedBuffer = bd._aligned_buffer_class()
+    from pipeline.tflite_metadata import _aligned_buffer_class
+    AlignedBuffer = _aligned_buffer_class()
 
     ttype = {np.dtype(np.float32): S.TensorType.FLOAT32, np.dtype(np.int32): S.TensorType.INT32}
     buffers = [AlignedBuffer()]

@@ -13,7 +13,15 @@ the feature pipeline feeds and the evaluation reads, and finite logits.
   int8 range). Anything else raises ``CheckpointError`` naming the model's tensor and what was
   expected, before the model runs: a float model whose input type was edited to int8 (scale 0)
   used to "evaluate" to 0.111 with exit 0.
+* ``check_features(path, description)``: the feature configuration the model's description
+  names (``pipeline.tflite_metadata``) is the one this pipeline computes
+  (``pipeline.features.DEFAULT``): every setting for a features-input model, the sample rate and
+  clip length for a PCM-input one (its front end is inside it). Otherwise CheckpointError
+  naming the settings that differ: the tools would feed it inputs it was not trained on.
 * ``check_logits(name, y)``: NaN / inf logits are an error (a damaged model), never an accuracy.
+
+The sidecar's ``sha256`` is the digest of the whole file as written, description included
+(pipeline.export computes it after the description is written).
 """
 from __future__ import annotations
 
@@ -118,6 +126,24 @@ def check_io(path: str, inputs: Sequence[TensorSig], outputs: Sequence[TensorSig
                   f"{kind}, as its sidecar says")
     _check_tensor(path, "output", outputs[0], (1, n_labels),
                   f"one logit per class of its sidecar's {n_labels} labels")
+
+
+def check_features(path: str, description: dict) -> None:
+    """Raise CheckpointError unless the description's feature configuration is what
+    ``pipeline.features`` computes (module docstring). Descriptions without ``features``
+    (sidecars of older exports) are not checked."""
+    feats = description.get("features") if isinstance(description, dict) else None
+    if not isinstance(feats, dict):
+        return
+    ours = dataclasses.asdict(DEFAULT_FEATURES)
+    keys = (("sample_rate", "clip_samples") if description.get("input") == "audio" else
+            tuple(ours))
+    differ = [f"{k} {feats.get(k)} (this pipeline: {ours[k]})" for k in keys
+              if feats.get(k) != ours[k]]
+    if differ:
+        raise CheckpointError(
+            f"{path}: the model was made for other features: {', '.join(differ)}; expected a "
+            "model for the log-mel features of pipeline/features.py (FeatureConfig defaults)")
 
 
 def check_logits(name: str, y: np.ndarray) -> np.ndarray:

@@ -32,7 +32,12 @@ bytes; it never reads outside them):
   (an LceBconv2d without options crashed LCE's interpreter);
 * the graph in execution order (no operator reads a tensor that it or a later operator writes,
   no tensor written twice or written although it is a constant or a subgraph input) and no
-  subgraph recursion.
+  subgraph recursion;
+* the model's description (metadata ``bkws.description``, ``pipeline/tflite_metadata.py``), if
+  it has one: at most one entry, a non-empty buffer of at most 64 KiB holding a JSON object
+  (flatbuffers' own JSON parser, strict mode) whose ``labels`` are as many strings as the
+  first output has logits. Then, in Python, ``tflite_metadata.read_verified`` validates every
+  field of it (``DescriptionError``, a ModelError, naming the field).
 
     from pipeline.model_verify import verify_model, verify_file, ModelError
     verify_model(data, "model.tflite")   # raises ModelError("model.tflite is not a valid ...")
@@ -105,14 +110,18 @@ def problem(model_bytes) -> str | None:
     return err.value.decode("utf-8", "replace") or "rejected by the verifier"
 
 
-def verify_model(model_bytes, name: str) -> None:
+def verify_model(model_bytes, name: str):
     """Raise ``ModelError("<name> is not a valid TFLite model: <reason>")`` unless the bytes
-    pass every check in this module's docstring."""
+    pass every check in this module's docstring. Returns the model's description (its
+    ``bkws.description`` metadata, ``pipeline.tflite_metadata``), or None if it has none; a
+    malformed one raises ``tflite_metadata.DescriptionError`` (a ModelError)."""
     if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
         raise TypeError(f"verify_model expects bytes, got {type(model_bytes).__name__}")
     reason = problem(model_bytes)
     if reason is not None:
         raise ModelError(f"{name} is not a valid TFLite model: {reason}")
+    from pipeline import tflite_metadata  # reads only verified bytes
+    return tflite_metadata.read_verified(bytes(model_bytes), name)
 
 
 def verify_file(path) -> bytes:

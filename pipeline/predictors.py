@@ -10,14 +10,19 @@ TensorFlow's ``InterpreterWithCustomOps`` with ``LceBDfsmnRegisterer`` from
 ``lce_kernels/build/libbdfsmn_op.so`` (built with ``make -C lce_kernels op`` if missing;
 ``pipeline.bdfsmn.OpLibraryError`` if it cannot be built).
 
-A .tflite finds its class list in ``<file>.json`` (written by pipeline.export) or in the
-``model.json`` of its folder.
+A .tflite describes itself: its class names, input kind, feature configuration, architecture,
+depth and flavor are in its own metadata (``pipeline.tflite_metadata``), so a file copied
+alone anywhere runs. The sidecar ``<file>.json`` (the export's report) is not needed; when it
+is there its SHA-256 is compared with the file (``model_contract.check_digest``), and if it
+lists other class names (or another input kind) than the file, the file wins and ONE warning
+line says so. A file exported before descriptions existed still runs from its sidecar (or the
+``model.json`` of its folder); a file with neither is refused (``CheckpointError``: exit 2).
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -25,9 +30,14 @@ from pipeline import checkpoints
 
 
 class Predictor:
-    def __init__(self, name: str, labels: List[str], input_kind: str, fn, runtime: str):
+    """``description``: a .tflite's description (``pipeline.tflite_metadata``, or what its
+    sidecar says for older files); None for a Keras checkpoint."""
+
+    def __init__(self, name: str, labels: List[str], input_kind: str, fn, runtime: str,
+                 description: Optional[dict] = None):
         self.name, self.labels, self.input_kind, self._fn, self.runtime = (
             name, labels, input_kind, fn, runtime)
+        self.description = description
 
     def predict(self, batch) -> np.ndarray:
         """Logits [B, n_labels]; NaN / inf logits raise CheckpointError (a damaged model)."""
@@ -35,8 +45,10 @@ class Predictor:
         return check_logits(self.name, self._fn(np.asarray(batch, np.float32)))
 
 
-def tflite_sidecar(path):
-    """Metadata of an exported .tflite: labels, input kind, flavor, depth."""
+def read_sidecar(path) -> Optional[dict]:
+    """The report next to a .tflite (``<file>.json``, written by pipeline.export) or the
+    ``model.json`` of its folder, whichever lists ``labels`` first; None if neither does.
+    A damaged one raises CheckpointError."""
     for candidate in (os.path.splitext(path)[0] + ".json",
                       os.path.join(os.path.dirname(path), checkpoints.MODEL_JSON)):
         if os.path.exists(candidate):
@@ -48,10 +60,73 @@ def tflite_sidecar(path):
                         f"{candidate} is damaged ({e}); expected the JSON sidecar written by "
                         "pipeline.export") from e
             if isinstance(meta, dict) and "labels" in meta:
-                return meta
-    raise checkpoints.CheckpointError(
-        f"no class list for {path}: expected {os.path.splitext(path)[0]}.json (written by "
-        "pipeline.export) or model.json in the same folder")
+                return dict(meta, sidecar=candidate)
+    return None
+
+
+def _disagreement(path, description, sidecar):
+    """One warning line when the sidecar says other classes / input than the file."""
+    from absl import logging
+    diffs = []
+    if sidecar.get("labels") != description["labels"]:
+        diffs.append(f"classes {sidecar.get('labels')} against the file's "
+                     f"{description['labels']}")
+    if "input" in sidecar and sidecar["input"] != description["input"]:
+        diffs.append(f"input {sidecar['input']!r} against the file's "
+                     f"{description['input']!r}")
+    if diffs:
+        logging.warning("%s: its sidecar %s lists %s; using the file's own description (the "
+                        "file wins; the sidecar is a report: re-export to refresh it)", path,
+                        sidecar["sidecar"], "; ".join(diffs))
+
+
+def tflite_description(path, model_bytes=None) -> dict:
+    """What a .tflite is: its own description (module docstring), or for a file exported
+    before descriptions existed, its sidecar's ``labels``, ``input``, ``flavor``,
+    ``depth``... (``source`` says which: "metadata" or "sidecar"). ``model_bytes``: the file's
+    contents if already read (verified here). CheckpointError if neither says what the model
+    is; ModelError for a damaged file or description."""
+    return _describe(path, model_bytes)[0]
+
+
+def _describe(path, model_bytes=None):
+    """(``tflite_description``, the sidecar or None)."""
+    from pipeline import tflite_metadata
+    if model_bytes is None:
+        from pipeline.model_verify import verify_file
+        model_bytes = verify_file(path)
+    description = tflite_metadata.read(model_bytes, path)
+    try:
+        sidecar = read_sidecar(path)
+    except checkpoints.CheckpointError as e:
+        if description is None:
+            raise
+        from absl import logging
+        logging.warning("%s (the file describes itself: going on without it)", e)
+        sidecar = None
+    if description is not None:
+        if sidecar is not None:
+            _disagreement(path, description, sidecar)
+        return dict(description, source="metadata"), sidecar
+    if sidecar is None:
+        stem = os.path.splitext(path)[0]
+        raise checkpoints.CheckpointError(
+            f"{path} does not say what it is: no {tflite_metadata.KEY} metadata in the file "
+            "(exported before models described themselves, or not by pipeline.export) and no "
+            f"sidecar {stem}.json or model.json next to it; expected a .tflite written by "
+            "pipeline.export (or the old file's sidecar next to it)")
+    labels = sidecar["labels"]
+    if not (isinstance(labels, list) and labels and all(isinstance(l, str) for l in labels)):
+        raise checkpoints.CheckpointError(
+            f"the sidecar of {path} lists labels {str(labels)[:100]}; expected a list of "
+            "class names (the JSON written by pipeline.export)")
+    return dict(sidecar, input=sidecar.get("input", "features"), source="sidecar"), sidecar
+
+
+def tflite_sidecar(path) -> dict:
+    """The name ``tflite_description`` had before models described themselves (kept for one
+    release)."""
+    return tflite_description(path)
 
 
 def default_runtime(model_bytes, custom_op_registerers=None) -> str:
@@ -206,19 +281,17 @@ def load_predictor(path, depth=None, num_threads=1, custom_op_registerers=None) 
         raise checkpoints.CheckpointError(f"model {path} does not exist")
     if path.endswith(".tflite"):
         from pipeline import model_contract
-        meta = tflite_sidecar(path)
-        labels, input_kind = meta["labels"], meta.get("input", "features")
-        if not (isinstance(labels, list) and labels and all(isinstance(l, str) for l in labels)):
-            raise checkpoints.CheckpointError(
-                f"the sidecar of {path} lists labels {str(labels)[:100]}; expected a list of "
-                "class names (the JSON written by pipeline.export)")
-        with open(path, "rb") as f:
-            model_bytes = f.read()
-        model_contract.check_digest(path, model_bytes, meta)
+        from pipeline.model_verify import verify_file
+        model_bytes = verify_file(path)
+        meta, sidecar = _describe(path, model_bytes)
+        labels, input_kind = meta["labels"], meta["input"]
+        model_contract.check_digest(path, model_bytes, sidecar)
+        model_contract.check_features(path, meta)
         runner = TFLiteRunner(path, num_threads, custom_op_registerers=custom_op_registerers,
                               model_bytes=model_bytes)
         model_contract.check_io(path, *runner.io_signature(), input_kind, len(labels))
-        return Predictor(os.path.basename(path), labels, input_kind, runner, runner.runtime)
+        return Predictor(os.path.basename(path), labels, input_kind, runner, runner.runtime,
+                         meta)
     import tensorflow as tf
     model, spec = checkpoints.load_model(path, depth=depth)
     fn = tf.function(lambda x: model(x, training=False))

@@ -4,6 +4,7 @@
     ...  index the data, build the model, load the teacher, restore the checkpoint (reads only)
     run_dirs.start(plan)                          # the first write
     run_dirs.write_flags(plan, settings, at_epoch)
+    run_dirs.write_run_flagfile(plan, lines, at_epoch, may_change)  # run.flags (command line)
 
 Rules (``check`` raises ``checkpoints.CheckpointError`` with what was expected):
 
@@ -13,7 +14,9 @@ Rules (``check`` raises ``checkpoints.CheckpointError`` with what was expected):
   published model: model.json + model.weights.h5, no ``ckpt/``) is refused unless
   ``--overwrite``. A file is refused.
 * ``--resume`` needs a checkpoint and compares the stored architecture (model.json: model,
-  size flags, labels, trained depths) and flags (flags.json: ``COMPARED``) with the given ones;
+  size flags, labels, trained depths) and flags (flags.json: ``COMPARED``; the keys of runs
+  made before the CLI vocabulary, ``model`` and ``teacher_checkpoint``, are read as ``arch``
+  and ``teacher``: ``cli_vocabulary.upgrade_run_flags``) with the given ones;
   every difference is named in one message, stored vs given. ``MAY_CHANGE`` (epochs, lr,
   clip_norm: how long and how large the steps to come are) may differ: they are recorded in
   flags.json's ``resumed_with`` list (the original values stay) and per epoch in history.json.
@@ -30,7 +33,7 @@ import os
 import shutil
 from typing import List, Optional, Tuple
 
-from pipeline import checkpoints
+from pipeline import checkpoints, cli_vocabulary
 from pipeline.checkpoints import CheckpointError
 
 FLAGS_JSON = "flags.json"
@@ -43,14 +46,15 @@ COMPARED = (
     "validation_percentage", "testing_percentage", "split_salt", "seed",
     "background_frequency", "background_volume", "time_shift_ms", "speed_change", "gain_db",
     "spec_augment",
-    "model", "channels", "hidden", "num_layers", "left", "right", "dilation", "dropout",
+    "arch", "channels", "hidden", "num_layers", "left", "right", "dilation", "dropout",
     "thin_n", "batch_size", "steps_per_epoch", "optimizer", "weight_decay", "lr_schedule",
-    "quant_lr_multiplier", "label_smoothing", "teacher_checkpoint", "init_from_teacher",
+    "quant_lr_multiplier", "label_smoothing", "teacher", "init_from_teacher",
     "distill", "distill_alpha", "select_pass", "J")
 #: what train writes into a run directory (what --overwrite may remove)
+RUN_FLAGFILE = "run.flags"
 TRAIN_OUTPUTS = (CKPT_DIR, "tb", "history.json", "metrics.json", "last.weights.h5",
-                 "best.weights.h5", FLAGS_JSON, checkpoints.MODEL_JSON)
-_PATH_FLAGS = ("data_dir", "teacher_checkpoint")
+                 "best.weights.h5", FLAGS_JSON, RUN_FLAGFILE, checkpoints.MODEL_JSON)
+_PATH_FLAGS = ("data_dir", "teacher")
 _LABEL_FLAGS = ("task", "wanted_words", "silence_percentage", "unknown_percentage")
 
 
@@ -103,7 +107,7 @@ def differences(stored_spec, stored_flags, spec, settings) -> List[Tuple[str, ob
         if name not in diffs and _canonical(name, stored) != _canonical(name, given):
             diffs[name] = (stored, given)
 
-    add("model", stored_spec.get("model"), spec["model"])
+    add("arch", stored_spec.get("model"), spec["model"])  # model.json keeps its "model" key
     for k, v in spec["model_kwargs"].items():
         if k in stored_spec.get("model_kwargs", {}):
             add(k, stored_spec["model_kwargs"][k], v)
@@ -132,6 +136,8 @@ def check(out_dir, spec, settings, resume=False, overwrite=False) -> Plan:
         stored_spec = checkpoints.read_model_json(out_dir)
         flags_path = os.path.join(out_dir, FLAGS_JSON)
         stored_flags = _read_json(flags_path, FLAGS_JSON) if os.path.exists(flags_path) else None
+        # a run made before the CLI vocabulary (issue 15) stored --model / --teacher_checkpoint
+        stored_flags = cli_vocabulary.upgrade_run_flags(stored_flags)
         diffs = differences(stored_spec, stored_flags, spec, settings)
         if diffs:
             listed = "; ".join(f"--{k} {_show(a)} (stored) vs {_show(b)} (given)"
@@ -181,3 +187,44 @@ def write_flags(plan: Plan, values: dict, at_epoch: int):
     else:
         out = dict(values)
     checkpoints.atomic_write_json(path, out, indent=2, sort_keys=True)
+
+
+_FLAGFILE_HEAD = """\
+# The flags this pipeline.train run started with (an absl flagfile). Reproduce the run in a
+# new folder (a flag after --flagfile wins):
+#   python -m pipeline.train --flagfile={path} --out_dir=NEW_FOLDER
+# or continue it after a kill:
+#   python -m pipeline.train --flagfile={path} --resume
+# Paths are absolute. Resumes that changed --epochs / --lr / --clip_norm are noted at the end
+# (such a run is reproduced by the same commands: the first, then each resume).
+"""
+
+
+def write_run_flagfile(plan: Plan, lines, at_epoch: int, may_change: dict):
+    """``run.flags``: the run's flags as an absl flagfile that ``--flagfile`` reads back and
+    that reproduces the run (``lines``: [(flag name, "--name=value")] from
+    ``pipeline.train.run_flag_lines``). A new run writes it; a resumed run keeps it (it says how
+    the run started) and appends one comment line: the epoch it continued from and the
+    ``MAY_CHANGE`` values given. A run made before run.flags existed gets one on resume, from
+    the given flags with ``MAY_CHANGE`` taken from its flags.json (the values it started
+    with)."""
+    path = os.path.join(plan.out_dir, RUN_FLAGFILE)
+    note = f"# resumed at epoch {at_epoch} with " + " ".join(
+        f"--{k}={may_change[k]}" for k in MAY_CHANGE if k in may_change) + "\n"
+    if plan.mode == "resume" and os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+        if not text.endswith("\n"):
+            text += "\n"
+        text += note
+    else:
+        stored = plan.stored_flags or {}
+        body = []
+        for name, line in lines:
+            if plan.mode == "resume" and name in MAY_CHANGE and stored.get(name) is not None:
+                line = f"--{name}={stored[name]}"
+            body.append(line)
+        text = _FLAGFILE_HEAD.format(path=os.path.abspath(path)) + "\n".join(body) + "\n"
+        if plan.mode == "resume":
+            text += note
+    checkpoints.atomic_write_text(path, text)

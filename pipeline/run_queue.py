@@ -1,5 +1,9 @@
 """A queue of training runs that resumes across sessions, with evaluation and a report.
 
+Reads: --queue (a text file of pipeline.train runs), the runs already in --out_dir.
+Writes: one run directory per entry in --out_dir (with eval_validation.json / eval_testing.json),
+  its log in --logs_dir, --out_dir/report.md / report.json; the report (--json_out).
+
     python -m pipeline.run_queue --queue configs/queue_real8.txt            # run what is left
     python -m pipeline.run_queue --queue configs/queue_real8.txt --dry_run  # say what it would do
     python -m pipeline.run_queue --queue configs/queue_real8.txt --report   # tables only
@@ -9,10 +13,10 @@ than one working session, so the runs are a queue: a text file, one run per line
 
     # name           options                  pipeline.train flags
     teacher_a        @weights=best            --flagfile=configs/real8_teacher.flags --epochs=120
-    student_a_s1     @group=student_a @teacher=teacher_a \
-                     --flagfile=configs/real8_bifsmnv2.flags --teacher_checkpoint={runs}/teacher_a --seed=1
+    student_a_s1     @group=student_a @teacher=teacher_a \\
+                     --flagfile=configs/real8_bifsmnv2.flags --teacher={runs}/teacher_a --seed=1
 
-(``\\`` continues a line; ``{runs}`` is ``--runs_dir``). Runs go one at a time, in file order;
+(``\\`` continues a line; ``{runs}`` is ``--out_dir``). Runs go one at a time, in file order;
 the file is read again after each run, so entries can be added while the queue runs. Each goes
 into ``{runs}/<name>`` with its log in ``{logs}/<name>.log``. A run that finished (as many
 epochs in its ``history.json`` as it asks for) is skipped; one that has a checkpoint continues
@@ -57,12 +61,15 @@ SPLITS = ("validation", "testing")
 
 def define_flags():
     flags.DEFINE_string("queue", None, "Queue file: one training run per line (see --help).")
-    flags.DEFINE_string("runs_dir", "runs/queue", "Where the run folders go ({runs}).")
+    flags.DEFINE_string("out_dir", "runs/queue", "Where the run folders and the report go "
+                        "({runs}).")
     flags.DEFINE_string("logs_dir", "logs", "Where each run's log goes.")
     flags.DEFINE_list("only", None, "Run only these entries (names).")
     flags.DEFINE_bool("dry_run", False, "Print what would be done, do nothing.")
     flags.DEFINE_bool("report", False, "Only write and print the report.")
     flags.DEFINE_string("python", sys.executable, "Python that runs pipeline.train/evaluate.")
+    from pipeline import cli_vocabulary
+    cli_vocabulary.define_aliases("pipeline.run_queue")  # --runs_dir (old name of --out_dir)
 
 
 @dataclass
@@ -289,39 +296,43 @@ def main(argv):
     del argv
     if not FLAGS.queue:
         raise app.UsageError("--queue is required (a queue file, see --help)")
+    runs_dir = FLAGS.out_dir
     with open(FLAGS.queue) as f:
-        entries = parse_queue(f.read(), FLAGS.runs_dir)
+        entries = parse_queue(f.read(), runs_dir)
     todo = [e for e in entries if not FLAGS.only or e.name in FLAGS.only]
     if FLAGS.dry_run or FLAGS.report:
         if FLAGS.dry_run:
             for e in todo:
-                print(f"{e.name:28s} {state(e, FLAGS.runs_dir):7s} {shlex.join(e.args)}")
-        print(report(entries, FLAGS.runs_dir)["text"])
-        return
+                print(f"{e.name:28s} {state(e, runs_dir):7s} {shlex.join(e.args)}")
+        result = report(entries, runs_dir)
+        print(result["text"])
+        return result  # --json_out
     failed = set()
     while True:
         # the file is read again after every run: entries can be added while the queue runs
         with open(FLAGS.queue) as f:
-            entries = parse_queue(f.read(), FLAGS.runs_dir)
+            entries = parse_queue(f.read(), runs_dir)
         todo = [e for e in entries if (not FLAGS.only or e.name in FLAGS.only)
                 and e.name not in failed]
-        e = next((e for e in todo if state(e, FLAGS.runs_dir) != "done"
-                  or not all(os.path.exists(os.path.join(FLAGS.runs_dir, e.name,
+        e = next((e for e in todo if state(e, runs_dir) != "done"
+                  or not all(os.path.exists(os.path.join(runs_dir, e.name,
                                                          f"eval_{s}.json")) for s in SPLITS)),
                  None)
         if e is None:
             break
-        code = train(e, FLAGS.runs_dir, FLAGS.logs_dir, FLAGS.python)
+        code = train(e, runs_dir, FLAGS.logs_dir, FLAGS.python)
         if code:
             failed.add(e.name)
             print(f"  {e.name}: training exited {code}; see {FLAGS.logs_dir}/{e.name}.log; "
                   "going on with the next run", flush=True)
             continue
-        evaluate(e, FLAGS.runs_dir, FLAGS.logs_dir, FLAGS.python)
-        if not all(os.path.exists(os.path.join(FLAGS.runs_dir, e.name, f"eval_{s}.json"))
+        evaluate(e, runs_dir, FLAGS.logs_dir, FLAGS.python)
+        if not all(os.path.exists(os.path.join(runs_dir, e.name, f"eval_{s}.json"))
                    for s in SPLITS):
             failed.add(e.name)
-        print(report(entries, FLAGS.runs_dir)["text"], flush=True)
+        print(report(entries, runs_dir)["text"], flush=True)
+    return dict(report(entries, runs_dir), failed=sorted(failed))  # --json_out
+
 
 if __name__ == "__main__":
     from pipeline import cli

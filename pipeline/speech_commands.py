@@ -150,7 +150,7 @@ def detect_layout(data_dir: str) -> str:
     if not os.path.isdir(data_dir):
         raise DataError(f"data directory {data_dir!r} does not exist: expected a folder in the "
                         "Speech Commands layout (one sub-folder of WAV files per word). Build one "
-                        "with `python -m pipeline.synth --out DIR` or get the real data with "
+                        "with `python -m pipeline.synth --out_dir DIR` or get the real data with "
                         "`python -m pipeline.download`.")
     entries = set(os.listdir(data_dir))
     has_lists = {"validation_list.txt", "testing_list.txt"} & entries

@@ -1,7 +1,11 @@
 """Synthetic Speech Commands corpus made with espeak-ng (no download, no TensorFlow).
 
-    python -m pipeline.synth --out DIR [--words yes,no,...] [--speakers 50] [--seed 0]
-                             [--noise_seconds 45] [--jobs 2] [--overwrite]
+Reads: nothing (espeak-ng and sox make the audio; --seed decides everything).
+Writes: a Speech Commands folder --out_dir (word folders, _background_noise_/, list files,
+  README.md, synth_manifest.json); a summary of what was written (--json_out).
+
+    python -m pipeline.synth --out_dir DIR [--words yes,no,...] [--speakers 50] [--seed 0]
+                                 [--noise_seconds 45] [--jobs 2] [--overwrite]
 
 writes a directory in the exact layout of the Speech Commands data set:
 
@@ -488,7 +492,7 @@ def _corpus_readme(params: dict, speakers: List[dict], per_word: Dict[str, int],
         "",
         "Regenerate byte for byte with:",
         "",
-        "    python -m pipeline.synth --out DIR --seed {seed} --speakers {speakers} "
+        "    python -m pipeline.synth --out_dir DIR --seed {seed} --speakers {speakers} "
         "--noise_seconds {noise_seconds:g} --max_repetitions {max_repetitions} \\".format(**params),
         "        --words " + ",".join(params["words"]),
         "",
@@ -576,7 +580,7 @@ def build_corpus(out_dir: str,
 
     # What is in out_dir already?
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise SynthError(f"--out {out_dir} exists and is not a directory.")
+        raise SynthError(f"--out_dir {out_dir} exists and is not a directory.")
     os.makedirs(out_dir, exist_ok=True)
     previous = _read_manifest(out_dir)
     resume = False
@@ -597,7 +601,7 @@ def build_corpus(out_dir: str,
     elif os.listdir(out_dir):
         if not overwrite:
             raise SynthError(
-                f"--out {out_dir} is not empty and is not a corpus made by pipeline.synth "
+                f"--out_dir {out_dir} is not empty and is not a corpus made by pipeline.synth "
                 f"(no {MANIFEST}); refusing to write into it. Pick an empty or new directory, "
                 "or pass --overwrite to delete its contents.")
         _refuse_dangerous(out_dir)
@@ -658,9 +662,11 @@ def build_corpus(out_dir: str,
 # ----------------------------------------------------------------------------------------------
 # Command line.
 
-def _define_flags():
+def define_flags():
     from absl import flags
-    flags.DEFINE_string("out", None, "Output directory (created; must be new, empty, or a "
+
+    from pipeline import cli_vocabulary
+    flags.DEFINE_string("out_dir", None, "Output directory (created; must be new, empty, or a "
                         "previous pipeline.synth corpus).")
     flags.DEFINE_list("words", DEFAULT_WORDS, "Comma-separated words (default: the 35 Speech "
                       "Commands V2 words).")
@@ -671,9 +677,10 @@ def _define_flags():
     flags.DEFINE_integer("jobs", DEFAULT_JOBS, "Parallel espeak-ng/sox pipelines.")
     flags.DEFINE_integer("max_repetitions", DEFAULT_MAX_REPETITIONS,
                          "Each speaker says each word 1..this many times.")
-    flags.DEFINE_bool("overwrite", False, "Delete the contents of a non-empty --out that is not "
-                      "a pipeline.synth corpus, or rebuild an identical one.")
-    flags.mark_flag_as_required("out")
+    flags.DEFINE_bool("overwrite", False, "Delete the contents of a non-empty --out_dir that is "
+                      "not a pipeline.synth corpus, or rebuild an identical one.")
+    flags.mark_flag_as_required("out_dir")
+    cli_vocabulary.define_aliases("pipeline.synth")  # --out (old name of --out_dir)
 
 
 def main(argv):
@@ -682,15 +689,16 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
-    output_paths.check_dir(f.out, "--out")
-    summary = build_corpus(f.out, words=f.words, speakers=f.speakers, seed=f.seed,
+    output_paths.check_dir(f.out_dir, "--out_dir")
+    summary = build_corpus(f.out_dir, words=f.words, speakers=f.speakers, seed=f.seed,
                            noise_seconds=f.noise_seconds, jobs=f.jobs,
                            max_repetitions=f.max_repetitions, overwrite=f.overwrite)
     print(f"{summary['out_dir']}: {summary['clips']} clips, "
           + ", ".join(f"{k} {v}" for k, v in summary["per_split"].items())
           + (" (already up to date)" if summary["skipped"] else f" in {summary['seconds']:.1f} s"))
+    return summary  # --json_out
 
 
 if __name__ == "__main__":
     from pipeline import cli
-    cli.run(main, define=_define_flags, errors=(SynthError,))
+    cli.run(main, define=define_flags, errors=(SynthError,))

@@ -1,10 +1,15 @@
 """Train the DFSMN teacher or the thinnable BiFSMNv2 student (with FID distillation).
 
+Reads: --data_dir (the clips), --teacher (a teacher run directory, for a student), the run in
+  --out_dir (with --resume).
+Writes: a run directory --out_dir (model.json, weights, ckpt/, flags.json, run.flags,
+  history.json, metrics.json, tb/); the final metrics (--json_out).
+
     # teacher
     python -m pipeline.train --flagfile configs/real8_teacher.flags --out_dir runs/real8/teacher
     # student from the teacher, all depths at once, Frequency Independent Distillation
-    python -m pipeline.train --flagfile configs/real8_bifsmnv2.flags \
-        --teacher_checkpoint runs/real8/teacher --out_dir runs/real8/bifsmnv2
+    python -m pipeline.train --flagfile configs/real8_bifsmnv2.flags \\
+        --teacher runs/real8/teacher --out_dir runs/real8/bifsmnv2
 
 Each epoch: a Keras progress bar, validation accuracy at every trained depth, TensorBoard logs
 (``OUT/tb``), the last checkpoint (``OUT/ckpt``, model + optimizers + epoch; ``--resume``
@@ -12,6 +17,17 @@ continues from it identically: data order, augmentation and dropout are seeded b
 epoch)), ``last.weights.h5`` and ``best.weights.h5`` (best validation accuracy at the deepest
 depth). A NaN/inf loss stops the run with a message and leaves the last good checkpoint.
 ``OUT/flags.json`` records the flags and ``OUT/metrics.json`` the final metrics.
+``OUT/run.flags`` holds them as an absl flagfile that reproduces the run
+(``--flagfile=OUT/run.flags --out_dir=NEW``; paths absolute; ``run_flag_lines``).
+
+``--strategy`` (tf.distribute): ``default`` is one device (the numbers of every earlier run);
+``mirrored`` replicates the model on every local GPU (or logical CPU device), ``multi_worker``
+across machines (``TF_CONFIG``). ``--batch_size`` stays the global batch: each step's batch is
+cut into equal shares, one per replica (``_train_batches``), every loss term is a per-example
+mean scaled by 1 / replicas and the gradients are all-reduced before clipping (``_step``),
+batch norms use the statistics of the whole batch (``synchronize_batch_norms``): the same
+training as on one device, to float rounding (tests/test_train_strategy.py). Checkpoints and
+resume work as on one device; on a cluster the chief (worker 0) writes the run directory.
 
 Run directories are transactional (pipeline/run_dirs.py): before the first file is written,
 an ``--out_dir`` that is not a run of train's own is refused unless ``--overwrite``, and
@@ -25,14 +41,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
 from absl import app, flags, logging
 
 import models
-from pipeline import checkpoints, cli, data_flags, distill, output_paths
+from pipeline import checkpoints, cli, cli_vocabulary, data_flags, distill, output_paths
 from pipeline.input_pipeline import InputPipeline, index_from_config
 from pipeline import run_dirs
 from pipeline import speech_commands as sc
@@ -45,7 +63,8 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Flags of this tool (defined only when it runs, so tools can import each other)."""
     data_flags.define_flags()
-    flags.DEFINE_string("model", "dfsmn", f"Registry name: {', '.join(models.list_models())}.")
+    flags.DEFINE_string("arch", "dfsmn", "Model architecture (registry name): "
+                        f"{', '.join(models.list_models())}.")
     flags.DEFINE_integer("channels", 128, "DFSMN backbone width C.")
     flags.DEFINE_integer("hidden", 256, "Hidden width of each layer's pointwise pair.")
     flags.DEFINE_integer("num_layers", 8, "Number of DFSMN layers.")
@@ -69,11 +88,11 @@ def define_flags():
                        "Clip the global gradient norm (0: off). The classifier reads 1,024 features "
                        "of mean square ~20, so plain SGD at lr 5e-3 diverges in the first epoch.")
     flags.DEFINE_string("out_dir", None, "Run directory (checkpoints, logs, metrics).")
-    flags.DEFINE_string("teacher_checkpoint", None,
+    flags.DEFINE_string("teacher", None,
                         "Teacher run directory: initialises a binary student and, with --distill, "
                         "teaches it.")
     flags.DEFINE_bool("init_from_teacher", True, "Copy matching teacher weights into the student.")
-    flags.DEFINE_bool("distill", True, "Distil from --teacher_checkpoint (logits MSE + FID).")
+    flags.DEFINE_bool("distill", True, "Distil from --teacher (logits MSE + FID).")
     flags.DEFINE_float("distill_alpha", 0.01, "Weight of the distillation terms.")
     flags.DEFINE_enum("select_pass", "fid", list(distill.SELECT_PASS),
                       "Bands distilled: fid (high and low separately), high, low, no (no wavelet).")
@@ -83,12 +102,99 @@ def define_flags():
     flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its last checkpoint.")
     flags.DEFINE_bool("overwrite", False, "Start afresh in an --out_dir that holds a run.")
     flags.DEFINE_integer("eval_batch_size", 256, "Validation batch size.")
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+                      "tf.distribute strategy: default (one device), mirrored (every local GPU, "
+                      "else every local CPU device), multi_worker (MultiWorkerMirroredStrategy, "
+                      "cluster from TF_CONFIG). --batch_size is the global batch, split evenly "
+                      "across the replicas.")
+    cli_vocabulary.define_aliases("pipeline.train")  # --model, --teacher_checkpoint (old names)
 
 MODEL_FLAGS = ("channels", "hidden", "num_layers", "left", "right", "dilation", "dropout")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+#: flags of one invocation, not of the run: left out of run.flags
+INVOCATION_FLAGS = ("resume", "overwrite")
+#: path flags: written absolute to run.flags, so that it works from any folder
+PATH_FLAGS = ("data_dir", "cache_dir", "out_dir", "teacher")
 
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+def make_strategy(name="default"):
+    """The tf.distribute strategy of ``--strategy``. Create it before any other TensorFlow op
+    runs: MultiWorkerMirroredStrategy sets up the runtime's collectives when it is made.
+
+    * default: ``tf.distribute.get_strategy()`` (no distribution; the path of every earlier run).
+    * mirrored: ``MirroredStrategy`` over every local GPU, or, without GPUs, over every local
+      (logical) CPU device: one replica on a plain CPU machine, N when the CPU was split with
+      ``tf.config.set_logical_device_configuration`` (how the tests run it).
+    * multi_worker: ``MultiWorkerMirroredStrategy``; the cluster and this worker's task come from
+      the ``TF_CONFIG`` environment variable (the same command on every worker)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(
+            devices=[d.name for d in tf.config.list_logical_devices("CPU")])
+    if name == "multi_worker":
+        example = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                   '"task": {"type": "worker", "index": 0}}')
+        raw = os.environ.get("TF_CONFIG")
+        if not raw:
+            raise cli.UserError(
+                "--strategy multi_worker reads the cluster from the TF_CONFIG environment "
+                f"variable, which is not set; expected TF_CONFIG on every worker, e.g. {example} "
+                "(index 0 on the first worker, 1 on the second, ...)")
+        try:
+            conf = json.loads(raw)
+            workers = conf["cluster"]["worker"]
+            task = conf["task"]
+            ok = isinstance(workers, list) and workers and task["type"] in ("worker", "chief")
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise cli.UserError(f"TF_CONFIG is not a cluster description ({raw[:200]!r}); "
+                                f"expected JSON like {example}")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise app.UsageError(f"--strategy {name!r}: expected one of {', '.join(STRATEGIES)}")
+
+
+def strategy_name(strategy) -> str:
+    """The --strategy name of a strategy object (what metrics.json records)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi_worker"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    return "default"
+
+
+def synchronize_batch_norms(model) -> int:
+    """Make every BatchNormalization of ``model`` compute its batch statistics over the global
+    batch, all replicas together (tf_keras' ``synchronized=True``, switched on in the built
+    layers: the models build them unsynchronised), as one device computes them over the whole
+    batch. A synchronised BN is not fused; ``fused`` is turned off with it. Only for several
+    replicas: the one-device path keeps the fused kernel (and its numbers). Returns the count."""
+    n = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):  # noqa: SLF001
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.synchronized = True
+            layer.fused = False
+            n += 1
+    return n
+
+
+def is_chief(strategy) -> bool:
+    """True on the worker that writes the run directory (always, except on the non-chief
+    workers of a multi-worker cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type in (None, "chief"):
+        return True
+    # without a "chief" task in the cluster, worker 0 is the chief (TF's convention)
+    return task_type == "worker" and resolver.task_id == 0 and \
+        "chief" not in resolver.cluster_spec().as_dict()
 
 
 def _dropout_layers(model):
@@ -133,7 +239,7 @@ def run_settings(cfg, model_name, model_kwargs, **training) -> dict:
         "background_volume": aug.background_volume, "time_shift_ms": aug.time_shift_ms,
         "speed_change": aug.speed_change, "gain_db": aug.gain_db,
         "spec_augment": aug.spec_augment,
-        "model": model_name, **model_kwargs, **training}
+        "arch": model_name, **model_kwargs, **training}
 
 
 class Trainer:
@@ -144,7 +250,7 @@ class Trainer:
                  label_smoothing=0.0, clip_norm=5.0, teacher_dir=None, init_from_teacher=True,
                  use_distill=True, distill_alpha=0.01, select_pass="fid", levels=1, thin_n=3,
                  steps_per_epoch=None, eval_batch_size=256, resume=False, overwrite=False,
-                 flag_values=None):
+                 flag_values=None, strategy=None, run_flagfile=None):
         self.cfg, self.out_dir = cfg, out_dir
         self.epochs, self.batch_size, self.base_lr = epochs, batch_size, lr
         self.weight_decay, self.lr_schedule = weight_decay, lr_schedule
@@ -158,13 +264,24 @@ class Trainer:
             raise ValueError(f"--thin_n must be in 1..{len(valid)} for {num_layers} layers")
         self.depths = valid[:thin_n]
         self.weights = distill.depth_weights(self.depths, num_layers)
+        # tf.distribute: --batch_size is the global batch, split evenly across the replicas
+        self.strategy = strategy if strategy is not None else tf.distribute.get_strategy()
+        # a real strategy (even with one replica) runs steps through strategy.run
+        self.distributed = self.strategy is not tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.chief = is_chief(self.strategy)
+        if batch_size % self.replicas:
+            raise cli.UserError(
+                f"--batch_size {batch_size} does not split evenly across the {self.replicas} "
+                f"replicas of the strategy; expected a multiple of {self.replicas} (the global "
+                "batch; each replica gets batch_size / replicas examples)")
 
         # 1. decide what may be written in out_dir, before anything is (pipeline/run_dirs.py)
         self.settings = run_settings(
             cfg, model_name, model_kwargs, epochs=epochs, lr=lr, batch_size=batch_size,
             steps_per_epoch=steps_per_epoch, thin_n=thin_n, optimizer=optimizer,
             weight_decay=weight_decay, lr_schedule=lr_schedule, quant_lr_multiplier=quant_lr,
-            label_smoothing=label_smoothing, clip_norm=clip_norm, teacher_checkpoint=teacher_dir,
+            label_smoothing=label_smoothing, clip_norm=clip_norm, teacher=teacher_dir,
             init_from_teacher=init_from_teacher, distill=use_distill,
             distill_alpha=distill_alpha, select_pass=select_pass, J=levels,
             eval_batch_size=eval_batch_size)
@@ -172,6 +289,11 @@ class Trainer:
                                  cfg.unknown_percentage)[0]
         self.spec = checkpoints.model_spec(model_name, model_kwargs, labels, self.depths)
         self.plan = run_dirs.check(out_dir, self.spec, self.settings, resume, overwrite)
+        # the chief writes the run directory; the other workers of a multi-worker cluster run
+        # every save too (saving reads distributed variables, which takes all workers) but
+        # into a folder of their own, removed at the end
+        self.write_dir = out_dir if self.chief else tempfile.mkdtemp(prefix="train-worker-")
+        self.write_plan = self.plan if self.chief else run_dirs.Plan(self.write_dir, "fresh")
 
         # 2. everything that can fail on the user's input, reading only
         self.index = index_from_config(cfg)
@@ -185,7 +307,35 @@ class Trainer:
 
         tf.keras.utils.set_random_seed(cfg.seed)
         tf.keras.backend.experimental.enable_tf_random_generator()
+        with self.strategy.scope():
+            self._build(cfg, teacher_dir, num_layers, init_from_teacher, use_distill, resume,
+                        optimizer, lr, quant_lr)
+        self.history = []
+        if resume:
+            self._restore(out_dir)
+
+        # 3. the first writes
+        run_dirs.start(self.write_plan)
+        if not resume:
+            checkpoints.write_model_json(self.write_dir, model_name, model_kwargs, self.labels,
+                                         self.depths)
+        run_dirs.write_flags(self.write_plan, {**self.settings, **(flag_values or {})},
+                             int(self.epoch.numpy()))
+        if run_flagfile is not None:
+            run_dirs.write_run_flagfile(self.write_plan, run_flagfile, int(self.epoch.numpy()),
+                                        {k: self.settings[k] for k in run_dirs.MAY_CHANGE})
+        self.writer = tf.summary.create_file_writer(os.path.join(self.write_dir, "tb"))
+        self._train_step = tf.function(self._distributed_step if self.distributed else
+                                       self._step)
+        self._eval_step = tf.function(lambda x: self.model(x, training=False))
+
+    def _build(self, cfg, teacher_dir, num_layers, init_from_teacher, use_distill, resume,
+               optimizer, lr, quant_lr):
+        """Model, teacher, optimizers and checkpointed state (in the strategy's scope, so that
+        with several replicas every variable is mirrored)."""
         self.model = checkpoints.build_from_spec(self.spec, training_depths=self.depths)
+        if self.replicas > 1:
+            synchronize_batch_norms(self.model)
 
         self.teacher = None
         if teacher_dir:
@@ -230,26 +380,13 @@ class Trainer:
         self.ckpt = tf.train.Checkpoint(model=self.model, opt=self.opt, qopt=self.qopt,
                                         epoch=self.epoch, best=self.best, plateau=self.plateau,
                                         since_best=self.since_best)
-        self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(out_dir, "ckpt"), 2)
-        self.history = []
-        if resume:
-            self._restore(out_dir)
-
-        # 3. the first writes
-        run_dirs.start(self.plan)
-        if not resume:
-            checkpoints.write_model_json(out_dir, model_name, model_kwargs, self.labels,
-                                         self.depths)
-        run_dirs.write_flags(self.plan, {**self.settings, **(flag_values or {})},
-                             int(self.epoch.numpy()))
-        self.writer = tf.summary.create_file_writer(os.path.join(out_dir, "tb"))
-        self._train_step = tf.function(self._step)
-        self._eval_step = tf.function(lambda x: self.model(x, training=False))
+        self.manager = tf.train.CheckpointManager(
+            self.ckpt, os.path.join(self.write_dir, run_dirs.CKPT_DIR), 2)
 
     def _restore(self, out_dir):
         """--resume: the checkpoint and history.json, read only (run_dirs.check matched the
-        settings already)."""
-        latest = self.manager.latest_checkpoint
+        settings already). Every worker restores from the run directory's checkpoint."""
+        latest = run_dirs.latest_checkpoint(out_dir)
         try:
             self.ckpt.restore(latest).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as e:
@@ -269,6 +406,13 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------
     def _step(self, x, y):
+        """One optimisation step on (x, y): the whole batch with one replica; with several,
+        this replica's share (``_distributed_step`` runs it in every replica). Every loss term
+        is a mean over the replica's examples (cross-entropy, logit MSE, r2b per example), so
+        with the total scaled by 1 / replicas the SUM of the replicas' gradients, all-reduced
+        before clipping, is the gradient of the global batch's mean that one device computes
+        (equal shares; batch norms synchronised, ``synchronize_batch_norms``). The weight
+        decay term, the same on every replica, is scaled alike and so counts once."""
         teacher_logits = teacher_feats = None
         if self.teacher is not None:
             t_logits, t_feats = models.split_training_outputs(self.teacher(x, training=False))
@@ -281,16 +425,61 @@ class Trainer:
                 self.select_pass, self.levels, self.label_smoothing)
             decay = tf.add_n([tf.reduce_sum(tf.square(v)) for v in self.main_vars])
             total = loss + 0.5 * self.weight_decay * decay
+            if self.replicas > 1:
+                total = total / self.replicas
         grads = tape.gradient(total, self.main_vars + self.quant_vars)
+        apply = {}
+        if self.replicas > 1:  # the global gradient first: clipping needs its norm
+            grads = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, grads)
+            apply = {"skip_gradients_aggregation": True}
         if self.clip_norm:
             grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
-        self.opt.apply_gradients(zip(grads[:len(self.main_vars)], self.main_vars))
+        self.opt.apply_gradients(zip(grads[:len(self.main_vars)], self.main_vars), **apply)
         if self.quant_vars:
-            self.qopt.apply_gradients(zip(grads[len(self.main_vars):], self.quant_vars))
+            self.qopt.apply_gradients(zip(grads[len(self.main_vars):], self.quant_vars),
+                                      **apply)
         accs = {f"acc_d{d}": tf.reduce_mean(tf.cast(
             tf.equal(tf.argmax(z, -1, output_type=tf.int32), tf.cast(y, tf.int32)), tf.float32))
             for d, z in logits.items()}
         return loss, terms, accs
+
+    def _distributed_step(self, x, y):
+        """``_step`` in every replica on its share of the global batch; the loss, its terms
+        and the accuracies returned are means over the replicas, i.e. over the global batch."""
+        loss, terms, accs = self.strategy.run(self._step, args=(x, y))
+
+        def mean(v):
+            return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+
+        return mean(loss), {k: mean(v) for k, v in terms.items()}, \
+            {k: mean(v) for k, v in accs.items()}
+
+    def _train_batches(self, epoch):
+        """The epoch's global batches of --batch_size (seeded by (seed, epoch, batch)). With
+        several replicas each batch is cut into equal shares, replica r taking examples
+        [r * b, (r + 1) * b), b = batch_size / replicas: every strategy and replica count
+        trains on the same examples in the same steps. Each worker of a cluster reads the
+        whole batch and keeps its replicas' shares (augmentation is drawn per batch)."""
+        if not self.distributed:
+            return self.pipe.train(self.batch_size, epoch=epoch)
+        share = self.batch_size // self.replicas
+        replicas = self.replicas
+
+        def per_worker(ctx):
+            local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+            first = ctx.input_pipeline_id * local
+
+            def shares(x, y):
+                x = tf.reshape(x, tf.concat([[replicas, share], tf.shape(x)[1:]], 0))
+                y = tf.reshape(y, [replicas, share])
+                return tf.data.Dataset.from_tensor_slices(
+                    (x[first:first + local], y[first:first + local]))
+
+            ds = self.pipe.train(self.batch_size, epoch=epoch).take(self.steps)
+            return ds.flat_map(shares)
+
+        return self.strategy.distribute_datasets_from_function(per_worker)
 
     def evaluate(self, split="validation"):
         correct = {d: 0 for d in self.depths}
@@ -312,7 +501,7 @@ class Trainer:
             bar = tf.keras.utils.Progbar(self.steps, stateful_metrics=["lr"])
             t0 = time.perf_counter()
             sums = {}
-            for step, (x, y) in enumerate(self.pipe.train(self.batch_size, epoch=epoch)):
+            for step, (x, y) in enumerate(self._train_batches(epoch)):
                 if step >= self.steps:
                     break
                 lr = lr_at(self.lr_schedule, self.base_lr, epoch, step, self.steps, self.epochs,
@@ -336,7 +525,8 @@ class Trainer:
             means = {k: v / self.steps for k, v in sums.items()}
             record = {"epoch": epoch + 1, "epochs": self.epochs, "lr": self.base_lr,
                       "seconds": round(seconds, 2),
-                      "steps_per_s": round(self.steps / seconds, 3), **means,
+                      "steps_per_s": round(self.steps / seconds, 3), "replicas": self.replicas,
+                      **means,
                       **{f"val_acc_d{d}": a for d, a in val.items()}}
             self.history.append(record)
             print("  " + "  ".join(f"val_acc_d{d} {a:.4f}" for d, a in val.items()) +
@@ -346,12 +536,12 @@ class Trainer:
                     if k != "epoch":
                         tf.summary.scalar(k, v)
             checkpoints.atomic_save_weights(self.model,
-                                            os.path.join(self.out_dir, "last.weights.h5"))
+                                            os.path.join(self.write_dir, "last.weights.h5"))
             if val[deepest] > float(self.best.numpy()):
                 self.best.assign(val[deepest])
                 self.since_best.assign(0)
                 checkpoints.atomic_save_weights(self.model,
-                                                os.path.join(self.out_dir, "best.weights.h5"))
+                                                os.path.join(self.write_dir, "best.weights.h5"))
             else:
                 self.since_best.assign_add(1)
                 if self.lr_schedule == "plateau" and int(self.since_best.numpy()) >= 5:
@@ -360,7 +550,7 @@ class Trainer:
             self.epoch.assign(epoch + 1)
             # history first: a kill between the two leaves history ahead of the checkpoint,
             # and --resume truncates it to the checkpoint's epoch
-            checkpoints.atomic_write_json(os.path.join(self.out_dir, "history.json"),
+            checkpoints.atomic_write_json(os.path.join(self.write_dir, "history.json"),
                                           self.history, indent=1)
             self.manager.save()
         return self.finish()
@@ -378,31 +568,60 @@ class Trainer:
             if self.history else None,
             "steps_per_epoch": self.steps, "batch_size": self.batch_size,
             "train_examples": self.pipe.num_examples("training"),
+            "strategy": strategy_name(self.strategy), "replicas": self.replicas,
         }
-        checkpoints.atomic_write_json(os.path.join(self.out_dir, "metrics.json"), metrics,
+        checkpoints.atomic_write_json(os.path.join(self.write_dir, "metrics.json"), metrics,
                                       indent=2)
+        if not self.chief:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
         return metrics
 
 
-def trainer_from_flags():
+def run_flag_lines(flag_values=None):
+    """The lines of a run's ``run.flags``: every flag of pipeline.train and of the data flags
+    as absl serialises it (what ``--flagfile`` reads back: ``--name=value``, ``--[no]bool``),
+    paths made absolute (``PATH_FLAGS``). Left out: the flags of one invocation
+    (``INVOCATION_FLAGS``: --resume, --overwrite; cli.run's --json_out, --debug), flags without
+    a value, and deprecated aliases. Returns [(name, line)]."""
+    fv = FLAGS if flag_values is None else flag_values
+    lines, seen = [], set()
+    for module in (sys.modules[__name__], data_flags):
+        for flag in fv.get_key_flags_for_module(module):
+            if flag.name in seen:
+                continue
+            seen.add(flag.name)
+            if flag.name in INVOCATION_FLAGS or flag.name in cli_vocabulary.COMMON_FLAGS or \
+                    flag.value is None or cli_vocabulary.is_alias(flag):
+                continue
+            if flag.name in PATH_FLAGS:
+                lines.append((flag.name, f"--{flag.name}={os.path.abspath(flag.value)}"))
+            else:
+                lines.append((flag.name, flag.serialize()))
+    return lines
+
+
+def trainer_from_flags(strategy=None):
     cfg = data_flags.config_from_flags()
     if not FLAGS.out_dir:
         raise app.UsageError("--out_dir is required")
     model_kwargs = {k: getattr(FLAGS, k) for k in MODEL_FLAGS}
     return Trainer(
-        cfg, FLAGS.model, model_kwargs, FLAGS.out_dir, FLAGS.epochs, FLAGS.batch_size, FLAGS.lr,
+        cfg, FLAGS.arch, model_kwargs, FLAGS.out_dir, FLAGS.epochs, FLAGS.batch_size, FLAGS.lr,
         FLAGS.weight_decay, FLAGS.optimizer, FLAGS.lr_schedule, FLAGS.quant_lr_multiplier,
-        FLAGS.label_smoothing, FLAGS.clip_norm, FLAGS.teacher_checkpoint,
+        FLAGS.label_smoothing, FLAGS.clip_norm, FLAGS.teacher,
         FLAGS.init_from_teacher, FLAGS.distill, FLAGS.distill_alpha, FLAGS.select_pass, FLAGS.J, FLAGS.thin_n, FLAGS.steps_per_epoch,
         FLAGS.eval_batch_size, FLAGS.resume, FLAGS.overwrite,
         flag_values={f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])
-                     + FLAGS.get_key_flags_for_module(data_flags)})
+                     + FLAGS.get_key_flags_for_module(data_flags)
+                     if f.name not in cli_vocabulary.COMMON_FLAGS},  # not --json_out, --debug
+        strategy=strategy, run_flagfile=run_flag_lines())
 
 
 def main(argv):
     del argv
-    if FLAGS.model not in models.list_models():
-        raise app.UsageError(f"--model {FLAGS.model!r}: expected one of {models.list_models()}")
+    strategy = make_strategy(FLAGS.strategy)  # first: multi_worker sets up the runtime
+    if FLAGS.arch not in models.list_models():
+        raise app.UsageError(f"--arch {FLAGS.arch!r}: expected one of {models.list_models()}")
     if not FLAGS.out_dir:
         raise app.UsageError("--out_dir is required (the run directory to write)")
     valid = models.valid_depths(FLAGS.num_layers)
@@ -411,8 +630,9 @@ def main(argv):
                              f"--num_layers {FLAGS.num_layers} (depths {valid})")
     output_paths.check_dir(FLAGS.out_dir, "--out_dir")
     output_paths.check_dir(FLAGS.cache_dir, "--cache_dir")
-    metrics = trainer_from_flags().fit()
+    metrics = trainer_from_flags(strategy).fit()
     print(json.dumps(metrics))
+    return metrics  # --json_out
 
 
 if __name__ == "__main__":

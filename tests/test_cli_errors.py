@@ -287,7 +287,8 @@ def test_missing_data_dir_and_flag_errors(tmp_path):
 
 def test_census_and_summary_clis(tmp_path):
     """models.lce_census (now absl, --model; the positional form still works) and
-    models.summary (argparse before) on the same error path."""
+    models.summary (argparse before; --arch, or --model for a run directory) on the same error
+    path."""
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     proc = run_tool("models.lce_census", "--model", str(junk))
@@ -295,5 +296,7 @@ def test_census_and_summary_clis(tmp_path):
     proc = run_tool("models.lce_census", _export("bifsmnv2_bdfsmn_d2.tflite"))
     assert proc.returncode == 0 and "LceBDfsmn: 2" in proc.stdout, proc.stderr[-2000:]
     assert "deprecated" in proc.stderr
-    proc = run_tool("models.summary", "--model", "dfsmn", "--depth", "3")
+    proc = run_tool("models.summary", "--arch", "dfsmn", "--depth", "3")
     assert_user_error(proc, "models.summary", "--depth 3", "expected one of [8, 4, 2, 1]")
+    proc = run_tool("models.summary", "--model", str(tmp_path / "no_run"))
+    assert_user_error(proc, "models.summary", "no_run", "model.json")

@@ -8,6 +8,13 @@ tests/data holds two hand-made outputs in the format of TFLite's benchmark_model
       op names with spaces and commas, 4 threads.
 Both contain the initialization section's own "Summary by node type", which must be skipped.
 The numbers in them are invented (consistent with each other), not measurements.
+
+The CSV profile (--profiling_output_csv_file, TFLite's ProfileSummaryCSVFormatter) of the same
+two runs, with the same numbers, in the format TFLite writes it (tests/data/README.md):
+  lce_csv_rpi4_bifsmnv2_lce_d8_t1.csv + .txt   the CSV (newer layout) and the stdout of that
+      run (no profile tables: they went to the file);
+  benchmark_model_csv_android_dfsmn_float_d8_t4.csv   older layout ([start] column), op types
+      with ", " in them, no stdout.
 """
 import os
 import subprocess
@@ -21,6 +28,9 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 LCE = os.path.join(DATA, "lce_benchmark_rpi4_bifsmnv2_lce_d8_t1.txt")
 XNN = os.path.join(DATA, "benchmark_model_android_dfsmn_float_d8_t4.txt")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LCE_CSV = os.path.join(DATA, "lce_csv_rpi4_bifsmnv2_lce_d8_t1.csv")
+LCE_CSV_STDOUT = os.path.join(DATA, "lce_csv_rpi4_bifsmnv2_lce_d8_t1.txt")
+XNN_CSV = os.path.join(DATA, "benchmark_model_csv_android_dfsmn_float_d8_t4.csv")
 
 
 def test_parse_lce_output():
@@ -74,20 +84,89 @@ def test_outputs_table_and_chart(tmp_path):
     assert os.path.exists(tmp_path / "device_profile.json")
 
 
-class FakeDevice:
-    """Records commands; answers `uname -m` and the benchmark run with the sample output."""
+# -- the CSV profile --------------------------------------------------------------------------
+def test_csv_profile_gives_the_table_stdout_gives():
+    """Same run, same numbers: the CSV's op table equals the one parsed from stdout (the
+    CSV prints 50.38% where stdout prints 50.380%, 0 for 0.000)."""
+    from_csv = dp.parse_profile_csv(open(LCE_CSV).read(), open(LCE_CSV_STDOUT).read())
+    from_stdout = dp.parse_benchmark_output(open(LCE).read())
+    assert from_csv["ops"] == from_stdout["ops"]
+    assert "ModifyGraphWithDelegate" not in {o["type"] for o in from_csv["ops"]}
+    for key in ("ops_total_ms", "avg_inference_ms", "init_ms", "first_inference_ms",
+                "profiled_avg_ms", "profiled_runs", "threads", "graph"):
+        assert from_csv[key] == from_stdout[key], key
+    assert "Summary by node type" not in open(LCE_CSV_STDOUT).read()
 
-    def __init__(self):
+
+def test_csv_older_layout_keeps_op_types_with_commas():
+    r = dp.parse_profile_csv(open(XNN_CSV).read())  # no stdout: only the profile's facts
+    ops = {o["type"]: o for o in r["ops"]}
+    assert r["ops"] == dp.parse_benchmark_output(open(XNN).read())["ops"]
+    assert ops["Convolution (NHWC, F32) IGEMM"] == {
+        "type": "Convolution (NHWC, F32) IGEMM", "count": 17, "avg_ms": 0.388,
+        "percent": 60.155, "cdf_percent": 60.155, "mem_kb": 0.0, "times_called": 17}
+    assert r["avg_inference_ms"] == pytest.approx(0.645)  # the profile's Timings avg
+    assert r["threads"] is None
+
+
+def test_csv_errors_and_fallback(capsys):
+    text = open(LCE_CSV).read()
+    with pytest.raises(dp.DeviceError, match="enable_op_profiling"):
+        dp.parse_profile_csv(text.split("Operator-wise")[0])
+    with pytest.raises(dp.DeviceError, match="cannot parse CSV op row: 'SUB, 86, x"):
+        dp.parse_profile_csv(text.replace("SUB, 86, 0.094", "SUB, 86, x"))
+    with pytest.raises(dp.DeviceError, match="unexpected 'Summary by node type' CSV header"):
+        dp.parse_profile_csv(text.replace("avg %, cdf %", "avg%, cdf%"))
+    # the run: CSV first, stdout the fallback
+    assert dp.parse_benchmark_run(open(LCE_CSV_STDOUT).read(), text)["profile_source"] == "csv"
+    assert dp.parse_benchmark_run(open(LCE).read(), None)["profile_source"] == "stdout"
+    broken = text.replace("SUB, 86, 0.094", "SUB, 86, x")
+    r = dp.parse_benchmark_run(open(LCE).read(), broken, "m_t1.csv")
+    assert r["profile_source"] == "stdout" and "m_t1.csv unreadable" in capsys.readouterr().err
+    with pytest.raises(dp.DeviceError, match="m_t1.csv: cannot parse CSV op row.*stdout has "
+                                             "no profile either"):
+        dp.parse_benchmark_run(open(LCE_CSV_STDOUT).read(), broken, "m_t1.csv")
+
+
+def test_parse_saved_pairs_stdout_and_csv(tmp_path):
+    for src, name in ((LCE_CSV, "run_t1.csv"), (LCE_CSV_STDOUT, "run_t1.txt"),
+                      (XNN_CSV, "xnn_t4.csv"), (LCE, "old_t1.txt")):
+        (tmp_path / name).write_text(open(src).read())
+    res = dp.parse_saved([str(tmp_path / "run_t1.txt"), str(tmp_path / "xnn_t4.csv"),
+                          str(tmp_path / "old_t1.txt")])
+    assert set(res) == {"run_t1", "xnn_t4", "old_t1"}
+    assert res["run_t1"]["profile_source"] == "csv" and res["run_t1"]["threads"] == 1
+    assert res["run_t1"]["avg_inference_ms"] == pytest.approx(1.09841)  # from the .txt beside
+    assert res["xnn_t4"]["profile_source"] == "csv"
+    assert res["old_t1"]["profile_source"] == "stdout"
+    # the same run given twice (both files) is one run
+    assert set(dp.parse_saved([str(tmp_path / "run_t1.txt"),
+                               str(tmp_path / "run_t1.csv")])) == {"run_t1"}
+
+
+class FakeDevice:
+    """Records commands; answers `uname -m` and the benchmark run. ``csv``: a binary that
+    writes the CSV profile (stdout without the tables; `adb pull` / `scp` copy the sample CSV);
+    otherwise one that prints the profile to stdout (and a pull fails: no such file)."""
+
+    def __init__(self, csv=True):
         self.cmds = []
+        self.csv = csv
 
     def __call__(self, cmd):
         self.cmds.append(cmd)
-        out = ""
+        out, rc = "", 0
         if cmd[-1] == "uname -m":
             out = "aarch64\n"
         elif "--enable_op_profiling=true" in cmd[-1]:
-            out = open(LCE).read()
-        return subprocess.CompletedProcess(cmd, 0, out, "")
+            out = open(LCE_CSV_STDOUT if self.csv else LCE).read()
+        elif cmd[:1] == ["scp"] and ":" in cmd[2] or "pull" in cmd:
+            if self.csv:
+                with open(cmd[-1], "w") as f:
+                    f.write(open(LCE_CSV).read())
+            else:
+                rc = 1
+        return subprocess.CompletedProcess(cmd, rc, out, "" if rc == 0 else "no such file")
 
 
 def test_adb_and_ssh_command_flow(tmp_path):
@@ -99,18 +178,41 @@ def test_adb_and_ssh_command_flow(tmp_path):
     res = dp.profile_on_device(remote, [str(model)], str(binary), ["1", "4"],
                                out_dir=str(tmp_path / "out"))
     assert set(res) == {"m_t1", "m_t4"} and res["m_t4"]["ops"][0]["type"] == "LceBconv2d"
+    assert res["m_t1"]["profile_source"] == "csv"
+    assert res["m_t1"]["avg_inference_ms"] == pytest.approx(1.09841)  # stdout's facts
     assert ["adb", "-s", "SERIAL1", "push", str(model),
             "/data/local/tmp/bifsmn_profile/m.tflite"] in fake.cmds
+    remote = "/data/local/tmp/bifsmn_profile"
     runs = [c[-1] for c in fake.cmds if "--enable_op_profiling=true" in c[-1]]
-    assert runs == [f"/data/local/tmp/bifsmn_profile/lce_benchmark_model --graph="
-                    f"/data/local/tmp/bifsmn_profile/m.tflite --num_threads={n} "
-                    "--enable_op_profiling=true" for n in (1, 4)]
+    assert runs == [f"{remote}/lce_benchmark_model --graph={remote}/m.tflite --num_threads={n} "
+                    f"--enable_op_profiling=true --profiling_output_csv_file={remote}/m_t{n}.csv"
+                    for n in (1, 4)]
+    shell = [c[-1] for c in fake.cmds if c[:4] == ["adb", "-s", "SERIAL1", "shell"]]
+    # a stale CSV of an earlier run is removed before each run
+    assert shell.index(f"rm -f {remote}/m_t1.csv") < shell.index(runs[0])
+    assert ["adb", "-s", "SERIAL1", "pull", f"{remote}/m_t4.csv",
+            str(tmp_path / "out" / "m_t4.csv")] in fake.cmds
     assert os.path.exists(tmp_path / "out" / "m_t4.txt")
+    assert os.path.exists(tmp_path / "out" / "m_t4.csv")
     fake = FakeDevice()
-    dp.profile_on_device(dp.Remote(ssh="pi@rpi4", runner=fake), [str(model)], str(binary),
-                         ["1"], out_dir=str(tmp_path / "out2"))
+    res = dp.profile_on_device(dp.Remote(ssh="pi@rpi4", runner=fake), [str(model)],
+                               str(binary), ["1"], out_dir=str(tmp_path / "out2"))
     assert ["scp", "-q", str(model), "pi@rpi4:/tmp/bifsmn_profile/m.tflite"] in fake.cmds
+    assert ["scp", "-q", "pi@rpi4:/tmp/bifsmn_profile/m_t1.csv",
+            str(tmp_path / "out2" / "m_t1.csv")] in fake.cmds
     assert any(c[:2] == ["ssh", "pi@rpi4"] and "--num_threads=1" in c[-1] for c in fake.cmds)
+    assert res["m_t1"]["profile_source"] == "csv"
+
+
+def test_binary_without_csv_falls_back_to_stdout(tmp_path, capsys):
+    model, binary = tmp_path / "m.tflite", tmp_path / "lce_benchmark_model"
+    model.write_bytes(b"x")
+    binary.write_bytes(b"x")
+    res = dp.profile_on_device(dp.Remote(adb="SERIAL1", runner=FakeDevice(csv=False)),
+                               [str(model)], str(binary), ["1"], out_dir=str(tmp_path / "out"))
+    assert res["m_t1"]["profile_source"] == "stdout"
+    assert res["m_t1"]["ops"] == dp.parse_benchmark_output(open(LCE).read())["ops"]
+    assert "no CSV profile from the device" in capsys.readouterr().err
 
 
 def test_clear_error_without_device(tmp_path, monkeypatch):

@@ -198,6 +198,21 @@ def test_sidecar_labels(exported, runs):
         assert pred.runtime == ("lce" if name.startswith("bifsmnv2") else "tf")
 
 
+def test_every_flavor_describes_itself(exported):
+    """Each export carries its description (pipeline.tflite_metadata), the same as its
+    report's; the report's digest is that of the file as written."""
+    from pipeline import model_contract, tflite_metadata
+    out, reps = exported
+    for name, r in reps.items():
+        data = open(os.path.join(out, name + ".tflite"), "rb").read()
+        desc = tflite_metadata.read(data, name)
+        assert desc is not None and desc == r["description"], name
+        assert (desc["flavor"], desc["depth"], desc["labels"], desc["input"]) == (
+            r["flavor"], r["depth"], r["labels"], "features")
+        assert desc["arch"] == r["model"] and desc["model_kwargs"] == r["model_kwargs"]
+        assert r["sha256"] == model_contract.sha256(data) and r["file_bytes"] == len(data)
+
+
 def test_mismatched_checkpoint(runs, tmp_path, tiny_corpus):
     teacher, student = runs
     # weights of another architecture behind the student's model.json
@@ -207,7 +222,7 @@ def test_mismatched_checkpoint(runs, tmp_path, tiny_corpus):
     shutil.copy(os.path.join(teacher, "best.weights.h5"), bad / "best.weights.h5")
     with pytest.raises(checkpoints.CheckpointError, match="does not match"):
         export.load_keras(str(bad), 2)
-    with pytest.raises(checkpoints.CheckpointError, match="--model"):
+    with pytest.raises(checkpoints.CheckpointError, match="--arch"):
         export.load_keras(student, 2, {"model": "dfsmn"})
     with pytest.raises(checkpoints.CheckpointError, match="does not match"):
         export.load_keras(student, 2, {"channels": 32})
@@ -219,7 +234,7 @@ def test_mismatched_checkpoint_cli(runs, tmp_path, tiny_corpus):
     _, student = runs
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.export", "--checkpoint", student, "--out_dir",
+        [sys.executable, "-m", "pipeline.export", "--model", student, "--out_dir",
          str(out), "--depth", "2", "--channels", "32", "--data_dir", tiny_corpus,
          "--wanted_words", "yes,no,up,down"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -85,6 +85,11 @@ def test_census_one_op_per_layer(exported):
                     "verification"):
             assert key in side
         assert side["flavor"] == "bdfsmn" and side["depth"] == depth
+        # the file describes itself (pipeline.tflite_metadata), as the report says
+        from pipeline import tflite_metadata
+        desc = tflite_metadata.read(open(path, "rb").read(), path)
+        assert desc == side["description"] and (desc["flavor"], desc["depth"]) == (
+            "bdfsmn", depth) and desc["labels"] == side["labels"]
         assert "LceBDfsmn" in open(os.path.join(out, r["name"] + ".md")).read()
 
 
@@ -162,7 +167,7 @@ def test_backbone_benchmark_cli_json(exported, tmp_path):
     out, _ = exported
     path = os.path.join(out, "bifsmnv2_bdfsmn_d8.tflite")
     proc = subprocess.run([sys.executable, "-m", "pipeline.benchmark", "--models", path,
-                           "--backbone", path, "--backbone_dir", str(tmp_path), "--runs", "5",
+                           "--backbone", path, "--out_dir", str(tmp_path), "--runs", "5",
                            "--warmup", "1", "--threads", "1"], cwd=ROOT, capture_output=True,
                           text=True, timeout=600, env=ENV)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

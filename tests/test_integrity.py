@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import bdfsmn, model_contract, predictors
+from pipeline import bdfsmn, model_contract, predictors, tflite_metadata
 from pipeline.checkpoints import CheckpointError
 from pipeline.model_contract import TensorSig
 
@@ -60,7 +60,7 @@ def features(n=4):
 # -- digests --------------------------------------------------------------------------------------
 def test_committed_sidecars_record_the_digest_of_their_file():
     tflites = sorted(glob.glob(os.path.join(EXPORTS, "*.tflite")))
-    assert len(tflites) == 12
+    assert len(tflites) == 15  # float, int8, lce, bdfsmn, binary at depths 8 / 4 / 2
     for path in tflites:
         with open(path, "rb") as f:
             assert sidecar(path)["sha256"] == hashlib.sha256(f.read()).hexdigest(), path
@@ -155,7 +155,9 @@ def test_int8_edited_model_cli_evaluate_exits_2(tmp_path):
 
 
 def test_sidecar_that_does_not_fit_the_model_is_refused(tmp_path):
-    data = open(FLOAT, "rb").read()
+    """Files exported before models described themselves (no metadata: the sidecar is all
+    there is). A described file wins over its sidecar (tests/test_tflite_metadata.py)."""
+    data = tflite_metadata.remove(open(FLOAT, "rb").read())
     meta = sidecar(FLOAT)
     fewer = dict(meta, labels=meta["labels"][:-1])
     with pytest.raises(CheckpointError, match=r"output .* float32 \[1, 9\].*expected float32 "

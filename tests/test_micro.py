@@ -229,8 +229,8 @@ def test_cli_json_last(tiny_int8, tiny_bdfsmn, tiny_corpus, tmp_path):
     path, _, cfg, _ = tiny_int8
     bpath = tiny_bdfsmn[0]
     js = str(tmp_path / "micro.json")
-    r = subprocess.run([sys.executable, "-m", "firmware_sim.micro", "--int8_model", path,
-                        "--binary_model", bpath, "--data_dir", tiny_corpus,
+    r = subprocess.run([sys.executable, "-m", "firmware_sim.micro", "--models",
+                        f"{path},{bpath}", "--data_dir", tiny_corpus,
                         "--wanted_words", "yes,no,up,down", "--max_clips", "6",
                         "--json_out", js], capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
@@ -244,12 +244,14 @@ def test_cli_json_last(tiny_int8, tiny_bdfsmn, tiny_corpus, tmp_path):
     assert "SIGN" in last["binary"][bname]["tflm"] or "find op" in last["binary"][bname]["tflm"]
     assert "minimal" in r.stdout and "LceBDfsmn x2" in r.stdout
     assert json.load(open(js))["tflm"][name]["arena_bytes"] == last["tflm"][name]["arena_bytes"]
-    # wrong words for the model: a clear error, exit 2 (pipeline.cli: a user error)
+    # wrong words for the model: a clear error, exit 2 (pipeline.cli: a user error); the old
+    # spellings (--int8_model, --binary_model) still work, with a deprecation line
     r = subprocess.run([sys.executable, "-m", "firmware_sim.micro", "--int8_model", path,
                         "--binary_model=", "--data_dir", tiny_corpus, "--wanted_words", "cat",
                         "--max_clips", "2"], capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
     assert r.returncode == 2 and "wanted_words" in r.stderr and "Traceback" not in r.stderr
+    assert "--int8_model is deprecated; use --models" in r.stderr
 
 
 # -- the published models -------------------------------------------------------------------------

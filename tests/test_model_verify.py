@@ -168,7 +168,7 @@ BYTE_CASES = [
 EDIT_CASES = [
     ("tensor_buffer_index", BDFSMN, _sg(lambda sg, m, S: setattr(sg.tensors[8], "buffer",
                                                                  len(m.buffers) + 7)),
-     "subgraph 0 tensor 8 'arith.constant7': buffer index 86 out of range (model has 79"),
+     "subgraph 0 tensor 8 'arith.constant7': buffer index 87 out of range (model has 80"),
     ("op_input_index", BDFSMN, _sg(lambda sg, m, S: sg.operators[1].inputs.__setitem__(
         0, len(sg.tensors) + 3)),
      "subgraph 0 operator 1 (CONV_2D): input 0 is tensor 81, out of range [-1, 78)"),
@@ -229,7 +229,7 @@ EDIT_CASES = [
                                                                  [])),
      "operator 3 (SIGN): 1 inputs / 0 outputs, expected 1 / 1"),
     ("metadata_buffer", BDFSMN, lambda m, S: setattr(m.metadata[0], "buffer", 10000),
-     "metadata 0 'min_runtime_version': buffer index 10000 out of range (model has 79"),
+     "metadata 0 'min_runtime_version': buffer index 10000 out of range (model has 80"),
     ("schema_version", BDFSMN, _set(["version"], 2), "schema version 2, expected 3"),
     ("negative_dim", BDFSMN, _sg(lambda sg, m, S: setattr(sg.tensors[0], "shape",
                                                           [1, -32, 32])),

@@ -130,7 +130,7 @@ def test_resume_refuses_another_architecture_before_touching_a_file(tiny_corpus,
         make_trainer(tiny_corpus, run_copy, model="bifsmnv2", model_kwargs={"channels": 32},
                      resume=True)
     msg = str(err.value)
-    assert "--model dfsmn (stored) vs bifsmnv2 (given)" in msg
+    assert "--arch dfsmn (stored) vs bifsmnv2 (given)" in msg
     assert "--channels 16 (stored) vs 32 (given)" in msg
     assert snapshot(run_copy) == before
     checkpoints.load_model(run_copy)  # still loads
@@ -175,6 +175,31 @@ def test_resume_records_epochs_and_lr_changes(tiny_corpus, run_copy):
         {k: v for k, v in flags_before.items() if k != "resumed_with"}
     assert flags["resumed_with"] == [{"at_epoch": 1, "epochs": 2, "lr": 1e-3,
                                       "clip_norm": 5.0}]
+
+
+def test_resume_of_a_run_made_before_the_cli_vocabulary(tiny_corpus, run_copy, tmp_path):
+    """Runs written before issue 15 stored --model / --teacher_checkpoint in flags.json (the
+    training queue's runs): they still resume, their stored values are compared under the new
+    names (--arch, --teacher), and the resumed flags.json uses the new names."""
+    path = os.path.join(run_copy, "flags.json")
+    stored = json.load(open(path))
+    old = {("model" if k == "arch" else "teacher_checkpoint" if k == "teacher" else k): v
+           for k, v in stored.items()}
+    assert "model" in old and "teacher_checkpoint" in old and "arch" not in old
+    with open(path, "w") as f:
+        json.dump(old, f)
+    before = snapshot(run_copy)
+    teacher = str(tmp_path / "some_teacher")
+    with pytest.raises(CheckpointError) as err:  # a given teacher differs from the stored none
+        make_trainer(tiny_corpus, run_copy, epochs=2, resume=True, teacher_dir=teacher)
+    assert f"--teacher None (stored) vs {teacher} (given)" in str(err.value)
+    assert snapshot(run_copy) == before
+    trainer = make_trainer(tiny_corpus, run_copy, epochs=2, resume=True)
+    trainer.fit()
+    flags = json.load(open(path))
+    assert flags["arch"] == "dfsmn" and flags["teacher"] is None
+    assert "model" not in flags and "teacher_checkpoint" not in flags
+    assert flags["resumed_with"][-1]["epochs"] == 2
 
 
 # -- atomic writes --------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_queue_trains_evaluates_and_resumes(tiny_corpus, tmp_path):
                          f"b @group=g {common} --epochs=1 --split_salt=fold1 "
                          "--validation_percentage=25 --testing_percentage=25\n")
         out = subprocess.run([sys.executable, "-m", "pipeline.run_queue", f"--queue={queue}",
-                              f"--runs_dir={runs}", f"--logs_dir={logs}"],
+                              f"--out_dir={runs}", f"--logs_dir={logs}"],
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stdout + out.stderr
         return out.stdout

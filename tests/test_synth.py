@@ -156,7 +156,7 @@ def test_refuses_foreign_directory(tmp_path):
 @needs_tools
 def test_cli(tmp_path):
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "pipeline.synth", "--out", str(out), "--words", "on,off",
+    cmd = [sys.executable, "-m", "pipeline.synth", "--out_dir", str(out), "--words", "on,off",
            "--speakers", "2", "--noise_seconds", "1", "--jobs", "1"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)

@@ -68,6 +68,8 @@
 #include <string>
 #include <vector>
 
+#include "kernel_path.h"
+
 namespace compute_engine {
 namespace core {
 namespace bdfsmn {
@@ -80,8 +82,9 @@ inline int PackedWords32(int n) { return (n + 31) / 32; }
 inline int PaddedWords64(int n) { return 2 * ((n + 127) / 128); }
 
 // kAuto: NEON on aarch64 (compile time); on x86-64 AVX-512 if the CPU has AVX512F and
-// AVX512_VPOPCNTDQ (run time, __builtin_cpu_supports), else portable.
-enum class Path { kAuto, kPortable, kNeon, kAvx512 };
+// AVX512_VPOPCNTDQ (run time, __builtin_cpu_supports), else portable. The one enum of every
+// op's kernel paths (kernel_path.h).
+using Path = ::compute_engine::core::KernelPath;
 // True if this build contains the NEON path (aarch64).
 bool HasNeon();
 // True if this build contains the AVX-512 path (x86-64) AND the CPU running it supports it.

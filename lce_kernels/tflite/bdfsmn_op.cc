@@ -23,6 +23,10 @@
 // builds the kernel layer (repacked weights), and returns kTfLiteError with a message on
 // any mismatch; Eval runs the core once per batch element.
 //
+// Kernel path: the one the op was registered with (lce_ops_register.h: Register_BDFSMN(path),
+// RegisterLceOps(resolver, path)); with kAuto the deprecated LCE_BDFSMN_PATH still overrides
+// it (op_common.h).
+//
 // Build: without TFLite headers (default) the ABI is declared in tflite_abi.h (pinned to TF
 // 2.16); inside LCE's Bazel build define LCE_BDFSMN_USE_TFLITE_HEADERS to use the real ones.
 #include <cstdarg>
@@ -34,7 +38,8 @@
 
 #include "../core/bdfsmn.h"
 #include "bdfsmn_options.h"
-#include "bdfsmn_register.h"  // TFLite ABI (real headers or tflite_abi.h) + declarations
+#include "lce_ops_register.h"  // TFLite ABI (real headers or tflite_abi.h) + declarations
+#include "op_common.h"
 
 namespace compute_engine {
 namespace tflite {
@@ -53,26 +58,6 @@ struct OpData {
   int batch = 0, frames = 0;
 };
 
-// Kernel path: LCE_BDFSMN_PATH=auto|portable|neon|avx512 (read at Init; default auto, i.e.
-// NEON on aarch64, AVX-512 on x86-64 CPUs that have it, else portable). A path this build or
-// CPU lacks falls back to portable; an unknown value is an error reported from Prepare.
-bool PathFromEnv(core::Path* path, std::string* error) {
-  const char* v = std::getenv("LCE_BDFSMN_PATH");
-  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) {
-    *path = core::Path::kAuto;
-  } else if (std::strcmp(v, "portable") == 0) {
-    *path = core::Path::kPortable;
-  } else if (std::strcmp(v, "neon") == 0) {
-    *path = core::Path::kNeon;
-  } else if (std::strcmp(v, "avx512") == 0) {
-    *path = core::Path::kAvx512;
-  } else {
-    *error = std::string("LCE_BDFSMN_PATH='") + v + "': expected auto, portable, neon or avx512";
-    return false;
-  }
-  return true;
-}
-
 #define BD_ENSURE(ctx, cond, ...)                    \
   do {                                               \
     if (!(cond)) {                                   \
@@ -81,11 +66,13 @@ bool PathFromEnv(core::Path* path, std::string* error) {
     }                                                \
   } while (0)
 
+// kPath: the registered kernel path (one registration per path, see Register_BDFSMN).
+template <KernelPath kPath>
 void* Init(TfLiteContext* /*context*/, const char* buffer, size_t length) {
   auto* d = new (std::nothrow) OpData;
   if (d == nullptr) return nullptr;
   std::string err;
-  if (!PathFromEnv(&d->path, &err)) {
+  if (!op_common::EffectivePath(kPath, &d->path, &err)) {
     d->options_error = err;
     return d;
   }
@@ -252,39 +239,32 @@ TfLiteStatus Eval(TfLiteContext* ctx, TfLiteNode* node) {
   return kTfLiteOk;
 }
 
-}  // namespace bdfsmn_op
-
-TfLiteRegistration* Register_BDFSMN() {
+template <KernelPath kPath>
+TfLiteRegistration* Registration() {
   static TfLiteRegistration r = [] {
     TfLiteRegistration reg;
     std::memset(&reg, 0, sizeof reg);
-    reg.init = bdfsmn_op::Init;
-    reg.free = bdfsmn_op::Free;
-    reg.prepare = bdfsmn_op::Prepare;
-    reg.invoke = bdfsmn_op::Eval;
+    reg.init = Init<kPath>;
+    reg.free = Free;
+    reg.prepare = Prepare;
+    reg.invoke = Eval;
     reg.version = 1;
     return reg;
   }();
   return &r;
 }
 
+}  // namespace bdfsmn_op
+
+TfLiteRegistration* Register_BDFSMN(KernelPath path) {
+  switch (path) {
+    case KernelPath::kPortable: return bdfsmn_op::Registration<KernelPath::kPortable>();
+    case KernelPath::kNeon: return bdfsmn_op::Registration<KernelPath::kNeon>();
+    case KernelPath::kAvx512: return bdfsmn_op::Registration<KernelPath::kAvx512>();
+    case KernelPath::kAuto: break;
+  }
+  return bdfsmn_op::Registration<KernelPath::kAuto>();
+}
+
 }  // namespace tflite
 }  // namespace compute_engine
-
-// Registerer usable from Python's InterpreterWithCustomOps(custom_op_registerers=[...]):
-// by name ("LceBDfsmnRegisterer", library loaded with RTLD_GLOBAL) or through ctypes with
-// the resolver address. Registers the op under the custom code "LceBDfsmn".
-// The kernel path the op runs with the current LCE_BDFSMN_PATH, e.g. "avx512" (for tools
-// that report it next to their timings).
-extern "C" __attribute__((visibility("default"))) const char* LceBDfsmnKernelPath() {
-  namespace core = compute_engine::core::bdfsmn;
-  core::Path p = core::Path::kAuto;
-  std::string err;
-  if (!compute_engine::tflite::bdfsmn_op::PathFromEnv(&p, &err)) return "invalid";
-  return core::PathName(core::ResolvePath(p));
-}
-
-extern "C" __attribute__((visibility("default"))) void LceBDfsmnRegisterer(void* resolver) {
-  static_cast<::tflite::MutableOpResolver*>(resolver)->AddCustom(
-      "LceBDfsmn", compute_engine::tflite::Register_BDFSMN(), 1);
-}

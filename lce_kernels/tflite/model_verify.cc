@@ -19,6 +19,7 @@
 #include "model_verify_ops.h"
 #include "flatbuffers/flatbuffers.h"
 #include "flatbuffers/flexbuffers.h"
+#include "flatbuffers/idl.h"
 #include "flatbuffers/util.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
@@ -47,6 +48,9 @@ constexpr fb::uoffset_t kMaxTables = 1u << 20;
 constexpr std::uint64_t kMaxTensorBytes = std::uint64_t{1} << 28;
 constexpr int kMaxRank = 8;
 constexpr const char* kBDfsmnOp = "LceBDfsmn";
+// The model's own description (metadata entry, pipeline/tflite_metadata.py) and its size cap.
+constexpr const char* kDescriptionKey = "bkws.description";
+constexpr std::uint64_t kMaxDescriptionBytes = std::uint64_t{1} << 16;
 
 // ---- small helpers -------------------------------------------------------------------------
 
@@ -257,9 +261,10 @@ class Checker {
     *n = 0;
     if (b == 0 || b >= buffers_->size()) return;
     const auto* buf = buffers_->Get(b);
-    if (buf->data() != nullptr && buf->data()->size() > 0) {
-      *p = buf->data()->data();
-      *n = buf->data()->size();
+    const auto* inline_data = buf->data();
+    if (inline_data != nullptr && inline_data->size() > 0) {
+      *p = inline_data->data();
+      *n = inline_data->size();
     } else if (buf->offset() > 1) {  // checked by Buffers()
       *p = data_ + buf->offset();
       *n = buf->size();
@@ -803,6 +808,7 @@ class Checker {
     }
     const auto* md = model_->metadata();
     if (md == nullptr) return true;
+    int descriptions = 0;
     for (fb::uoffset_t i = 0; i < md->size(); ++i) {
       const auto* m = md->Get(i);
       const std::string where = "metadata " + std::to_string(i);
@@ -813,16 +819,89 @@ class Checker {
                     std::to_string(m->buffer()) + " out of range (model has " +
                     std::to_string(buffers_->size()) + " buffers)");
       }
+      const std::string name(m->name()->c_str(), m->name()->size());
       // FlatBufferModel::GetMinimumRuntime reads this buffer's data without a null check.
-      if (std::string(m->name()->c_str(), m->name()->size()) == "min_runtime_version") {
+      if (name == "min_runtime_version") {
         const auto* data = buffers_->Get(m->buffer())->data();
         if (data == nullptr || data->size() == 0) {
           return Fail(where + " 'min_runtime_version': buffer " + std::to_string(m->buffer()) +
                       " holds no data");
         }
       }
+      if (name == kDescriptionKey) {
+        if (++descriptions > 1) {
+          return Fail(where + ": a second '" + std::string(kDescriptionKey) +
+                      "' entry; expected one");
+        }
+        if (!Description(where + " '" + kDescriptionKey + "'", m->buffer())) return false;
+      }
     }
     return true;
+  }
+
+  // The model's description (pipeline/tflite_metadata.py): a JSON object whose "labels" are
+  // as many strings as the first output has logits. Parsed with flatbuffers' own JSON parser
+  // (strict JSON, nesting bounded by FLATBUFFERS_MAX_PARSING_DEPTH) into a FlexBuffer; the
+  // other fields are validated in Python (tflite_metadata.validate).
+  bool Description(const std::string& where, std::uint32_t buffer) {
+    const std::string expected = "; expected the JSON description pipeline.export writes";
+    const std::uint8_t* p = nullptr;
+    std::uint64_t n = 0;
+    BufferBytes(buffer, &p, &n);
+    if (p == nullptr || n == 0) {
+      return Fail(where + ": buffer " + std::to_string(buffer) + " holds no data" + expected);
+    }
+    if (n > kMaxDescriptionBytes) {
+      return Fail(where + ": " + std::to_string(n) + " bytes, more than " +
+                  std::to_string(kMaxDescriptionBytes) + expected);
+    }
+    const std::string json(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+    if (json.find('\0') != std::string::npos) {
+      return Fail(where + ": holds a NUL byte, not JSON text" + expected);
+    }
+    fb::IDLOptions options;
+    options.strict_json = true;
+    fb::Parser parser(options);
+    flexbuffers::Builder fbb;
+    if (!parser.ParseFlexBuffer(json.c_str(), nullptr, &fbb)) {
+      std::string why = parser.error_.substr(0, parser.error_.find('\n'));
+      if (why.size() > 160) why = why.substr(0, 157) + "...";
+      return Fail(where + ": not valid JSON (" + why + ")" + expected);
+    }
+    const auto root = flexbuffers::GetRoot(fbb.GetBuffer());
+    if (!root.IsMap()) return Fail(where + ": not a JSON object" + expected);
+    const auto labels = root.AsMap()["labels"];
+    if (!labels.IsUntypedVector() || labels.AsVector().size() == 0) {
+      return Fail(where + ": no list of class names 'labels'" + expected);
+    }
+    const auto names = labels.AsVector();
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      if (!names[i].IsString()) {
+        return Fail(where + ": labels[" + std::to_string(i) + "] is not a string" + expected);
+      }
+    }
+    const std::int64_t classes = OutputClasses();
+    if (classes >= 0 && static_cast<std::int64_t>(names.size()) != classes) {
+      return Fail(where + ": " + std::to_string(names.size()) + " labels but the model's "
+                  "output has " + std::to_string(classes) + " logits; expected one class "
+                  "name per logit");
+    }
+    return true;
+  }
+
+  // Last dimension of subgraph 0's first output (indices checked by SubGraph), -1 if none.
+  std::int64_t OutputClasses() const {
+    const auto* subgraphs = model_->subgraphs();
+    if (subgraphs == nullptr || subgraphs->size() == 0) return -1;
+    const auto* sg = subgraphs->Get(0);
+    const auto* outputs = sg->outputs();
+    const auto* tensors = sg->tensors();
+    if (outputs == nullptr || outputs->size() == 0 || tensors == nullptr) return -1;
+    const auto index = static_cast<fb::uoffset_t>(outputs->Get(0));
+    if (index >= tensors->size()) return -1;
+    const auto* t = tensors->Get(index);
+    if (t == nullptr || t->shape() == nullptr || t->shape()->size() == 0) return -1;
+    return t->shape()->Get(t->shape()->size() - 1);
   }
 
   bool Signatures() {

@@ -12,7 +12,9 @@
 //   2. semantics the verifier cannot know, each failure naming subgraph / operator / tensor:
 //      schema version, opcode and tensor / buffer / subgraph indices, shapes and element
 //      counts, constant buffer sizes (inline or at an offset inside the file), quantization
-//      array lengths and ranges, metadata and signature entries, strings that are valid
+//      array lengths and ranges, metadata and signature entries (the model's description,
+//      metadata 'bkws.description': strict JSON, parsed with flatbuffers' idl_parser, whose
+//      "labels" count matches the first output's last dimension), strings that are valid
 //      UTF-8 (Python decodes them), what the TF 2.16 kernels need (model_verify_ops.h:
 //      options type and values, operand counts, where -1 inputs are allowed, quantized
 //      ADD/SUB scales), LCE's and our custom ops' FlexBuffers options (lce_ops_options.h,

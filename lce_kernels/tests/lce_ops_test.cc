@@ -1,0 +1,520 @@
+// Self-checking runner of the LCE-compatible kernels (core/bitpack.h, core/bconv2d.h); no
+// TFLite, no Python, so it runs under qemu-aarch64 too.
+//
+// Deterministic random cases (own splitmix64 generator, same cases on every machine):
+//   * bit packing (float with -0.0 / NaN / inf, int8 with any zero point, bool bytes) and
+//     unpacking, every path, against a naive per-element reference;
+//   * binary convolutions over random shapes, strides, dilations, SAME / VALID, pad values
+//     0 / 1, fused activations, float and bit-packed outputs, with garbage in every pad bit
+//     of the inputs and filters: every kernel path against a naive reference computed from
+//     the op's definition on +-1 integers (bconv2d.h), exactly (bit-identical floats);
+//   * invalid specs are refused by Init with a message.
+// Prints one line with the number of cases and an FNV-1a checksum of every output; equal
+// checksums on x86-64 and aarch64 mean the builds are bit-identical.
+//
+// Usage: lce_ops_test [--cases N] [--seed S] [--verbose]    exit 0 = all passed
+//        lce_ops_test --bench   times the kernels of the project's lce exports per path
+//                               (median of repeated calls; a throw-away timing, not a test).
+//                               On aarch64 one call per kernel and path is also marked as a
+//                               region for firmware_sim's qemu plugin (insn_count.c; region
+//                               id = 10 * kernel + path index): instruction counts per path,
+//   qemu-aarch64 -plugin ../firmware_sim/build/insn_count.so,out=c.json build/aarch64/lce_ops_test --bench
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../core/bconv2d.h"
+#include "../core/bitpack.h"
+
+namespace {
+
+using compute_engine::core::KernelPath;
+namespace bp = compute_engine::core::bitpack;
+namespace bc = compute_engine::core::bconv2d;
+
+struct Rng {
+  std::uint64_t s;
+  std::uint64_t Next() {
+    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  int Int(int lo, int hi) {  // [lo, hi]
+    return lo + static_cast<int>(Next() % static_cast<std::uint64_t>(hi - lo + 1));
+  }
+  float Float(float lo, float hi) {
+    return lo + (hi - lo) * static_cast<float>(Next() >> 40) / static_cast<float>(1 << 24);
+  }
+  std::int32_t Word() { return static_cast<std::int32_t>(static_cast<std::uint32_t>(Next())); }
+};
+
+struct Fnv {
+  std::uint64_t h = 1469598103934665603ull;
+  void Add(const void* p, std::size_t n) {
+    const unsigned char* b = static_cast<const unsigned char*>(p);
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  }
+};
+
+int g_failures = 0;
+bool g_verbose = false;
+
+void Fail(const std::string& what) {
+  if (++g_failures <= 20) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
+}
+
+std::vector<KernelPath> Paths() {
+  std::vector<KernelPath> p = {KernelPath::kPortable};
+  if (compute_engine::core::BuildHasNeon()) p.push_back(KernelPath::kNeon);
+  if (compute_engine::core::CpuHasAvx512()) p.push_back(KernelPath::kAvx512);
+  return p;
+}
+
+inline bool Bit(const std::int32_t* words, int c) {
+  std::uint32_t w;
+  std::memcpy(&w, words + c / 32, sizeof w);
+  return ((w >> (c % 32)) & 1u) != 0u;
+}
+
+// ------------------------------------------------------------------------- bit packing
+void PackCase(Rng& rng, int id, Fnv* fnv) {
+  const int n = rng.Int(1, 100);
+  const std::size_t rows = static_cast<std::size_t>(rng.Int(1, 5));
+  const int words = bp::PackedWords(n);
+  std::vector<float> x(rows * static_cast<std::size_t>(n));
+  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), 1e-38f, -1e-38f};
+  for (float& v : x) v = rng.Int(0, 7) == 0 ? specials[rng.Int(0, 6)] : rng.Float(-2.0f, 2.0f);
+  std::vector<std::int32_t> want(rows * static_cast<std::size_t>(words), 0);
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (int c = 0; c < n; ++c) {
+      if (x[r * n + c] < 0.0f) {
+        want[r * words + c / 32] = static_cast<std::int32_t>(
+            static_cast<std::uint32_t>(want[r * words + c / 32]) | (1u << (c % 32)));
+      }
+    }
+  }
+  fnv->Add(want.data(), want.size() * 4);
+  for (KernelPath p : Paths()) {
+    std::vector<std::int32_t> got(want.size(), 0x5A5A5A5A);
+    bp::PackFloat(x.data(), rows, n, got.data(), p);
+    if (got != want) Fail("PackFloat case " + std::to_string(id) + " path " +
+                          compute_engine::core::KernelPathName(p));
+    std::vector<float> back(x.size(), 7.0f);
+    bp::UnpackFloat(want.data(), rows, n, back.data(), p);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const int c = static_cast<int>(i % static_cast<std::size_t>(n));
+      const float e = Bit(want.data() + (i / n) * words, c) ? -1.0f : 1.0f;
+      if (back[i] != e) {
+        Fail("UnpackFloat case " + std::to_string(id) + " path " +
+             compute_engine::core::KernelPathName(p));
+        break;
+      }
+    }
+  }
+  // int8 with a zero point anywhere (also outside the int8 range), bool bytes.
+  const std::int32_t zp = rng.Int(-200, 200);
+  std::vector<std::int8_t> q(x.size());
+  std::vector<std::uint8_t> bq(x.size());
+  for (std::size_t i = 0; i < q.size(); ++i) {
+    q[i] = static_cast<std::int8_t>(rng.Int(-128, 127));
+    bq[i] = static_cast<std::uint8_t>(rng.Int(0, 3) == 0 ? 0 : rng.Int(1, 255));
+  }
+  std::vector<std::int32_t> gq(want.size()), gb(want.size());
+  bp::PackInt8(q.data(), rows, n, zp, gq.data());
+  bp::PackBool(bq.data(), rows, n, gb.data());
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (int c = 0; c < words * 32; ++c) {
+      const bool pad = c >= n;
+      const bool eq = !pad && static_cast<std::int32_t>(q[r * n + c]) < zp;
+      const bool eb = !pad && bq[r * n + c] == 0;
+      if (Bit(gq.data() + r * words, c) != eq) Fail("PackInt8 case " + std::to_string(id));
+      if (Bit(gb.data() + r * words, c) != eb) Fail("PackBool case " + std::to_string(id));
+    }
+  }
+  std::vector<std::int8_t> uq(x.size());
+  std::vector<std::uint8_t> ub(x.size());
+  bp::UnpackInt8(gq.data(), rows, n, 11, -13, uq.data());
+  bp::UnpackBool(gq.data(), rows, n, ub.data());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const bool b = Bit(gq.data() + (i / n) * words, static_cast<int>(i % n));
+    if (uq[i] != (b ? -13 : 11) || ub[i] != (b ? 0 : 1)) {
+      Fail("Unpack int8/bool case " + std::to_string(id));
+      break;
+    }
+  }
+  fnv->Add(gq.data(), gq.size() * 4);
+  fnv->Add(gb.data(), gb.size() * 4);
+}
+
+// ------------------------------------------------------------------ binary convolution
+struct Conv {
+  int batch, h, w, cin, cout, fh, fw, sh, sw, dh, dw, pad_value, act;
+  bool same, bitpacked;
+  std::vector<std::int32_t> input, filter, thresholds;
+  std::vector<float> mul, bias;
+};
+
+// The op's definition on +-1 integers (bconv2d.h), one output pixel at a time.
+bool Reference(const Conv& c, std::vector<float>* fout, std::vector<std::int32_t>* bout,
+               int* oh_out, int* ow_out) {
+  const int eh = (c.fh - 1) * c.dh + 1, ew = (c.fw - 1) * c.dw + 1;
+  const int oh = c.same ? (c.h + c.sh - 1) / c.sh : (c.h - eh) / c.sh + 1;
+  const int ow = c.same ? (c.w + c.sw - 1) / c.sw : (c.w - ew) / c.sw + 1;
+  if (c.h < eh && !c.same) return false;
+  if (c.w < ew && !c.same) return false;
+  if (oh < 1 || ow < 1) return false;
+  const int pt = c.same ? std::max(0, ((oh - 1) * c.sh + eh - c.h)) / 2 : 0;
+  const int pl = c.same ? std::max(0, ((ow - 1) * c.sw + ew - c.w)) / 2 : 0;
+  const int wc = bp::PackedWords(c.cin), wo = bp::PackedWords(c.cout);
+  const std::int64_t K = static_cast<std::int64_t>(c.fh) * c.fw * c.cin;
+  std::int64_t lo = std::numeric_limits<std::int32_t>::min(), hi = std::numeric_limits<std::int32_t>::max();
+  if (c.act == 1) lo = 0;
+  if (c.act == 2) { lo = -1; hi = 1; }
+  if (c.act == 3) { lo = 0; hi = 6; }
+  lo = std::max(lo, -K);
+  hi = std::min(hi, K);
+  *oh_out = oh;
+  *ow_out = ow;
+  fout->assign(static_cast<std::size_t>(c.batch) * oh * ow * c.cout, 0.0f);
+  bout->assign(static_cast<std::size_t>(c.batch) * oh * ow * wo, 0);
+  for (int b = 0; b < c.batch; ++b) {
+    for (int y = 0; y < oh; ++y) {
+      for (int x = 0; x < ow; ++x) {
+        const std::size_t px = (static_cast<std::size_t>(b) * oh + y) * ow + x;
+        for (int o = 0; o < c.cout; ++o) {
+          std::int64_t conv = 0;
+          for (int i = 0; i < c.fh; ++i) {
+            for (int j = 0; j < c.fw; ++j) {
+              const int iy = y * c.sh - pt + i * c.dh, ix = x * c.sw - pl + j * c.dw;
+              const bool inside = iy >= 0 && iy < c.h && ix >= 0 && ix < c.w;
+              if (!inside && c.pad_value == 0) continue;
+              const std::int32_t* fw =
+                  c.filter.data() + ((static_cast<std::size_t>(o) * c.fh + i) * c.fw + j) * wc;
+              const std::int32_t* iw =
+                  inside ? c.input.data() + ((static_cast<std::size_t>(b) * c.h + iy) * c.w + ix) * wc
+                         : nullptr;
+              for (int ch = 0; ch < c.cin; ++ch) {
+                const int a = inside && Bit(iw, ch) ? -1 : 1;
+                const int wv = Bit(fw, ch) ? -1 : 1;
+                conv += a * wv;
+              }
+            }
+          }
+          const std::int64_t x2 = K - conv;  // LCE's 2 * accumulator
+          if (c.bitpacked) {
+            if (x2 > 2 * static_cast<std::int64_t>(c.thresholds[o])) {
+              std::int32_t& word = (*bout)[px * wo + o / 32];
+              word = static_cast<std::int32_t>(static_cast<std::uint32_t>(word) | (1u << (o % 32)));
+            }
+          } else {
+            const std::int64_t cc = std::min(std::max(conv, lo), hi);
+            const float m = static_cast<float>(-static_cast<double>(c.mul[o]));
+            const float bb = static_cast<float>(static_cast<double>(c.bias[o]) +
+                                                static_cast<double>(K) * static_cast<double>(c.mul[o]));
+            (*fout)[px * c.cout + o] = static_cast<float>(K - cc) * m + bb;
+          }
+        }
+      }
+    }
+  }
+  return true;
+}
+
+void ConvCase(Rng& rng, int id, Fnv* fnv) {
+  Conv c;
+  c.batch = rng.Int(1, 2);
+  c.h = rng.Int(1, 9);
+  c.w = rng.Int(1, 9);
+  const int cins[] = {1, 5, 16, 31, 32, 33, 64, 100, 128, 256};
+  c.cin = rng.Int(0, 2) == 0 ? rng.Int(1, 70) : cins[rng.Int(0, 9)];
+  c.cout = rng.Int(0, 2) == 0 ? rng.Int(1, 70) : cins[rng.Int(0, 9)];
+  c.fh = rng.Int(1, 5);
+  c.fw = rng.Int(1, 5);
+  c.sh = rng.Int(1, 3);
+  c.sw = rng.Int(1, 3);
+  c.dh = rng.Int(0, 3) == 0 ? rng.Int(2, 3) : 1;
+  c.dw = rng.Int(0, 3) == 0 ? rng.Int(2, 3) : 1;
+  c.same = rng.Int(0, 1) == 1;
+  c.pad_value = rng.Int(0, 1);
+  c.act = rng.Int(0, 3);
+  c.bitpacked = rng.Int(0, 2) == 0;
+  const int wc = bp::PackedWords(c.cin);
+  c.input.resize(static_cast<std::size_t>(c.batch) * c.h * c.w * wc);
+  c.filter.resize(static_cast<std::size_t>(c.cout) * c.fh * c.fw * wc);
+  for (auto& v : c.input) v = rng.Word();   // garbage pad bits on purpose
+  for (auto& v : c.filter) v = rng.Word();
+  const int K = c.fh * c.fw * c.cin;
+  c.mul.resize(static_cast<std::size_t>(c.cout));
+  c.bias.resize(static_cast<std::size_t>(c.cout));
+  c.thresholds.resize(static_cast<std::size_t>(c.cout));
+  for (int o = 0; o < c.cout; ++o) {
+    c.mul[o] = rng.Float(-0.3f, 0.3f);
+    c.bias[o] = rng.Float(-2.0f, 2.0f);
+    const int extreme = rng.Int(0, 15);
+    c.thresholds[o] = extreme == 0   ? std::numeric_limits<std::int32_t>::max()
+                      : extreme == 1 ? std::numeric_limits<std::int32_t>::min()
+                                     : rng.Int(-2, K + 2) / 2 + rng.Int(-1, 1);
+  }
+
+  bc::Spec s;
+  s.input_height = c.h;
+  s.input_width = c.w;
+  s.channels_in = c.cin;
+  s.channels_out = c.cout;
+  s.filter_height = c.fh;
+  s.filter_width = c.fw;
+  s.stride_height = c.sh;
+  s.stride_width = c.sw;
+  s.dilation_height = c.dh;
+  s.dilation_width = c.dw;
+  s.padding = c.same ? bc::Padding::kSame : bc::Padding::kValid;
+  s.pad_value = c.pad_value;
+  s.activation = static_cast<bc::Activation>(c.act);
+  s.output = c.bitpacked ? bc::Output::kBitpacked : bc::Output::kFloat;
+  s.filter = c.filter.data();
+  s.multiplier = c.mul.data();
+  s.bias = c.bias.data();
+  s.thresholds = c.thresholds.data();
+  if (!c.same) c.pad_value = 1;  // VALID: no outside taps; the value is irrelevant
+
+  std::vector<float> wf;
+  std::vector<std::int32_t> wb;
+  int oh = 0, ow = 0;
+  const bool fits = Reference(c, &wf, &wb, &oh, &ow);
+  bc::BConv2D conv;
+  std::string err;
+  const bool ok = conv.Init(s, &err);
+  const std::string name = "Bconv2d case " + std::to_string(id);
+  if (ok != fits) {
+    Fail(name + ": Init " + (ok ? "accepted" : "refused (" + err + ")") + ", reference " +
+         (fits ? "fits" : "does not fit"));
+    return;
+  }
+  if (!ok) return;
+  if (conv.output_height() != oh || conv.output_width() != ow) {
+    Fail(name + ": output size");
+    return;
+  }
+  if (g_verbose) {
+    std::printf("case %d: B%d %dx%d cin %d cout %d f %dx%d s %d,%d d %d,%d %s pad %d act %d %s\n",
+                id, c.batch, c.h, c.w, c.cin, c.cout, c.fh, c.fw, c.sh, c.sw, c.dh, c.dw,
+                c.same ? "SAME" : "VALID", c.pad_value, c.act, c.bitpacked ? "bitpacked" : "float");
+  }
+  for (KernelPath p : Paths()) {
+    const std::string pn = name + " path " + compute_engine::core::KernelPathName(p);
+    if (c.bitpacked) {
+      std::vector<std::int32_t> got(wb.size(), 0x3C3C3C3C);
+      conv.Eval(c.input.data(), c.batch, got.data(), p);
+      if (got != wb) Fail(pn + ": bit-packed output differs from the reference");
+    } else {
+      std::vector<float> got(wf.size(), 1234.5f);
+      conv.Eval(c.input.data(), c.batch, got.data(), p);
+      if (std::memcmp(got.data(), wf.data(), wf.size() * sizeof(float)) != 0) {
+        std::size_t i = 0;
+        while (i < wf.size() && std::memcmp(&got[i], &wf[i], sizeof(float)) == 0) ++i;
+        Fail(pn + ": float output differs at " + std::to_string(i) + ": " +
+             std::to_string(got[i]) + " vs " + std::to_string(wf[i]));
+      }
+    }
+  }
+  if (c.bitpacked) {
+    fnv->Add(wb.data(), wb.size() * 4);
+  } else {
+    fnv->Add(wf.data(), wf.size() * 4);
+  }
+}
+
+void InvalidSpecs() {
+  std::vector<std::int32_t> f(64, 0);
+  std::vector<float> m(4, 1.0f);
+  bc::Spec ok;
+  ok.input_height = ok.input_width = 4;
+  ok.channels_in = 8;
+  ok.channels_out = 4;
+  ok.filter_height = ok.filter_width = 3;
+  ok.filter = f.data();
+  ok.multiplier = ok.bias = m.data();
+  bc::BConv2D conv;
+  std::string err;
+  if (!conv.Init(ok, &err)) Fail("valid spec refused: " + err);
+  struct Bad {
+    const char* what;
+    void (*edit)(bc::Spec*);
+  };
+  const Bad bad[] = {
+      {"null filter", [](bc::Spec* s) { s->filter = nullptr; }},
+      {"null multiplier", [](bc::Spec* s) { s->multiplier = nullptr; }},
+      {"bit-packed without thresholds",
+       [](bc::Spec* s) { s->output = bc::Output::kBitpacked; }},
+      {"pad value 2", [](bc::Spec* s) { s->pad_value = 2; }},
+      {"stride 0", [](bc::Spec* s) { s->stride_height = 0; }},
+      {"dilation -1", [](bc::Spec* s) { s->dilation_width = -1; }},
+      {"channels_in 0", [](bc::Spec* s) { s->channels_in = 0; }},
+      {"filter larger than the input (VALID)", [](bc::Spec* s) { s->filter_height = 5; }},
+      {"depth too large", [](bc::Spec* s) {
+         s->channels_in = 1 << 20;
+         s->filter_height = s->filter_width = 5;
+         s->padding = bc::Padding::kSame;
+       }},
+  };
+  for (const Bad& b : bad) {
+    bc::Spec s = ok;
+    b.edit(&s);
+    err.clear();
+    if (conv.Init(s, &err) || err.empty()) Fail(std::string("Init accepted: ") + b.what);
+  }
+}
+
+// One instruction-count region of firmware_sim/qemu_plugin/insn_count.c around fn() (its
+// markers: movz xzr, #(0xB000 | id) / #(0xE000 | id), no-ops on hardware); on other hosts
+// just fn().
+template <int kId, typename Fn>
+void Region(Fn fn) {
+#if defined(__aarch64__)
+  __asm__ __volatile__(".inst (0xD296001F | (%c0 << 5))" ::"i"(kId) : "memory");
+  fn();
+  __asm__ __volatile__(".inst (0xD29C001F | (%c0 << 5))" ::"i"(kId) : "memory");
+#else
+  fn();
+#endif
+}
+
+template <typename Fn>
+void RegionById(int id, Fn fn) {
+  switch (id) {
+#define LCE_REGION_CASE(k) \
+  case k: return Region<k>(fn);
+    LCE_REGION_CASE(10) LCE_REGION_CASE(11) LCE_REGION_CASE(12) LCE_REGION_CASE(20)
+    LCE_REGION_CASE(21) LCE_REGION_CASE(22) LCE_REGION_CASE(30) LCE_REGION_CASE(31)
+    LCE_REGION_CASE(32) LCE_REGION_CASE(40) LCE_REGION_CASE(41) LCE_REGION_CASE(42)
+    LCE_REGION_CASE(50) LCE_REGION_CASE(51) LCE_REGION_CASE(52)
+#undef LCE_REGION_CASE
+    default: fn();
+  }
+}
+
+// Median microseconds of fn() over `reps` calls (after a warm-up).
+template <typename Fn>
+double MedianMicros(Fn fn, int reps) {
+  for (int i = 0; i < 20; ++i) fn();
+  std::vector<double> t(static_cast<std::size_t>(reps));
+  for (double& v : t) {
+    const auto a = std::chrono::steady_clock::now();
+    fn();
+    v = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count();
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// The configurations of pretrained/real8/exports/bifsmnv2_lce_d*.tflite (float output).
+int Bench() {
+  struct Cfg {
+    const char* name;
+    int h, w, cin, cout, f, s;
+    bool same;
+  };
+  const Cfg cfgs[] = {{"LceBconv2d 5x5/2 SAME 16x16x16 -> 32", 16, 16, 16, 32, 5, 2, true},
+                      {"LceBconv2d 1x1 8x1x256 -> 128", 8, 1, 256, 128, 1, 1, false},
+                      {"LceBconv2d 1x1 8x1x128 -> 256", 8, 1, 128, 256, 1, 1, false}};
+  Rng rng{7};
+  const std::vector<KernelPath> paths = Paths();
+  int kernel = 0;
+  auto mark = [&](auto fn) {  // one counted call per path: region 10 * kernel + path index
+    ++kernel;
+    for (std::size_t i = 0; i < paths.size(); ++i) {
+      RegionById(10 * kernel + static_cast<int>(i), [&] { fn(paths[i]); });
+    }
+  };
+  std::printf("%-40s", "kernel (us, median)");
+  for (KernelPath p : Paths()) std::printf(" %10s", compute_engine::core::KernelPathName(p));
+  std::printf("\n");
+  for (const Cfg& c : cfgs) {
+    const int wc = bp::PackedWords(c.cin);
+    std::vector<std::int32_t> in(static_cast<std::size_t>(c.h) * c.w * wc),
+        filt(static_cast<std::size_t>(c.cout) * c.f * c.f * wc);
+    for (auto& v : in) v = rng.Word();
+    for (auto& v : filt) v = rng.Word();
+    std::vector<float> m(static_cast<std::size_t>(c.cout), 0.1f), b(m.size(), 0.5f);
+    bc::Spec s;
+    s.input_height = c.h;
+    s.input_width = c.w;
+    s.channels_in = c.cin;
+    s.channels_out = c.cout;
+    s.filter_height = s.filter_width = c.f;
+    s.stride_height = s.stride_width = c.s;
+    s.padding = c.same ? bc::Padding::kSame : bc::Padding::kValid;
+    s.filter = filt.data();
+    s.multiplier = m.data();
+    s.bias = b.data();
+    bc::BConv2D conv;
+    std::string err;
+    if (!conv.Init(s, &err)) return 1;
+    std::vector<float> out(static_cast<std::size_t>(conv.output_height()) * conv.output_width() *
+                           c.cout);
+    mark([&](KernelPath p) { conv.Eval(in.data(), 1, out.data(), p); });
+    std::printf("%-40s", c.name);
+    for (KernelPath p : Paths()) {
+      std::printf(" %10.2f", MedianMicros([&] { conv.Eval(in.data(), 1, out.data(), p); }, 2000));
+    }
+    std::printf("\n");
+  }
+  std::vector<float> x(8 * 256);
+  for (float& v : x) v = rng.Float(-1.0f, 1.0f);
+  std::vector<std::int32_t> q(8 * 8);
+  mark([&](KernelPath p) { bp::PackFloat(x.data(), 8, 256, q.data(), p); });
+  mark([&](KernelPath p) { bp::UnpackFloat(q.data(), 8, 256, x.data(), p); });
+  std::printf("%-40s", "LceQuantize 8 x 256 floats");
+  for (KernelPath p : Paths()) {
+    std::printf(" %10.2f", MedianMicros([&] { bp::PackFloat(x.data(), 8, 256, q.data(), p); }, 5000));
+  }
+  std::printf("\n%-40s", "LceDequantize 8 x 256 floats");
+  for (KernelPath p : Paths()) {
+    std::printf(" %10.2f", MedianMicros([&] { bp::UnpackFloat(q.data(), 8, 256, x.data(), p); }, 5000));
+  }
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int cases = 400;
+  std::uint64_t seed = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--cases") == 0 && i + 1 < argc) {
+      cases = std::atoi(argv[++i]);
+    } else if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+      seed = std::strtoull(argv[++i], nullptr, 10);
+    } else if (std::strcmp(argv[i], "--verbose") == 0) {
+      g_verbose = true;
+    } else if (std::strcmp(argv[i], "--bench") == 0) {
+      return Bench();
+    } else {
+      std::fprintf(stderr, "usage: %s [--cases N] [--seed S] [--verbose] | --bench\n", argv[0]);
+      return 2;
+    }
+  }
+  Rng rng{seed};
+  Fnv fnv;
+  for (int i = 0; i < cases; ++i) PackCase(rng, i, &fnv);
+  for (int i = 0; i < cases; ++i) ConvCase(rng, i, &fnv);
+  InvalidSpecs();
+  std::string paths;
+  for (KernelPath p : Paths()) paths += std::string(paths.empty() ? "" : ",") +
+                                        compute_engine::core::KernelPathName(p);
+  std::printf("lce_ops_test: %d pack + %d conv cases, paths %s, %s, checksum %016" PRIx64 "\n",
+              cases, cases, paths.c_str(), g_failures == 0 ? "all passed" : "FAILED", fnv.h);
+  return g_failures == 0 ? 0 : 1;
+}

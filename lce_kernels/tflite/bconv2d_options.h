@@ -1,0 +1,73 @@
+// LceBconv2d's custom_options as LCE 0.16's converter writes them: a FlexBuffers map of
+// eight integers (stride_height, stride_width, dilation_height_factor,
+// dilation_width_factor, padding, pad_values, channels_in, fused_activation_function).
+//
+// Parsed with flexbuffers.h of the pinned flatbuffers (as bdfsmn_options.h): the length is
+// bounded, flexbuffers::VerifyBuffer checks the whole buffer, then every key must be an
+// integer in its range (the key table is lce_ops_options.h's, the one the model verifier
+// applies). Nothing reads outside [buf, buf + len); any failure returns false with a message.
+// The enums are the TFLite schema's: padding SAME = 0, VALID = 1; fused activation NONE = 0,
+// RELU = 1, RELU_N1_TO_1 = 2, RELU6 = 3 (TANH = 4, SIGN_BIT = 5 are not supported; LCE
+// silently treats them as NONE).
+#ifndef LCE_KERNELS_TFLITE_BCONV2D_OPTIONS_H_
+#define LCE_KERNELS_TFLITE_BCONV2D_OPTIONS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "flatbuffers/flexbuffers.h"
+#include "lce_ops_options.h"
+
+namespace compute_engine {
+namespace tflite {
+namespace bconv2d_options {
+
+constexpr int kPaddingSame = 0, kPaddingValid = 1;
+constexpr int kActNone = 0, kActRelu = 1, kActReluN1To1 = 2, kActRelu6 = 3;
+
+struct Options {
+  int stride_height = 0, stride_width = 0, dilation_height = 0, dilation_width = 0;
+  int padding = 0, pad_value = 0, channels_in = 0, activation = 0;
+};
+
+inline bool Parse(const std::uint8_t* buf, std::size_t len, Options* out, std::string* error) {
+  if (buf == nullptr || len == 0) {
+    *error = "no custom_options (expected LCE's FlexBuffers map)";
+    return false;
+  }
+  if (len > lce_ops_options::kMaxOptionsBytes) {
+    *error = "custom_options length " + std::to_string(len) + " exceeds " +
+             std::to_string(lce_ops_options::kMaxOptionsBytes) + " bytes";
+    return false;
+  }
+  if (!flexbuffers::VerifyBuffer(buf, len)) {
+    *error = "custom_options is not a valid FlexBuffer (flexbuffers::VerifyBuffer failed)";
+    return false;
+  }
+  const flexbuffers::Reference root = flexbuffers::GetRoot(buf, len);
+  if (!root.IsMap()) {
+    *error = "custom_options root is not a map";
+    return false;
+  }
+  const flexbuffers::Map map = root.AsMap();
+  if (!lce_ops_options::CheckKeys(map, lce_ops_options::kBconv2dKeys, error)) return false;
+  // Every key is now an integer within +-2^30 (CheckKeys), so AsInt32 is exact.
+  Options o;
+  o.stride_height = map["stride_height"].AsInt32();
+  o.stride_width = map["stride_width"].AsInt32();
+  o.dilation_height = map["dilation_height_factor"].AsInt32();
+  o.dilation_width = map["dilation_width_factor"].AsInt32();
+  o.padding = map["padding"].AsInt32();
+  o.pad_value = map["pad_values"].AsInt32();
+  o.channels_in = map["channels_in"].AsInt32();
+  o.activation = map["fused_activation_function"].AsInt32();
+  *out = o;
+  return true;
+}
+
+}  // namespace bconv2d_options
+}  // namespace tflite
+}  // namespace compute_engine
+
+#endif  // LCE_KERNELS_TFLITE_BCONV2D_OPTIONS_H_

@@ -1,0 +1,289 @@
+"""The `binary` export: the deployment artifact, bitwise from front end to classifier.
+
+What it is: LCE's converter output for the binary student (``pipeline.export.convert(...,
+"lce")``: conv2 and linear as bit-packed ``LceBconv2d``, float conv1 and classifier) with
+every DFSMN layer's op chain (LceQuantize / LceDequantize / LceBconv2d / SUB / ABS / MEAN /
+MUL / ADD / DEPTHWISE_CONV_2D / PRELU, about 40 ops a layer) replaced by ONE ``LceBDfsmn``
+op, then every tensor, buffer and operator code no op uses any more removed and identical
+constant buffers stored once. On a device the file runs in LCE's runtime with the op added
+through ``lce_kernels/BUILD``; on the host TensorFlow's ``InterpreterWithCustomOps`` runs it
+with the project's registerer (``pipeline.bdfsmn.registerers()``, which registers LCE's
+three ops and LceBDfsmn; ``pipeline.predictors`` routes any model holding LceBDfsmn there).
+
+The LceBDfsmn ops are the ``bdfsmn`` flavor's: inputs, parameter folding (BN, t2 constant,
+per-channel weight scale) and FlexBuffers options come from ``pipeline.bdfsmn``
+(``student_layers``), and the op is added with its flatbuffer helper (``bdfsmn._Graph``);
+this module only finds each layer's op chain in LCE's graph and rewires it. A layer's chain
+is the ops whose output tensor carries the layer's name scope (``.../dfsmn/layer{j}/...``);
+it is checked structurally before it is replaced: exactly one float activation enters it
+(the previous layer's output) and exactly one tensor leaves it (the layer's residual ADD),
+otherwise ``ValueError`` names the layer.
+
+Written with the TFLite schema's generated Python object API
+(``tensorflow.lite.python.schema_py_generated``: ModelT, OperatorT, TensorT, BufferT),
+through ``pipeline.tflite_metadata.read_model`` / ``write_model`` (constant data 16-byte
+aligned).
+"""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from pipeline import bdfsmn
+from pipeline.tflite_metadata import read_model, write_model
+
+FLAVOR = "binary"
+#: float ops that carry weights; in the artifact only conv1 (CONV_2D) and the classifier
+#: (FULLY_CONNECTED) may remain
+FLOAT_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+ALLOWED_FLOAT = {"CONV_2D": 1, "FULLY_CONNECTED": 1}
+
+
+def _S():
+    from tensorflow.lite.python import schema_py_generated as S
+    return S
+
+
+def _name(t) -> str:
+    n = t.name
+    return n.decode() if isinstance(n, bytes) else (n or "")
+
+
+def _is_const(m, t) -> bool:
+    b = m.buffers[t.buffer] if 0 <= t.buffer < len(m.buffers) else None
+    return b is not None and b.data is not None and len(b.data) > 0
+
+
+def layer_ops(m, scope):
+    """Indices of the ops of subgraph 0 whose (first fused) output name lies in ``scope``
+    (e.g. ``dfsmn/layer3``)."""
+    sg = m.subgraphs[0]
+    key = scope.strip("/") + "/"
+    out = []
+    for i, op in enumerate(sg.operators):
+        names = [_name(sg.tensors[o]).split(";")[0] for o in op.outputs]
+        if any(n.startswith(key) or ("/" + key) in n for n in names):
+            out.append(i)
+    return out
+
+
+def chain_io(m, ops, scope):
+    """(input tensor, output tensor) of the op chain ``ops``: the one non-constant tensor it
+    reads that it does not produce, and the one tensor it produces that something outside
+    reads (or that is a graph output). ValueError otherwise."""
+    sg = m.subgraphs[0]
+    inside = set(ops)
+    produced = {int(o) for i in ops for o in sg.operators[i].outputs}
+    entering = []
+    for i in ops:
+        for t in sg.operators[i].inputs:
+            t = int(t)
+            if t >= 0 and t not in produced and not _is_const(m, sg.tensors[t]) \
+                    and t not in entering:
+                entering.append(t)
+    read_outside = {int(t) for i, op in enumerate(sg.operators) if i not in inside
+                    for t in op.inputs if t >= 0}
+    read_outside |= {int(t) for t in sg.outputs}
+    leaving = sorted(produced & read_outside)
+    if len(entering) != 1 or len(leaving) != 1:
+        raise ValueError(
+            f"{scope}: the converter's op chain ({len(ops)} ops) reads "
+            f"{[_name(sg.tensors[t]) for t in entering]} and feeds "
+            f"{[_name(sg.tensors[t]) for t in leaving]} outside; expected one activation in "
+            "and one out (the layer's input and its residual sum)")
+    return entering[0], leaving[0]
+
+
+def replace_layer(m, scope, inputs, options):
+    """Replace the op chain of DFSMN layer ``scope`` in ModelT ``m`` by one LceBDfsmn op
+    (``inputs``/``options``: ``pipeline.bdfsmn.student_layers``), placed where the chain
+    began and writing the chain's output tensor. Returns the number of ops removed."""
+    sg = m.subgraphs[0]
+    ops = layer_ops(m, scope)
+    if not ops:
+        raise ValueError(f"{scope}: no op of this layer in the converter's output")
+    x, y = chain_io(m, ops, scope)
+    xs, ys = list(sg.tensors[x].shape), list(sg.tensors[y].shape)
+    if xs != ys:
+        raise ValueError(f"{scope}: layer input {xs} and output {ys} differ")
+    g = bdfsmn._Graph(m)  # the bdfsmn flavor's op builder: same inputs, names, options
+    g.add_bdfsmn(x, scope, inputs, options)
+    op = sg.operators.pop()  # appended at the end: move it where the chain was
+    op.outputs = [y]  # consumers keep reading the chain's output tensor, named as the
+    sg.tensors[y].name = f"{scope}/bdfsmn/out"  # bdfsmn flavor's (reports find it by name)
+    first = ops[0]
+    keep = [o for i, o in enumerate(sg.operators) if i not in set(ops)]
+    keep.insert(first, op)
+    sg.operators = keep
+    return len(ops)
+
+
+def prune(m):
+    """Drop tensors no op or signature uses, buffers no tensor / metadata uses, operator codes
+    no op uses; store identical constant buffers once. Indices are remapped in place."""
+    sg = m.subgraphs[0]
+    used = set(int(t) for t in list(sg.inputs) + list(sg.outputs))
+    for op in sg.operators:
+        for seq in (op.inputs, op.outputs, op.intermediates):
+            if seq is not None:
+                used |= {int(t) for t in seq if t >= 0}
+    tmap = {old: new for new, old in enumerate(sorted(used))}
+    sg.tensors = [sg.tensors[i] for i in sorted(used)]
+
+    def remap(seq):
+        return None if seq is None else [tmap[int(t)] if t >= 0 else -1 for t in seq]
+
+    for op in sg.operators:
+        op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+        if op.intermediates is not None:
+            op.intermediates = remap(op.intermediates)
+    sg.inputs, sg.outputs = remap(sg.inputs), remap(sg.outputs)
+    for sig in m.signatureDefs or []:
+        for tm in (sig.inputs or []) + (sig.outputs or []):
+            tm.tensorIndex = tmap[int(tm.tensorIndex)]
+
+    # buffers: 0 (the empty sentinel), the kept tensors', the metadata's; equal data once
+    bmap, by_data, new_buffers = {0: 0}, {}, [m.buffers[0]]
+
+    def keep_buffer(old, dedupe):
+        if old in bmap:
+            return bmap[old]
+        b = m.buffers[old]
+        data = None if b.data is None else bytes(np.asarray(b.data, np.uint8).tobytes())
+        if dedupe and data:
+            if data in by_data:
+                bmap[old] = by_data[data]
+                return bmap[old]
+        new_buffers.append(b)
+        bmap[old] = len(new_buffers) - 1
+        if dedupe and data:
+            by_data[data] = bmap[old]
+        return bmap[old]
+
+    for t in sg.tensors:
+        t.buffer = keep_buffer(int(t.buffer), dedupe=not t.isVariable)
+    for md in m.metadata or []:
+        md.buffer = keep_buffer(int(md.buffer), dedupe=False)
+    if m.metadataBuffer is not None:
+        m.metadataBuffer = [keep_buffer(int(b), dedupe=False) for b in m.metadataBuffer]
+    m.buffers = new_buffers
+
+    codes = sorted({int(op.opcodeIndex) for op in sg.operators})
+    cmap = {old: new for new, old in enumerate(codes)}
+    m.operatorCodes = [m.operatorCodes[i] for i in codes]
+    for op in sg.operators:
+        op.opcodeIndex = cmap[int(op.opcodeIndex)]
+
+
+def assemble(lce_flatbuffer: bytes, layers) -> bytes:
+    """LCE's converter output + [(scope, inputs, options)] -> the binary artifact's bytes."""
+    m = read_model(lce_flatbuffer)
+    if len(m.subgraphs) != 1:
+        raise ValueError(f"expected one subgraph in the converter's output, found "
+                         f"{len(m.subgraphs)}")
+    for scope, inputs, options in layers:
+        replace_layer(m, scope, inputs, options)
+    left = [i for scope, _, _ in layers for i in layer_ops(m, scope)
+            if _op_name(m, m.subgraphs[0].operators[i]) != bdfsmn.OP_NAME]
+    if left:
+        raise ValueError(f"{len(left)} converter ops of the DFSMN layers left after replacing")
+    prune(m)
+    m.description = ("binary: LCE converter output (LceBconv2d front end) with every DFSMN "
+                     "layer one LceBDfsmn")
+    return write_model(m)
+
+
+def _op_name(m, op) -> str:
+    c = m.operatorCodes[op.opcodeIndex]
+    if c.customCode:
+        return c.customCode.decode() if isinstance(c.customCode, bytes) else c.customCode
+    from models.lce_census import _BUILTIN_NAMES
+    return _BUILTIN_NAMES.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?")
+
+
+def build(model, depth, spec, lce_flatbuffer=None):
+    """Keras student at ``depth`` -> (binary .tflite bytes, LceBDfsmn layers). Converts the
+    student with LCE's converter unless ``lce_flatbuffer`` (the ``lce`` flavor's bytes of the
+    same model) is given."""
+    if lce_flatbuffer is None:
+        from pipeline import export
+        lce_flatbuffer = export.convert(model, "lce")
+    kw = spec["model_kwargs"]
+    layers = bdfsmn.student_layers(model, depth, kw.get("num_layers", 8),
+                                   kw.get("channels", 128), kw.get("hidden", 256),
+                                   kw.get("left", 2), kw.get("right", 2), kw.get("dilation", 1))
+    return assemble(lce_flatbuffer, layers), layers
+
+
+# -- what the file holds ----------------------------------------------------------------------
+def census_check(flatbuffer: bytes, depth: int) -> dict:
+    """The artifact's promises from its op census: one LceBDfsmn per layer run at ``depth``,
+    no float CONV_2D / FULLY_CONNECTED besides conv1 and the classifier, no
+    DEPTHWISE_CONV_2D, and every other custom op one of LCE's."""
+    from models.lce_census import op_census
+    c = op_census(flatbuffer)
+    float_ops = {k: int(c.get(k, 0)) for k in FLOAT_WEIGHT_OPS}
+    custom = sorted(n for n in c if n.startswith("Lce"))
+    return {
+        "LceBDfsmn": int(c.get(bdfsmn.OP_NAME, 0)),
+        "one_LceBDfsmn_per_layer": int(c.get(bdfsmn.OP_NAME, 0)) == int(depth),
+        "float_weight_ops": float_ops,
+        "float_weight_ops_only_conv1_classifier": all(
+            float_ops[k] == ALLOWED_FLOAT.get(k, 0) for k in FLOAT_WEIGHT_OPS),
+        "front_end_LceBconv2d": int(c.get("LceBconv2d", 0)),
+        "custom_ops": custom,
+        "custom_ops_known": set(custom) <= {"LceQuantize", "LceDequantize", "LceBconv2d",
+                                            bdfsmn.OP_NAME},
+    }
+
+
+def byte_breakdown(flatbuffer: bytes) -> dict:
+    """Where the file's bytes go: constant buffers grouped by role (LceBDfsmn bit words and
+    per-channel rows, LceBconv2d packed filters and their float vectors, float conv1 /
+    classifier weights, other constants), metadata buffers, and the rest (flatbuffer tables:
+    tensors with their names and shapes, ops, options, alignment padding), plus a per-tensor
+    list of the constants (largest first)."""
+    m = read_model(flatbuffer)
+    sg = m.subgraphs[0]
+    role = {}
+    for op in sg.operators:
+        name = _op_name(m, op)
+        for k, t in enumerate(op.inputs):
+            if t < 0 or not _is_const(m, sg.tensors[t]):
+                continue
+            if name == bdfsmn.OP_NAME:
+                r = ("LceBDfsmn bit-packed weights" if k in (1, 3, 6) else
+                     "LceBDfsmn per-channel rows")
+            elif name == "LceBconv2d":
+                r = ("LceBconv2d bit-packed filters" if k == 1 else
+                     "LceBconv2d multiplier / bias / threshold")
+            elif name in ("CONV_2D", "FULLY_CONNECTED"):
+                r = f"float {name} {'kernel' if k == 1 else 'bias'}"
+            else:
+                r = f"{name} constants"
+            role.setdefault(int(t), r)
+    groups = collections.Counter()
+    tensors, seen = [], set()
+    for t_i, r in role.items():
+        t = sg.tensors[t_i]
+        if t.buffer in seen:
+            continue
+        seen.add(t.buffer)
+        n = len(m.buffers[t.buffer].data)
+        groups[r] += n
+        tensors.append({"tensor": _name(t), "shape": [int(s) for s in t.shape],
+                        "role": r, "bytes": n})
+    meta = sum(len(m.buffers[md.buffer].data) for md in m.metadata or []
+               if m.buffers[md.buffer].data is not None)
+    const = sum(groups.values())
+    names = sum(len(_name(t)) for t in sg.tensors)
+    return {
+        "file_bytes": len(flatbuffer), "constants": int(const),
+        "constants_by_role": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+        "metadata_buffers": int(meta),
+        "structure_and_padding": int(len(flatbuffer) - const - meta),
+        "tensor_name_bytes": int(names), "tensors": len(sg.tensors),
+        "ops": len(sg.operators), "buffers": len(m.buffers),
+        "constant_tensors": sorted(tensors, key=lambda d: -d["bytes"]),
+    }
