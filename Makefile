@@ -67,7 +67,7 @@ fuzz: setup
 	  || rc=1; exit $$rc
 
 # The product in miniature (pipeline/demo.py): synthetic corpus -> teacher -> binary student
-# (thinnable depths, FID) -> lce and bdfsmn exports, verified and scored -> host latency ->
+# (thinnable depths, FID) -> bdfsmn, binary and lce exports, verified and scored -> latency ->
 # a streaming run with detections -> one summary table and $(DEMO_DIR)/summary.png. The terminal
 # shows a progress line per stage and the summary; everything else (TensorFlow's logs, the
 # training logs, the reports) goes to $(DEMO_DIR)/demo.log.

@@ -21,14 +21,16 @@ Stages, each through the project's library (the same code as the tools):
              is read from the run's history.json.
 4. export    ``pipeline.export.export_one`` (what ``export.run`` does per model: convert,
              describe, verify against Keras on the validation clips, write): ``bdfsmn`` (each
-             DFSMN layer one bitwise LceBDfsmn op) at every trained depth, ``lce`` (the LCE
-             converter: binary convs -> LceBconv2d) at the deepest
+             DFSMN layer one bitwise LceBDfsmn op) at every trained depth; ``binary`` (the
+             deployment artifact) and ``lce`` (the LCE converter: binary convs ->
+             LceBconv2d) at the deepest
 5. evaluate  test-split accuracy of the teacher and the student in Keras (every depth) and of
              every .tflite as the tools run it (``pipeline.predictors``,
              ``pipeline.evaluate.evaluate_predictor``), on one cached copy of the clips
 6. latency   ``pipeline.benchmark.benchmark``: host latency of every export, interleaved
-7. streaming ``firmware_sim.stream.run``: the bdfsmn depth-8 model on a generated stream (test
-             split keywords over the corpus' background noise), TFLite Micro's detector
+7. streaming ``firmware_sim.stream.run``: the binary artifact at the deepest depth on a
+             generated stream (test-split keywords over the corpus' background noise), TFLite
+             Micro's detector
 8. summary   one table (accuracy per depth Keras vs exported, file sizes, latency, detections)
              and ``summary.png``; ``summary.json`` with every number and the time of each stage
 
@@ -59,8 +61,8 @@ FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEACHER_FLAGS = os.path.join(ROOT, "configs", "demo_teacher.flags")
 STUDENT_FLAGS = os.path.join(ROOT, "configs", "demo_bifsmnv2.flags")
-FLAVORS = ("bdfsmn", "lce")
-STREAM_FLAVOR = "bdfsmn"            # the streaming run: the bitwise export at the deepest depth
+FLAVORS = ("bdfsmn", "binary", "lce")   # the table's order
+STREAM_FLAVOR = "binary"            # the streaming run: the deployment artifact, deepest depth
 LOG_NAME = "demo.log"
 
 
@@ -287,10 +289,12 @@ def keras_accuracy(run_dir: str, pipe) -> Dict[int, float]:
 
 
 def export_jobs(depths: List[int]):
-    """(flavor, depth) of every export: bdfsmn (the bitwise op) at every trained depth, lce at
-    the deepest (each export costs a Keras build and trace; lce at the shallower depths would
-    add ~40 s of CPU to the demo, and ``python -m pipeline.export`` makes them)."""
-    return [("bdfsmn", d) for d in depths] + [("lce", max(depths))]
+    """(flavor, depth) of every export: bdfsmn (every DFSMN layer one bitwise LceBDfsmn op, the
+    front end as float ops) at every trained depth; binary (the deployment artifact: LCE's
+    converter output with each DFSMN layer one LceBDfsmn, bitwise from front end to
+    classifier) and lce (LCE's converter alone) at the deepest. Each export costs a Keras build
+    and trace (~20-30 s of CPU); ``python -m pipeline.export`` makes the others."""
+    return [("bdfsmn", d) for d in depths] + [("binary", max(depths)), ("lce", max(depths))]
 
 
 def export_stage(con: Console, student: str, out_dir: str, pipe, cfg,
@@ -351,33 +355,39 @@ def stream_stage(con: Console, model: str, cfg, out_dir: str, minutes: float) ->
 
 
 # -- summary -----------------------------------------------------------------------------------
-def _pct(v):
-    return "-" if v is None else f"{100 * v:5.1f} %"
-
-
 def summary_table(s: dict) -> str:
-    """The one table: per depth, accuracy (Keras teacher / student, each export), file sizes,
-    host latency; then the streaming result."""
+    """The one table: per depth, test accuracy (Keras teacher / student, each export), file
+    sizes and host latency of each export; then the streaming result."""
     data = s["data"]
     lines = [f"Test split of {data['data_dir']}: {data['test_clips']} clips, {data['classes']} "
              f"classes ({', '.join(data['labels'])}; chance {100 / data['classes']:.1f} %)", ""]
-    head = ["depth", "teacher", "student", *FLAVORS, *[f"{fl} size" for fl in FLAVORS],
-            *[f"{fl} ms" for fl in FLAVORS]]
+    groups = [("test accuracy (%)", ["teacher", "student", *FLAVORS]),
+              ("file (KiB)", list(FLAVORS)), ("host ms, 1 thread", list(FLAVORS))]
+    head = ["depth"] + [c for _, cols in groups for c in cols]
     rows = []
     for d in s["depths"]:
-        ex = {fl: s["exports"].get(f"{fl}_d{d}", {}) for fl in FLAVORS}
-        rows.append([str(d), _pct(s["teacher"].get(str(d))), _pct(s["student"].get(str(d))),
-                     *[_pct(ex[fl].get("test_accuracy")) for fl in FLAVORS],
-                     *[f"{ex[fl]['file_bytes'] / 1024:,.1f} KiB" if ex[fl] else "-"
-                       for fl in FLAVORS],
-                     *[f"{ex[fl]['median_ms']:.3f}" if ex[fl].get("median_ms") else "-"
-                       for fl in FLAVORS]])
+        ex = {fl: s["exports"].get(f"{fl}_d{d}") for fl in FLAVORS}
+
+        def num(v, fmt):
+            return "-" if v is None else format(v, fmt)
+
+        rows.append([str(d), num(s["teacher"].get(str(d)), ".1%"),
+                     num(s["student"].get(str(d)), ".1%"),
+                     *[num(ex[fl] and ex[fl]["test_accuracy"], ".1%") for fl in FLAVORS],
+                     *[num(ex[fl] and ex[fl]["file_bytes"] / 1024, ",.1f") for fl in FLAVORS],
+                     *[num(ex[fl] and ex[fl]["median_ms"], ".3f") for fl in FLAVORS]])
+    rows = [[c.rstrip("%") for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    top, i = [" " * widths[0]], 1
+    for title, cols in groups:   # the group titles over their columns
+        span = sum(widths[i:i + len(cols)]) + 2 * (len(cols) - 1)
+        top.append(title.center(span, "-") if len(title) < span else title[:span])
+        i += len(cols)
+    lines.append("  ".join(top))
     lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
-    lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.append("(test accuracy: teacher / student in Keras, then each .tflite; size: the "
-                 "file; ms: median host latency, 1 thread, on this x86 host, not a device)")
+    lines.append("(teacher / student: Keras; then each .tflite; ms: median on this x86 host, not "
+                 "a device: LCE's fast binary kernels are aarch64-only)")
     st = s.get("stream")
     if st:
         hr = "-" if st["hit_rate"] is None else f"{st['hit_rate']:.0%}"
@@ -401,7 +411,7 @@ def summary_plot(s: dict, path: str):
     import numpy as np
 
     depths = s["depths"]
-    color = {"teacher": "C0", "student": "C1", "bdfsmn": "C3", "lce": "C2"}
+    color = {"teacher": "C0", "student": "C1", "bdfsmn": "C3", "binary": "C4", "lce": "C2"}
     series = [("teacher (Keras)", color["teacher"], [s["teacher"].get(str(d)) for d in depths]),
               ("student (Keras)", color["student"], [s["student"].get(str(d)) for d in depths])]
     series += [(f"{fl} .tflite", color[fl], [s["exports"].get(f"{fl}_d{d}", {}).get(
@@ -566,8 +576,8 @@ def main(argv):
     log = os.path.join(out_dir, LOG_NAME)
     t0 = time.perf_counter()
     with Console(log) as con:
-        con.print(f"BiFSMNv2 demo: corpus -> teacher -> binary student -> lce / bdfsmn exports "
-                  f"-> latency -> streaming (log: {log})")
+        con.print(f"BiFSMNv2 demo: corpus -> teacher -> binary student -> exports -> "
+                  f"evaluation -> latency -> streaming (log: {log})")
         try:
             s = run(out_dir, con, FLAGS.data_dir, FLAGS.stream_minutes, FLAGS.bench_runs,
                     FLAGS.reuse_runs)

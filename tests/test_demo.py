@@ -65,13 +65,15 @@ def _summary():
     exports = {f"bdfsmn_d{d}": {"file": f"x/bifsmnv2_bdfsmn_d{d}.tflite", "file_bytes": 1024 * d,
                                 "test_accuracy": 0.5 + d / 100, "median_ms": 0.1 * d}
                for d in (8, 4, 2)}
+    exports["binary_d8"] = {"file": "x/bifsmnv2_binary_d8.tflite", "file_bytes": 3072,
+                            "test_accuracy": 0.56, "median_ms": 0.25}
     exports["lce_d8"] = {"file": "x/bifsmnv2_lce_d8.tflite", "file_bytes": 2048,
                          "test_accuracy": 0.55, "median_ms": 1.5}
     return {"data": {"data_dir": "corpus", "labels": ["_silence_", "a", "b", "c"],
                      "classes": 4, "test_clips": 40},
             "depths": [8, 4, 2], "teacher": {"8": 0.9, "4": 0.85, "2": 0.8},
             "student": {"8": 0.58, "4": 0.54, "2": 0.52}, "exports": exports,
-            "stream": {"model": "bifsmnv2_bdfsmn_d8.tflite", "audio_seconds": 180.0,
+            "stream": {"model": "bifsmnv2_binary_d8.tflite", "audio_seconds": 180.0,
                        "keywords": 30, "snr_db": 20.0, "threshold": 0.5, "detections": 21,
                        "hits": 20, "hit_rate": 20 / 30, "wrong_word": 1, "false_accepts": 0,
                        "false_accepts_per_hour": 0.0, "median_latency_s": 0.87}}
@@ -80,13 +82,16 @@ def _summary():
 def test_summary_table_and_plot(tmp_path):
     s = _summary()
     table = demo.summary_table(s)
-    rows = {line.split()[0]: line.split() for line in table.splitlines()
-            if line.strip()[:1].isdigit() and "KiB" in line}
-    assert set(rows) == {"8", "4", "2"}
-    # depth, teacher, student, bdfsmn, lce (percentages), sizes, latencies
-    assert rows["8"][:9] == ["8", "90.0", "%", "58.0", "%", "58.0", "%", "55.0", "%"]
-    assert rows["4"][7] == "-" and rows["2"][7] == "-"      # no lce export at depth 4 / 2
-    assert "8.0 KiB" in table and "1.500" in table
+    lines = table.splitlines()
+    head = next(line.split() for line in lines if line.startswith("depth"))
+    assert head == ["depth", "teacher", "student", "bdfsmn", "binary", "lce",
+                    "bdfsmn", "binary", "lce", "bdfsmn", "binary", "lce"]
+    rows = {line.split()[0]: line.split() for line in lines
+            if line.split() and line.split()[0] in ("8", "4", "2")}
+    assert rows["8"] == ["8", "90.0", "58.0", "58.0", "56.0", "55.0", "8.0", "3.0", "2.0",
+                         "0.800", "0.250", "1.500"]
+    assert rows["4"] == ["4", "85.0", "54.0", "54.0", "-", "-", "4.0", "-", "-", "0.400",
+                         "-", "-"]     # binary and lce only at the deepest depth
     assert "20 of 30 keywords found (hit rate 67%)" in table
     png = tmp_path / "summary.png"
     demo.summary_plot(s, str(png))
@@ -95,8 +100,8 @@ def test_summary_table_and_plot(tmp_path):
 
 def test_export_jobs():
     assert demo.export_jobs([8, 4, 2]) == [("bdfsmn", 8), ("bdfsmn", 4), ("bdfsmn", 2),
-                                           ("lce", 8)]
-    assert demo.export_jobs([4]) == [("bdfsmn", 4), ("lce", 4)]
+                                           ("binary", 8), ("lce", 8)]
+    assert demo.export_jobs([4]) == [("bdfsmn", 4), ("binary", 4), ("lce", 4)]
 
 
 def test_data_config_is_the_runs(tmp_path):
@@ -170,18 +175,19 @@ def test_demo_end_to_end_on_a_tiny_corpus(tiny_corpus, tmp_path):
     with open(out / "summary.json") as f:
         s = json.load(f)
     assert s["depths"] == [4, 2]                        # --num_layers=4 --thin_n=2
-    assert set(s["exports"]) == {"bdfsmn_d4", "bdfsmn_d2", "lce_d4"}
+    assert set(s["exports"]) == {"bdfsmn_d4", "bdfsmn_d2", "binary_d4", "lce_d4"}
     for e in s["exports"].values():
         assert os.path.exists(e["file"]) and e["file_bytes"] > 0
         assert 0.0 <= e["test_accuracy"] <= 1.0 and e["median_ms"] > 0
         assert e["top1_agreement_validation"] >= 0.99
     assert set(s["teacher"]) == set(s["student"]) == {"4", "2"}
     assert s["stream"]["keywords"] == 5 and s["stream"]["plot"]
+    assert s["stream"]["model"] == "bifsmnv2_binary_d4.tflite"
     assert os.path.exists(s["stream"]["plot"]) and os.path.exists(out / "summary.png")
     assert (out / "teacher" / "run.flags").exists() and (out / "bifsmnv2" / "metrics.json").exists()
     # the terminal: progress lines and the table, no library output
     terminal = proc.stdout.replace("\r", "\n")
-    assert "depth  teacher  student" in terminal and "Streaming (" in terminal
+    assert "depth  teacher  student  bdfsmn  binary" in terminal and "Streaming (" in terminal
     assert "val_acc_d4" not in terminal and "verification:" not in terminal
     log = (out / "demo.log").read_text()
     assert "==== teacher:" in log and "val_acc_d4" in log and "verification:" in log
