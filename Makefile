@@ -17,10 +17,13 @@ setup: $(STAMP) $(APT_STAMP) kernels
 
 # The project's ops (LceBDfsmn, LceQuantize, LceDequantize, LceBconv2d): cores + test runners,
 # ASan/UBSan runners, TFLite op library (links the tensorflow wheel), static aarch64 runners,
-# the op library with ASan/UBSan, the .tflite verifier (warnings are errors in every build).
+# the op library with ASan/UBSan, the .tflite verifier (warnings are errors in every build);
+# the firmware: TensorFlow Lite Micro from the pinned sources with the project's ops, x86-64 +
+# aarch64 (+ the ASan/UBSan host build of its own code), firmware_sim/firmware.mk.
 kernels: $(STAMP) $(APT_STAMP)
 	@$(MAKE) --no-print-directory -s -C lce_kernels all asan op aarch64 op-asan verify
 	@$(MAKE) --no-print-directory -s -C firmware_sim all
+	@$(MAKE) --no-print-directory -s -j2 -C firmware_sim firmware firmware-asan
 
 $(APT_STAMP): Makefile
 	@SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \

@@ -1,6 +1,8 @@
 """Instructions per inference of BiFSMNv2 on emulated ARMv8 (qemu-aarch64 + insn_count plugin).
 
-Reads: nothing (random weights of the shapes --T/--C/--H/--layers; builds the aarch64 drivers).
+Reads: the .tflite files of --models (default: the float / int8 teacher d8 and the binary
+  artifact d8/d4/d2/d1 in pretrained/real8/exports), counted whole in the aarch64 firmware; the
+  kernel tables use random weights of the shapes --T/--C/--H/--layers (builds the drivers).
 Writes: the parameter files and raw counts into --out_dir (optional; default a temporary
   folder); the full result (--json_out); prints tables and one JSON line.
 
@@ -19,10 +21,14 @@ outside the regions; each region is entered `--runs` times and the counts divide
 - FLOAT (firmware_sim/drivers/float_bench.cc): the full-precision teacher on XNNPACK's f32
   operators (Debian libxnnpack-dev:arm64): per layer dwconv + prelu + add + FC(relu) + FC +
   prelu + add, and conv1, conv2, linear, classifier, whole model.
-- Whole binary model at depth d = float conv1 + binary conv2 proxy + binary linear + the
-  bitwise layers of the depth's layer set + float classifier: a SUM of separately measured
-  regions (the student never runs end to end as one program here). The float teacher at
-  depth 8 is measured end to end (region 44) and also shown as the sum of its parts.
+- WHOLE MODELS (firmware_sim/model_cost.py): each model file of --models runs in the aarch64
+  firmware (TensorFlow Lite Micro + the project's ops, float ops on XNNPACK), one
+  MicroInterpreter::Invoke() counted, and per op: `model_instruction_ratio` = float teacher /
+  binary artifact, both one whole inference of a model file; `binary_runtime` says what ran.
+- The former estimate, kept as `*_sum_of_regions`: whole binary model at depth d = float
+  conv1 + binary conv2 proxy + binary linear + the bitwise layers of the depth's layer set +
+  float classifier, a SUM of separately measured driver regions. The float teacher at depth 8
+  is measured end to end in the driver (region 44) and also shown as the sum of its parts.
 
 By default XNNPACK runs as on a Cortex-A53 (`--uarch a53`): qemu-user shows the guest the
 host's /proc/cpuinfo, so cpuinfo cannot see a microarchitecture and XNNPACK falls back to its
@@ -45,6 +51,7 @@ import types
 import numpy as np
 from absl import app, flags
 
+from firmware_sim import model_cost
 from pipeline import cli, cli_vocabulary, output_paths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,8 +75,11 @@ def depth_sets(n_layers):
         sets[n_layers // step] = [j for j in range(n_layers) if (j + 1) % step == 0]
         step *= 2
     return sets
-STAGES = [(10, "mem_binarize"), (11, "memory_block"), (12, "pw1_binarize"),
-          (13, "pw1_popcount_post"), (14, "pw2_binarize"), (15, "pw2_popcount_post_residual")]
+# the passes of Layer::Eval (Layer::EvalStage; each binarization is fused into the pass that
+# produces its input): region id, name
+STAGES = [(10, "binarize_x"), (11, "memory_block+pw1_binarize"),
+          (12, "pw1_gemm_post+pw2_binarize"), (13, "pw2_gemm_post_residual")]
+GEMM_MNEMONICS = ("eor", "cnt", "addp", "uaddlp", "uadalp")  # XOR / popcount / reduction
 FLOAT_OPS = [(50, "dwconv"), (51, "prelu x2"), (52, "add x2"), (53, "fc1+relu"), (54, "fc2")]
 CLASS_GROUPS = {"simd": ["simd"], "ld/st": ["load", "store", "simd_load", "simd_store"],
                 "int+branch": ["int", "branch"], "fp scalar": ["fp"], "other": ["other"]}
@@ -307,49 +317,39 @@ def compose(res):
 
 def limits(res):
     """Instruction-level account of the bitwise backbone (per inference, all layers), from
-    the per-stage regions and their mnemonic histograms."""
+    the per-stage regions and their mnemonic histograms: per stage the instructions per output
+    and, for the two pointwise GEMMs, the XOR / popcount / pairwise-reduction instructions next
+    to the ideal of 3 per 128 weight bits and bit plane (EOR, CNT, one accumulate)."""
     meta = res["meta"]
     L, T, C, H = meta["layers"], meta["T"], meta["C"], meta["H"]
     st = res["bitwise"]["stages"]
     stage_total = sum(v["insns"] for v in st.values())
-    gemm = add(st["pw1_popcount_post"], st["pw2_popcount_post_residual"])
-    eor, cnt, acc = mn(gemm, "eor"), mn(gemm, "cnt"), mn(gemm, "uadalp")
-    qld = gemm["classes"].get("simd_load", 0.0)
-    inner = eor + cnt + acc + qld
-    outputs = L * T * (H + C)                     # pw1 + pw2 outputs per inference
-    binarize = sum(st[k]["insns"] for k in ("mem_binarize", "pw1_binarize", "pw2_binarize"))
+    outputs = {"binarize_x": L * T * C, "memory_block+pw1_binarize": L * T * C,
+               "pw1_gemm_post+pw2_binarize": L * T * H, "pw2_gemm_post_residual": L * T * C}
+    per_stage = {}
+    for k, v in st.items():
+        n = outputs[k]
+        d = {"insns": v["insns"], "outputs": n, "per_output": v["insns"] / n,
+             "share": v["insns"] / stage_total}
+        if k.startswith("pw"):
+            bits = C if k.startswith("pw1") else H  # K of the GEMM
+            core = {m: mn(v, m) for m in GEMM_MNEMONICS}
+            d["gemm_core"] = core
+            d["gemm_core_per_output"] = sum(core.values()) / n
+            d["ideal_per_output"] = 3 * -(-bits // 128) * 2  # 2 bit planes
+        per_stage[k] = d
     fl = res["float"]["ops"]
     fc = add(fl["fc1+relu"], fl["fc2"])
     # float counterpart of the memory block: dwconv + one prelu + one add per layer
     float_mem = fl["dwconv"]["insns"] + (fl["prelu x2"]["insns"] + fl["add x2"]["insns"]) / 2
-    # plane 2 of the dual-scale activation inside the GEMMs: half of XOR/CNT/UADALP, the
-    # b2 activation loads (2 of the 6 q-loads of a 4-row block carry activations: 1 of 6 is
-    # b2), and per output its reduction + int->float + scale multiply + add (4 instructions)
-    plane2 = (eor + cnt + acc) / 2 + qld / 6 + 4 * outputs
-    post = gemm["insns"] - inner
-    backbone_f = res["float"]["backbone"]["insns"]
-    backbone_b = res["bitwise"]["backbone"]["insns"]
     return {
         "stage_total": stage_total,
         "stage_share": {k: v["insns"] / stage_total for k, v in st.items()},
-        "binarize_insns": binarize,
-        "binarize_share": binarize / stage_total,
-        "memory_block_insns": st["memory_block"]["insns"],
-        "memory_block_share": st["memory_block"]["insns"] / stage_total,
+        "stages": per_stage,
         "memory_block_float_counterpart": float_mem,
-        "gemm_insns": gemm["insns"],
-        "gemm_share": gemm["insns"] / stage_total,
-        "gemm_inner_loop": {"eor": eor, "cnt": cnt, "uadalp": acc, "simd_loads": qld,
-                            "total": inner},
-        "gemm_outputs": outputs,
-        "gemm_inner_per_output": inner / outputs,
-        "gemm_post_per_output": post / outputs,
-        "gemm_post_total": post,
         "float_fc_fmla": mn(fc, "fmla"),
         "float_fc_insns": fc["insns"],
-        "float_fc_per_output": fc["insns"] / outputs,
-        "second_plane_est": plane2,
-        "ratio_without_second_plane_est": backbone_f / (backbone_b - plane2),
+        "float_fc_per_output": fc["insns"] / (L * T * (H + C)),
     }
 
 
@@ -390,9 +390,17 @@ def report(res, comp, lim, args):
                     ("float model (teacher)", flt["model"])):
         p(f"{name:30s}" + "".join(f"{v * 100:11.1f}%" for v in groups(c).values()))
     p("")
-    p("Bitwise backbone by stage (per inference, all layers; stage-by-stage replica of Eval):")
-    for k, v in bit["stages"].items():
-        p(f"  {k:32s} {fmt(v['insns']):>12s}  {lim['stage_share'][k] * 100:5.1f}%")
+    p("Bitwise backbone by stage (per inference, all layers; Layer::EvalStage, the passes of "
+      "Eval):")
+    p(f"  {'stage':32s} {'insns':>12s}  {'share':>5s}  {'per output':>10s}  "
+      f"{'xor/cnt/reduce':>14s}  {'ideal':>5s}")
+    for k, v in lim["stages"].items():
+        core = (f"{v['gemm_core_per_output']:14.2f}  {v['ideal_per_output']:5d}"
+                if "gemm_core" in v else f"{'':14s}  {'':5s}")
+        p(f"  {k:32s} {fmt(v['insns']):>12s}  {v['share'] * 100:4.1f}%  "
+          f"{v['per_output']:10.2f}  {core}")
+    p("  (outputs: channels x frames of x / m for the first two, pw1 / pw2 outputs for the "
+      "GEMMs; ideal: 3 instructions per 128 weight bits and bit plane, EOR + CNT + accumulate)")
     p("Float backbone by XNNPACK operator (per inference, all layers):")
     for k, v in flt["ops"].items():
         p(f"  {k:32s} {fmt(v['insns']):>12s}  {v['insns'] / flt['backbone']['insns'] * 100:5.1f}%")
@@ -415,39 +423,35 @@ def report(res, comp, lim, args):
     p(f"Depth-{meta['layers']} backbone ratio {comp['backbone_instruction_ratio']:.2f}x "
       "(paper: 25.1x speedup, a wall-clock figure against its own float baseline). "
       "What limits it (per inference, all layers):")
-    g = lim["gemm_inner_loop"]
-    p(f"  - popcount GEMMs (pw1+pw2): {fmt(lim['gemm_insns'])} = {lim['gemm_share'] * 100:.0f}% "
-      f"of the bitwise backbone, {fmt(lim['gemm_outputs'])} outputs. The XOR/popcount inner loop "
-      f"is only {lim['gemm_inner_per_output']:.1f} instructions per output (eor {fmt(g['eor'])}, "
-      f"cnt {fmt(g['cnt'])}, uadalp {fmt(g['uadalp'])}, q-loads {fmt(g['simd_loads'])}): rows are "
-      f"{C_BITS_NOTE}. The rest, {lim['gemm_post_per_output']:.1f} instructions per output "
-      f"({fmt(lim['gemm_post_total'])} in all), is the reduction and post-processing, 4 outputs "
-      "per NEON op: pairwise adds of the 4 rows' 16-bit counts, int->float, the dual-scale "
-      "combine P1 + s*P2, folded BN (mul, add), PReLU (compare + select), residual add, store, "
-      "loop control. Float XNNPACK spends "
+    sg = lim["stages"]
+    pw1, pw2 = sg["pw1_gemm_post+pw2_binarize"], sg["pw2_gemm_post_residual"]
+    p(f"  - pointwise GEMMs: blocks of 4 weight rows x 2 frames x both bit planes; per 128 "
+      "weight bits and plane one EOR and one CNT, the byte counts reduced by pairwise adds "
+      "(ADDP) shared across rows, frames and planes (16-bit widening only at the end): "
+      f"{pw1['gemm_core_per_output']:.2f} (pw1, K = {meta['C']} bits) and "
+      f"{pw2['gemm_core_per_output']:.2f} (pw2, K = {meta['H']}) XOR/popcount/reduce per output "
+      f"against the 3-per-128-bits ideal of {pw1['ideal_per_output']} and "
+      f"{pw2['ideal_per_output']} (pw2's two q-words are summed with one byte ADD, counted "
+      "apart). The rest of these stages, "
+      f"{pw1['per_output'] - pw1['gemm_core_per_output']:.1f} and "
+      f"{pw2['per_output'] - pw2['gemm_core_per_output']:.1f} per output, is fused "
+      "post-processing, 4 outputs per NEON op: P = K - 2n (widening), int->float, P1 + s*P2, "
+      "folded BN, PReLU (compare + select), residual, store, and in pw1 the pw2 binarization of "
+      "the fresh outputs (11 instructions per 4 channels). Float XNNPACK spends "
       f"{lim['float_fc_per_output']:.1f} instructions per output ({fmt(lim['float_fc_fmla'])} FMLA "
       f"of {fmt(lim['float_fc_insns'])}).")
-    p("  - popcount width: CNT counts bits per BYTE; UADALP widens and accumulates: 3 NEON "
-      "instructions per 128 weight bits per plane vs 1 FMLA per 4 MACs (ceiling 10.7x per plane "
-      "on arithmetic alone), and the fixed per-output cost above matters more at these widths.")
-    p(f"  - second bit plane (dual-scale): ~{fmt(lim['second_plane_est'])} instructions in the GEMMs "
-      f"(half of eor/cnt/uadalp, the b2 loads, 4 per output for its reduction/convert/scale/add); "
-      f"with one plane the backbone ratio would be ~{lim['ratio_without_second_plane_est']:.2f}x "
-      "(estimate).")
-    p(f"  - binarization + packing (3 per layer): {fmt(lim['binarize_insns'])} = "
-      f"{lim['binarize_share'] * 100:.0f}% (per 4 channels: 3 loads, 3 FSUB, 2 FCMLT, BSL, FABS, "
-      "FADD; per 16 channels and plane the masks are narrowed to bytes, ANDed with bit values and "
-      "pairwise-added into 16 bits, then ORed into the bit row).")
-    p(f"  - memory block: {fmt(lim['memory_block_insns'])} = {lim['memory_block_share'] * 100:.0f}% "
-      f"for {fmt(res['meta']['layers'] * res['meta']['T'] * res['meta']['C'] * (args.left + args.right + 1))} "
-      "taps x channels: 16 channels per step, per tap one DUP per plane and one CMTST per 4 "
-      "channels and plane (bit count SUB, S2 BSL + FADD: the S2 sum is float, one add per tap "
-      "and channel); W from prefix counts of the weight bits; XNNPACK's depthwise conv + PReLU + "
-      f"add take {fmt(lim['memory_block_float_counterpart'])}.")
-    p("  - done so far (each step measured with this tool, depth-8 backbone ratio): 4-lane "
-      "post-processing of 4 pointwise rows (2.61x -> 3.39x), memory block 16 channels per step "
-      "with prefix weight counts (-> 4.02x), 16-bit mask packing in the binarization (-> 4.18x); "
-      "halfword im2col in the conv2 proxy (whole model only).")
+    p("  - the float order of the layer is fixed (portable = NEON = AVX-512, bit for bit), so "
+      "the binarizations cost FSUB, FCMLT, select, two FSUB, FCMLT, FABS, FADD per 4 channels "
+      "and two BIT to insert the sign bits into 16-channel patterns (two pairwise adds and two "
+      f"lane stores per 16 channels): binarize_x {sg['binarize_x']['per_output']:.2f} "
+      "instructions per channel and frame.")
+    mem = sg["memory_block+pw1_binarize"]
+    p(f"  - memory block + pw1 binarization: {fmt(mem['insns'])} = {mem['share'] * 100:.0f}% "
+      f"({mem['per_output']:.1f} per channel and frame): per 128 channels the taps' XOR words in "
+      "q registers, plane-1 counts bit-sliced (full adders), per 16 channels one TBL + CMTST per "
+      "tap for the 5-bit code of the plane-2 signs and S2 looked up (4 TBL + 8 ZIP) in a "
+      "32-entry table built per frame by the portable additions; W per window precomputed; "
+      f"XNNPACK's depthwise conv + PReLU + add take {fmt(lim['memory_block_float_counterpart'])}.")
 
 
 def latency_note():
@@ -475,6 +479,10 @@ def define_flags():
     flags.DEFINE_enum("uarch", "a53", ["a53", "generic"], "XNNPACK kernel choice (module doc).")
     flags.DEFINE_string("out_dir", None, "Keep parameter files / raw counts here (default: a "
                         "temporary folder, removed).")
+    flags.DEFINE_list("models", None, "Model files counted whole (one inference each) in the "
+                      "aarch64 firmware (firmware_sim/model_cost.py); default: the float teacher "
+                      "d8, the int8 teacher d8 and bifsmnv2_binary_d8/d4/d2/d1 of "
+                      "pretrained/real8/exports that exist; '' for none.")
     cli_vocabulary.define_aliases("firmware_sim.cost")  # --work_dir (old name of --out_dir)
 
 
@@ -504,6 +512,24 @@ def main(argv):
     comp = compose(res)
     lim = limits(res)
     report(res, comp, lim, args)
+    # Whole model files in the firmware (model_cost.py): model_instruction_ratio.
+    paths = model_cost.default_models() if FLAGS.models is None else [m for m in FLAGS.models if m]
+    models = []
+    if paths:
+        mwork = args.out_dir or tempfile.mkdtemp(prefix="fw_models_")
+        try:
+            cpuinfo = None
+            if res["meta"]["uarch"] == "a53":
+                cpuinfo = os.path.join(mwork, "cpuinfo")
+                with open(cpuinfo, "w") as f:
+                    f.write(A53_CPUINFO)
+            models = model_cost.measure(paths, mwork, runs=args.runs, cpuinfo=cpuinfo)
+        finally:
+            if args.out_dir is None:
+                shutil.rmtree(mwork, ignore_errors=True)
+        print("")
+        model_cost.report(models, res["meta"]["uarch"])
+    ms = model_cost.summary(models, res["meta"]["uarch"])
     raw = {
         "bitwise": {"layer": [c["insns"] for c in res["bitwise"]["layers"]],
                     "backbone": res["bitwise"]["backbone"]["insns"],
@@ -524,8 +550,16 @@ def main(argv):
     out = {
         "backbone_instruction_ratio": round(comp["backbone_instruction_ratio"], 4),
         "layer_instruction_ratio": round(comp["layer_instruction_ratio"], 4),
-        "model_instruction_ratio": {k: round(v, 4) for k, v in comp["model_instruction_ratio"].items()},
-        "binary_model_insns": {str(d): m["insns"] for d, m in comp["binary_model"].items()},
+        "model_instruction_ratio": ms["model_instruction_ratio"],
+        "model_instruction_ratio_sum_of_regions": {
+            k: round(v, 4) for k, v in comp["model_instruction_ratio"].items()},
+        "binary_model_insns": {str(r["depth"]): r["insns"] for r in models
+                               if r["flavor"] == "binary"},
+        "binary_model_insns_sum_of_regions": {
+            str(d): m["insns"] for d, m in comp["binary_model"].items()},
+        "model_insns": ms["model_insns"],
+        "float_teacher": ms["float_teacher"],
+        "binary_runtime": ms["binary_runtime"],
         "teacher_model_insns": comp["teacher_model_insns"],
         "latency_ms_a53_1p2ghz": {
             "ipc_range": list(IPC_RANGE),
@@ -535,8 +569,11 @@ def main(argv):
         "limits": lim,
         "raw": raw,
         "meta": res["meta"],
-        "measured": "every count is measured in a marked region under qemu; binary whole-model "
-                    "counts are sums of separately measured parts; conv2 binary is a proxy",
+        "measured": "every count is measured in a marked region under qemu; "
+                    "model_instruction_ratio / binary_model_insns: one Invoke() of each model "
+                    "file in the firmware; *_sum_of_regions: sums of the drivers' separately "
+                    "measured parts (conv2 binary a proxy)",
+        "models": [{k: v for k, v in m.items() if k != "ops"} for m in models],  # per op type
     }
     print(json.dumps(out))
     return out  # --json_out (full detail)

@@ -13,7 +13,7 @@ Writes: nothing; prints tables and one JSON line; the full detail (--json_out).
     python -m firmware_sim.micro --models FILE   # a binary model: budget only, no data
 
 ``--models`` (comma list or repeated) holds both kinds: a model whose ops are all TFLite
-builtins (the int8 teacher) gets the TFLM run, one with custom ops (``LceBDfsmn``, ``Lce*``:
+builtins (the int8 teacher) gets the TFLM run, one with custom ops (``ops.BDFSMN``, LCE's:
 the binary exports) the memory budget and a TFLM attempt (the deprecated ``--int8_model`` /
 ``--binary_model`` add to the same list).
 
@@ -39,16 +39,20 @@ the binary exports) the memory budget and a TFLM attempt (the deprecated ``--int
      with its reference kernels (``OpResolverType.BUILTIN_REF``). Reported per pair with
      TFLM: max |int8 output difference|, fraction of clips with identical int8 outputs, top-1
      agreement; and the accuracy of each.
-   TFLM cannot run the binary models: LceBDfsmn (and the LCE ops of the lce flavor) are custom
+   TFLM cannot run the binary models: ``ops.BDFSMN`` (and the LCE ops of the lce flavor) are custom
    ops that need TFLM's C++ headers and a native build of the runtime (no Python registration);
    the bdfsmn export also holds SIGN, which this TFLM build has no kernel for. The tool tries
-   each binary model in TFLM and prints the error TFLM gives.
+   each binary model in TFLM and prints the error TFLM gives. The project's FIRMWARE
+   (firmware_sim/firmware: TFLM built from the pinned sources with lce_kernels/tflm) runs them:
+   ``firmware_arena`` finds each binary model's minimal arena there (bisection to the byte, as
+   for the int8 teacher) and reports the heap its ops hold outside the arena and the flash.
 
 2. MEMORY BUDGET (models with custom ops; the int8 models get the same analysis for comparison),
    from the flatbuffer alone (``tensorflow.lite.python.schema_py_generated`` via
    pipeline.bdfsmn.read_model; no interpreter):
    - weights: bytes of the constant buffers (each buffer once, as models.lce_census), split
-     into bit-packed binary weights (LceBDfsmn mem_w / pw1_w / pw2_w; LceBconv2d filters),
+     into bit-packed binary weights (``ops.BDFSMN_BIT_INPUTS``: mem_w / pw1_w / pw2_w; the
+     filters of ``ops.BCONV2D``),
      per-channel vectors of the binary ops (thresholds, folded BN multipliers / biases, PReLU
      slopes), and the rest by where it is used: front end (ops before the first DFSMN layer
      op), backbone (other constants of the DFSMN layers: float / int8 kernels of the teacher
@@ -64,14 +68,14 @@ the binary exports) the memory budget and a TFLM attempt (the deprecated ``--int
      TFLite arena planner and TFLM can run RESHAPE and some element-wise ops in place) and a
      LOWER bound for one that cannot pack perfectly (fragmentation); for the int8 teacher it
      is compared with the TFLM arena's head section (the planned tensors).
-   - LceBDfsmn scratch (lce_kernels/core/bdfsmn.h, Layer::Prepare) per layer, from the op's
+   - ``ops.BDFSMN`` scratch (lce_kernels/core/bdfsmn.h, Layer::Prepare) per layer, from the op's
      options (C, H, left, right) and input shape (T): 6 bit planes (mem_b1, mem_b2, pw1_b1,
      pw1_b2: T * PaddedWords64(C) uint64; pw2_b1, pw2_b2: T * PaddedWords64(H) uint64;
      PaddedWords64(n) = 2 * ceil(n / 128)), 3 * T floats (mem_s, pw1_s, pw2_s), m: T * C
      floats, h: T * H floats. In the TFLite op every op instance owns its workspace (heap, kept
      between invocations: the sum over layers); a TFLM port would request it as a scratch
      buffer, planned per op (peak = max over ops of live tensors + that op's scratch).
-   - what LceBDfsmn copies at Init (Layer::Init): the weights repacked to uint64 rows padded
+   - what ``ops.BDFSMN`` copies at Init (Layer::Init): the weights repacked to uint64 rows padded
      to 128 bits (mem K * wc, pw1 H * wc, pw2 C * wh words, wc = PaddedWords64(C),
      wh = PaddedWords64(H)) and its 16 float vectors padded to multiples of 4: heap in the
      TFLite op, next to the flatbuffer's own copy. A TFLM port would not need the copy (read
@@ -95,16 +99,17 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from absl import flags, logging
 
+from lce_kernels import ops
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORTS = os.path.join("pretrained", "real8", "exports")
 DEFAULT_INT8 = os.path.join(EXPORTS, "dfsmn_int8_d8.tflite")
 DEFAULT_BINARY = os.path.join(EXPORTS, "bifsmnv2_bdfsmn_d8.tflite")
 DEFAULT_DATA = os.path.join("..", "shared", "data", "speech_commands_real8")
-BDFSMN_OP = "LceBDfsmn"
-LCE_BCONV = "LceBconv2d"
 LAYER_SCOPE = "dfsmn/layer"           # tensor names of the DFSMN layers (every flavor)
-BDFSMN_BITS, BDFSMN_VECTORS = (1, 3, 6), (2, 4, 5, 7, 8)   # pipeline.bdfsmn.OP_INPUT_NAMES
-BCONV_BITS, BCONV_VECTORS = (1,), (2, 3, 4)  # filter; multiplier, bias, threshold
+#: which constant inputs of a binary op are bit-packed weights, which per-channel vectors
+BINARY_INPUTS = {ops.BDFSMN: (ops.BDFSMN_BIT_INPUTS, ops.BDFSMN_VECTOR_INPUTS),
+                 ops.BCONV2D: (ops.BCONV2D_BIT_INPUTS, ops.BCONV2D_VECTOR_INPUTS)}
 KERNEL_OPS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": 3}  # out-channel axis
 ARENA_MAX = 1 << 28
 
@@ -254,7 +259,7 @@ def sections(g: Graph) -> List[str]:
             for i in range(len(g.ops))]
 
 
-# ============================================================================ LceBDfsmn
+# ============================================================================ ops.BDFSMN
 def padded_words64(n: int) -> int:
     """lce_kernels/core/bdfsmn.h PaddedWords64: uint64 words of a row padded to 128 bits."""
     return 2 * ((n + 127) // 128)
@@ -283,17 +288,16 @@ def bdfsmn_init_copy(K: int, C: int, H: int) -> dict:
 
 
 def bdfsmn_ops(g: Graph) -> List[dict]:
-    """C, H, left, right, dilation (options) and T (input shape) of every LceBDfsmn op."""
-    from pipeline.bdfsmn import read_options
+    """C, H, left, right, dilation (options) and T (input shape) of every ``ops.BDFSMN``."""
     out = []
     for op in g.ops:
-        if op.name != BDFSMN_OP:
+        if op.name != ops.BDFSMN:
             continue
-        o = read_options(op.custom_options)
+        o = ops.read_options(op.custom_options)
         shape = g.tensors[op.inputs[0]].shape
         T = shape[0] if len(shape) == 2 else shape[1]   # [T, C] / [B, T, C] / [B, T, 1, C]
         C, H, K = o["channels"], o["hidden"], o["left"] + o["right"] + 1
-        out.append({"op": op.index, "layer": g.tensors[op.outputs[0]].name.split("/bdfsmn/")[0],
+        out.append({"op": op.index, "layer": ops.bdfsmn_scope(g.tensors[op.outputs[0]].name),
                     "T": int(T), "C": C, "H": H, "left": o["left"], "right": o["right"],
                     "dilation": o.get("dilation", 1), "scratch": bdfsmn_scratch(int(T), C, H),
                     "init_copy": bdfsmn_init_copy(K, C, H)})
@@ -323,12 +327,7 @@ def weight_split(g: Graph) -> dict:
     sec = sections(g)
     role = {}
     for op in g.ops:
-        if op.name == BDFSMN_OP:
-            bits, vectors = BDFSMN_BITS, BDFSMN_VECTORS
-        elif op.name == LCE_BCONV:
-            bits, vectors = BCONV_BITS, BCONV_VECTORS
-        else:
-            bits, vectors = (), ()
+        bits, vectors = BINARY_INPUTS.get(op.name, ((), ()))
         for k, t in enumerate(op.inputs):
             if t < 0 or not g.tensors[t].const:
                 continue
@@ -360,7 +359,8 @@ def weight_split(g: Graph) -> dict:
 
 
 def budget(path: str) -> dict:
-    """Weights, peak activations and LceBDfsmn scratch of one .tflite (module doc, part 2)."""
+    """Weights, peak activations and ``ops.BDFSMN`` scratch of one .tflite (module doc,
+    part 2)."""
     with open(path, "rb") as f:
         flatbuffer = f.read()
     from pipeline.model_verify import verify_model
@@ -732,6 +732,65 @@ def tflm_binary_attempt(path: str) -> str:
         ("; " + lines[-1] if lines and lines[-1] not in first[:1] else "")
 
 
+def firmware_ok() -> bool:
+    """The host firmware can be built here (make, g++)."""
+    from firmware_sim import firmware_runner as fw
+    return not fw.missing_tools("host")
+
+
+def firmware_arena(path: str, scan_above: int = 32) -> dict:
+    """The binary model in the project's firmware (firmware_sim/firmware, host build: TFLM
+    from the pinned sources + lce_kernels/tflm; 64-bit pointers as on aarch64): the smallest
+    arena with which AllocateTensors and one Invoke (zeros) work, by bisection to the byte as
+    min_arena does (a crash counts as a failure), checked one byte below and for the next
+    ``scan_above`` sizes; the heap its ops hold outside the arena (the kernel core's weight
+    copies and scratch); the flash (file) bytes. {"runs": False, "error": ...} when the
+    firmware refuses the model (e.g. SIGN in the bdfsmn flavor)."""
+    from firmware_sim import firmware_runner as fw
+    try:
+        fw.build("host")
+        rep = fw.info(path, build_first=False)
+    except fw.FirmwareError as e:
+        return {"runs": False, "error": str(e).replace(path + ": ", "")}
+    x = np.zeros([1] + list(rep["input"]["shape"]), fw.tensor_file.DTYPES[rep["input"]["type"]])
+    crashes = []
+
+    def works(n):
+        try:
+            fw.run(path, x, arena=n, build_first=False, timeout=120)
+            return True
+        except fw.FirmwareError as e:
+            if "without a report" in str(e):
+                crashes.append(int(n))
+            return False
+
+    hi = 1 << 20
+    while not works(hi):
+        if hi >= ARENA_MAX:
+            raise MicroError(f"{path}: the firmware fails even with a {hi}-byte arena")
+        hi *= 2
+    lo, steps = 0, 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        steps += 1
+        if works(mid):
+            hi = mid
+        else:
+            lo = mid
+    below = works(hi - 1)
+    above_fail = [n for n in range(hi + 1, hi + 1 + scan_above) if not works(n)]
+    if below or above_fail:
+        raise MicroError(f"{path}: firmware arena search not monotonic around {hi} bytes")
+    _, at_min = fw.run(path, x, arena=hi, build_first=False)
+    return {"runs": True, "min_arena": hi, "steps": steps, "one_byte_less_fails": not below,
+            "checked_above": scan_above, "crashed_at": sorted(set(crashes)),
+            "arena_used_at_min": at_min["arena_used_bytes"],
+            "arena_used_at_1MiB": rep["arena_used_bytes"],
+            "heap_ops_after_prepare": at_min["heap"]["ops_after_prepare"],
+            "flash_bytes": os.path.getsize(path),
+            "kernels": sorted({f"{n}: {k}" for n, k in rep["ops"]})}
+
+
 # ============================================================================ report
 def kb(n):
     return f"{n / 1024:,.1f} KiB"
@@ -794,7 +853,8 @@ def format_tflm(results: Dict[str, dict], split, data_dir) -> str:
     return "\n".join(lines)
 
 
-def format_budget(budgets: Dict[str, dict], attempts: Dict[str, str]) -> str:
+def format_budget(budgets: Dict[str, dict], attempts: Dict[str, str],
+                  firmware: Optional[Dict[str, dict]] = None) -> str:
     lines = ["Memory budget from the flatbuffer (bytes; constants each buffer once; live = "
              "sum of live non-constant tensors, op order):", ""]
     lines.append(f"{'model':26s} {'weights':>9s} {'bit-packed':>10s} {'vectors':>8s} "
@@ -831,7 +891,7 @@ def format_budget(budgets: Dict[str, dict], attempts: Dict[str, str]) -> str:
             L0 = bd["layers"][0]
             s, c = L0["scratch"], L0["init_copy"]
             lines.append(
-                f"  LceBDfsmn x{bd['count']} (T={L0['T']} C={L0['C']} H={L0['H']} "
+                f"  {ops.BDFSMN} x{bd['count']} (T={L0['T']} C={L0['C']} H={L0['H']} "
                 f"K={L0['left'] + L0['right'] + 1}): scratch per layer {s['total']:,d} B (bit "
                 f"planes {s['bit_planes']:,d}, frame scales {s['frame_scales']}, m {s['m']:,d}, "
                 f"h {s['h']:,d}); Init copy per layer {c['total']:,d} B (weights "
@@ -844,12 +904,21 @@ def format_budget(budgets: Dict[str, dict], attempts: Dict[str, str]) -> str:
                 f"{p['peak']:,d} B at op {p['op']} ({p['op_name']})")
         if name in attempts:
             lines.append(f"  TFLM: {attempts[name]}")
+        fwr = (firmware or {}).get(name)
+        if fwr is not None and fwr["runs"]:
+            lines.append(
+                f"  TFLM firmware (firmware_sim/firmware, host build): minimal arena "
+                f"{fwr['min_arena']:,d} B (bisection, {fwr['steps']} steps; one byte less "
+                f"fails), heap of the ops {fwr['heap_ops_after_prepare']:,d} B (kernel core "
+                f"copies + scratch), flash {fwr['flash_bytes']:,d} B")
+        elif fwr is not None:
+            lines.append(f"  TFLM firmware: {fwr['error']}")
     lines += ["", "Notes: the live sum counts every live tensor separately, so it is an upper "
               "bound of what a linear planner needs when buffers may be shared or overlapped "
               "(TFLite's arena planner runs RESHAPE and some element-wise ops in place), and a "
               "lower bound for a planner that fragments; for the int8 teacher compare it with "
               "the TFLM arena's head (the greedy planner's result) above. TFLM cannot run the "
-              "binary models: LceBDfsmn / LCE ops are custom ops that need TFLM's headers and "
+              f"binary models: {ops.BDFSMN} / LCE ops are custom ops that need TFLM's headers and "
               "a native build (../shared/docs/ENVIRONMENT.md); the 'TFLM:' lines are TFLM's "
               "own error messages."]
     return "\n".join(lines)
@@ -861,7 +930,7 @@ def short(path):
 
 def split_models(paths: Sequence[str]):
     """(TFLM models, binary models): a model whose ops are all TFLite builtins runs in TFLM
-    (the int8 teacher); one with custom ops (LceBDfsmn, Lce*) gets the memory budget."""
+    (the int8 teacher); one with custom ops (``ops.BDFSMN``, LCE's) gets the memory budget."""
     from models.lce_census import custom_ops
     tflm, binary = [], []
     for p in paths:
@@ -915,6 +984,7 @@ def run(int8_models: Sequence[str], binary_models: Sequence[str], data_cfg=None,
         tflm[short(path)] = r
     budgets = {short(p): budget(p) for p in binary_models}
     attempts = {short(p): tflm_binary_attempt(p) for p in binary_models}
+    firmware = {short(p): firmware_arena(p) for p in binary_models} if firmware_ok() else {}
     text = []
     if tflm:
         text.append(format_tflm(tflm, split, data_cfg.data_dir if data_cfg else None))
@@ -922,7 +992,7 @@ def run(int8_models: Sequence[str], binary_models: Sequence[str], data_cfg=None,
     for k, r in tflm.items():
         all_budgets.setdefault(k, r["budget"])
     if all_budgets:
-        text.append(format_budget(all_budgets, attempts))
+        text.append(format_budget(all_budgets, attempts, firmware))
     out = {"tflm_version": tflm_version(), "split": split,
            "tflm": {k: {"arena_bytes": r["arena_bytes"],
                         "arena_one_byte_less_fails": (not r["arena_search"]["one_byte_less"]
@@ -953,7 +1023,8 @@ def run(int8_models: Sequence[str], binary_models: Sequence[str], data_cfg=None,
                               "tflite_op_heap": b["bdfsmn"]["tflite_op_heap"],
                               "peak_with_scratch": b["bdfsmn"]["peak_with_scratch"]["peak"]}
                              if "bdfsmn" in b else {}),
-                          "tflm": attempts[k]}
+                          "tflm": attempts[k],
+                          **({"firmware": firmware[k]} if k in firmware else {})}
                       for k, b in budgets.items()},
            "notes": "live peak: sum of live tensors in op order (upper bound with buffer "
                     "sharing, lower bound under fragmentation); TFLM cannot run the binary "

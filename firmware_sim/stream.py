@@ -43,10 +43,28 @@ Scoring: a detection at time d matches a keyword with speech onset o when
 accepts. ``--sweep`` re-runs the detector (not the model) at other thresholds: an operating
 curve of hit rate against false accepts per hour.
 
+Streaming models (issue 16; ``models/streaming.py``): a .tflite written by ``pipeline.export
+--streaming`` (its description has a ``streaming`` entry) or a run directory of
+``dfsmn_stream`` / ``bifsmnv2_stream`` runs HOP BY HOP (``--loop auto``, the default): every
+2048 samples (128 ms) one invoke with the hop's 4 feature frames (or its PCM for an audio-input
+model) and the state of the previous invoke, which gives the logits of the 1 s window ending
+with the hop; the state starts at zero with the stream and is never reset. The features of the
+whole stream are computed once (``pipeline.streaming_runner.stream_features``: frame k ends
+at sample 512 (k + 1); each depends only on its own past audio), the model runs one invoke per
+hop in order, and the detector and scoring are the windowed loop's (results every hop instead
+of every ``--stride_ms``). ``--loop windowed`` runs such a model the windowed way instead (the
+non-streaming form on a 1 s window every stride, each window from zero state): the same weights
+without the state carried across windows. The summary counts the model's host invokes
+(``invokes``, ``invokes_per_audio_second``).
+
 Compute budget: ``--instructions_per_inference N`` or ``--cost_json FILE`` (the output of
 firmware_sim.cost: its last JSON line) gives instructions per second of audio = N x inferences
-per second (1000 / stride_ms), and the load of one ``--clock_mhz`` (1200: Cortex-A53) core at
-``--ipc`` instructions per cycle. Only the network is counted, not the features.
+per second (1000 / stride_ms; a streaming model: per invoke x 1000 / 128), and the load of one
+``--clock_mhz`` (1200: Cortex-A53) core at ``--ipc`` instructions per cycle. Only the network is
+counted, not the features. For a streaming model, ``--cost_json`` without ``--cost_key`` gives an
+ESTIMATE per invoke from firmware_sim.cost's measured parts of the windowed model
+(``streaming_hop_instructions``: one T-th of conv1, conv2, linear and the depth's layers, which
+all scale with the frames, plus the whole classifier), not a measured streaming count.
 
 Prints a table and, last, one JSON line with hit_rate, false_accepts_per_hour, hits, misses,
 false_accepts, keywords, audio_seconds (metrics are null for a WAV without ground truth).
@@ -224,6 +242,8 @@ class LoopResult:
     probs: np.ndarray         # [T, C] per-window posteriors
     trace: det.DetectorTrace  # smoothed posteriors and detections
     wall_seconds: float
+    invokes: int = 0          # model invocations on the host (a batch of B windows: B)
+    loop: str = "windowed"
 
 
 def run_loop(predictor, audio, detector: det.RecognizeCommands, stride_ms: float = 250.0,
@@ -269,7 +289,35 @@ def run_loop(predictor, audio, detector: det.RecognizeCommands, stride_ms: float
             trace.add(detector.process(e * 1000.0 / SAMPLE_RATE, p))
         all_probs.append(probs)
     return LoopResult(ends * 1000.0 / SAMPLE_RATE, np.concatenate(all_probs), trace,
-                      time.time() - t0)
+                      time.time() - t0, len(ends), "windowed")
+
+
+def run_streaming_loop(runner, audio, detector: det.RecognizeCommands, outputs: str = "auto",
+                       progress: bool = True) -> LoopResult:
+    """A streaming model hop by hop over ``audio`` from zero state (module docstring): one
+    invoke per hop, the detector after each, in time order. ``runner``: a
+    ``pipeline.streaming_runner.StreamingRunner``."""
+    from pipeline import streaming_runner
+    g = runner.geometry
+    if len(audio) < g.window_hops * g.hop_samples:
+        raise StreamError(f"the stream is {len(audio) / SAMPLE_RATE:.2f} s long: shorter than "
+                          f"one {g.window_hops * g.hop_samples / SAMPLE_RATE:g} s window")
+    t0 = time.time()
+    before = runner.invokes
+    times, raw = streaming_runner.run_stream(runner, audio, progress)
+    from pipeline.model_contract import check_logits
+    raw = check_logits(getattr(runner, "path", "the streaming model"), raw)
+    if outputs == "auto":
+        outputs = det.output_kind(raw[:64])        # decided once, as the windowed loop does
+    probs = det.to_probabilities(raw, outputs)
+    if probs.shape[-1] != len(detector.labels):
+        raise StreamError(f"the model gives {probs.shape[-1]} scores for "
+                          f"{len(detector.labels)} labels")
+    trace = det.DetectorTrace(detector.labels)
+    for t, p in zip(times, probs):
+        trace.add(detector.process(t, p))
+    return LoopResult(times, probs, trace, time.time() - t0, runner.invokes - before,
+                      "streaming")
 
 
 def sweep(labels, times_ms, probs, config: det.DetectorConfig, thresholds, truth,
@@ -303,25 +351,63 @@ def _find_instruction_counts(obj, prefix=""):
     return found
 
 
-def read_cost_json(path: str, key: Optional[str] = None) -> float:
-    """Instructions per inference from the cost tool's output: the last line of ``path`` that
-    is a JSON object (or the whole file), key ``key`` (dotted for nested) or the first of
-    INSTRUCTION_KEYS present."""
+def _cost_object(path: str) -> dict:
+    """The last line of ``path`` that is a JSON object (or the whole file)."""
     if not os.path.exists(path):
         raise StreamError(f"--cost_json {path} does not exist")
     text = open(path).read()
-    obj = None
     for candidate in [text] + text.strip().splitlines()[::-1]:
         try:
             obj = json.loads(candidate)
         except ValueError:
             continue
         if isinstance(obj, dict):
-            break
-        obj = None
-    if obj is None:
-        raise StreamError(f"--cost_json {path}: no JSON object found (expected the output of "
-                          "firmware_sim.cost, whose last line is JSON)")
+            return obj
+    raise StreamError(f"--cost_json {path}: no JSON object found (expected the output of "
+                      "firmware_sim.cost, whose last line is JSON)")
+
+
+def streaming_hop_instructions(path: str, depth: int, binary: bool = True) -> dict:
+    """ESTIMATED instructions of one streaming invoke (one backbone frame) at ``depth``, from
+    firmware_sim.cost's measured parts of the windowed model (its JSON: ``raw``, ``meta.T``):
+    conv1, conv2, linear and each DFSMN layer scale with the frames (conv1 computes 2 of its
+    2T output rows per hop, conv2 1 of T, linear and every layer 1 of T frames), the classifier
+    runs whole every hop. Binary: conv2 is the cost tool's proxy of the binary conv, linear and
+    the layers bitwise; float (teacher): XNNPACK's. The streaming model's own extra work (state
+    copies, the receptive-field scale of conv2) is not in it. Returns the parts and the total."""
+    obj = _cost_object(path)
+    try:
+        raw, T = obj["raw"], int(obj["meta"]["T"])
+        part = raw["bitwise"] if binary else raw["float"]
+        layers = part["layer"]
+        n = len(layers)
+        sets, step = {}, 1
+        while step <= n:   # thinnable layer sets (models/thinnable.py)
+            sets[n // step] = [j for j in range(n) if (j + 1) % step == 0]
+            step *= 2
+        if depth not in sets:
+            raise StreamError(f"--cost_json {path}: depth {depth} is not one of the measured "
+                              f"model's depths {sorted(sets)}")
+        parts = {"conv1": raw["float"]["conv1"] / T,
+                 "conv2": (raw["bitwise"]["conv2_proxy"] if binary else raw["float"]["conv2"]) / T,
+                 "linear": part["linear"] / T,
+                 f"layers_d{depth}": sum(layers[j] for j in sets[depth]) / T,
+                 "classifier": raw["float"]["classifier"]}
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        if isinstance(e, StreamError):
+            raise
+        raise StreamError(f"--cost_json {path}: not firmware_sim.cost's output ({e!r}); "
+                          "expected its JSON line (raw, meta)") from e
+    return {"parts": parts, "total": float(sum(parts.values())), "frames_measured": T,
+            "estimate": "windowed parts / T frames + the whole classifier (not measured "
+                        "as a streaming model)"}
+
+
+def read_cost_json(path: str, key: Optional[str] = None) -> float:
+    """Instructions per inference from the cost tool's output: the last line of ``path`` that
+    is a JSON object (or the whole file), key ``key`` (dotted for nested) or the first of
+    INSTRUCTION_KEYS present."""
+    obj = _cost_object(path)
     if key:
         v = obj
         for part in key.split("."):
@@ -346,7 +432,7 @@ def compute_budget(instructions_per_inference: float, stride_ms: float,
     ips = instructions_per_inference * inferences_per_s
     cycles = ips / ipc
     return {"instructions_per_inference": instructions_per_inference,
-            "inferences_per_second": inferences_per_s,
+            "inferences_per_second": inferences_per_s, "stride_ms": stride_ms,
             "instructions_per_audio_second": ips,
             "cycles_per_audio_second": cycles,
             "clock_mhz": clock_mhz, "ipc": ipc,
@@ -356,8 +442,11 @@ def compute_budget(instructions_per_inference: float, stride_ms: float,
 # -- reporting ----------------------------------------------------------------------------------
 def format_table(metrics: Optional[dict], budget: Optional[dict], info: dict,
                  sweep_rows=None) -> str:
+    what = (f"streaming: one hop every {info['stride_ms']:g} ms, {info['windows']} hops"
+            if info.get("loop") == "streaming" else
+            f"stride {info['stride_ms']:g} ms, {info['windows']} windows")
     lines = [f"model {info['model']} ({info['runtime']}), {info['audio_seconds']:.1f} s of "
-             f"audio, stride {info['stride_ms']:g} ms, {info['windows']} windows in "
+             f"audio, {what} ({info.get('invokes', info['windows'])} host invokes) in "
              f"{info['wall_seconds']:.1f} s ({info['realtime_factor']:.1f}x real time)",
              f"detector: average {info['average_window_ms']:g} ms, threshold "
              f"{info['threshold']:g}, suppression {info['suppression_ms']:g} ms, minimum count "
@@ -390,6 +479,10 @@ def format_table(metrics: Optional[dict], budget: Optional[dict], info: dict,
                   f"{b['instructions_per_audio_second']:.4g} instructions per second of audio; "
                   f"{b['core_load']:.2%} of one {b['clock_mhz']:g} MHz Cortex-A53 core at IPC "
                   f"{b['ipc']:g} (network only)"]
+        if b.get("estimate"):
+            lines.append("  (instructions per invoke: an ESTIMATE from firmware_sim.cost's "
+                         "windowed parts, " + ", ".join(
+                             f"{k} {v:,.0f}" for k, v in b["estimate"]["parts"].items()) + ")")
     return "\n".join(lines)
 
 
@@ -587,6 +680,10 @@ def define_flags():
     flags.DEFINE_float("clock_mhz", 1200.0, "Core clock for the load estimate (Cortex-A53).")
     flags.DEFINE_float("ipc", 1.0, "Assumed instructions per cycle.")
     flags.DEFINE_bool("progress", True, "Progress bar over chunks.")
+    flags.DEFINE_enum("loop", "auto", ["auto", "streaming", "windowed"],
+                      "auto: hop by hop for a streaming model (a .tflite from pipeline.export "
+                      "--streaming, a dfsmn_stream / bifsmnv2_stream run), windows otherwise; "
+                      "streaming: require it; windowed: a 1 s window every --stride_ms.")
 
 
 def default_plot_path(model, split, seed, wav=None, out_dir=DEFAULT_OUT_DIR):
@@ -626,6 +723,38 @@ class StreamSettings:
     instructions_per_inference: Optional[float] = None
     clock_mhz: float = 1200.0
     ipc: float = 1.0
+    cost_json: Optional[str] = None   # streaming models: the per-hop estimate from it
+    # auto / streaming / windowed (module docstring)
+    loop: str = "auto"
+
+
+def _is_binary_arch(arch) -> bool:
+    from models import registry
+    builder = registry._REGISTRY.get(arch)  # noqa: SLF001
+    return bool(getattr(builder, "keywords", {}).get("binary", False))
+
+
+def load_for_loop(model: str, depth: Optional[int], loop: str = "auto"):
+    """The predictor the loop runs: ``pipeline.predictors.load_predictor``, except for a run
+    directory of a streaming architecture, whose hop-by-hop runner it builds (unless
+    ``loop == 'windowed'``). A predictor with a ``streaming`` attribute runs hop by hop."""
+    from models.streaming import is_streaming_arch
+    from pipeline import checkpoints, predictors, streaming_runner
+    if loop not in ("auto", "streaming", "windowed"):
+        raise StreamError(f"--loop {loop!r}: expected auto, streaming or windowed")
+    if not model.endswith(".tflite") and loop != "windowed":
+        spec = checkpoints.read_model_json(model)
+        if is_streaming_arch(spec["model"]):
+            keras_model, spec = checkpoints.load_model(model, depth=depth, spec=spec)
+            d = depth or max(spec.get("training_depths") or [8])
+            return streaming_runner.keras_predictor(keras_model, spec["labels"], spec["model"],
+                                                    d)
+    pred = predictors.load_predictor(model, depth=depth)
+    if loop == "streaming" and getattr(pred, "streaming", None) is None:
+        raise StreamError(f"--loop streaming: {model} is not a streaming model; expected a "
+                          ".tflite from pipeline.export --streaming or a run directory of "
+                          "dfsmn_stream / bifsmnv2_stream")
+    return pred
 
 
 def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[str] = None,
@@ -641,7 +770,7 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
         if not model or not os.path.exists(model):
             raise StreamError(f"--model {model} does not exist: expected a run directory of "
                               "pipeline.train or a .tflite written by pipeline.export")
-        pred = predictors.load_predictor(model, depth=depth)
+        pred = load_for_loop(model, depth, st.loop)
     else:
         pred = predictor
     if wav is None and data_cfg is None:
@@ -683,8 +812,22 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
 
     config = st.detector
     detector = det.RecognizeCommands(pred.labels, config)
-    res = run_loop(pred, audio, detector, st.stride_ms, st.batch_windows, st.outputs,
-                   st.progress)
+    runner = getattr(pred, "streaming", None) if st.loop != "windowed" else None
+    n_instr, estimate = st.instructions_per_inference, None
+    if n_instr is None and st.cost_json:   # read before the loop: a bad file fails at once
+        if runner is not None:
+            estimate = streaming_hop_instructions(st.cost_json, int(pred.depth),
+                                                  _is_binary_arch(pred.arch))
+            n_instr = estimate["total"]
+        else:
+            n_instr = read_cost_json(st.cost_json)
+    if runner is not None:   # one invoke per hop, state carried (issue 16)
+        res = run_streaming_loop(runner, audio, detector, st.outputs, st.progress)
+        stride_ms = runner.geometry.hop_ms
+    else:
+        res = run_loop(pred, audio, detector, st.stride_ms, st.batch_windows, st.outputs,
+                       st.progress)
+        stride_ms = st.stride_ms
     seconds = len(audio) / SAMPLE_RATE
     dets = res.trace.detections
     metrics = det.score_detections(truth, dets, seconds, st.tolerance_before,
@@ -693,10 +836,13 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
     if truth is not None and st.sweep:
         sweep_rows = sweep(pred.labels, res.times_ms, res.probs, config, st.sweep, truth,
                            seconds, st.tolerance_before, st.tolerance_after)
-    budget = compute_budget(st.instructions_per_inference, st.stride_ms, st.clock_mhz, st.ipc) \
-        if st.instructions_per_inference is not None else None
+    budget = compute_budget(n_instr, stride_ms, st.clock_mhz, st.ipc) \
+        if n_instr is not None else None
+    if budget and estimate:
+        budget["estimate"] = estimate
     info = {"model": model, "runtime": pred.runtime, "audio_seconds": seconds,
-            "stride_ms": st.stride_ms, "windows": len(res.times_ms),
+            "loop": res.loop, "stride_ms": stride_ms, "windows": len(res.times_ms),
+            "invokes": res.invokes, "invokes_per_audio_second": res.invokes / seconds,
             "wall_seconds": res.wall_seconds,
             "realtime_factor": seconds / max(res.wall_seconds, 1e-9),
             "average_window_ms": config.average_window_ms, "threshold": config.threshold,
@@ -743,7 +889,9 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
             "hit_rate", "false_accepts_per_hour", "hits", "misses", "false_accepts", "keywords",
             "wrong_word", "duplicates", "spurious_per_hour", "median_latency_s")})
     summary.update({"audio_seconds": seconds, "detections": len(dets),
-                    "threshold": config.threshold, "stride_ms": st.stride_ms,
+                    "threshold": config.threshold, "stride_ms": stride_ms,
+                    "loop": res.loop, "invokes": res.invokes,
+                    "invokes_per_audio_second": res.invokes / seconds,
                     "model": model, "source": source})
     if budget:
         summary.update({k: budget[k] for k in ("instructions_per_inference",
@@ -775,8 +923,10 @@ def main(argv):
         raise app.UsageError(f"--sweep {','.join(FLAGS.sweep)}: expected thresholds, e.g. "
                              "0.3,0.5,0.7") from None
     n_instr = FLAGS.instructions_per_inference
-    if n_instr is None and FLAGS.cost_json:
+    if n_instr is None and FLAGS.cost_json and FLAGS.cost_key:
         n_instr = read_cost_json(FLAGS.cost_json, FLAGS.cost_key)
+    elif n_instr is None and FLAGS.cost_json:   # checked now; read once the model is known
+        _cost_object(FLAGS.cost_json)
     settings = StreamSettings(
         stride_ms=FLAGS.stride_ms,
         detector=det.DetectorConfig(FLAGS.average_window_ms, FLAGS.threshold,
@@ -789,7 +939,8 @@ def main(argv):
         min_gap_s=FLAGS.min_gap_s, seed=FLAGS.seed, plot=FLAGS.plot, out_dir=FLAGS.out_dir,
         plot_seconds=FLAGS.plot_seconds, plot_start=FLAGS.plot_start,
         progress=FLAGS.progress, instructions_per_inference=n_instr,
-        clock_mhz=FLAGS.clock_mhz, ipc=FLAGS.ipc)
+        clock_mhz=FLAGS.clock_mhz, ipc=FLAGS.ipc,
+        cost_json=None if n_instr is not None else FLAGS.cost_json, loop=FLAGS.loop)
     data_cfg = data_flags.config_from_flags() if not FLAGS.wav else None
     out = run(FLAGS.model, settings, wav=FLAGS.wav, truth_path=FLAGS.truth,
               data_cfg=data_cfg, depth=int(FLAGS.depth) if FLAGS.depth else None)

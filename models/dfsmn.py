@@ -92,6 +92,65 @@ class DFSMNLayer(tf.keras.layers.Layer):
                 "left": self.left, "right": self.right, "dilation": self.dilation,
                 "dropout": self.dropout, "binary": self.binary, "mode": self.mode}
 
+    def folded_params(self, depth_index=0):
+        """The inference form of this binary layer at ``depth_index`` (what the bitwise op
+        consumes; lce_kernels/README.md "folding"): with g = gamma / sqrt(var + eps) of the
+        depth's BN of each part,
+
+        - ``mem_weights`` / ``pw1_weights`` / ``pw2_weights``: bit-packed signs (uint32 words,
+          ``lce_kernels.ops.pack_bits``; rows: taps, pw1 outputs, pw2 outputs);
+        - ``mem_t0/t1/t2``, ``pw1_t0/t1``, ``pw2_t0/t1``: the dual-scale thresholds;
+        - ``mem_mul = g * mean_k |w|``, ``mem_bias = beta - mu * g``; for pw1 / pw2
+          ``mul = g * mean_i |W|`` and ``bias = beta - mu * g - mul * sum_i sign(W) t2``;
+        - ``mem_slope``, ``pw1_slope``, ``pw2_slope``: PReLU slopes (pw2: ``act{d}``).
+
+        float64 vectors. ``lce_kernels.ops.bdfsmn_inputs`` turns the dict into the op's
+        constant inputs; ``pipeline.kernel_ref.fold`` (the test oracle) computes the same from
+        raw parameters independently."""
+        import numpy as np
+
+        from lce_kernels import ops
+        if not self.binary:
+            raise ValueError(f"{self.name}: only a binary DFSMN layer has a bitwise form")
+        if not self.built:
+            raise ValueError(f"{self.name}: build the layer before folding its parameters")
+        if not 0 <= depth_index < len(self.acts):
+            raise ValueError(f"{self.name}: depth index {depth_index} outside "
+                             f"[0, {len(self.acts) - 1}]")
+
+        def f64(v):
+            v = getattr(v, "latent_variable", v)  # larq's QuantizedVariable: the raw kernel
+            return np.asarray(v.numpy(), np.float64)
+
+        def bn_of(bns):
+            bn = bns[depth_index] if depth_index < len(bns) else bns[0]
+            g = f64(bn.gamma) / np.sqrt(f64(bn.moving_variance) + bn.epsilon)
+            return g, f64(bn.beta) - f64(bn.moving_mean) * g
+
+        p = {}
+        mem = self.memory
+        mw = f64(mem.dwconv.depthwise_kernel)[:, 0, :, 0]                  # (K, C)
+        g, shift = bn_of(mem.bns)
+        p["mem_weights"] = ops.pack_bits(mw < 0, np.uint32)
+        p["mem_t0"], p["mem_t1"], p["mem_t2"] = (f64(t) for t in (
+            mem.dual_scale.t0, mem.dual_scale.t1, mem.dual_scale.t2))
+        p["mem_mul"] = g * np.mean(np.abs(mw), axis=0)
+        p["mem_bias"] = shift
+        p["mem_slope"] = f64(mem.act.alpha).reshape(-1)
+        for name, conv, act in (("pw1", self.pw1, self.pw1_act),
+                                ("pw2", self.pw2, self.acts[depth_index])):
+            w = f64(conv.conv.kernel)[0, 0]                                   # (in, out)
+            t0, t1, t2 = (f64(t) for t in (conv.dual_scale.t0, conv.dual_scale.t1,
+                                           conv.dual_scale.t2))
+            g, shift = bn_of(conv.bns)
+            mul = g * np.mean(np.abs(w), axis=0)
+            p[f"{name}_weights"] = ops.pack_bits((w < 0).T, np.uint32)
+            p[f"{name}_t0"], p[f"{name}_t1"] = t0, t1
+            p[f"{name}_mul"] = mul
+            p[f"{name}_bias"] = shift - mul * (np.where(w >= 0, 1.0, -1.0).T @ t2)
+            p[f"{name}_slope"] = f64(act.alpha).reshape(-1)
+        return p
+
 
 @tf.keras.utils.register_keras_serializable(package="bifsmn")
 class DFSMNBackbone(tf.keras.layers.Layer):

@@ -10,7 +10,8 @@ Two layers:
 
       BN( conv(b1) + s * conv(b2) - conv_const(t2) + bias )
 
-  with ONE shared binary kernel, the form the LCE converter lowers to two `LceBconv2d`.
+  with ONE shared binary kernel, the form the LCE converter lowers to two binary convs
+  (`lce_kernels.ops.BCONV2D`).
 """
 import larq as lq
 import tensorflow as tf
@@ -143,7 +144,7 @@ class QuantConvBN(tf.keras.layers.Layer):
     y = \big(g \odot (\hat W * b_1) + \beta' + g\odot(b - k)\big) + s\,\big(g \odot (\hat W * b_2)\big)
     \\]
 
-    so the converter fuses \\(g\\) and the constant into each `LceBconv2d`'s output
+    so the converter fuses \\(g\\) and the constant into each binary conv's output
     multiplier / bias, leaving one MUL (by \\(s\\)) and one ADD in float.
 
     # Arguments

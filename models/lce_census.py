@@ -14,7 +14,7 @@ flatbuffers verifier plus index / UTF-8 checks, so the Python accessors below on
 checked offsets) and raises ``pipeline.model_verify.ModelError`` with the reason.
 
     from models.lce_census import op_census, op_list
-    census = op_census(flatbuffer_bytes)      # Counter({'LceBconv2d': 36, 'ADD': ..., ...})
+    census = op_census(flatbuffer_bytes)      # Counter({ops.BCONV2D: 36, 'ADD': ..., ...})
     ops = op_list(flatbuffer_bytes)           # [{'op', 'inputs': [(name, shape, dtype)], ...}]
 
 CLI: python -m models.lce_census --model model.tflite
@@ -22,6 +22,8 @@ CLI: python -m models.lce_census --model model.tflite
 import collections
 import functools
 import struct
+
+from lce_kernels import ops
 
 try:  # the schema shipped with the LCE converter
     from larq_compute_engine.mlir.python import tflite_schema as _schema
@@ -124,15 +126,11 @@ def format_census(census: collections.Counter) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(census.items(), key=lambda kv: -kv[1]))
 
 
-#: our own custom op (lce_kernels/): runs in TensorFlow's InterpreterWithCustomOps, not in
-#: the LCE interpreter, so it does not make a model an "LCE model"
-BDFSMN_OP = "LceBDfsmn"
-
-
 def has_lce_ops(flatbuffer: bytes) -> bool:
-    """True if any op is a Larq Compute Engine op (needs the LCE runtime); our LceBDfsmn
-    custom op is not one (see ``has_bdfsmn_ops``)."""
-    return any(name.startswith("Lce") and name != BDFSMN_OP for name in op_census(flatbuffer))
+    """True if any op is a Larq Compute Engine op (needs the LCE runtime); our own
+    ``ops.BDFSMN`` (lce_kernels/: runs in TensorFlow's InterpreterWithCustomOps, not in the LCE
+    interpreter) is not one (see ``has_bdfsmn_ops``)."""
+    return any(ops.is_lce_op(name) for name in op_census(flatbuffer))
 
 
 @_reader
@@ -145,16 +143,17 @@ def custom_ops(flatbuffer: bytes) -> list:
 
 
 def has_bdfsmn_ops(flatbuffer: bytes) -> bool:
-    """True if the model holds LceBDfsmn custom ops (lce_kernels/, needs its registerer)."""
-    return op_census(flatbuffer).get(BDFSMN_OP, 0) > 0
+    """True if the model holds ``ops.BDFSMN`` custom ops (lce_kernels/, needs its registerer)."""
+    return op_census(flatbuffer).get(ops.BDFSMN, 0) > 0
 
 
 @_reader
 def constant_bytes(flatbuffer: bytes, subgraph: int = 0) -> dict:
     """Bytes of the constant tensors (weights), each buffer counted once (the converter
-    shares one buffer between tensors, e.g. the filter of the two LceBconv2d of a dual-scale
-    conv). Returns {"total", "binary_filters", "float_weights", "other", "by_type"}:
-    binary_filters = filters of LceBconv2d (bit-packed int32), float_weights = kernels of
+    shares one buffer between tensors, e.g. the filter of the two ``ops.BCONV2D`` of a
+    dual-scale conv). Returns {"total", "binary_filters", "float_weights", "other", "by_type"}:
+    binary_filters = filters of ``ops.BCONV2D`` and the bit-packed weights of ``ops.BDFSMN``
+    (int32), float_weights = kernels of
     CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED, other = everything else (biases,
     per-channel multipliers, thresholds, PReLU slopes, shape constants...)."""
     model = _model(flatbuffer)
@@ -173,10 +172,10 @@ def constant_bytes(flatbuffer: bytes, subgraph: int = 0) -> dict:
         inputs = op.InputsAsNumpy() if op.InputsLength() else []
         if len(inputs) > 1 and inputs[1] >= 0:
             b = sg.Tensors(int(inputs[1])).Buffer()
-            if name == "LceBconv2d":
+            if name == ops.BCONV2D:
                 role[b] = "binary_filters"
-            elif name == BDFSMN_OP:  # bit-packed mem_w, pw1_w, pw2_w
-                for k in (1, 3, 6):
+            elif name == ops.BDFSMN:  # bit-packed mem_w, pw1_w, pw2_w
+                for k in ops.BDFSMN_BIT_INPUTS:
                     if len(inputs) > k and inputs[k] >= 0:
                         role[sg.Tensors(int(inputs[k])).Buffer()] = "binary_filters"
             elif name in FLOAT_WEIGHT_OPS:
@@ -240,7 +239,7 @@ def main(argv):
     for op, name, shape in floats:
         print(f"float {op:20s} {shape} {name}")
     return {"model": path, "ops": dict(census), "lce_ops": has_lce_ops(data),  # --json_out
-            "bdfsmn_ops": census.get(BDFSMN_OP, 0), "constant_bytes": constant_bytes(data),
+            "bdfsmn_ops": census.get(ops.BDFSMN, 0), "constant_bytes": constant_bytes(data),
             "float_weight_ops": [{"op": op, "weight": name, "shape": list(shape)}
                                  for op, name, shape in floats]}
 

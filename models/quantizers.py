@@ -6,8 +6,9 @@ them loads by name.
 
 Forward passes use `larq.math.sign` (sign(0) = +1), the op pattern
 `sign(sign(x) + 0.1)` that the Larq Compute Engine converter recognises as a binarizer
-(-> `LceQuantize` / input of an `LceBconv2d`). The custom gradients never appear in the
-inference graph, so the converter sees exactly what it sees for larq's `ste_sign`.
+(-> LCE's quantize op / input of its binary conv, `lce_kernels.ops.QUANTIZE` / `BCONV2D`).
+The custom gradients never appear in the inference graph, so the converter sees exactly what
+it sees for larq's `ste_sign`.
 """
 import logging
 
@@ -105,7 +106,8 @@ class LPBSign(lq.quantizers._BaseQuantizer):
     \\(\alpha\\) is a scalar weight named `lpb_alpha`, initialised to 1 and kept
     \\(\ge 10^{-3}\\) by a constraint (applied by Keras optimizers after each update; a
     hand-written training loop must apply `var.constraint` itself), so the forward pass is
-    the bare larq sign, which the LCE converter lowers to `LceQuantize`.
+    the bare larq sign, which the LCE converter lowers to its quantize op
+    (`lce_kernels.ops.QUANTIZE`).
 
     With `learnable=False` the layer is larq's `ste_sign` (\\(\alpha = 1\\), no weight):
     the plain-STE ablation.
@@ -158,10 +160,11 @@ class ScaledSignWeight(lq.quantizers._BaseQuantizer):
     `lpb_alpha`) or plain STE (`learnable=False`, \\(\alpha = 1\\)).
 
     Every output channel is \\(\pm s_o\\): the form the LCE converter folds into
-    `LceBconv2d` (the per-channel scale becomes its output multiplier), so the layer really is
-    1-bit. Deviation from the reference code: there, the scale is the mean of |w| over the
-    LAST kernel axis only; for a 1x1 conv that is |w| itself, so sign(w) * |w| = w and its
-    "binary" pointwise weights are in effect full precision.
+    its binary conv (`lce_kernels.ops.BCONV2D`; the per-channel scale becomes its output
+    multiplier), so the layer really is 1-bit. Deviation from the reference code: there, the
+    scale is the mean of |w| over the LAST kernel axis only; for a 1x1 conv that is |w|
+    itself, so sign(w) * |w| = w and its "binary" pointwise weights are in effect full
+    precision.
 
     # Arguments
         learnable: LPB (learnable alpha) or STE.

@@ -3,6 +3,9 @@
     dfsmn          full-precision DFSMN teacher
     bifsmnv2       binary BiFSMNv2 student, Learning Propagation Binarizer (LPB)
     bifsmnv2_ste   binary student with plain STE (alpha fixed at 1): the LPB ablation
+    dfsmn_stream, bifsmnv2_stream   the always-on streaming variants (models/streaming.py:
+                   causal front end and memory blocks, --left=4 --right=0, a ring of the
+                   last 8 frames; `StreamingDFSMN` runs them one hop at a time)
 
 All take the keyword arguments of `models.dfsmn.build_dfsmn` (depth, training_depths,
 num_classes, input_shape, channels, hidden, num_layers, left, right, dilation, dropout, ...).
@@ -13,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.dfsmn import build_dfsmn
+from models.streaming import build_dfsmn_stream
 
 __all__ = ["get_model", "list_models", "register_model", "init_student_from_teacher"]
 
@@ -30,6 +34,16 @@ def register_model(name, builder=None):
 register_model("dfsmn", functools.partial(build_dfsmn, binary=False))
 register_model("bifsmnv2", functools.partial(build_dfsmn, binary=True, mode="lpb"))
 register_model("bifsmnv2_ste", functools.partial(build_dfsmn, binary=True, mode="ste"))
+register_model("dfsmn_stream", functools.partial(build_dfsmn_stream, binary=False))
+register_model("bifsmnv2_stream", functools.partial(build_dfsmn_stream, binary=True, mode="lpb"))
+
+
+def kwargs_problem(name: str, kwargs: dict):
+    """What is wrong with ``kwargs`` (size flags) for the model ``name``, or None."""
+    from models import streaming
+    if streaming.is_streaming_arch(name):
+        return streaming.kwargs_problem(kwargs)
+    return None
 
 
 def list_models():

@@ -15,22 +15,23 @@ default), every other model on TensorFlow's ``tf.lite.Interpreter`` (XNNPACK del
 default CPU path in TF 2.16). One timed run = set the input, invoke, read the output, batch 1,
 on a fixed random input of the model's dtype / shape. After ``--warmup`` runs of each model
 the ``--runs`` timed runs are interleaved round-robin (model order rotated every round), so
-machine noise (other processes, frequency changes) hits every model alike.
+machine noise (other processes, frequency changes) hits every model alike; Python's garbage
+collector is off while timing (as ``timeit`` does).
 
 Output: a table (median / p90 / mean / min ms, runtime, threads), notes, and as the LAST
 line one JSON object mapping each model file name to
 ``{"median_ms", "p90_ms", "mean_ms", "min_ms", "runtime", "threads", "runs"}``.
 
-Models with ``LceBDfsmn`` custom ops (``pipeline.export --flavor bdfsmn`` or ``binary``) run on
-TensorFlow's ``InterpreterWithCustomOps`` with the project's registerer
-(``pipeline.bdfsmn.registerer``: LceQuantize / LceDequantize / LceBconv2d / LceBDfsmn from
-lce_kernels/build/libbdfsmn_op.so, built if missing); XNNPACK still takes their builtin ops.
+Models with the project's ``ops.BDFSMN`` custom ops (``pipeline.export --flavor bdfsmn`` or
+``binary``) run on TensorFlow's ``InterpreterWithCustomOps`` with the project's registerer
+(``ops.registerer``: every op of ``ops.ALL_OPS`` from lce_kernels/build/libbdfsmn_op.so,
+built if missing; ``ops``: ``lce_kernels.ops``); XNNPACK still takes their builtin ops.
 ``--project_ops A.tflite`` times a model with LCE ops ALSO that way (as ``A@ops.tflite``),
 beside LCE's own interpreter in the same run.
 
 Backbone comparison (``--backbone EXPORT.tflite``, a bdfsmn export): two more models are
 made and timed in the SAME interleaved run: ``bdfsmn_backbone.tflite`` (just the export's
-LceBDfsmn ops: the DFSMN layers bitwise, same constants) and ``float_backbone.tflite`` (the
+``ops.BDFSMN`` ops: the DFSMN layers bitwise, same constants) and ``float_backbone.tflite`` (the
 full-precision DFSMN backbone with the same shapes and layer count: depthwise conv + 1x1
 convs, BN folded by the converter, ReLU / PReLU, residuals; TensorFlow's interpreter with
 XNNPACK; teacher weights with ``--teacher``, else random: latency does not depend on
@@ -51,6 +52,7 @@ timings here say nothing about a phone or a Raspberry Pi. Measure on the device 
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -62,6 +64,7 @@ import numpy as np
 from absl import app, flags
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
+from lce_kernels import ops
 from models.lce_census import constant_bytes, has_bdfsmn_ops, has_lce_ops
 from pipeline import cli, cli_vocabulary, output_paths
 
@@ -84,7 +87,7 @@ def define_flags():
     flags.DEFINE_integer("warmup", 10, "Untimed runs per model first.")
     flags.DEFINE_integer("seed", 0, "Seed of the random input.")
     flags.DEFINE_string("backbone", None, "A bdfsmn export: also time its DFSMN layers alone, "
-                        "bitwise (LceBDfsmn) vs float TFLite + XNNPACK, side by side.")
+                        f"bitwise ({ops.BDFSMN}) vs float TFLite + XNNPACK, side by side.")
     flags.DEFINE_string("teacher", None, "Teacher run directory: weights of the float "
                         "backbone (optional; latency does not depend on them).")
     flags.DEFINE_string("out_dir", None, "Where to write the two backbone .tflite files "
@@ -94,7 +97,7 @@ def define_flags():
                       "the same run (one registerer per interpreter).")
     flags.DEFINE_list("project_ops", [], "Models with LCE ops (lce exports) to time ALSO "
                       "through the project's op library (TensorFlow's interpreter with "
-                      "bdfsmn.registerers()), as <name>@ops.tflite beside LCE's interpreter "
+                      "ops.registerers()), as <name>@ops.tflite beside LCE's interpreter "
                       "in the same run (copied into --out_dir).")
     cli_vocabulary.define_aliases("pipeline.benchmark")  # --backbone_teacher, --backbone_dir
 
@@ -103,8 +106,8 @@ class _Model:
     """One .tflite, ready to run on its runtime with a fixed input."""
 
     def __init__(self, path, threads, rng, kernel_path=None):
-        """``kernel_path``: run the model through the project's op library (every Lce* op and
-        LceBDfsmn, ``bdfsmn.registerer(kernel_path)``) on TensorFlow's interpreter, even a
+        """``kernel_path``: run the model through the project's op library (every op of
+        ``ops.ALL_OPS``, ``ops.registerer(kernel_path)``) on TensorFlow's interpreter, even a
         model LCE's interpreter could run (an lce export)."""
         self.path, self.name = path, os.path.basename(path)
         with open(path, "rb") as f:
@@ -114,9 +117,8 @@ class _Model:
         self.runtime = "lce" if has_lce_ops(data) else "tflite+xnnpack"
         registerers = None
         if kernel_path or has_bdfsmn_ops(data):  # the project's ops: one registerer each
-            from pipeline import bdfsmn
-            registerers = [bdfsmn.registerer(kernel_path or "auto")]
-            self.runtime = ("tflite+LceBDfsmn" if not has_lce_ops(data) else
+            registerers = [ops.registerer(kernel_path or "auto")]
+            self.runtime = (f"tflite+{ops.BDFSMN}" if not has_lce_ops(data) else
                             "tflite+project_ops")
             if kernel_path:
                 self.runtime += f"[{kernel_path}]"
@@ -160,7 +162,7 @@ class _Model:
 def benchmark(paths, threads=1, runs=100, warmup=10, seed=0, kernel_paths=None):
     """{file name: stats} for the models, timed round-robin in one process.
     ``kernel_paths``: {file: kernel path} for models that should run through the project's op
-    library (``pipeline.bdfsmn.registerer(kernel_path)``) on that kernel path."""
+    library (``ops.registerer(kernel_path)``) on that kernel path."""
     rng = np.random.default_rng(seed)
     kernel_paths = kernel_paths or {}
     ms = [_Model(p, threads, rng, kernel_paths.get(p)) for p in paths]
@@ -170,12 +172,22 @@ def benchmark(paths, threads=1, runs=100, warmup=10, seed=0, kernel_paths=None):
     for m in ms:
         for _ in range(warmup):
             m.run()
-    for r in range(runs):
-        k = r % len(ms)
-        for m in ms[k:] + ms[:k]:  # rotate the order: no model always runs first
-            t0 = time.perf_counter()
-            m.run()
-            m.times.append(time.perf_counter() - t0)
+    # Python's cyclic garbage collector stays off while timing (as timeit does): a collection
+    # walks every object of the process (TensorFlow's are many) inside whichever run triggers
+    # it, noise of tens of microseconds that belongs to no model.
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(runs):
+            k = r % len(ms)
+            for m in ms[k:] + ms[:k]:  # rotate the order: no model always runs first
+                t0 = time.perf_counter()
+                m.run()
+                m.times.append(time.perf_counter() - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     out = {}
     for m in ms:
         t = np.array(m.times) * 1e3
@@ -199,9 +211,9 @@ def backbone_models(export_path, out_dir, teacher=None):
         data = f.read()
     from pipeline.model_verify import verify_model
     verify_model(data, export_path)  # before the flatbuffer reader parses it
-    layers, x_shape = bdfsmn.extract_layers(data)
+    layers, x_shape = ops.extract_bdfsmn_layers(data)
     if not layers:
-        raise BenchmarkError(f"{export_path} has no LceBDfsmn ops; expected a bdfsmn export "
+        raise BenchmarkError(f"{export_path} has no {ops.BDFSMN} ops; expected a bdfsmn export "
                              "(pipeline.export --flavor bdfsmn)")
     t_model = None
     if teacher:
@@ -261,7 +273,8 @@ def add_backbone(results, storage, kernel_path="?", extra_paths=()):
         results["backbone_speedup_by_path"] = by_path
     results["backbone_weight_bytes"] = storage
     return [
-        f"backbone ({storage['layers']} DFSMN layers): bitwise LceBDfsmn {bit['median_ms']:.3f} "
+        f"backbone ({storage['layers']} DFSMN layers): bitwise {ops.BDFSMN} "
+        f"{bit['median_ms']:.3f} "
         f"ms vs float TFLite+XNNPACK {flt['median_ms']:.3f} ms ({flt['threads']} thread(s)): "
         f"speedup {speedup:.2f}x (op kernel path: {kernel_path})",
         *lines_net,
@@ -336,8 +349,7 @@ def main(argv):
     if any(r["runtime"] == "lce" for r in results.values()):
         print("NOTE: " + HOST_NOTE.format(arch=platform.machine()))
     if storage:
-        from pipeline import bdfsmn
-        for line in add_backbone(results, storage, bdfsmn.kernel_path(),
+        for line in add_backbone(results, storage, ops.kernel_path(),
                                  FLAGS.bdfsmn_paths):
             print(line)
     sys.stdout.flush()

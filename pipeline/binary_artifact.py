@@ -1,18 +1,20 @@
 """The `binary` export: the deployment artifact, bitwise from front end to classifier.
 
 What it is: LCE's converter output for the binary student (``pipeline.export.convert(...,
-"lce")``: conv2 and linear as bit-packed ``LceBconv2d``, float conv1 and classifier) with
-every DFSMN layer's op chain (LceQuantize / LceDequantize / LceBconv2d / SUB / ABS / MEAN /
-MUL / ADD / DEPTHWISE_CONV_2D / PRELU, about 40 ops a layer) replaced by ONE ``LceBDfsmn``
-op, then every tensor, buffer and operator code no op uses any more removed and identical
-constant buffers stored once. On a device the file runs in LCE's runtime with the op added
-through ``lce_kernels/BUILD``; on the host TensorFlow's ``InterpreterWithCustomOps`` runs it
-with the project's registerer (``pipeline.bdfsmn.registerers()``, which registers LCE's
-three ops and LceBDfsmn; ``pipeline.predictors`` routes any model holding LceBDfsmn there).
+"lce")``: conv2 and linear as bit-packed ``ops.BCONV2D``, float conv1 and classifier) with
+every DFSMN layer's op chain (``ops.QUANTIZE`` / ``ops.DEQUANTIZE`` / ``ops.BCONV2D`` / SUB /
+ABS / MEAN / MUL / ADD / DEPTHWISE_CONV_2D / PRELU, about 40 ops a layer) replaced by ONE
+``ops.BDFSMN`` op, then every tensor, buffer and operator code no op uses any more removed
+and identical constant buffers stored once. On a device the file runs in LCE's runtime with
+the op added through ``lce_kernels/BUILD``; on the host TensorFlow's
+``InterpreterWithCustomOps`` runs it with the project's registerer (``ops.registerers()``,
+which registers every op of ``ops.ALL_OPS``; ``pipeline.predictors`` routes any model holding
+``ops.BDFSMN`` there). (``ops``: ``lce_kernels.ops``, the op contract.)
 
-The LceBDfsmn ops are the ``bdfsmn`` flavor's: inputs, parameter folding (BN, t2 constant,
-per-channel weight scale) and FlexBuffers options come from ``pipeline.bdfsmn``
-(``student_layers``), and the op is added with its flatbuffer helper (``bdfsmn._Graph``);
+The ``ops.BDFSMN`` ops are the ``bdfsmn`` flavor's: inputs, parameter folding (BN, t2
+constant, per-channel weight scale) and FlexBuffers options come from ``pipeline.bdfsmn``
+(``student_layers``), and the op is added with the contract's flatbuffer helper
+(``ops.Graph``);
 this module only finds each layer's op chain in LCE's graph and rewires it. A layer's chain
 is the ops whose output tensor carries the layer's name scope (``.../dfsmn/layer{j}/...``);
 it is checked structurally before it is replaced: exactly one float activation enters it
@@ -30,6 +32,7 @@ import collections
 
 import numpy as np
 
+from lce_kernels import ops
 from pipeline import bdfsmn
 from pipeline.tflite_metadata import read_model, write_model
 
@@ -96,27 +99,27 @@ def chain_io(m, ops, scope):
 
 
 def replace_layer(m, scope, inputs, options):
-    """Replace the op chain of DFSMN layer ``scope`` in ModelT ``m`` by one LceBDfsmn op
+    """Replace the op chain of DFSMN layer ``scope`` in ModelT ``m`` by one ``ops.BDFSMN`` op
     (``inputs``/``options``: ``pipeline.bdfsmn.student_layers``), placed where the chain
     began and writing the chain's output tensor. Returns the number of ops removed."""
     sg = m.subgraphs[0]
-    ops = layer_ops(m, scope)
-    if not ops:
+    chain = layer_ops(m, scope)
+    if not chain:
         raise ValueError(f"{scope}: no op of this layer in the converter's output")
-    x, y = chain_io(m, ops, scope)
+    x, y = chain_io(m, chain, scope)
     xs, ys = list(sg.tensors[x].shape), list(sg.tensors[y].shape)
     if xs != ys:
         raise ValueError(f"{scope}: layer input {xs} and output {ys} differ")
-    g = bdfsmn._Graph(m)  # the bdfsmn flavor's op builder: same inputs, names, options
+    g = ops.Graph(m)  # the bdfsmn flavor's op builder: same inputs, names, options
     g.add_bdfsmn(x, scope, inputs, options)
     op = sg.operators.pop()  # appended at the end: move it where the chain was
     op.outputs = [y]  # consumers keep reading the chain's output tensor, named as the
-    sg.tensors[y].name = f"{scope}/bdfsmn/out"  # bdfsmn flavor's (reports find it by name)
-    first = ops[0]
-    keep = [o for i, o in enumerate(sg.operators) if i not in set(ops)]
+    sg.tensors[y].name = ops.bdfsmn_tensor_name(scope, "out")  # bdfsmn flavor's (found by name)
+    first = chain[0]
+    keep = [o for i, o in enumerate(sg.operators) if i not in set(chain)]
     keep.insert(first, op)
     sg.operators = keep
-    return len(ops)
+    return len(chain)
 
 
 def prune(m):
@@ -185,25 +188,25 @@ def assemble(lce_flatbuffer: bytes, layers) -> bytes:
     for scope, inputs, options in layers:
         replace_layer(m, scope, inputs, options)
     left = [i for scope, _, _ in layers for i in layer_ops(m, scope)
-            if _op_name(m, m.subgraphs[0].operators[i]) != bdfsmn.OP_NAME]
+            if _op_name(m, m.subgraphs[0].operators[i]) != ops.BDFSMN]
     if left:
         raise ValueError(f"{len(left)} converter ops of the DFSMN layers left after replacing")
     prune(m)
-    m.description = ("binary: LCE converter output (LceBconv2d front end) with every DFSMN "
-                     "layer one LceBDfsmn")
+    m.description = (f"binary: LCE converter output ({ops.BCONV2D} front end) with every "
+                     f"DFSMN layer one {ops.BDFSMN}")
     return write_model(m)
 
 
 def _op_name(m, op) -> str:
     c = m.operatorCodes[op.opcodeIndex]
-    if c.customCode:
-        return c.customCode.decode() if isinstance(c.customCode, bytes) else c.customCode
+    if ops.custom_code(c):
+        return ops.custom_code(c)
     from models.lce_census import _BUILTIN_NAMES
     return _BUILTIN_NAMES.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?")
 
 
 def build(model, depth, spec, lce_flatbuffer=None):
-    """Keras student at ``depth`` -> (binary .tflite bytes, LceBDfsmn layers). Converts the
+    """Keras student at ``depth`` -> (binary .tflite bytes, ``ops.BDFSMN`` layers). Converts the
     student with LCE's converter unless ``lce_flatbuffer`` (the ``lce`` flavor's bytes of the
     same model) is given."""
     if lce_flatbuffer is None:
@@ -218,29 +221,28 @@ def build(model, depth, spec, lce_flatbuffer=None):
 
 # -- what the file holds ----------------------------------------------------------------------
 def census_check(flatbuffer: bytes, depth: int) -> dict:
-    """The artifact's promises from its op census: one LceBDfsmn per layer run at ``depth``,
+    """The artifact's promises from its op census: one ``ops.BDFSMN`` per layer run at ``depth``,
     no float CONV_2D / FULLY_CONNECTED besides conv1 and the classifier, no
     DEPTHWISE_CONV_2D, and every other custom op one of LCE's."""
     from models.lce_census import op_census
     c = op_census(flatbuffer)
     float_ops = {k: int(c.get(k, 0)) for k in FLOAT_WEIGHT_OPS}
-    custom = sorted(n for n in c if n.startswith("Lce"))
+    custom = sorted(n for n in c if n.startswith(ops.LCE_PREFIX))
     return {
-        "LceBDfsmn": int(c.get(bdfsmn.OP_NAME, 0)),
-        "one_LceBDfsmn_per_layer": int(c.get(bdfsmn.OP_NAME, 0)) == int(depth),
+        ops.BDFSMN: int(c.get(ops.BDFSMN, 0)),
+        f"one_{ops.BDFSMN}_per_layer": int(c.get(ops.BDFSMN, 0)) == int(depth),
         "float_weight_ops": float_ops,
         "float_weight_ops_only_conv1_classifier": all(
             float_ops[k] == ALLOWED_FLOAT.get(k, 0) for k in FLOAT_WEIGHT_OPS),
-        "front_end_LceBconv2d": int(c.get("LceBconv2d", 0)),
+        f"front_end_{ops.BCONV2D}": int(c.get(ops.BCONV2D, 0)),
         "custom_ops": custom,
-        "custom_ops_known": set(custom) <= {"LceQuantize", "LceDequantize", "LceBconv2d",
-                                            bdfsmn.OP_NAME},
+        "custom_ops_known": set(custom) <= set(ops.ALL_OPS),
     }
 
 
 def byte_breakdown(flatbuffer: bytes) -> dict:
-    """Where the file's bytes go: constant buffers grouped by role (LceBDfsmn bit words and
-    per-channel rows, LceBconv2d packed filters and their float vectors, float conv1 /
+    """Where the file's bytes go: constant buffers grouped by role (``ops.BDFSMN`` bit words
+    and per-channel rows, ``ops.BCONV2D`` packed filters and their float vectors, float conv1 /
     classifier weights, other constants), metadata buffers, and the rest (flatbuffer tables:
     tensors with their names and shapes, ops, options, alignment padding), plus a per-tensor
     list of the constants (largest first)."""
@@ -252,12 +254,12 @@ def byte_breakdown(flatbuffer: bytes) -> dict:
         for k, t in enumerate(op.inputs):
             if t < 0 or not _is_const(m, sg.tensors[t]):
                 continue
-            if name == bdfsmn.OP_NAME:
-                r = ("LceBDfsmn bit-packed weights" if k in (1, 3, 6) else
-                     "LceBDfsmn per-channel rows")
-            elif name == "LceBconv2d":
-                r = ("LceBconv2d bit-packed filters" if k == 1 else
-                     "LceBconv2d multiplier / bias / threshold")
+            if name == ops.BDFSMN:
+                r = (f"{name} bit-packed weights" if k in ops.BDFSMN_BIT_INPUTS else
+                     f"{name} per-channel rows")
+            elif name == ops.BCONV2D:
+                r = (f"{name} bit-packed filters" if k in ops.BCONV2D_BIT_INPUTS else
+                     f"{name} multiplier / bias / threshold")
             elif name in ("CONV_2D", "FULLY_CONNECTED"):
                 r = f"float {name} {'kernel' if k == 1 else 'bias'}"
             else:

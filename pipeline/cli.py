@@ -21,7 +21,7 @@ What counts as user-caused (``user_error_message`` decides; ``None`` means "a bu
 * ``UserError`` (this module) and the project's own error classes, found by name in the modules
   that are already imported (a class whose module was never imported cannot have been raised,
   so nothing heavy is imported here): ``checkpoints.CheckpointError``,
-  ``speech_commands.DataError``, ``bdfsmn.OpLibraryError``, ``model_verify.ModelError`` and
+  ``speech_commands.DataError``, ``ops.OpLibraryError``, ``model_verify.ModelError`` and
   ``VerifierLibraryError`` (a library the user's setup cannot build); each tool adds its own
   (``errors=(ExportError,)``).
 * absl: ``app.UsageError`` and every ``flags.Error`` (unknown flag, bad value, failed
@@ -32,7 +32,7 @@ What counts as user-caused (``user_error_message`` decides; ``None`` means "a bu
   TensorFlow's file errors (``NotFoundError``, ``PermissionDeniedError``, ``DataLossError``:
   a missing or damaged checkpoint or data file read by TensorFlow).
 * Errors raised from inside a model runtime or reader: the TFLite interpreter
-  (``tensorflow/lite/python/interpreter.py``, e.g. ``RuntimeError: LceBDfsmn: channels/hidden
+  (``tensorflow/lite/python/interpreter.py``, e.g. ``RuntimeError: <op>: channels/hidden
   out of range`` from an op's Prepare, ``ValueError: Cannot set tensor: Dimension mismatch``
   from a foreign model), LCE's interpreter, TFLite Micro, and h5py (a truncated
   ``.weights.h5``). These libraries raise them about the model or file they were handed, so
@@ -61,7 +61,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `tool | head`
 PROJECT_ERRORS = (
     ("pipeline.checkpoints", "CheckpointError"),
     ("pipeline.speech_commands", "DataError"),
-    ("pipeline.bdfsmn", "OpLibraryError"),
+    ("lce_kernels.ops", "OpLibraryError"),
     ("pipeline.model_verify", "ModelError"),
     ("pipeline.model_verify", "VerifierLibraryError"),
 )

@@ -102,7 +102,7 @@ _STREAM = (
     "equal_loudness", "min_gap_s", "stride_ms", "average_window_ms", "threshold",
     "suppression_ms", "minimum_count", "sweep", "outputs", "tolerance_before", "tolerance_after",
     "batch_windows", "plot", "plot_seconds", "plot_start", "instructions_per_inference",
-    "cost_json", "cost_key", "clock_mhz", "ipc", "progress")
+    "cost_json", "cost_key", "clock_mhz", "ipc", "progress", "loop")
 
 #: every user-facing tool, in the order of the README table
 TOOLS: Dict[str, Tool] = {t.module: t for t in (
@@ -124,13 +124,13 @@ TOOLS: Dict[str, Tool] = {t.module: t for t in (
          data_flags=True,
          aliases=(("model", "arch"), ("teacher_checkpoint", "teacher"))),
     Tool("pipeline.run_queue", ("out_dir",),
-         ("queue", "logs_dir", "only", "dry_run", "report", "python"),
+         ("queue", "logs_dir", "only", "dry_run", "report", "python", "archive_dir"),
          aliases=(("runs_dir", "out_dir"),)),
     Tool("pipeline.evaluate", ("model", "data_dir"),
          ("split", "depth", "plot", "batch_size", "reference"), data_flags=True),
     Tool("pipeline.export", ("model", "teacher", "arch", "data_dir", "out_dir"),
-         ("depth", "flavor", "audio_input", "force", "verify_clips", "test_accuracy",
-          "representative_clips", "min_agreement") + _MODEL_SIZE,
+         ("depth", "flavor", "audio_input", "streaming", "force", "verify_clips",
+          "test_accuracy", "representative_clips", "min_agreement") + _MODEL_SIZE,
          data_flags=True, aliases=(("checkpoint", "model"),)),
     Tool("pipeline.tflite_metadata", ("models",), ("stamp",)),
     Tool("pipeline.benchmark", ("models", "teacher", "out_dir"),
@@ -147,12 +147,15 @@ TOOLS: Dict[str, Tool] = {t.module: t for t in (
          aliases=(("out", "out_dir"),)),
     Tool("models.summary", ("arch", "model"), ("depth", "num_classes", "larq")),
     Tool("models.lce_census", ("model",)),
-    Tool("firmware_sim.cost", ("out_dir",),
+    Tool("firmware_sim.cost", ("models", "out_dir"),
          ("T", "C", "H", "left", "right", "layers", "classes", "runs", "seed", "uarch"),
          aliases=(("work_dir", "out_dir"),)),
     Tool("firmware_sim.micro", ("models", "data_dir"), ("split", "max_clips", "arena_size"),
          data_flags=True, aliases=(("int8_model", "models"), ("binary_model", "models"))),
     Tool("firmware_sim.stream", ("model", "data_dir", "out_dir"), _STREAM, data_flags=True),
+    Tool("firmware_sim.run", ("model", "data_dir"),
+         ("split", "plot", "batch_size", "reference", "target", "float_kernels", "kernel_path",
+          "arena_size"), data_flags=True),
 )}
 
 #: modules run as ``python -m`` that are not user tools (no vocabulary check), and why

@@ -21,9 +21,9 @@ Stages, each through the project's library (the same code as the tools):
              is read from the run's history.json.
 4. export    ``pipeline.export.export_one`` (what ``export.run`` does per model: convert,
              describe, verify against Keras on the validation clips, write): ``bdfsmn`` (each
-             DFSMN layer one bitwise LceBDfsmn op) at every trained depth; ``binary`` (the
-             deployment artifact) and ``lce`` (the LCE converter: binary convs ->
-             LceBconv2d) at the deepest
+             DFSMN layer one bitwise ``lce_kernels.ops.BDFSMN`` op) at every trained depth;
+             ``binary`` (the deployment artifact) and ``lce`` (the LCE converter: binary convs
+             -> ``ops.BCONV2D``) at the deepest
 5. evaluate  test-split accuracy of the teacher and the student in Keras (every depth) and of
              every .tflite as the tools run it (``pipeline.predictors``,
              ``pipeline.evaluate.evaluate_predictor``), on one cached copy of the clips
@@ -289,9 +289,9 @@ def keras_accuracy(run_dir: str, pipe) -> Dict[int, float]:
 
 
 def export_jobs(depths: List[int]):
-    """(flavor, depth) of every export: bdfsmn (every DFSMN layer one bitwise LceBDfsmn op, the
-    front end as float ops) at every trained depth; binary (the deployment artifact: LCE's
-    converter output with each DFSMN layer one LceBDfsmn, bitwise from front end to
+    """(flavor, depth) of every export: bdfsmn (every DFSMN layer one bitwise ``ops.BDFSMN``
+    op, the front end as float ops) at every trained depth; binary (the deployment artifact:
+    LCE's converter output with each DFSMN layer one ``ops.BDFSMN``, bitwise from front end to
     classifier) and lce (LCE's converter alone) at the deepest. Each export costs a Keras build
     and trace (~20-30 s of CPU); ``python -m pipeline.export`` makes the others."""
     return [("bdfsmn", d) for d in depths] + [("binary", max(depths)), ("lce", max(depths))]

@@ -266,11 +266,12 @@ def format_markdown(result, title):
               "| op type | count | avg ms | % of total |", "|---|---:|---:|---:|"]
     lines += [f"| {o['type']} | {o['count']} | {o['avg_ms']:.3f} | {o['percent']:.1f}% |"
               for o in result["ops"]]
-    binary = sum(o["avg_ms"] for o in result["ops"] if o["type"].startswith("Lce"))
+    from lce_kernels import ops
+    binary = sum(o["avg_ms"] for o in result["ops"] if o["type"].startswith(ops.LCE_PREFIX))
     if binary:
         lines += ["", f"Lce* ops: {binary:.3f} ms = {100 * binary / result['ops_total_ms']:.1f}% "
-                  "of the op time (LceBconv2d = binary convs; LceQuantize / LceDequantize = "
-                  "bit-packing of activations)."]
+                  f"of the op time ({ops.BCONV2D} = binary convs; {ops.QUANTIZE} / "
+                  f"{ops.DEQUANTIZE} = bit-packing of activations)."]
     return "\n".join(lines) + "\n"
 
 

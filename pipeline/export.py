@@ -14,27 +14,31 @@ Writes: into --out_dir: <name>.tflite, its report <name>.json / .md, exports.jso
         --flavor float,int8 --data_dir ... (same data flags)
     # front end (log-mel, tf.signal.stft) inside the model: input raw 16 kHz PCM [1, 16000]
     python -m pipeline.export --model runs/real8/bifsmnv2 --depth 8 --audio_input ...
-    # every DFSMN layer one bitwise LceBDfsmn custom op (lce_kernels/), the rest builtin
+    # every DFSMN layer one bitwise custom op (lce_kernels.ops.BDFSMN), the rest builtin
     python -m pipeline.export --model runs/real8/bifsmnv2 --depth 8 --flavor bdfsmn ...
+    # streaming (dfsmn_stream / bifsmnv2_stream runs): one 128 ms hop per invoke, state
+    # tensors in and out (pipeline/streaming_export.py)
+    python -m pipeline.export --model runs/real8/bifsmnv2_stream --flavor lce --streaming ...
 
 Flavors
   lce    binary student through the LCE converter (``larq_compute_engine.convert_saved_model``
          of the inference SavedModel, see ``inference_saved_model``; the same flatbuffer as
-         ``convert_keras_model``, 7x faster): binary convs become ``LceBconv2d``; float32
+         ``convert_keras_model``, 7x faster): binary convs become ``ops.BCONV2D``; float32
          input and output, batch 1.
-  bdfsmn binary student with every DFSMN layer as ONE ``LceBDfsmn`` custom op (lce_kernels/:
+  bdfsmn binary student with every DFSMN layer as ONE ``ops.BDFSMN`` custom op (lce_kernels/:
          bit-packed weights, FlexBuffers options) and builtin ops otherwise: the front end
          (conv1, binary conv2 / linear as float ops computing the same binary function) and
          the classifier through the plain ``tf.lite.TFLiteConverter``, the custom ops spliced
          in with the flatbuffer schema module (see ``pipeline.bdfsmn`` for why). Runs on
-         TensorFlow's ``InterpreterWithCustomOps`` with ``LceBDfsmnRegisterer``
-         (``pipeline.predictors`` does it). Features input only. The report adds ``bdfsmn``:
-         LceBDfsmn count, layers, builtin-only check, backbone weight bytes packed vs float32.
+         TensorFlow's ``InterpreterWithCustomOps`` with the op library's registerer
+         (``ops.registerers()``; ``pipeline.predictors`` does it). Features input only. The
+         report adds ``bdfsmn``: ``ops.BDFSMN`` count, layers, builtin-only check, backbone
+         weight bytes packed vs float32.
   binary the deployment artifact (``pipeline.binary_artifact``): the lce flavor's flatbuffer
-         with every DFSMN layer's op chain replaced by ONE ``LceBDfsmn`` (the bdfsmn flavor's
+         with every DFSMN layer's op chain replaced by ONE ``ops.BDFSMN`` (the bdfsmn flavor's
          op), unused tensors / buffers dropped: only conv1 and the classifier stay float.
-         Runs on InterpreterWithCustomOps with the project's registerer (LCE's ops +
-         LceBDfsmn). Features input only. The report adds ``binary``: census checks and where
+         Runs on InterpreterWithCustomOps with the project's registerer (every op of
+         ``ops.ALL_OPS``). Features input only. The report adds ``binary``: census checks and where
          the bytes go.
   float  full-precision teacher through ``tf.lite.TFLiteConverter`` (float32 in / out).
   int8   teacher, full-integer post-training quantization (``Optimize.DEFAULT`` with a
@@ -56,11 +60,11 @@ file: a tool warns when the file no longer matches it) and ``OUT/<name>.md``;
 Verification (run by the export itself, before the .tflite is written):
   * the .tflite (LCE interpreter for lce, TensorFlow's interpreter for float / int8) against
     the Keras model on the first ``--verify_clips`` clips of the validation split (bdfsmn:
-    TensorFlow's InterpreterWithCustomOps with the LceBDfsmn registerer): top-1
+    TensorFlow's InterpreterWithCustomOps with the op library's registerer): top-1
     agreement and |logit difference|. A PCM-input export is compared with the Keras model on
     the pipeline's features of the same clips (the end-to-end "features + model" path).
-  * lce exports: every binary conv of the Keras model must have become ``LceBconv2d``.
-  * bdfsmn exports: exactly one ``LceBDfsmn`` per DFSMN layer run at the depth, and no custom
+  * lce exports: every binary conv of the Keras model must have become ``ops.BCONV2D``.
+  * bdfsmn exports: exactly one ``ops.BDFSMN`` per DFSMN layer run at the depth, and no custom
     op besides it.
   * test-split accuracy of the .tflite through ``pipeline.evaluate.run`` (``--notest_accuracy``
     skips it).
@@ -69,6 +73,7 @@ overrides). Logit differences are reported, not gated: a binary network flips a 
 pre-binarization value is within float rounding of a threshold, which changes logits of that
 clip by O(1) while the top-1 class usually stays. A failed export writes its report (json/md)
 but no .tflite, and the command exits with status 1, unless ``--force``.
+(``ops``: ``lce_kernels.ops``, the op contract: op names, operands, registerers.)
 """
 from __future__ import annotations
 
@@ -83,6 +88,7 @@ import numpy as np
 from absl import app, flags
 
 import models
+from lce_kernels import ops
 from models.lce_census import constant_bytes, format_census, op_census, ops_in_scope
 from pipeline import checkpoints, cli, cli_vocabulary, data_flags, output_paths, predictors
 from pipeline import model_contract, tflite_metadata
@@ -100,7 +106,7 @@ MIN_AGREEMENT = {"lce": 0.99, "bdfsmn": 0.99, "binary": 0.99, "float": 0.99,
 BDFSMN_FRONT_REASON = ("binary front-end conv: runs as builtin float ops computing the same "
                        "binary function (SIGN, dual-scale MUL/ADD, the quantized kernel "
                        "sign(w)*mean|w| as a float constant): no Python runtime runs LCE ops "
-                       "and LceBDfsmn in one model")
+                       f"and {ops.BDFSMN} in one model")
 INDEX_JSON, INDEX_MD = "exports.json", "exports.md"
 SIZE_FLAGS = ("channels", "hidden", "num_layers")
 
@@ -128,6 +134,9 @@ def define_flags():
                       "float,int8 for the full-precision teacher).")
     flags.DEFINE_bool("audio_input", False, "Put the log-mel front end (tf.signal.stft) inside "
                       "the model: input raw 16 kHz PCM [1, 16000] instead of features [1, 32, 32].")
+    flags.DEFINE_bool("streaming", False, "One hop per invoke, state tensors in and out "
+                      "(pipeline/streaming_export.py): for dfsmn_stream (--flavor float) and "
+                      "bifsmnv2_stream (--flavor lce) runs; name <...>_streaming.")
     flags.DEFINE_bool("force", False, "Write the .tflite even if verification fails.")
     flags.DEFINE_integer("verify_clips", 500, "Validation clips for Keras-vs-tflite agreement.")
     flags.DEFINE_bool("test_accuracy", True, "Evaluate each .tflite on the test split.")
@@ -201,7 +210,7 @@ def active_scope(scope, depth, num_layers):
 
 
 def bdfsmn_layer_report(model, flatbuffer, depth, num_layers):
-    """bdfsmn flavor: every DFSMN layer run at ``depth`` one LceBDfsmn; front end float."""
+    """bdfsmn flavor: every DFSMN layer run at ``depth`` one ``ops.BDFSMN``; front end float."""
     rows = []
     for kind, scope in binary_layers(model):
         if not active_scope(scope, depth, num_layers):
@@ -209,11 +218,11 @@ def bdfsmn_layer_report(model, flatbuffer, depth, num_layers):
         parts = scope.split("/")
         if parts[0] == "dfsmn":
             layer = "/".join(parts[:2])
-            ops = [o for o in ops_in_scope(flatbuffer, layer) if o["op"] == "LceBDfsmn"
-                   and o["outputs"][0][0].startswith(layer + "/bdfsmn/")]
-            status = "LceBDfsmn" if len(ops) == 1 else "missing"
-            reason = (f"part of the {layer} LceBDfsmn op (whole layer bitwise)" if ops else
-                      "no LceBDfsmn op for this layer")
+            found = [o for o in ops_in_scope(flatbuffer, layer) if o["op"] == ops.BDFSMN
+                     and o["outputs"][0][0].startswith(ops.bdfsmn_tensor_name(layer, ""))]
+            status = ops.BDFSMN if len(found) == 1 else "missing"
+            reason = (f"part of the {layer} {ops.BDFSMN} op (whole layer bitwise)" if found
+                      else f"no {ops.BDFSMN} op for this layer")
         else:
             status, reason = "float", BDFSMN_FRONT_REASON
         rows.append({"layer": scope, "kind": kind, "status": status, "lce_bconv2d": 0,
@@ -222,18 +231,18 @@ def bdfsmn_layer_report(model, flatbuffer, depth, num_layers):
 
 
 def binary_layer_report(model, flatbuffer, depth, num_layers):
-    """For every binary layer run at ``depth``: did it become LceBconv2d, or stay float (why)?"""
+    """For every binary layer run at ``depth``: did it become ``ops.BCONV2D``, or stay float
+    (why)?"""
     rows = []
     for kind, scope in binary_layers(model):
         if not active_scope(scope, depth, num_layers):
             continue
-        ops = ops_in_scope(flatbuffer, scope)
-        names = [o["op"] for o in ops]
-        n_lce = names.count("LceBconv2d")
+        names = [o["op"] for o in ops_in_scope(flatbuffer, scope)]
+        n_lce = names.count(ops.BCONV2D)
         float_ops = [n for n in names if n in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
         if n_lce:
-            status, reason = "LceBconv2d", (f"{n_lce} LceBconv2d (one per bit plane of the "
-                                            "dual-scale activation, shared filter)")
+            status, reason = ops.BCONV2D, (f"{n_lce} {ops.BCONV2D} (one per bit plane of the "
+                                           "dual-scale activation, shared filter)")
         elif kind == "memory":
             status, reason = "float", MEMORY_REASON
         elif float_ops:
@@ -296,10 +305,9 @@ def io_details(flatbuffer):
     verify_model(flatbuffer, "the exported model")  # what we wrote, before an interpreter
     from models.lce_census import has_bdfsmn_ops
     if has_bdfsmn_ops(flatbuffer):
-        from pipeline import bdfsmn
         from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
         it = InterpreterWithCustomOps(model_content=flatbuffer,
-                                      custom_op_registerers=bdfsmn.registerers())
+                                      custom_op_registerers=ops.registerers())
     else:
         it = tf.lite.Interpreter(model_content=flatbuffer)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
@@ -389,6 +397,11 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
                           f"{flavor} flavor is for the binary student; use --flavor float,int8")
     if flavor in ("bdfsmn", "binary") and audio_input:
         raise ExportError(f"the {flavor} flavor takes features input only (no --audio_input)")
+    from models.streaming import is_streaming_arch
+    if flavor in ("bdfsmn", "binary") and is_streaming_arch(base):
+        raise ExportError(f"{spec['model']} is a streaming model: its front end (causal, "
+                          "receptive-field scale) is not what the " + flavor + " flavor "
+                          "builds; export it with --flavor lce (and --streaming)")
     if flavor in ("float", "int8") and binary:
         raise ExportError(f"{checkpoint} is a binary model ({spec['model']}): float / int8 are "
                           "the baselines of the full-precision teacher (pass --teacher)")
@@ -399,7 +412,7 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
     if flavor == "bdfsmn":
         from pipeline import bdfsmn
         flatbuffer, bd_layers = bdfsmn.build(base, depth, spec)
-    elif flavor == "binary":  # LCE output, each DFSMN layer one LceBDfsmn
+    elif flavor == "binary":  # LCE output, each DFSMN layer one ops.BDFSMN
         from pipeline import binary_artifact
         flatbuffer, bd_layers = binary_artifact.build(base, depth, spec)
     else:
@@ -412,7 +425,7 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
     num_layers = spec["model_kwargs"].get("num_layers", 8)
     if flavor == "bdfsmn":
         layers = bdfsmn_layer_report(base, flatbuffer, depth, num_layers)
-    elif flavor == "binary":  # DFSMN layers: LceBDfsmn; front end: LceBconv2d
+    elif flavor == "binary":  # DFSMN layers: ops.BDFSMN; front end: ops.BCONV2D
         layers = [r for r in binary_layer_report(base, flatbuffer, depth, num_layers)
                   if not r["layer"].startswith("dfsmn/")] + [
             r for r in bdfsmn_layer_report(base, flatbuffer, depth, num_layers)
@@ -425,10 +438,10 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
         "flavor": flavor, "depth": depth, "model": spec["model"],
         "model_kwargs": spec["model_kwargs"], "checkpoint": os.path.abspath(checkpoint),
         "converter": ("larq_compute_engine.convert_saved_model" if flavor == "lce" else
-                      "tf.lite.TFLiteConverter (front end, classifier) + LceBDfsmn spliced "
-                      "with schema_py_generated" if flavor == "bdfsmn" else
+                      f"tf.lite.TFLiteConverter (front end, classifier) + {ops.BDFSMN} "
+                      "spliced with schema_py_generated" if flavor == "bdfsmn" else
                       "larq_compute_engine.convert_saved_model + every DFSMN layer one "
-                      "LceBDfsmn (pipeline.binary_artifact, schema_py_generated)"
+                      f"{ops.BDFSMN} (pipeline.binary_artifact, schema_py_generated)"
                       if flavor == "binary" else
                       "tf.lite.TFLiteConverter" + (" (PTQ int8)" if flavor == "int8" else "")),
         **io_details(flatbuffer),
@@ -444,12 +457,12 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
         from pipeline import bdfsmn
         from models.lce_census import _BUILTIN_NAMES
         builtin = set(_BUILTIN_NAMES.values())
-        others = sorted(n for n in census if n != bdfsmn.OP_NAME and n not in builtin)
+        others = sorted(n for n in census if n != ops.BDFSMN and n not in builtin)
         active = [j for j in models.layer_set(models.depth_index(depth, num_layers), num_layers)]
         packed = bdfsmn.packed_bytes(bd_layers)
         fl = bdfsmn.float_weight_bytes(bd_layers)
         report["bdfsmn"] = {
-            "LceBDfsmn": int(census.get(bdfsmn.OP_NAME, 0)), "layers": len(active),
+            ops.BDFSMN: int(census.get(ops.BDFSMN, 0)), "layers": len(active),
             "layer_indices": active, "other_custom_ops": others,
             "builtin_only_otherwise": not others,
             "backbone_weight_bytes": {
@@ -485,7 +498,7 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
         f.write(flatbuffer)
 
     audio, feats, labels = data
-    runtime = "lce" if flavor == "lce" else "tf"  # bdfsmn: tf + LceBDfsmn registerer (auto)
+    runtime = "lce" if flavor == "lce" else "tf"  # bdfsmn: tf + the op library (auto)
     runner = predictors.TFLiteRunner(staged, runtime=runtime)
     ref = keras_logits(base, feats)
     got = runner(audio if audio_input else feats)
@@ -498,16 +511,16 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
     if flavor == "lce":
         convs = [r for r in layers if r["kind"] == "conv"]
         report["binary_convs_lowered"] = bool(convs) and all(
-            r["status"] == "LceBconv2d" for r in convs)
+            r["status"] == ops.BCONV2D for r in convs)
         checks["binary_convs_lowered"] = report["binary_convs_lowered"]
     if flavor == "bdfsmn":
         b = report["bdfsmn"]
-        checks["one_LceBDfsmn_per_layer"] = (b["LceBDfsmn"] == b["layers"] and all(
-            r["status"] == "LceBDfsmn" for r in layers if r["layer"].startswith("dfsmn/")))
+        checks[f"one_{ops.BDFSMN}_per_layer"] = (b[ops.BDFSMN] == b["layers"] and all(
+            r["status"] == ops.BDFSMN for r in layers if r["layer"].startswith("dfsmn/")))
         checks["builtin_only_otherwise"] = b["builtin_only_otherwise"]
     if flavor == "binary":
         b = report["binary"]
-        for k in ("one_LceBDfsmn_per_layer", "float_weight_ops_only_conv1_classifier",
+        for k in (f"one_{ops.BDFSMN}_per_layer", "float_weight_ops_only_conv1_classifier",
                   "custom_ops_known"):
             checks[k] = b[k]
     ver["checks"] = checks
@@ -584,8 +597,8 @@ def format_markdown(r):
     if r.get("bdfsmn"):
         b = r["bdfsmn"]
         wb = b["backbone_weight_bytes"]
-        lines += ["", "## Bitwise DFSMN layers (LceBDfsmn)", "",
-                  f"- {b['LceBDfsmn']} LceBDfsmn ops for {b['layers']} layers "
+        lines += ["", f"## Bitwise DFSMN layers ({ops.BDFSMN})", "",
+                  f"- {b[ops.BDFSMN]} {ops.BDFSMN} ops for {b['layers']} layers "
                   f"{b['layer_indices']}; other custom ops: {b['other_custom_ops'] or 'none'}",
                   f"- backbone weight storage: packed {wb['packed']['total']:,} B (bit words "
                   f"{wb['packed']['bit_weights']:,} B + per-channel vectors "
@@ -655,7 +668,8 @@ def refresh_reports(out_dir):
             data = f.read()
         r["file_bytes"], r["sha256"] = len(data), model_contract.sha256(data)
         reports.append(r)
-    floats = {(r["depth"], r["input"]): r for r in reports if r["flavor"] == "float"}
+    floats = {(r["depth"], r["input"]): r for r in reports
+              if r["flavor"] == "float" and not r.get("streaming")}
     for r in reports:
         ref = floats.get((r["depth"], r["input"]))
         old = r.get("storage_reference") or {}
@@ -678,7 +692,7 @@ def load_index(out_dir):
 def float_reference(index, depth, input_kind):
     for e in index["exports"].values():
         if (e["flavor"] == "float" and e["depth"] == depth and e["input"] == input_kind
-                and e["written"]):
+                and e["written"] and not e.get("streaming")):
             return {"name": e["name"], "bytes": e["file_bytes"]}
     return None
 
@@ -692,8 +706,9 @@ def update_index(out_dir, reports):
                               "model", "file_bytes", "storage_saving_vs_float", "num_ops",
                               "checkpoint")}
         e = index["exports"][r["name"]]
-        e.update({"lce_bconv2d": r["op_census"].get("LceBconv2d", 0),
-                  "lce_bdfsmn": r["op_census"].get("LceBDfsmn", 0),
+        e["streaming"] = bool(r.get("streaming"))  # one hop per invoke (streaming_export)
+        e.update({"lce_bconv2d": r["op_census"].get(ops.BCONV2D, 0),
+                  "lce_bdfsmn": r["op_census"].get(ops.BDFSMN, 0),
                   "weight_bytes": r["weight_bytes"]["total"],
                   "top1_agreement": r["verification"]["top1_agreement"],
                   "max_abs_logit_diff": r["verification"]["max_abs_logit_diff"],
@@ -711,7 +726,7 @@ def update_index(out_dir, reports):
         json.dump(index, f, indent=2)
     rows = sorted(index["exports"].values(), key=lambda e: (e["flavor"], -e["depth"], e["name"]))
     lines = ["# Exports", "",
-             "| export | flavor | depth | input | file | saving vs float | LceBconv2d | "
+             f"| export | flavor | depth | input | file | saving vs float | {ops.BCONV2D} | "
              "agreement | max abs dlogit | test acc | status |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in rows:
@@ -732,16 +747,23 @@ def update_index(out_dir, reports):
 # -- the whole run -----------------------------------------------------------------------------
 def run(checkpoint, out_dir, cfg, depths=None, flavors=None, teacher=None, audio_input=False,
         force=False, verify_clips=500, test_accuracy=True, representative_clips=200,
-        min_agreement=None, overrides=None):
+        min_agreement=None, overrides=None, streaming=False):
     """Export every (checkpoint, flavor, depth) requested; returns the list of reports. Each
-    run directory's model.json is read once (``specs``) and handed to every export of it."""
+    run directory's model.json is read once (``specs``) and handed to every export of it.
+    ``streaming``: one hop per invoke (``pipeline.streaming_export``; float and lce)."""
     spec = checkpoints.read_model_json(checkpoint)
     specs = {checkpoint: spec}
     trained = sorted(spec.get("training_depths") or [spec["model_kwargs"].get("num_layers", 8)],
                      reverse=True)
     binary = is_binary_name(spec["model"])
     if flavors is None:
-        flavors = ["lce"] if binary else ["float", "int8"]
+        flavors = ["lce"] if binary else (["float"] if streaming else ["float", "int8"])
+    if streaming:
+        from pipeline import streaming_export
+        bad = [fl for fl in flavors if fl not in streaming_export.FLAVORS]
+        if bad:
+            raise ExportError(f"--streaming exports the flavors {streaming_export.FLAVORS} "
+                              f"(float: the teacher, lce: the binary student); got {bad}")
     for fl in flavors:
         if fl not in FLAVORS:
             raise ExportError(f"unknown flavor {fl!r}; choose from {FLAVORS}")
@@ -782,6 +804,12 @@ def run(checkpoint, out_dir, cfg, depths=None, flavors=None, teacher=None, audio
 
     reports = []
     for ckpt, fl, d in jobs:
+        if streaming:
+            reports.append(streaming_export.export_one(
+                ckpt, fl, d, out_dir, cfg, data, audio_input,
+                overrides if ckpt == checkpoint else None, force, test_accuracy,
+                min_agreement, spec=specs[ckpt]))
+            continue
         ref = None
         if fl != "float":
             ref = float_reference(update_index(out_dir, reports) if reports else
@@ -827,7 +855,7 @@ def main(argv):
     reports = run(model, FLAGS.out_dir, cfg, FLAGS.depth, FLAGS.flavor,
                   FLAGS.teacher, FLAGS.audio_input, FLAGS.force, FLAGS.verify_clips,
                   FLAGS.test_accuracy, FLAGS.representative_clips, FLAGS.min_agreement,
-                  overrides)
+                  overrides, FLAGS.streaming)
     print()
     with open(os.path.join(FLAGS.out_dir, INDEX_MD)) as f:
         print(f.read())

@@ -7,7 +7,7 @@ Writes: the non-ok variants and their recipes into --out_dir (optional); the cou
 
     python -m pipeline.fuzz_models                        # 300 variants of each flavor's d2
     python -m pipeline.fuzz_models --depths all --variants 50 --json_out build/fuzz.json
-    python -m pipeline.fuzz_models --sanitize             # LceBDfsmn under ASan/UBSan
+    python -m pipeline.fuzz_models --sanitize             # project ops under ASan/UBSan
     python -m pipeline.fuzz_models --models F.tflite --seed 0 --only 17 --out_dir build/v
 
 Flavors are discovered from the files (``<flavor>_d<depth>.tflite`` in ``--exports_dir``), so a
@@ -33,7 +33,7 @@ and no traceback is what passes.
 
 ``--sanitize`` runs the worker with the ASan/UBSan build of the op library
 (``lce_kernels/build/asan/libbdfsmn_op.so``, ``make -C lce_kernels op-asan``) preloaded with
-``libasan`` over the files whose models hold ``LceBDfsmn`` ops.
+``libasan`` over the files whose models hold ``lce_kernels.ops.BDFSMN`` ops.
 
 Output: a table per file, the first ``--examples`` non-ok variants of each class with how they
 were made and the first lines of their message / stderr, and one final JSON line of counts
@@ -61,9 +61,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from lce_kernels import ops
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_EXPORTS = os.path.join(ROOT, "pretrained", "real8", "exports")
-ASAN_OP_LIB = os.path.join(ROOT, "lce_kernels", "build", "asan", "libbdfsmn_op.so")
+ASAN_OP_LIB = ops.ASAN_OP_LIB
 CLASSES = ("ok", "refused", "signal", "hang", "traceback", "exit", "sanitizer")
 FAILURES = ("signal", "hang", "traceback", "exit", "sanitizer")
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
@@ -700,7 +702,7 @@ def define_flags():
                        lower_bound=1.0)
     flags.DEFINE_float("memory_gib", 8.0, "Address-space limit of the worker (0: none).")
     flags.DEFINE_bool("sanitize", False, "Run the ASan/UBSan op library over the files whose "
-                      "models hold LceBDfsmn ops.")
+                      f"models hold {ops.BDFSMN} ops.")
     flags.DEFINE_string("op_lib", None, f"Op library for --sanitize (default {ASAN_OP_LIB}).")
     flags.DEFINE_integer("cli_sample", 5, "Variants per flavor also run through `python -m "
                          "pipeline.evaluate` (0: none).", lower_bound=0)
@@ -733,7 +735,7 @@ def main(argv):
     if FLAGS.sanitize:
         paths = [p for p in paths if has_bdfsmn_ops(p)]
         if not paths:
-            raise HarnessError("--sanitize: none of the files holds LceBDfsmn ops")
+            raise HarnessError(f"--sanitize: none of the files holds {ops.BDFSMN} ops")
     summary = run(paths, FLAGS.variants, FLAGS.seed, FLAGS.timeout, only, FLAGS.sanitize,
                   FLAGS.op_lib, FLAGS.memory_gib, FLAGS.cli_sample, FLAGS.data_dir,
                   FLAGS.sidecar, FLAGS.out_dir)

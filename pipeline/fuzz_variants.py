@@ -49,8 +49,8 @@ FLAVOR_RE = re.compile(r"^(?P<flavor>.+)_d(?P<depth>\d+)$")
 
 
 def _schema():
-    from pipeline import bdfsmn
-    return bdfsmn._schema()
+    from lce_kernels import ops
+    return ops.schema()
 
 
 @dataclasses.dataclass
@@ -354,8 +354,8 @@ def edit_custom_options(src, model, rng):
     k = int(rng.choice(src.custom_ops))
     op = sg.operators[k]
     old = bytes(np.asarray(op.customOptions, np.uint8).tobytes())
-    code = model.operatorCodes[op.opcodeIndex].customCode
-    code = code.decode() if isinstance(code, bytes) else code
+    from lce_kernels import ops
+    code = ops.custom_code(model.operatorCodes[op.opcodeIndex])
     mode = str(rng.choice(["truncate", "garble", "resize", "value", "value"]))
     params = {"op": k, "custom_op": code, "mode": mode, "from_len": len(old)}
     if mode == "truncate":

@@ -16,8 +16,8 @@ is ``{"ready": true, ...}``. Replies: ``{"status": "ok", "result": {...}}``,
 ``{"status": "refused", "message": ...}`` (a user error: the tools print that message and
 exit 2) or ``{"status": "traceback", "exception": ..., "traceback": ...}`` (anything else).
 
-``--op_lib PATH`` runs LceBDfsmn from that library (the ASan/UBSan build for
-``fuzz_models --sanitize``): it is loaded first, so its ``LceBDfsmnRegisterer`` is the one the
+``--op_lib PATH`` runs the project's ops from that library (the ASan/UBSan build for
+``fuzz_models --sanitize``): it is loaded first, so its registerer is the one the
 interpreter resolves, and passed as ``custom_op_registerers``.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _classifier():
     if cli is not None and hasattr(cli, "is_user_error"):
         return cli.is_user_error, cli.message, "pipeline.cli.is_user_error"
     from pipeline import checkpoints
-    from pipeline.bdfsmn import OpLibraryError
+    from lce_kernels.ops import OpLibraryError
     from pipeline.speech_commands import DataError
     user = (checkpoints.CheckpointError, DataError, OpLibraryError)
     return (lambda e: isinstance(e, user)), str, "fallback (no pipeline.cli)"
@@ -83,8 +83,8 @@ class Runner:
         self.predictors = predictors
         self.registerers = None
         if op_lib:
-            from pipeline import bdfsmn
-            self.registerers = bdfsmn.registerers(path=op_lib)
+            from lce_kernels import ops
+            self.registerers = ops.registerers(path=op_lib)
         self.is_user_error, self.message, self.classifier = _classifier()
 
     def run(self, path: str) -> dict:
@@ -131,7 +131,7 @@ def _protocol_stream():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--op_lib", default=None, help="LceBDfsmn op library to run with.")
+    ap.add_argument("--op_lib", default=None, help="The project's op library to run with.")
     ap.add_argument("--memory_gib", type=float, default=0.0,
                     help="RLIMIT_AS in GiB (0: none).")
     args = ap.parse_args(argv)
@@ -141,8 +141,8 @@ def main(argv=None):
     runner = Runner(args.op_lib)
     loaded = []
     if args.op_lib:
-        from pipeline import bdfsmn
-        loaded = sorted(bdfsmn._loaded)
+        from lce_kernels import ops
+        loaded = ops.loaded_libraries()
     out.write(json.dumps({"ready": True, "pid": os.getpid(), "classifier": runner.classifier,
                           "op_libs": loaded}) + "\n")
     for line in sys.stdin:
@@ -156,8 +156,8 @@ def main(argv=None):
         gc.collect(1)
         reply["id"] = req.get("id")
         if args.op_lib:        # which op libraries are loaded now (the parent checks: only ours)
-            from pipeline import bdfsmn
-            reply["op_libs"] = sorted(bdfsmn._loaded)
+            from lce_kernels import ops
+            reply["op_libs"] = ops.loaded_libraries()
         sys.stderr.flush()
         out.write(json.dumps(reply) + "\n")
 

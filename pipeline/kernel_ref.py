@@ -21,35 +21,21 @@ per case, a tiny self-describing little-endian record format (see `write_case`).
 is needed here (no TensorFlow), so vectors can be made anywhere.
 
 Bit convention (as LCE): bit = 1 <=> -1, LSB first in 32-bit words, rows padded to
-ceil(n/32) words with zero pad bits; sign(0) = +1.
+ceil(n/32) words with zero pad bits; sign(0) = +1 (``lce_kernels.ops.pack_bits``; the words
+are uint32 here). The op's operands from the inference form: ``lce_kernels.ops.bdfsmn_inputs``.
 """
 import os
 import struct
 
 import numpy as np
 
+# the op's bit layout and operand order are the contract's (lce_kernels/ops.py); the math
+# below (raw forward, folding, packed forward) is this module's own, independent of it
+from lce_kernels.ops import pack_bits, unpack_bits
+
 EPS = 1e-5  # BatchNorm epsilon of the model (models.dfsmn / QuantConvBN default)
 NUM_DEPTHS = 4
 MAGIC = b"BDFV1\0\0\0"
-
-
-# ------------------------------------------------------------------ bit packing
-def pack_bits(neg):
-    """bool [..., n] (True = -1) -> uint32 [..., ceil(n/32)], LSB first, zero pad bits."""
-    neg = np.asarray(neg, dtype=bool)
-    n = neg.shape[-1]
-    words = (n + 31) // 32
-    padded = np.zeros(neg.shape[:-1] + (words * 32,), dtype=np.uint64)
-    padded[..., :n] = neg
-    bits = padded.reshape(neg.shape[:-1] + (words, 32))
-    return (bits << np.arange(32, dtype=np.uint64)).sum(axis=-1).astype(np.uint32)
-
-
-def unpack_bits(words, n):
-    """uint32 [..., w] -> bool [..., n] (inverse of pack_bits; pad bits ignored)."""
-    words = np.asarray(words, dtype=np.uint32)
-    bits = (words[..., None] >> np.arange(32, dtype=np.uint32)) & 1
-    return bits.reshape(words.shape[:-1] + (-1,))[..., :n].astype(bool)
 
 
 # ------------------------------------------------------------------ raw parameters
@@ -165,7 +151,7 @@ def fold(raw, depth, eps=EPS):
     mw = raw["mem_w"]
     mbn = raw["mem_bn"][depth]
     g = g_of(mbn)
-    p["mem_weights"] = pack_bits(mw < 0)                      # (K, ceil(C/32))
+    p["mem_weights"] = pack_bits(mw < 0, np.uint32)           # (K, ceil(C/32))
     p["mem_t0"], p["mem_t1"], p["mem_t2"] = raw["mem_t"]
     p["mem_mul"] = g * np.mean(np.abs(mw), axis=0)
     p["mem_bias"] = mbn["beta"] - mbn["moving_mean"] * g
@@ -176,7 +162,7 @@ def fold(raw, depth, eps=EPS):
         g = g_of(bn)
         mul = g * np.mean(np.abs(w), axis=0)                 # (out,)
         k = sign(w).T @ t[2]                                 # sum_c sigma[c, o] t2[c]
-        p[f"{name}_weights"] = pack_bits((w < 0).T)          # (out, ceil(in/32))
+        p[f"{name}_weights"] = pack_bits((w < 0).T, np.uint32)  # (out, ceil(in/32))
         p[f"{name}_t0"], p[f"{name}_t1"] = t[0], t[1]
         p[f"{name}_mul"] = mul
         p[f"{name}_bias"] = bn["beta"] - bn["moving_mean"] * g - mul * k
@@ -223,7 +209,8 @@ def packed_forward(x, p, left, right, dilation):
 
     n1, n2, s, d, r = binarize(x, p["mem_t0"], p["mem_t1"])
     margins += [np.abs(d).min(), np.abs(r).min()]
-    res["mem_b1"], res["mem_b2"], res["mem_s"] = pack_bits(n1), pack_bits(n2), s
+    res["mem_b1"], res["mem_b2"] = pack_bits(n1, np.uint32), pack_bits(n2, np.uint32)
+    res["mem_s"] = s
     wneg = unpack_bits(p["mem_weights"], C)                       # (K, C)
     d1 = np.zeros((T, C), np.int64)
     ws = np.zeros((T, C), np.int64)
@@ -247,7 +234,8 @@ def packed_forward(x, p, left, right, dilation):
         wn = unpack_bits(p[f"{name}_weights"], n_in)              # (out, in)
         p1 = n_in - 2 * np.sum(wn[None] ^ a1[:, None], axis=-1)   # (T, out)
         p2 = n_in - 2 * np.sum(wn[None] ^ a2[:, None], axis=-1)
-        res[f"{name}_b1"], res[f"{name}_b2"], res[f"{name}_s"] = pack_bits(a1), pack_bits(a2), sv
+        res[f"{name}_b1"], res[f"{name}_b2"] = pack_bits(a1, np.uint32), pack_bits(a2, np.uint32)
+        res[f"{name}_s"] = sv
         res[f"{name}_p1"], res[f"{name}_p2"] = p1.astype(np.int32), p2.astype(np.int32)
         z = (p1 + sv[:, None] * p2) * p[f"{name}_mul"] + p[f"{name}_bias"]
         return prelu(z, p[f"{name}_slope"])
@@ -366,74 +354,3 @@ def main(argv):
 if __name__ == "__main__":
     from pipeline import cli
     cli.run(main, define=define_flags)
-
-
-# ------------------------------------------------------------------ .tflite with LceBDfsmn
-# The op's interface (input order and layout, options map, aligned constant buffers) is the
-# exporter's own (pipeline/bdfsmn.py): one definition; the math above stays independent.
-def _bdfsmn():
-    from pipeline import bdfsmn
-    return bdfsmn
-
-
-def op_inputs(p):
-    """The op's constant inputs (1..8) from the inference form, in input order."""
-    return _bdfsmn().op_inputs(p)
-
-
-def op_options(channels, hidden, left, right, dilation, **extra):
-    """custom_options (FlexBuffers map); ``extra`` adds entries (malformed-model tests)."""
-    return _bdfsmn().op_options(channels, hidden, left, right, dilation, **extra)
-
-
-def build_tflite(x_shape, params, options, const_inputs=True):
-    """A .tflite (bytes) with one subgraph holding one LceBDfsmn op.
-
-    x_shape: input shape (e.g. (B, T, 1, C)); params: the 8 arrays of `op_inputs` (any dtype
-    float32/int32, any shape: malformed ones are allowed on purpose); options: bytes.
-    const_inputs=False makes the parameters graph inputs instead of constants."""
-    import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as S
-
-    bd = _bdfsmn()
-    from pipeline.tflite_metadata import _aligned_buffer_class
-    AlignedBuffer = _aligned_buffer_class()
-
-    ttype = {np.dtype(np.float32): S.TensorType.FLOAT32, np.dtype(np.int32): S.TensorType.INT32}
-    buffers = [AlignedBuffer()]
-    tensors = []
-
-    def add(name, shape, dtype, data=None):
-        t = S.TensorT()
-        t.name, t.shape, t.type, t.buffer = name, list(shape), ttype[np.dtype(dtype)], 0
-        if data is not None:
-            b = AlignedBuffer()
-            b.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
-            buffers.append(b)
-            t.buffer = len(buffers) - 1
-        tensors.append(t)
-        return len(tensors) - 1
-
-    inputs = [add("x", x_shape, np.float32)]
-    for name, arr in zip(bd.OP_INPUT_NAMES[1:], params):
-        arr = np.asarray(arr)
-        inputs.append(add(name, arr.shape, arr.dtype, arr if const_inputs else None))
-    out = add("y", x_shape, np.float32)
-
-    code = S.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = S.BuiltinOperator.CUSTOM
-    code.customCode, code.version = bd.OP_NAME, 1
-    op = S.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, inputs, [out]
-    op.customOptions = np.frombuffer(options, np.uint8).copy() if options else None
-    op.customOptionsFormat = S.CustomOptionsFormat.FLEXBUFFERS
-    sg = S.SubGraphT()
-    sg.tensors, sg.operators, sg.name = tensors, [op], "main"
-    sg.inputs = inputs if not const_inputs else [inputs[0]]
-    sg.outputs = [out]
-    model = S.ModelT()
-    model.version, model.description = 3, "LceBDfsmn test model"
-    model.operatorCodes, model.subgraphs, model.buffers = [code], [sg], buffers
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())

@@ -5,7 +5,7 @@ verified, and corrupted files killed the tools with signals: TFLite's loader
 (``InterpreterBuilder::ParseTensors``, ``ParseQuantization``, ``ParseConv2D``,
 ``FlatBufferModel::ReadAllMetadata``) followed offsets and indices out of the buffer, the
 XNNPACK delegate crashed partitioning a graph whose op reads its own output, and our own
-``LceBDfsmn`` trusted a custom-options length of ~3.77 GB. The project's Python reader
+``lce_kernels.ops.BDFSMN`` trusted a custom-options length of ~3.77 GB. The project's Python reader
 (``models/lce_census.py``) raised ``struct.error`` / ``UnicodeDecodeError`` / ``IndexError``.
 
 What is checked (in C++, ``lce_kernels/tflite/model_verify.cc``, the first code to read the
@@ -26,10 +26,11 @@ bytes; it never reads outside them):
   dilations / sizes >= 1, operand counts (DEPTHWISE_CONV_2D without bias, SIGN without output:
   SIGSEGV), optional (-1) inputs only where the op accepts one (RESHAPE / PADV2 reading -1:
   SIGSEGV), quantized ADD / SUB scales TFLite can turn into multipliers (else SIGABRT);
-* custom ops: ``LceBDfsmn`` options a verified FlexBuffers map with its five integers; LCE's
-  ops (``lce_kernels/tflite/lce_ops_options.h``) one output, no missing required input,
-  ``LceBconv2d`` / ``LceBMaxPool2d`` options a verified map with every key their kernels read
-  (an LceBconv2d without options crashed LCE's interpreter);
+* custom ops (names, inputs and option keys: ``lce_kernels/core/op_contract.h``, twin of
+  ``lce_kernels/ops.py``): ``ops.BDFSMN`` options a verified FlexBuffers map with its five
+  integers; LCE's ops (``lce_kernels/tflite/lce_ops_options.h``) one output, no missing
+  required input, ``ops.BCONV2D`` / ``ops.BMAXPOOL2D`` options a verified map with every key
+  their kernels read (a binary conv without options crashed LCE's interpreter);
 * the graph in execution order (no operator reads a tensor that it or a later operator writes,
   no tensor written twice or written although it is a constant or a subgraph input) and no
   subgraph recursion;

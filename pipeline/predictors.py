@@ -5,10 +5,11 @@
 export verification, benchmarks and the streaming loop all go through it, so a .tflite is
 judged exactly like the checkpoint it came from.
 
-A .tflite with ``LceBDfsmn`` custom ops (``pipeline.export --flavor bdfsmn``) runs on
-TensorFlow's ``InterpreterWithCustomOps`` with ``LceBDfsmnRegisterer`` from
+A .tflite with the project's ``lce_kernels.ops.BDFSMN`` custom ops (``pipeline.export
+--flavor bdfsmn`` or ``binary``) runs on TensorFlow's ``InterpreterWithCustomOps`` with the
+registerer of every project op (``lce_kernels.ops.registerers()``) from
 ``lce_kernels/build/libbdfsmn_op.so`` (built with ``make -C lce_kernels op`` if missing;
-``pipeline.bdfsmn.OpLibraryError`` if it cannot be built).
+``lce_kernels.ops.OpLibraryError`` if it cannot be built).
 
 A .tflite describes itself: its class names, input kind, feature configuration, architecture,
 depth and flavor are in its own metadata (``pipeline.tflite_metadata``), so a file copied
@@ -166,8 +167,8 @@ class TFLiteRunner:
         if not custom_op_registerers and runtime != "lce":
             from models.lce_census import has_bdfsmn_ops
             if has_bdfsmn_ops(self.model_bytes):
-                from pipeline import bdfsmn
-                custom_op_registerers = bdfsmn.registerers()
+                from lce_kernels import ops
+                custom_op_registerers = ops.registerers()
         if runtime == "auto":
             runtime = default_runtime(self.model_bytes, custom_op_registerers)
         self.runtime = runtime
@@ -287,6 +288,9 @@ def load_predictor(path, depth=None, num_threads=1, custom_op_registerers=None) 
         labels, input_kind = meta["labels"], meta["input"]
         model_contract.check_digest(path, model_bytes, sidecar)
         model_contract.check_features(path, meta)
+        if meta.get("streaming"):  # one hop per invoke, state in and out (issue 16)
+            from pipeline import streaming_runner
+            return streaming_runner.tflite_predictor(path, meta, model_bytes, num_threads)
         runner = TFLiteRunner(path, num_threads, custom_op_registerers=custom_op_registerers,
                               model_bytes=model_bytes)
         model_contract.check_io(path, *runner.io_signature(), input_kind, len(labels))

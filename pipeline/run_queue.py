@@ -4,7 +4,8 @@ Reads: --queue (a text file of pipeline.train runs), the runs already in --out_d
 Writes: one run directory per entry in --out_dir (with eval_validation.json / eval_testing.json),
   its log in --logs_dir, --out_dir/report.md / report.json; the report (--json_out).
 
-    python -m pipeline.run_queue --queue configs/queue_real8.txt            # run what is left
+    python -m pipeline.run_queue --queue configs/queue_real8.txt \
+        --archive_dir docs/recipe_search                                     # run what is left
     python -m pipeline.run_queue --queue configs/queue_real8.txt --dry_run  # say what it would do
     python -m pipeline.run_queue --queue configs/queue_real8.txt --report   # tables only
 
@@ -21,8 +22,12 @@ the file is read again after each run, so entries can be added while the queue r
 into ``{runs}/<name>`` with its log in ``{logs}/<name>.log``. A run that finished (as many
 epochs in its ``history.json`` as it asks for) is skipped; one that has a checkpoint continues
 with ``--resume`` (bit-identical to an uninterrupted run, see pipeline.train); any other starts
-afresh. So killing the queue and starting it again, in this session or the next, loses at most
-the epoch in progress.
+afresh. So killing the queue and starting it again loses at most the epoch in progress, as long
+as ``--out_dir`` survives. A new machine starts without it: with ``--archive_dir`` (the project
+uses the committed ``docs/recipe_search``) every finished, evaluated run is archived (its
+records, and the evaluated weights of a run another entry names as ``@teacher``) and restored
+into an ``--out_dir`` that lacks it, so finished runs are never trained twice and students find
+their teacher; only an unfinished run restarts there.
 
 After training, each run is evaluated at every trained depth on the validation and the testing
 split (``eval_validation.json``, ``eval_testing.json`` in its folder), with its own data flags
@@ -41,6 +46,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,6 +74,11 @@ def define_flags():
     flags.DEFINE_bool("dry_run", False, "Print what would be done, do nothing.")
     flags.DEFINE_bool("report", False, "Only write and print the report.")
     flags.DEFINE_string("python", sys.executable, "Python that runs pipeline.train/evaluate.")
+    flags.DEFINE_string("archive_dir", None, "Keep each finished run here (its records: flags, "
+                        "history, metrics, evaluations; and the evaluated weights of every run "
+                        "another entry names as @teacher), and restore runs from here that "
+                        "--out_dir lacks: a queue then survives a machine that loses --out_dir "
+                        "(e.g. docs/recipe_search, committed).")
     from pipeline import cli_vocabulary
     cli_vocabulary.define_aliases("pipeline.run_queue")  # --runs_dir (old name of --out_dir)
 
@@ -153,6 +164,45 @@ def state(entry: Entry, runs_dir: str) -> str:
     if os.path.isdir(ckpt) and os.listdir(ckpt):
         return "resume"
     return "fresh"
+
+
+# what --archive_dir keeps of a finished run (the weights only for runs others build on)
+ARCHIVED_RECORDS = ("flags.json", "run.flags", "history.json", "metrics.json", "model.json",
+                    "eval_validation.json", "eval_testing.json")
+
+
+def _weights_name(entry: Entry) -> str:
+    return f"{entry.options.get('weights', 'last')}.weights.h5"
+
+
+def archive(entry: Entry, entries: List[Entry], runs_dir: str, archive_dir: str) -> List[str]:
+    """Copy a finished, evaluated run's records (and, when another entry names it as
+    ``@teacher``, its evaluated weights) into ``archive_dir/<name>``; the files copied."""
+    src, dst = os.path.join(runs_dir, entry.name), os.path.join(archive_dir, entry.name)
+    if state(entry, runs_dir) != "done":
+        return []
+    names = [n for n in ARCHIVED_RECORDS if os.path.exists(os.path.join(src, n))]
+    if any(e.options.get("teacher") == entry.name for e in entries):
+        names.append(_weights_name(entry))
+    os.makedirs(dst, exist_ok=True)
+    for n in names:
+        shutil.copyfile(os.path.join(src, n), os.path.join(dst, n + ".tmp"))
+        os.replace(os.path.join(dst, n + ".tmp"), os.path.join(dst, n))
+    return names
+
+
+def restore(entry: Entry, runs_dir: str, archive_dir: str) -> bool:
+    """Bring back an archived run into an ``runs_dir`` that lacks it (a new machine): True when
+    it is then 'done' with both evaluations (the queue skips it; students find their teacher)."""
+    src, dst = os.path.join(archive_dir, entry.name), os.path.join(runs_dir, entry.name)
+    if os.path.exists(dst) or not os.path.isdir(src):
+        return False
+    os.makedirs(dst)
+    for n in sorted(os.listdir(src)):
+        if n in ARCHIVED_RECORDS or n.endswith(".weights.h5"):
+            shutil.copyfile(os.path.join(src, n), os.path.join(dst, n))
+    return state(entry, runs_dir) == "done" and all(
+        os.path.exists(os.path.join(dst, f"eval_{s}.json")) for s in SPLITS)
 
 
 def _run_logged(cmd, log_path):
@@ -300,6 +350,10 @@ def main(argv):
     with open(FLAGS.queue) as f:
         entries = parse_queue(f.read(), runs_dir)
     todo = [e for e in entries if not FLAGS.only or e.name in FLAGS.only]
+    if FLAGS.archive_dir and not FLAGS.dry_run:
+        for e in entries:
+            if restore(e, runs_dir, FLAGS.archive_dir):
+                print(f"{e.name}: restored from {FLAGS.archive_dir}", flush=True)
     if FLAGS.dry_run or FLAGS.report:
         if FLAGS.dry_run:
             for e in todo:
@@ -330,6 +384,10 @@ def main(argv):
         if not all(os.path.exists(os.path.join(runs_dir, e.name, f"eval_{s}.json"))
                    for s in SPLITS):
             failed.add(e.name)
+        elif FLAGS.archive_dir:
+            kept = archive(e, entries, runs_dir, FLAGS.archive_dir)
+            print(f"  {e.name}: archived {len(kept)} files in {FLAGS.archive_dir}/{e.name}",
+                  flush=True)
         print(report(entries, runs_dir)["text"], flush=True)
     return dict(report(entries, runs_dir), failed=sorted(failed))  # --json_out
 

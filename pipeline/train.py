@@ -622,6 +622,10 @@ def main(argv):
     strategy = make_strategy(FLAGS.strategy)  # first: multi_worker sets up the runtime
     if FLAGS.arch not in models.list_models():
         raise app.UsageError(f"--arch {FLAGS.arch!r}: expected one of {models.list_models()}")
+    problem = models.registry.kwargs_problem(FLAGS.arch, {k: getattr(FLAGS, k)
+                                                          for k in MODEL_FLAGS})
+    if problem:  # e.g. a streaming model with look-ahead (--right > 0)
+        raise app.UsageError(f"--arch {FLAGS.arch}: {problem}")
     if not FLAGS.out_dir:
         raise app.UsageError("--out_dir is required (the run directory to write)")
     valid = models.valid_depths(FLAGS.num_layers)

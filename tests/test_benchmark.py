@@ -1,4 +1,4 @@
-"""pipeline.benchmark on two tiny models (one with LceBconv2d, one float)."""
+"""pipeline.benchmark on two tiny models (one with LCE's binary conv, one float)."""
 import json
 import os
 import subprocess

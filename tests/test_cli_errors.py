@@ -16,6 +16,7 @@ import sys
 import pytest
 from absl import app, flags
 
+from lce_kernels import ops
 from pipeline import cli, output_paths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,8 +81,8 @@ def test_bugs_keep_their_traceback(exc):
 
 
 @pytest.mark.parametrize("where, exc, fact", [
-    ("/v/tensorflow/lite/python/interpreter.py", RuntimeError("LceBDfsmn: channels 0"),
-     "TFLite interpreter refused the model: LceBDfsmn: channels 0"),
+    ("/v/tensorflow/lite/python/interpreter.py", RuntimeError(f"{ops.BDFSMN}: channels 0"),
+     f"TFLite interpreter refused the model: {ops.BDFSMN}: channels 0"),
     ("/v/larq_compute_engine/tflite/python/interpreter_base.py", ValueError("bad shape"),
      "LCE interpreter refused the model: bad shape"),
     ("/v/h5py/_hl/files.py", OSError("Unable to open file (truncated file)"), "truncated"),
@@ -178,7 +179,7 @@ def _export(name):
 
 @pytest.fixture(scope="module")
 def bad_channels(tmp_path_factory):
-    """A bdfsmn export whose LceBDfsmn options say channels=0 (written with the same
+    """A bdfsmn export whose ``ops.BDFSMN`` options say channels=0 (written with the same
     flatbuffer surgery the export uses), with its sidecar."""
     from pipeline import bdfsmn
     src = _export("bifsmnv2_bdfsmn_d2.tflite")
@@ -186,10 +187,9 @@ def bad_channels(tmp_path_factory):
         model = bdfsmn.read_model(f.read())
     edited = 0
     for op in model.subgraphs[0].operators:
-        code = model.operatorCodes[op.opcodeIndex].customCode
-        if code in (b"LceBDfsmn", "LceBDfsmn"):
-            opts = bdfsmn.read_options(bytes(bytearray(op.customOptions)))
-            op.customOptions = list(bdfsmn.op_options(**dict(opts, channels=0)))
+        if ops.custom_code(model.operatorCodes[op.opcodeIndex]) == ops.BDFSMN:
+            opts = ops.read_options(bytes(bytearray(op.customOptions)))
+            op.customOptions = list(ops.bdfsmn_options(**dict(opts, channels=0)))
             edited += 1
     assert edited
     out = tmp_path_factory.mktemp("bad_channels") / "bad_channels.tflite"
@@ -201,7 +201,7 @@ def bad_channels(tmp_path_factory):
 def test_op_error_at_run_time(bad_channels, data_dir):
     proc = run_tool("pipeline.evaluate", "--model", bad_channels, "--data_dir", data_dir,
                     *REAL8_FLAGS, "--plot", os.path.join(os.path.dirname(bad_channels), "p.png"))
-    assert_user_error(proc, "pipeline.evaluate", bad_channels, "LceBDfsmn",
+    assert_user_error(proc, "pipeline.evaluate", bad_channels, ops.BDFSMN,
                       "channels/hidden out of range", "expected")
 
 
@@ -210,7 +210,7 @@ def test_debug_shows_the_traceback(bad_channels, data_dir):
             "--plot", os.path.join(os.path.dirname(bad_channels), "p.png"))
     proc = run_tool(*args, "--debug")
     assert proc.returncode == 1 and "Traceback" in proc.stderr
-    assert "LceBDfsmn: channels/hidden out of range" in proc.stderr
+    assert f"{ops.BDFSMN}: channels/hidden out of range" in proc.stderr
     assert "pipeline.evaluate: error:" not in proc.stderr
 
 
@@ -294,7 +294,7 @@ def test_census_and_summary_clis(tmp_path):
     proc = run_tool("models.lce_census", "--model", str(junk))
     assert_user_error(proc, "models.lce_census", str(junk), "not a valid TFLite model")
     proc = run_tool("models.lce_census", _export("bifsmnv2_bdfsmn_d2.tflite"))
-    assert proc.returncode == 0 and "LceBDfsmn: 2" in proc.stdout, proc.stderr[-2000:]
+    assert proc.returncode == 0 and f"{ops.BDFSMN}: 2" in proc.stdout, proc.stderr[-2000:]
     assert "deprecated" in proc.stderr
     proc = run_tool("models.summary", "--arch", "dfsmn", "--depth", "3")
     assert_user_error(proc, "models.summary", "--depth 3", "expected one of [8, 4, 2, 1]")

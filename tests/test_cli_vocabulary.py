@@ -186,7 +186,8 @@ print(json.dumps(out))
         if model:
             assert e["arch"] == model[-1], name
         assert e["arch"] in ("dfsmn", "bifsmnv2", "bifsmnv2_ste"), name
-    assert set(out["flagfiles"].values()) == {"dfsmn", "bifsmnv2"}
+    assert set(out["flagfiles"].values()) == {"dfsmn", "bifsmnv2", "dfsmn_stream",
+                                              "bifsmnv2_stream"}
     warnings = [l for l in proc.stderr.splitlines() if "is deprecated" in l]
     assert sorted(l.split("--")[1].split()[0] for l in warnings) == ["model",
                                                                      "teacher_checkpoint"]

@@ -1,9 +1,9 @@
 """LCE conversion smoke test of the binary student at every thinnable depth.
 
 The op census uses `models.lce_census` (reusable by the export tool). Expected per depth
-D (number of DFSMN layers): 2 LceBconv2d per binary conv (the two bit planes of the
+D (number of DFSMN layers): 2 ``ops.BCONV2D`` per binary conv (the two bit planes of the
 dual-scale activation share one filter), binary convs = conv2 + linear + 2 per layer
--> 2 * (2 + 2 D) LceBconv2d; float weight ops: the first conv (CONV_2D), D memory-block
+-> 2 * (2 + 2 D) ``ops.BCONV2D``; float weight ops: the first conv (CONV_2D), D memory-block
 depthwise convs (DEPTHWISE_CONV_2D: LCE has no binary depthwise kernel) and the classifier
 (FULLY_CONNECTED); no other CONV_2D (no binary conv fell back to float).
 
@@ -25,6 +25,7 @@ import tensorflow as tf
 
 import numpy_ref as R
 import ties
+from lce_kernels import ops
 from models.lce_census import float_weight_ops, format_census, op_census
 
 lce = pytest.importorskip("larq_compute_engine")
@@ -42,7 +43,7 @@ def test_student_converts_to_lce(depth):
     print(f"depth {depth}: {len(flatbuffer):,} B, {sum(census.values())} ops: "
           f"{format_census(census)}")
 
-    assert census["LceBconv2d"] == 2 * (2 + 2 * depth)
+    assert census[ops.BCONV2D] == 2 * (2 + 2 * depth)
     assert census["CONV_2D"] == 1  # only the full-precision first conv
     assert census["DEPTHWISE_CONV_2D"] == depth  # memory blocks stay float
     assert census["FULLY_CONNECTED"] == 1  # classifier

@@ -3,7 +3,7 @@
 tests/data holds two hand-made outputs in the format of TFLite's benchmark_model
 (tensorflow/lite/tools/benchmark + profiling/profile_summarizer, stats_calculator tables):
   lce_benchmark_rpi4_bifsmnv2_lce_d8_t1.txt   newer layout (no [start] column, 36-wide
-      node type, "INFO: " prefixes), LCE ops incl. LceBconv2d, 1 thread;
+      node type, "INFO: " prefixes), LCE ops incl. ``ops.BCONV2D``, 1 thread;
   benchmark_model_android_dfsmn_float_d8_t4.txt   older layout ([start] column), XNNPACK
       op names with spaces and commas, 4 threads.
 Both contain the initialization section's own "Summary by node type", which must be skipped.
@@ -22,6 +22,7 @@ import sys
 
 import pytest
 
+from lce_kernels import ops
 from pipeline import device_profile as dp
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -35,16 +36,16 @@ XNN_CSV = os.path.join(DATA, "benchmark_model_csv_android_dfsmn_float_d8_t4.csv"
 
 def test_parse_lce_output():
     r = dp.parse_benchmark_output(open(LCE).read())
-    ops = {o["type"]: o for o in r["ops"]}
-    assert len(r["ops"]) == 13 and r["ops"][0]["type"] == "LceBconv2d"
-    assert ops["LceBconv2d"] == {"type": "LceBconv2d", "count": 36, "avg_ms": 0.412,
+    by_type = {o["type"]: o for o in r["ops"]}
+    assert len(r["ops"]) == 13 and r["ops"][0]["type"] == ops.BCONV2D
+    assert by_type[ops.BCONV2D] == {"type": ops.BCONV2D, "count": 36, "avg_ms": 0.412,
                                  "percent": 39.163, "cdf_percent": 39.163, "mem_kb": 0.0,
                                  "times_called": 36}
-    assert ops["DEPTHWISE_CONV_2D"]["count"] == 8 and ops["RESHAPE"]["avg_ms"] == 0.002
+    assert by_type["DEPTHWISE_CONV_2D"]["count"] == 8 and by_type["RESHAPE"]["avg_ms"] == 0.002
     assert sum(o["count"] for o in r["ops"]) == 365
     assert r["ops_total_ms"] == pytest.approx(1.052)
     assert r["ops"][-1]["cdf_percent"] == pytest.approx(100.0, abs=0.01)
-    assert "ModifyGraphWithDelegate" not in ops  # the initialization table is skipped
+    assert "ModifyGraphWithDelegate" not in by_type  # the initialization table is skipped
     assert r["avg_inference_ms"] == pytest.approx(1.09841)
     assert r["init_ms"] == pytest.approx(3.81) and r["first_inference_ms"] == pytest.approx(1.702)
     assert r["profiled_avg_ms"] == pytest.approx(1.0612) and r["profiled_runs"] == 887
@@ -53,10 +54,10 @@ def test_parse_lce_output():
 
 def test_parse_older_layout_with_xnnpack_names():
     r = dp.parse_benchmark_output(open(XNN).read())
-    ops = {o["type"]: o for o in r["ops"]}
+    by_type = {o["type"]: o for o in r["ops"]}
     assert r["ops"][0]["type"] == "Convolution (NHWC, F32) IGEMM"
-    assert ops["Convolution (NHWC, F32) IGEMM"]["count"] == 17
-    assert ops["Add (ND, F32)"]["avg_ms"] == 0.032
+    assert by_type["Convolution (NHWC, F32) IGEMM"]["count"] == 17
+    assert by_type["Add (ND, F32)"]["avg_ms"] == 0.032
     assert r["ops_total_ms"] == pytest.approx(0.645)
     assert r["avg_inference_ms"] == pytest.approx(0.60487) and r["threads"] == 4
 
@@ -78,7 +79,7 @@ def test_outputs_table_and_chart(tmp_path):
         md = open(tmp_path / f"{title}.md").read()
         assert "| op type | count | avg ms | % of total |" in md
     md = open(tmp_path / "bifsmnv2_lce_d8_t1.md").read()
-    assert "| LceBconv2d | 36 | 0.412 | 39.2% |" in md and "Lce* ops" in md
+    assert f"| {ops.BCONV2D} | 36 | 0.412 | 39.2% |" in md and "Lce* ops" in md
     summary = open(tmp_path / "device_profile.md").read()
     assert "bifsmnv2_lce_d8_t1" in summary and "dfsmn_float_d8_t4" in summary
     assert os.path.exists(tmp_path / "device_profile.json")
@@ -177,7 +178,7 @@ def test_adb_and_ssh_command_flow(tmp_path):
     remote = dp.Remote(adb="SERIAL1", runner=fake)
     res = dp.profile_on_device(remote, [str(model)], str(binary), ["1", "4"],
                                out_dir=str(tmp_path / "out"))
-    assert set(res) == {"m_t1", "m_t4"} and res["m_t4"]["ops"][0]["type"] == "LceBconv2d"
+    assert set(res) == {"m_t1", "m_t4"} and res["m_t4"]["ops"][0]["type"] == ops.BCONV2D
     assert res["m_t1"]["profile_source"] == "csv"
     assert res["m_t1"]["avg_inference_ms"] == pytest.approx(1.09841)  # stdout's facts
     assert ["adb", "-s", "SERIAL1", "push", str(model),
@@ -233,5 +234,5 @@ def test_clear_error_without_device(tmp_path, monkeypatch):
                            "--out_dir", str(tmp_path)], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-1000:]
-    assert "| LceBconv2d | 36 |" in proc.stdout
+    assert f"| {ops.BCONV2D} | 36 |" in proc.stdout
     assert os.path.exists(tmp_path / "lce_benchmark_rpi4_bifsmnv2_lce_d8_t1.png")

@@ -25,6 +25,7 @@ import ties
 from test_train import TINY, make_trainer, tiny_cfg
 
 import models
+from lce_kernels import ops
 from pipeline import checkpoints, export, predictors
 from pipeline.input_pipeline import InputPipeline, index_from_config
 
@@ -127,14 +128,14 @@ def test_lce_census_and_binary_layers(exported):
     for depth in (2, 1):
         r = reps[f"bifsmnv2_lce_d{depth}"]
         print(f"d{depth}: {r['file_bytes']:,} B, {r['num_ops']} ops, {r['op_census']}")
-        assert r["op_census"]["LceBconv2d"] == 2 * (2 + 2 * depth)
+        assert r["op_census"][ops.BCONV2D] == 2 * (2 + 2 * depth)
         assert r["op_census"]["DEPTHWISE_CONV_2D"] == depth
         assert r["op_census"]["CONV_2D"] == 1 and r["op_census"]["FULLY_CONNECTED"] == 1
         layers = r["binary_layers"]
         convs = [b for b in layers if b["kind"] == "conv"]
         mems = [b for b in layers if b["kind"] == "memory"]
         assert len(convs) == 2 + 2 * depth and len(mems) == depth
-        assert all(b["status"] == "LceBconv2d" and b["lce_bconv2d"] == 2 for b in convs)
+        assert all(b["status"] == ops.BCONV2D and b["lce_bconv2d"] == 2 for b in convs)
         assert all(b["status"] == "float" and "depthwise" in b["reason"] for b in mems)
         assert r["binary_convs_lowered"] is True
         w = r["weight_bytes"]
@@ -150,7 +151,7 @@ def test_lce_census_and_binary_layers(exported):
 def test_teacher_baselines_and_storage(exported):
     out, reps = exported
     fl, q = reps["dfsmn_float_d8"], reps["dfsmn_int8_d8"]
-    assert fl["binary_layers"] == [] and "LceBconv2d" not in fl["op_census"]
+    assert fl["binary_layers"] == [] and ops.BCONV2D not in fl["op_census"]
     assert fl["storage_saving_vs_float"] == 1.0
     assert q["input_dtype"] == "int8" and q["output_dtype"] == "int8"
     assert q["input_quantization"]["scale"] > 0
@@ -306,7 +307,7 @@ def test_pcm_input_lce_agrees(runs, tiny_corpus, tmp_path):
     print(f"pcm lce: agreement {v['top1_agreement']}, max|d| {v['max_abs_logit_diff']:.2e}, "
           f"{r['op_census']}")
     assert r["input"] == "audio" and "RFFT2D" in r["op_census"]
-    assert r["op_census"]["LceBconv2d"] == 2 * (2 + 2 * 2) and r["binary_convs_lowered"]
+    assert r["op_census"][ops.BCONV2D] == 2 * (2 + 2 * 2) and r["binary_convs_lowered"]
     assert v["passed"]
 
 

@@ -1,7 +1,7 @@
-"""pipeline.export --flavor bdfsmn: every DFSMN layer one LceBDfsmn custom op, the rest builtin.
+"""pipeline.export --flavor bdfsmn: every DFSMN layer one ``ops.BDFSMN`` op, the rest builtin.
 
 A tiny student (tests/test_export.make_run_dir: TINY sizes, randomised non-degenerate
-weights) is exported at depths 8 and 2; the op census has one LceBDfsmn per layer and only
+weights) is exported at depths 8 and 2; the op census has one ``ops.BDFSMN`` per layer and only
 builtin ops otherwise; the .tflite (TensorFlow's InterpreterWithCustomOps with the op
 library, through pipeline.predictors) agrees with the Keras student; the backbone benchmark
 (pipeline.benchmark --backbone) prints backbone_speedup in its JSON line; a malformed model
@@ -21,6 +21,7 @@ from test_export import (VERIFY, assert_export_matches_keras, make_run_dir,
                          verification_features)
 from test_train import tiny_cfg
 
+from lce_kernels import ops
 from pipeline import bdfsmn, export
 from pipeline.input_pipeline import index_from_config
 from models.lce_census import _BUILTIN_NAMES, op_census
@@ -34,7 +35,7 @@ def oplib():
     import tensorflow as tf
     if not tf.__version__.startswith("2.16."):
         pytest.skip(f"lce_kernels/tflite/tflite_abi.h is pinned to TF 2.16, found {tf.__version__}")
-    return bdfsmn.op_library()
+    return ops.op_library()
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +65,11 @@ def test_census_one_op_per_layer(exported):
         assert r["written"] and os.path.exists(path)
         census = op_census(open(path, "rb").read())
         print(f"d{depth}: {r['file_bytes']:,} B, {dict(census)}")
-        assert census["LceBDfsmn"] == depth
-        assert all(n in builtin for n in census if n != "LceBDfsmn"), census
-        assert not any(n.startswith("Lce") and n != "LceBDfsmn" for n in census)
+        assert census[ops.BDFSMN] == depth
+        assert all(n in builtin for n in census if n != ops.BDFSMN), census
+        assert not any(ops.is_lce_op(n) for n in census)
         b = r["bdfsmn"]
-        assert b["LceBDfsmn"] == b["layers"] == depth and b["builtin_only_otherwise"]
+        assert b[ops.BDFSMN] == b["layers"] == depth and b["builtin_only_otherwise"]
         assert b["layer_indices"] == [j for j in range(8) if (j + 1) % (8 // depth) == 0]
         wb = b["backbone_weight_bytes"]
         # bit rows padded to 32 bits: C = H = 16 (TINY) -> 16x; 128 / 256 -> 32x
@@ -76,9 +77,9 @@ def test_census_one_op_per_layer(exported):
         assert wb["float32_weights"] == depth * 4 * (5 * 16 + 2 * 16 * 16)
         assert wb["ratio_weights_only"] == 16.0
         assert {x["status"] for x in r["binary_layers"] if x["layer"].startswith("dfsmn/")} \
-            == {"LceBDfsmn"}
+            == {ops.BDFSMN}
         assert r["verification"]["checks"] == {"top1_agreement": True,
-                                               "one_LceBDfsmn_per_layer": True,
+                                               f"one_{ops.BDFSMN}_per_layer": True,
                                                "builtin_only_otherwise": True}
         side = json.load(open(os.path.join(out, r["name"] + ".json")))
         for key in ("labels", "input", "flavor", "depth", "file_bytes", "op_census", "bdfsmn",
@@ -90,7 +91,7 @@ def test_census_one_op_per_layer(exported):
         desc = tflite_metadata.read(open(path, "rb").read(), path)
         assert desc == side["description"] and (desc["flavor"], desc["depth"]) == (
             "bdfsmn", depth) and desc["labels"] == side["labels"]
-        assert "LceBDfsmn" in open(os.path.join(out, r["name"] + ".md")).read()
+        assert ops.BDFSMN in open(os.path.join(out, r["name"] + ".md")).read()
 
 
 def test_predictions_equal_keras(exported, student, tiny_corpus):
@@ -118,18 +119,32 @@ def test_predictions_equal_keras(exported, student, tiny_corpus):
 
 
 def test_fold_matches_kernel_ref(student):
+    """The layer's own folding (``DFSMNLayer.folded_params``, what the exports use) equals the
+    independent NumPy reference's (``kernel_ref.fold`` of the raw parameters) exactly, as the
+    inference-form dict and as the op's constant inputs."""
     model, _ = export.load_keras(student, 4)
     P = R.Params(model)
-    for j, d in ((1, 1), (7, 1)):
-        a = bdfsmn.op_inputs(bdfsmn.fold_layer(bdfsmn.keras_params(model), j, d))
-        b = K.op_inputs(K.fold(K.raw_from_params(P, j), d))
-        for x, y in zip(a, b):
+    blocks = model.get_layer("dfsmn").blocks
+    for j, d in ((1, 1), (7, 1), (3, 0), (7, 3)):
+        got = blocks[j].folded_params(d)
+        want = K.fold(K.raw_from_params(P, j), d)
+        assert set(got) == set(want)
+        for k in want:
+            assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), (j, d, k)
+        for x, y in zip(ops.bdfsmn_inputs(got), ops.bdfsmn_inputs(want)):
             assert x.dtype == y.dtype and np.array_equal(x, y)
+    # what the exporter feeds the op (every layer of depth 4)
+    for scope, inputs, _ in bdfsmn.student_layers(model, 4, 8, 16, 16, 2, 2, 1):
+        j = int(scope.rsplit("layer", 1)[1])
+        want = ops.bdfsmn_inputs(K.fold(K.raw_from_params(P, j), 1))
+        assert all(np.array_equal(x, y) for x, y in zip(inputs, want)), scope
+    with pytest.raises(ValueError, match="depth index 4"):
+        blocks[0].folded_params(4)
 
 
 def test_op_library_error_is_clear(tmp_path):
-    with pytest.raises(bdfsmn.OpLibraryError, match="does not exist"):
-        bdfsmn.op_library(str(tmp_path / "nope.so"), build=False)
+    with pytest.raises(ops.OpLibraryError, match="does not exist"):
+        ops.op_library(str(tmp_path / "nope.so"), build=False)
 
 
 def test_backbone_benchmark(exported, tmp_path):
@@ -148,17 +163,17 @@ def test_backbone_benchmark(exported, tmp_path):
     assert op_census(open(nop, "rb").read()) == {"ABS": 1}
     if "backbone_speedup_net" in last:  # both backbones slower than one ABS op (noise aside)
         assert last["backbone_speedup_net"] > 0
-    for name, rt in (("bifsmnv2_bdfsmn_d8.tflite", "tflite+LceBDfsmn"),
-                     ("bdfsmn_backbone.tflite", "tflite+LceBDfsmn"),
+    for name, rt in (("bifsmnv2_bdfsmn_d8.tflite", f"tflite+{ops.BDFSMN}"),
+                     ("bdfsmn_backbone.tflite", f"tflite+{ops.BDFSMN}"),
                      ("float_backbone.tflite", "tflite+xnnpack")):
         assert last[name]["runtime"] == rt and last[name]["median_ms"] > 0
     w = last["backbone_weight_bytes"]
     assert w["layers"] == 8 and w["packed"]["total"] < w["float32_weights"]
-    assert op_census(open(bit, "rb").read()) == {"LceBDfsmn": 8}
+    assert op_census(open(bit, "rb").read()) == {ops.BDFSMN: 8}
     fc = op_census(open(flt, "rb").read())
-    assert fc["DEPTHWISE_CONV_2D"] == 8 and "LceBDfsmn" not in fc
+    assert fc["DEPTHWISE_CONV_2D"] == 8 and ops.BDFSMN not in fc
     assert fc.get("CONV_2D", 0) + fc.get("FULLY_CONNECTED", 0) == 16, fc
-    layers, shape = bdfsmn.extract_layers(open(path, "rb").read())
+    layers, shape = ops.extract_bdfsmn_layers(open(path, "rb").read())
     assert shape == [1, 8, 1, 16] and len(layers) == 8
 
 
@@ -174,8 +189,8 @@ def test_backbone_benchmark_cli_json(exported, tmp_path):
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     print(proc.stdout.strip().splitlines()[-4:-1])
     assert last["backbone_speedup"] > 0
-    for name, rt in (("bifsmnv2_bdfsmn_d8.tflite", "tflite+LceBDfsmn"),
-                     ("bdfsmn_backbone.tflite", "tflite+LceBDfsmn"),
+    for name, rt in (("bifsmnv2_bdfsmn_d8.tflite", f"tflite+{ops.BDFSMN}"),
+                     ("bdfsmn_backbone.tflite", f"tflite+{ops.BDFSMN}"),
                      ("float_backbone.tflite", "tflite+xnnpack")):
         assert last[name]["runtime"] == rt and last[name]["median_ms"] > 0
         assert last[name]["p90_ms"] >= last[name]["median_ms"]
@@ -183,13 +198,14 @@ def test_backbone_benchmark_cli_json(exported, tmp_path):
     assert w["layers"] == 8 and w["packed"]["total"] < w["float32_weights"]
     bit = open(tmp_path / "bdfsmn_backbone.tflite", "rb").read()
     flt = open(tmp_path / "float_backbone.tflite", "rb").read()
-    assert op_census(bit) == {"LceBDfsmn": 8}
-    assert "DEPTHWISE_CONV_2D" in op_census(flt) and "LceBDfsmn" not in op_census(flt)
+    assert op_census(bit) == {ops.BDFSMN: 8}
+    assert "DEPTHWISE_CONV_2D" in op_census(flt) and ops.BDFSMN not in op_census(flt)
 
 
 MALFORMED = r"""
 import sys
 import numpy as np
+from lce_kernels import ops
 from pipeline import bdfsmn
 from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
 data = open({path!r}, "rb").read()
@@ -197,18 +213,17 @@ data = open({path!r}, "rb").read()
 def variant(kind):
     m = bdfsmn.read_model(data)
     sg = m.subgraphs[0]
-    code = [i for i, c in enumerate(m.operatorCodes)
-            if c.customCode in (b"LceBDfsmn", "LceBDfsmn")][0]
+    code = [i for i, c in enumerate(m.operatorCodes) if ops.custom_code(c) == ops.BDFSMN][0]
     op = [o for o in sg.operators if o.opcodeIndex == code][{which}]
     if kind == "channels":
-        o = bdfsmn.read_options(bytes(op.customOptions))
+        o = ops.read_options(bytes(op.customOptions))
         o["channels"] += 1
-        op.customOptions = np.frombuffer(bdfsmn.op_options(**o), np.uint8).copy()
+        op.customOptions = np.frombuffer(ops.bdfsmn_options(**o), np.uint8).copy()
     elif kind == "truncated_options":
         raw = bytes(bytearray(op.customOptions))
         op.customOptions = np.frombuffer(raw[:-3] + b"\x07\x01", np.uint8).copy()
     elif kind == "short_param":  # mem_p with 5 rows instead of 6
-        t = sg.tensors[op.inputs[2]]
+        t = sg.tensors[op.inputs[ops.BDfsmnInput.MEM_P]]
         t.shape = [5, t.shape[1]]
         b = m.buffers[t.buffer]
         b.data = b.data[: 5 * t.shape[1] * 4]
@@ -217,7 +232,7 @@ def variant(kind):
 for kind in ("channels", "truncated_options", "short_param"):
     try:
         it = InterpreterWithCustomOps(model_content=variant(kind),
-                                      custom_op_registerers=bdfsmn.registerers())
+                                      custom_op_registerers=ops.registerers())
         it.allocate_tensors()
         print("NOERROR", kind)
     except (RuntimeError, ValueError) as e:
@@ -234,4 +249,4 @@ def test_malformed_model_fails_in_prepare(exported):
     lines = [l for l in proc.stdout.splitlines() if l.startswith(("ERR", "NOERROR"))]
     print("\n".join(lines))
     assert len(lines) == 3 and all(l.startswith("ERR") for l in lines), proc.stdout
-    assert all("LceBDfsmn: " in l for l in lines), lines
+    assert all(f"{ops.BDFSMN}: " in l for l in lines), lines

@@ -1,8 +1,8 @@
-"""pipeline.export --flavor binary: LCE's converter output with every DFSMN layer one LceBDfsmn.
+"""pipeline.export --flavor binary: LCE's converter output, every DFSMN layer one ``ops.BDFSMN``.
 
 A tiny student (tests/test_export.make_run_dir: TINY sizes, randomised non-degenerate weights)
 is exported to `lce` and `binary` at depths 8 and 2. The binary file's census has one
-LceBDfsmn per layer, LCE's ops for the front end, and no float weight op besides conv1 and the
+``ops.BDFSMN`` per layer, LCE's ops for the front end, and no float weight op besides conv1 and the
 classifier; run through the project's op library (TensorFlow's InterpreterWithCustomOps,
 through pipeline.predictors) it equals the Keras student and the lce flavor on every tie-free
 clip (tests/ties.py). The committed real8 files are checked for size and census; the 690-clip
@@ -22,6 +22,7 @@ from test_export import VERIFY, make_run_dir, verification_features
 from test_train import tiny_cfg
 
 from models.lce_census import op_census
+from lce_kernels import ops
 from pipeline import bdfsmn, binary_artifact, export, predictors
 from pipeline.input_pipeline import index_from_config
 
@@ -37,7 +38,7 @@ def oplib():
     import tensorflow as tf
     if not tf.__version__.startswith("2.16."):
         pytest.skip(f"lce_kernels/tflite/tflite_abi.h is pinned to TF 2.16, found {tf.__version__}")
-    return bdfsmn.op_library()
+    return ops.op_library()
 
 
 @pytest.fixture(scope="module")
@@ -78,19 +79,18 @@ def test_census_and_bytes(built):
     data = open(paths["binary"], "rb").read()
     census = op_census(data)
     print(f"d{D}: {len(data):,} B (lce {len(lce):,} B), {dict(census)}")
-    assert census["LceBDfsmn"] == D
+    assert census[ops.BDFSMN] == D
     assert census["CONV_2D"] == 1 and census["FULLY_CONNECTED"] == 1  # conv1, classifier
     assert "DEPTHWISE_CONV_2D" not in census and "PRELU" not in census
-    assert census["LceBconv2d"] == 4  # conv2 and linear, two bit planes each
+    assert census[ops.BCONV2D] == 4  # conv2 and linear, two bit planes each
     chk = binary_artifact.census_check(data, D)
-    assert chk["one_LceBDfsmn_per_layer"] and chk["float_weight_ops_only_conv1_classifier"]
-    assert set(chk["custom_ops"]) == {"LceBDfsmn", "LceBconv2d", "LceQuantize",
-                                      "LceDequantize"} and chk["custom_ops_known"]
+    assert chk[f"one_{ops.BDFSMN}_per_layer"] and chk["float_weight_ops_only_conv1_classifier"]
+    assert set(chk["custom_ops"]) == set(ops.ALL_OPS) and chk["custom_ops_known"]
     assert len(data) < len(lce)
     b = binary_artifact.byte_breakdown(data)
     assert b["file_bytes"] == len(data)
     assert b["constants"] + b["metadata_buffers"] + b["structure_and_padding"] == len(data)
-    assert b["constants_by_role"]["LceBDfsmn bit-packed weights"] == \
+    assert b["constants_by_role"][f"{ops.BDFSMN} bit-packed weights"] == \
         bdfsmn.packed_bytes(layers)["bit_weights"]
     assert sum(t["bytes"] for t in b["constant_tensors"]) == b["constants"]
 
@@ -115,7 +115,7 @@ def test_no_unused_tensors_or_buffers(built):
 def test_predictions_equal_keras_and_lce(built, tiny_corpus):
     """Per clip, on the validation clips and random inputs: binary == Keras (1e-4) and
     binary == lce (1e-4) on every tie-free clip; both run through the project's op library
-    (pipeline.predictors routes LceBDfsmn models there)."""
+    (pipeline.predictors routes ``ops.BDFSMN`` models there)."""
     model, _, _, _, paths = built
     feats = verification_features(tiny_corpus)
     x_random = np.random.default_rng(0).normal(-2, 2, (32, 32, 32)).astype(np.float32)
@@ -173,12 +173,12 @@ def test_export_run_report(exported):
         r = reps[f"bifsmnv2_binary_d{depth}"]
         path = os.path.join(out, r["file"])
         data = open(path, "rb").read()
-        assert r["written"] and op_census(data)["LceBDfsmn"] == depth
+        assert r["written"] and op_census(data)[ops.BDFSMN] == depth
         assert r["verification"]["checks"] == {
-            "top1_agreement": True, "one_LceBDfsmn_per_layer": True,
+            "top1_agreement": True, f"one_{ops.BDFSMN}_per_layer": True,
             "float_weight_ops_only_conv1_classifier": True, "custom_ops_known": True}
         assert r["verification"]["runtime"] == "tf+custom_ops"
-        assert {x["status"] for x in r["binary_layers"]} == {"LceBconv2d", "LceBDfsmn"}
+        assert {x["status"] for x in r["binary_layers"]} == {ops.BCONV2D, ops.BDFSMN}
         side = json.load(open(os.path.join(out, r["name"] + ".json")))
         assert side["flavor"] == "binary" and side["depth"] == depth and "binary" in side
         assert side["binary"]["bytes"]["file_bytes"] == len(data)
@@ -194,7 +194,7 @@ def test_committed_files():
     for depth, path in zip((8, 4, 2), COMMITTED):
         data = open(path, "rb").read()
         chk = binary_artifact.census_check(data, depth)
-        assert chk["one_LceBDfsmn_per_layer"] and chk["custom_ops_known"]
+        assert chk[f"one_{ops.BDFSMN}_per_layer"] and chk["custom_ops_known"]
         assert chk["float_weight_ops_only_conv1_classifier"], chk["float_weight_ops"]
         side = json.load(open(path[:-len(".tflite")] + ".json"))
         assert side["file_bytes"] == len(data) and side["verification"]["passed"]

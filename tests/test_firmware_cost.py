@@ -1,8 +1,9 @@
 """firmware_sim.cost: instructions per inference on emulated ARMv8 (bitwise kernel vs XNNPACK).
 
 The default test runs the tool on a tiny configuration (T=4, C=32, H=64, 2 layers, 1 counted
-run) and the model-size configuration (8 layers of T=8, C=128, H=256, 1 counted run): each
-takes a few seconds of emulation.
+run; without and with two model files counted whole in the aarch64 firmware) and the
+model-size configuration (8 layers of T=8, C=128, H=256, 1 counted run, and the default model
+files: float / int8 teacher d8, binary artifact d8/d4/d2): seconds to a minute of emulation.
 """
 import json
 import os
@@ -39,13 +40,14 @@ def test_depth_sets():
 @needs_tools
 def test_cost_tiny(tmp_path):
     text, res = run_cost(tmp_path, "--T", "4", "--C", "32", "--H", "64", "--layers", "2",
-                         "--runs", "1")
+                         "--runs", "1", "--models", "")
     for key in ("backbone_instruction_ratio", "layer_instruction_ratio", "model_instruction_ratio",
                 "binary_model_insns", "teacher_model_insns", "latency_ms_a53_1p2ghz", "limits",
                 "raw", "meta"):
         assert key in res
     assert res["backbone_instruction_ratio"] > 0
-    assert set(res["model_instruction_ratio"]) == {"2", "1"}
+    assert res["model_instruction_ratio"] == {} and res["models"] == []  # no model files
+    assert set(res["model_instruction_ratio_sum_of_regions"]) == {"2", "1"}
     raw = res["raw"]
     assert len(raw["bitwise"]["layer"]) == 2 and len(raw["float"]["layer"]) == 2
     assert all(v > 0 for v in raw["bitwise"]["stages"].values())
@@ -61,10 +63,46 @@ def test_cost_tiny(tmp_path):
     assert "What limits it" in text and "Latency estimate" in text
 
 
+EXPORTS = os.path.join(ROOT, "pretrained", "real8", "exports")
+FLOAT_D8 = os.path.join(EXPORTS, "dfsmn_float_d8.tflite")
+BINARY = {d: os.path.join(EXPORTS, f"bifsmnv2_binary_d{d}.tflite") for d in (8, 4, 2, 1)}
+needs_exports = pytest.mark.skipif(
+    not all(map(os.path.exists, [FLOAT_D8, BINARY[8], BINARY[2]])), reason="exports missing")
+
+
+@needs_tools
+@needs_exports
+def test_cost_whole_model_files(tmp_path):
+    """Model files counted whole in the aarch64 firmware: the float teacher (XNNPACK) against
+    the binary artifact; the ops' regions add up to the whole Invoke()."""
+    text, res = run_cost(tmp_path, "--T", "4", "--C", "32", "--H", "64", "--layers", "2",
+                         "--runs", "1", "--models", f"{FLOAT_D8},{BINARY[2]}")
+    assert set(res["model_instruction_ratio"]) == {"2"}
+    assert res["model_instruction_ratio"]["2"] > 1.0 and res["float_teacher"] == "dfsmn_float_d8"
+    rt = res["binary_runtime"]
+    assert rt["project_ops_kernel_path"] == "neon" and rt["float_kernels"] == "xnnpack"
+    assert rt["kernels"]["LceBDfsmn"] == "project:neon" and rt["kernels"]["CONV_2D"] == "xnnpack"
+    by_name = {m["name"]: m for m in res["models"]}
+    for m in by_name.values():
+        assert m["allocations_during_invoke"] == 0
+        assert 0.98 * m["insns"] < m["ops_sum"] <= m["insns"]  # profiler calls outside the ops
+        assert all(t["insns"] > 0 and t["count"] >= 1 for t in m["by_type"].values())
+    assert set(by_name["bifsmnv2_binary_d2"]["by_type"]["LceBDfsmn"]) >= {"count", "insns"}
+    assert by_name["bifsmnv2_binary_d2"]["by_type"]["LceBDfsmn"]["count"] == 2
+    assert res["binary_model_insns"]["2"] == by_name["bifsmnv2_binary_d2"]["insns"]
+    assert "Whole models, one inference each" in text and "Per op" in text
+
+
 @needs_tools
 def test_cost_model_size(tmp_path):
     _, res = run_cost(tmp_path, "--runs", "1")
-    assert set(res["model_instruction_ratio"]) == {"8", "4", "2", "1"}
-    r = res["model_instruction_ratio"]
+    assert set(res["model_instruction_ratio_sum_of_regions"]) == {"8", "4", "2", "1"}
+    r = res["model_instruction_ratio_sum_of_regions"]
     assert r["1"] > r["2"] > r["4"] > r["8"] > 1.0  # thinner binary models cost less
     assert res["backbone_instruction_ratio"] > 1.0
+    depths = {str(d) for d, p in BINARY.items() if os.path.exists(p)}
+    if os.path.exists(FLOAT_D8) and depths:  # the whole model files (pretrained/real8)
+        m = res["model_instruction_ratio"]
+        assert set(m) == depths
+        ds = sorted(m, key=int)
+        assert all(m[a] > m[b] for a, b in zip(ds, ds[1:])) and m[ds[-1]] > 1.0

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from flatbuffers import flexbuffers
 
+from lce_kernels import ops
 from pipeline import bdfsmn, fuzz_models as fm, fuzz_variants as fv
 
 EXPORTS = fm.DEFAULT_EXPORTS
@@ -66,7 +67,7 @@ def _model(v):
 
 
 def test_targeted_edits_make_what_they_claim(sources):
-    S = bdfsmn._schema()
+    S = ops.schema()
     types = {v: k for k, v in vars(S.TensorType).items() if not k.startswith("_")}
     opts = {v: k for k, v in vars(S.BuiltinOptions).items() if not k.startswith("_")}
     checked = set()
@@ -178,12 +179,13 @@ def test_byte_edits_make_what_they_claim(sources):
 
 
 def test_custom_options_length_field_is_the_ops_options(sources):
-    """The located length prefix is really the LceBDfsmn options' (66-byte FlexBuffers map)."""
+    """The located length prefix is really the ``ops.BDFSMN`` options' (66-byte FlexBuffers
+    map)."""
     src = sources[BDFSMN_D2]
     for off in src.length_fields["custom_options"]:
         n = int.from_bytes(src.data[off:off + 4], "little")
-        opts = bdfsmn.read_options(src.data[off + 4:off + 4 + n])
-        assert set(opts) == set(bdfsmn.OPTION_KEYS)
+        opts = ops.read_options(src.data[off + 4:off + 4 + n])
+        assert set(opts) == set(ops.BDFSMN_OPTION_KEYS)
 
 
 def test_discover_picks_up_every_flavor_and_new_ones(tmp_path):
@@ -411,7 +413,7 @@ def test_fuzz_300_variants_per_file_and_cli_sample():
 
 @pytest.mark.slow
 def test_fuzz_bdfsmn_under_asan_ubsan():
-    """make test-slow: 300 variants of each export with LceBDfsmn ops (bdfsmn d8 / d4 / d2)
+    """make test-slow: 300 variants of each export with ``ops.BDFSMN`` ops (bdfsmn d8 / d4 / d2)
     through the ASan/UBSan build of the op library: no sanitizer report, no signal, no
     traceback."""
     build = subprocess.run(["make", "-s", "-C", os.path.join(fm.ROOT, "lce_kernels"),
@@ -419,7 +421,7 @@ def test_fuzz_bdfsmn_under_asan_ubsan():
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
     assert os.path.exists(fm.ASAN_OP_LIB)
     paths = [p for p in fm.discover(EXPORTS, "all") if fm.has_bdfsmn_ops(p)]
-    assert paths, "no export holds LceBDfsmn ops"
+    assert paths, f"no export holds {ops.BDFSMN} ops"
     summary = fm.run(paths, variants=300, seed=2, sanitize=True, progress=False)
     assert summary["op_libs"] == [fm.ASAN_OP_LIB]   # only the sanitized library ran
     assert summary["variants"] == 300 * len(paths)

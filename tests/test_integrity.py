@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from lce_kernels import ops
 from pipeline import bdfsmn, model_contract, predictors, tflite_metadata
 from pipeline.checkpoints import CheckpointError
 from pipeline.model_contract import TensorSig
@@ -107,7 +108,7 @@ def test_check_logits():
 # -- inputs and outputs ---------------------------------------------------------------------------
 def retyped_input(path, tensor_type, scale=None):
     """The model with its input tensor's type changed (quantization params optional)."""
-    S = bdfsmn._schema()
+    S = ops.schema()
     model = bdfsmn.read_model(open(path, "rb").read())
     sub = model.subgraphs[0]
     t = sub.tensors[sub.inputs[0]]
@@ -121,7 +122,7 @@ def retyped_input(path, tensor_type, scale=None):
 def test_input_dtype_edited_to_int8_is_refused_before_it_runs(tmp_path):
     """The issue's case: a float model whose input type was changed to int8 'evaluated' to
     0.111 with exit 0 (the runner divided by the missing scale, 0)."""
-    S = bdfsmn._schema()
+    S = ops.schema()
     data = retyped_input(FLOAT, S.TensorType.INT8)
     meta = dict(sidecar(FLOAT), sha256=model_contract.sha256(data))
     with pytest.raises(CheckpointError) as err:
@@ -142,7 +143,7 @@ def test_input_dtype_edited_to_int8_is_refused_before_it_runs(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(REAL8), reason="real Speech Commands pack not present")
 def test_int8_edited_model_cli_evaluate_exits_2(tmp_path):
     """The issue's case end to end: evaluate used to print accuracy 0.111 and exit 0."""
-    S = bdfsmn._schema()
+    S = ops.schema()
     data = retyped_input(FLOAT, S.TensorType.INT8)
     path = place(tmp_path, data, sidecar(FLOAT))
     proc = subprocess.run(

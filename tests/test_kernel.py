@@ -1,6 +1,7 @@
 """Tests of the bitwise binary DFSMN kernel (lce_kernels/) and its NumPy reference.
 
-- packing: LSB-first 32-bit words, bit = 1 for -1, zero pad bits, round trip;
+- packing (``lce_kernels.ops.pack_bits`` / ``unpack_bits``, used by the reference too):
+  LSB-first 32-bit words, bit = 1 for -1, zero pad bits, round trip, int32 = uint32 bits;
 - the inference form (`kernel_ref.fold` + `packed_forward`, integer accumulators) equals the
   textbook layer (`kernel_ref.raw_forward`) on random shapes, and equals
   `numpy_ref.dfsmn_layer` and the Keras layer itself on a real BiFSMNv2 student layer;
@@ -19,6 +20,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from lce_kernels import ops
 from pipeline import kernel_ref as K
 import numpy_ref as R
 
@@ -32,28 +34,33 @@ TOL = 1e-5
 def test_pack_bits_layout():
     neg = np.zeros(70, bool)
     neg[[0, 5, 31, 32, 69]] = True
-    w = K.pack_bits(neg)
+    w = ops.pack_bits(neg, np.uint32)
     assert w.dtype == np.uint32 and w.shape == (3,)
     assert w[0] == (1 | (1 << 5) | (1 << 31))
     assert w[1] == 1
     assert w[2] == 1 << (69 - 64)        # pad bits 70..95 are zero
-    np.testing.assert_array_equal(K.unpack_bits(w, 70), neg)
+    np.testing.assert_array_equal(ops.unpack_bits(w, 70), neg)
+    w32 = ops.pack_bits(neg)             # the tensors' type: the same bits as int32
+    assert w32.dtype == np.int32 and w32[0] == np.int32(-(1 << 31) | 1 | (1 << 5))
+    np.testing.assert_array_equal(w32.view(np.uint32), w)
+    np.testing.assert_array_equal(ops.unpack_bits(w32, 70), neg)
+    assert ops.packed_words(70) == 3 and ops.packed_words(64) == 2
 
 
 @pytest.mark.parametrize("n", [1, 31, 32, 33, 37, 100, 128, 200])
 def test_pack_bits_roundtrip_and_pads(n):
     rng = np.random.default_rng(n)
     neg = rng.random((5, n)) < 0.5
-    w = K.pack_bits(neg)
+    w = ops.pack_bits(neg, np.uint32)
     assert w.shape == (5, (n + 31) // 32)
-    np.testing.assert_array_equal(K.unpack_bits(w, n), neg)
+    np.testing.assert_array_equal(ops.unpack_bits(w, n), neg)
     if n % 32:
         assert np.all(w[:, -1] >> np.uint32(n % 32) == 0), "pad bits must be zero"
     # garbage in the pad bits is ignored by unpack (the kernel clears them itself)
     if n % 32:
         dirty = w.copy()
         dirty[:, -1] |= np.uint32((0xFFFFFFFF << (n % 32)) & 0xFFFFFFFF)
-        np.testing.assert_array_equal(K.unpack_bits(dirty, n), neg)
+        np.testing.assert_array_equal(ops.unpack_bits(dirty, n), neg)
 
 
 def test_sign_zero_is_plus_one():

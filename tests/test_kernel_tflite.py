@@ -1,8 +1,8 @@
-"""Smoke tests of the TFLite custom op LceBDfsmn (lce_kernels/tflite/bdfsmn_op.cc).
+"""Smoke tests of the TFLite custom op ``ops.BDFSMN`` (lce_kernels/tflite/bdfsmn_op.cc).
 
-A .tflite holding just this op (built with the wheel's schema_py_generated + flatbuffers,
-options as a FlexBuffers map) runs in tensorflow's InterpreterWithCustomOps with the op
-library registered (by symbol name and by a ctypes callable) and matches the NumPy
+A .tflite holding just this op (``ops.bdfsmn_model``: the schema's object API, options a
+FlexBuffers map from ``ops.bdfsmn_options``) runs in tensorflow's InterpreterWithCustomOps
+with the op library registered (by symbol name and by a ctypes callable) and matches the NumPy
 reference; a student layer of the Keras model runs through it too; malformed models
 (missing/ill-typed options, wrong shapes/types, non-constant weights, garbage option bytes)
 fail with a TFLite error instead of crashing. Pinned to TF 2.16 (see tflite_abi.h).
@@ -15,13 +15,22 @@ import sys
 import numpy as np
 import pytest
 
+from lce_kernels import ops
 from pipeline import kernel_ref as K
 import numpy_ref as R
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-KDIR = os.path.join(ROOT, "lce_kernels")
-LIB = os.path.join(KDIR, "build", "libbdfsmn_op.so")
+KDIR = ops.KERNEL_DIR
+LIB = ops.OP_LIB
 TOL = 1e-5
+#: the deprecated registerer of ``ops.BDFSMN`` alone (the op library keeps it for callers)
+REGISTERER = ops.BDFSMN_REGISTERER
+
+
+def _model(x_shape, params, options, const_inputs=True):
+    """A .tflite (bytes) holding one ``ops.BDFSMN`` op."""
+    from pipeline.tflite_metadata import write_model
+    return write_model(ops.bdfsmn_model(x_shape, params, options, const_inputs))
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +44,13 @@ def oplib():
     return ctypes.CDLL(LIB, mode=ctypes.RTLD_GLOBAL)
 
 
-def _interpreter(model, registerer="LceBDfsmnRegisterer"):
+def _interpreter(model, registerer=REGISTERER):
     from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
 
     return InterpreterWithCustomOps(model_content=model, custom_op_registerers=[registerer])
 
 
-def _run(model, x, registerer="LceBDfsmnRegisterer"):
+def _run(model, x, registerer=REGISTERER):
     it = _interpreter(model, registerer)
     it.allocate_tensors()
     it.set_tensor(it.get_input_details()[0]["index"], x)
@@ -67,16 +76,16 @@ def test_op_matches_reference(oplib, layout):
         x, ref = x[:, :, None, :], ref[:, :, None, :]
     elif layout == "TC":
         x, ref = x[0], ref[0]
-    y = _run(K.build_tflite(x.shape, K.op_inputs(p), K.op_options(*shp)), x)
+    y = _run(_model(x.shape, ops.bdfsmn_inputs(p), ops.bdfsmn_options(*shp)), x)
     assert y.shape == x.shape
     assert _scaled_err(y, ref) <= TOL
 
 
 def test_op_registered_by_callable(oplib):
     p, x, ref, shp = _case(1, T=3, C=37, H=128, l=0, r=3, dil=1, d=3, batch=1)
-    fn = oplib.LceBDfsmnRegisterer
+    fn = getattr(oplib, REGISTERER)
     fn.argtypes = [ctypes.c_void_p]
-    y = _run(K.build_tflite(x.shape, K.op_inputs(p), K.op_options(*shp)), x,
+    y = _run(_model(x.shape, ops.bdfsmn_inputs(p), ops.bdfsmn_options(*shp)), x,
              registerer=lambda addr: fn(ctypes.c_void_p(addr)))
     assert _scaled_err(y, ref) <= TOL
 
@@ -93,13 +102,14 @@ def test_op_on_keras_student_layer(oplib):
         x, _ = K.tie_free_input(rng, p, 8, 128, 2, 2, 1, margin=1e-4)
         xb = x[None, :, None, :].astype(np.float32)
         want = R.dfsmn_layer(xb.astype(np.float64), P, j, d, binary=True)
-        y = _run(K.build_tflite(xb.shape, K.op_inputs(p), K.op_options(128, 256, 2, 2, 1)), xb)
+        y = _run(_model(xb.shape, ops.bdfsmn_inputs(p), ops.bdfsmn_options(128, 256, 2, 2, 1)),
+                 xb)
         assert _scaled_err(y, want) <= TOL, (j, d)
 
 
 def _expect_error(model):
     """Prepare must fail with the op's own message (not a crash, not another error)."""
-    with pytest.raises((RuntimeError, ValueError), match="LceBDfsmn: "):
+    with pytest.raises((RuntimeError, ValueError), match=f"{ops.BDFSMN}: "):
         it = _interpreter(model)
         it.allocate_tensors()
 
@@ -107,9 +117,9 @@ def _expect_error(model):
 def test_op_rejects_malformed_models(oplib):
     p, x, _, (C, H, l, r, dil) = _case(2, batch=1)
     x = x[:, :, None, :]
-    good = K.op_inputs(p)
-    opts = K.op_options(C, H, l, r, dil)
-    _run(K.build_tflite(x.shape, good, opts), x)  # the unmodified model works
+    good = ops.bdfsmn_inputs(p)
+    opts = ops.bdfsmn_options(C, H, l, r, dil)
+    _run(_model(x.shape, good, opts), x)  # the unmodified model works
 
     from flatbuffers import flexbuffers
     bad_opts = [
@@ -118,15 +128,15 @@ def test_op_rejects_malformed_models(oplib):
         bytes(flexbuffers.Dumps({"channels": C, "hidden": H, "left": l, "right": r,
                                  "dilation": 1.5})),               # float option
         bytes(flexbuffers.Dumps([C, H, l, r, dil])),               # not a map
-        K.op_options(C + 1, H, l, r, dil),                         # channels mismatch
-        K.op_options(C, H, l, r, 0),                               # dilation 0
-        K.op_options(C, H, 9, 9, dil),                             # too many taps
-        K.op_options(C, H, l + 1, r, dil),                         # K mismatch with mem_w
-        K.op_options(C, -5, l, r, dil),
+        ops.bdfsmn_options(C + 1, H, l, r, dil),                   # channels mismatch
+        ops.bdfsmn_options(C, H, l, r, 0),                         # dilation 0
+        ops.bdfsmn_options(C, H, 9, 9, dil),                       # too many taps
+        ops.bdfsmn_options(C, H, l + 1, r, dil),                   # K mismatch with mem_w
+        ops.bdfsmn_options(C, -5, l, r, dil),
         opts[:-3] + b"\x07\x01",                                   # truncated / corrupted
     ]
     for o in bad_opts:
-        _expect_error(K.build_tflite(x.shape, good, o))
+        _expect_error(_model(x.shape, good, o))
 
     def with_input(i, arr):
         q = list(good)
@@ -145,24 +155,26 @@ def test_op_rejects_malformed_models(oplib):
                                good[1]).astype(np.float32)),       # NaN parameter
     ]
     for q in bad_params:
-        _expect_error(K.build_tflite(x.shape, q, opts))
-    _expect_error(K.build_tflite(x.shape, good, opts, const_inputs=False))  # non-const
-    _expect_error(K.build_tflite((1, 8, 2, C), good, opts))      # x [B, T, 2, C]
-    _expect_error(K.build_tflite((1, 8, 1, C + 3), good, opts))  # x channels
-    _expect_error(K.build_tflite((C,), good, opts))              # x rank 1
+        _expect_error(_model(x.shape, q, opts))
+    _expect_error(_model(x.shape, good, opts, const_inputs=False))  # non-const
+    _expect_error(_model((1, 8, 2, C), good, opts))      # x [B, T, 2, C]
+    _expect_error(_model((1, 8, 1, C + 3), good, opts))  # x channels
+    _expect_error(_model((C,), good, opts))              # x rank 1
 
 
 FUZZ = r"""
 import ctypes, sys
 sys.path.insert(0, {root!r})
 import numpy as np
+from lce_kernels import ops
 from pipeline import kernel_ref as K
+from pipeline.tflite_metadata import write_model
 ctypes.CDLL({lib!r}, mode=ctypes.RTLD_GLOBAL)
 from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
 rng = np.random.default_rng(0)
 p = K.to_float32(K.fold(K.random_raw_layer(rng, 40, 70, 1, 1), 0))
-good = K.op_inputs(p)
-opts = K.op_options(40, 70, 1, 1, 1)
+good = ops.bdfsmn_inputs(p)
+opts = ops.bdfsmn_options(40, 70, 1, 1, 1)
 ok = err = 0
 for i in range({n}):
     o = bytearray(opts)
@@ -175,8 +187,9 @@ for i in range({n}):
     else:
         o = bytearray(rng.integers(0, 256, rng.integers(1, 64), dtype=np.uint8).tobytes())
     try:
-        it = InterpreterWithCustomOps(model_content=K.build_tflite((1, 5, 1, 40), good, bytes(o)),
-                                      custom_op_registerers=["LceBDfsmnRegisterer"])
+        model = write_model(ops.bdfsmn_model((1, 5, 1, 40), good, bytes(o)))
+        it = InterpreterWithCustomOps(model_content=model,
+                                      custom_op_registerers=[ops.BDFSMN_REGISTERER])
         it.allocate_tensors()
         it.invoke()
         ok += 1
@@ -201,8 +214,8 @@ def test_op_kernel_path_env(oplib, monkeypatch):
     """LCE_BDFSMN_PATH picks the kernel path when the interpreter creates the op: every path
     gives bit-identical outputs through TFLite; an unknown value fails from Prepare."""
     p, x, ref, shp = _case(3, T=7, C=100, H=200)
-    model = K.build_tflite(x.shape, K.op_inputs(p), K.op_options(*shp))
-    fn = oplib.LceBDfsmnKernelPath
+    model = _model(x.shape, ops.bdfsmn_inputs(p), ops.bdfsmn_options(*shp))
+    fn = getattr(oplib, ops.BDFSMN_KERNEL_PATH_FN)
     fn.restype = ctypes.c_char_p
     outs = {}
     for path in ("auto", "portable", "avx512", "neon"):

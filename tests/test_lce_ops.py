@@ -1,4 +1,4 @@
-"""The project's LCE-compatible ops (LceQuantize, LceDequantize, LceBconv2d in lce_kernels/,
+"""The project's LCE-compatible ops (``ops.LCE_OPS``: quantize, dequantize, bconv2d in lce_kernels/,
 registered with every project op by lce_kernels/tflite/lce_ops_register.h) against
 larq-compute-engine 0.16's own interpreter, the reference.
 
@@ -10,7 +10,7 @@ larq-compute-engine 0.16's own interpreter, the reference.
   within 1e-5 relative to the output's scale (measured: identical, except LCE's optimized
   kernel's zero-padding correction, which it adds in float);
 * the committed ``lce`` exports (pretrained/real8/exports/bifsmnv2_lce_d{8,4,2}.tflite) on
-  real test clips (features from the pipeline, firmware_sim.micro.test_features): every Lce
+  real test clips (features from the pipeline, firmware_sim.micro.test_features): every LCE
   op of the model replayed with the input it saw in the project's run, against LCE on the
   same input and the same constants and options (same criteria), and the whole model's
   logits and top-1 against LCE's interpreter;
@@ -32,6 +32,7 @@ import pytest
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 import lce_op_models as M
+from lce_kernels import ops
 from pipeline import bdfsmn
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -41,7 +42,7 @@ REL_TOL = 1e-5
 PATHS = ("auto", "portable", "neon", "avx512")
 #: the op library under test: the normal build, or (test_lce_ops_under_asan_ubsan runs this
 #: file again with it) the ASan/UBSan build
-LIB = os.environ.get("LCE_OPS_TEST_LIB", bdfsmn.OP_LIB)
+LIB = os.environ.get("LCE_OPS_TEST_LIB", ops.OP_LIB)
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -51,10 +52,10 @@ def oplib():
 
     if not tf.__version__.startswith("2.16."):
         pytest.skip(f"lce_kernels/tflite/tflite_abi.h is pinned to TF 2.16, found {tf.__version__}")
-    target = "op" if LIB == bdfsmn.OP_LIB else os.path.relpath(LIB, KDIR)
+    target = "op" if LIB == ops.OP_LIB else os.path.relpath(LIB, KDIR)
     proc = subprocess.run(["make", "-C", KDIR, target], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return bdfsmn.op_library(LIB)
+    return ops.op_library(LIB)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def run_ours(model, inputs, kernel="auto", preserve=False):
     from tensorflow.lite.python.interpreter import InterpreterWithCustomOps, OpResolverType
 
     it = InterpreterWithCustomOps(
-        model_content=model, custom_op_registerers=[bdfsmn.registerer(kernel, LIB)],
+        model_content=model, custom_op_registerers=[ops.registerer(kernel, LIB)],
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         experimental_preserve_all_tensors=preserve)
     it.allocate_tensors()
@@ -109,7 +110,7 @@ def expect_prepare_error(model, op, pattern="", kernel="auto"):
 
     with pytest.raises((RuntimeError, ValueError), match=f"{op}: .*{pattern}"):
         it = InterpreterWithCustomOps(model_content=model,
-                                      custom_op_registerers=[bdfsmn.registerer(kernel, LIB)])
+                                      custom_op_registerers=[ops.registerer(kernel, LIB)])
         it.allocate_tensors()
 
 
@@ -119,7 +120,7 @@ def random_bits(rng, shape):
 
 
 def bconv_case(rng, padding, pad_value, activation, bitpacked, batch=None):
-    """A random LceBconv2d: (model, input, True if only LCE's reference kernel takes it,
+    """A random binary conv: (model, input, True if only LCE's reference kernel takes it,
     description, channels_in)."""
     while True:
         fh, fw = int(rng.integers(1, 6)), int(rng.integers(1, 6))
@@ -169,22 +170,22 @@ CONFIGS = [(p, pv, act, bp) for (p, pv), act, bp in itertools.product(
 def test_registerers_and_kernel_paths(oplib):
     import ctypes
 
-    for kernel, name in bdfsmn.REGISTERERS.items():
-        assert bdfsmn.registerer(kernel, LIB) == name
+    for kernel, name in ops.REGISTERERS.items():
+        assert ops.registerer(kernel, LIB) == name
         getattr(oplib, name)
-    fn = oplib.LceOpsKernelPath
+    fn = getattr(oplib, ops.KERNEL_PATH_FN)
     fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_char_p]
     names = {k: fn(k.encode()).decode() for k in PATHS}
     assert names["portable"] == "portable"
     assert set(names.values()) <= {"portable", "neon", "avx512"}
     assert fn(b"fastest").decode() == "invalid"
     with pytest.raises(ValueError, match="kernel path"):
-        bdfsmn.registerer("fastest")
+        ops.registerer("fastest")
 
 
 @pytest.mark.parametrize("padding,pad_value,activation,bitpacked", CONFIGS)
 def test_bconv2d_matches_lce(oplib, lce_interpreter, padding, pad_value, activation, bitpacked):
-    """Three random LceBconv2d of one configuration: the project's op == LCE's."""
+    """Three random binary convs of one configuration: the project's op == LCE's."""
     rng = np.random.default_rng(100 + CONFIGS.index((padding, pad_value, activation, bitpacked)))
     for i in range(3):
         model, x, lce_ref, desc, cin = bconv_case(rng, padding, pad_value, activation,
@@ -223,7 +224,7 @@ def test_lce_zero_padding_larger_filter(oplib, lce_interpreter):
 
 
 def test_export_configurations_and_paths(oplib, lce_interpreter):
-    """The three LceBconv2d configurations of the committed exports (5x5 stride 2 SAME with
+    """The three binary-conv configurations of the committed exports (5x5 stride 2 SAME with
     one padding on 16 channels; 1x1 VALID 256 -> 128 and 128 -> 256), float and bit-packed,
     on every kernel path: identical to LCE and to each other."""
     rng = np.random.default_rng(11)
@@ -289,8 +290,8 @@ def test_quantize_subnormals(oplib, lce_interpreter):
 
 
 def test_chain_matches_lce(oplib, lce_interpreter):
-    """float -> LceQuantize -> LceBconv2d (3x3 SAME, RELU, bit-packed output thresholds) ->
-    LceBconv2d (1x1, float output): bit-packed activations between two of the ops."""
+    """float -> quantize -> bconv2d (3x3 SAME, RELU, bit-packed output thresholds) ->
+    bconv2d (1x1, float output): bit-packed activations between two of the ops."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 7, 5, 40)).astype(np.float32)
     c1, c2 = 70, 24
@@ -319,8 +320,8 @@ def test_deprecated_env_path(oplib, monkeypatch):
     monkeypatch.setenv("LCE_BDFSMN_PATH", "portable")
     assert np.array_equal(run_ours(model, [x])[0], base)
     monkeypatch.setenv("LCE_BDFSMN_PATH", "fastest")
-    expect_prepare_error(model, "LceBconv2d", "LCE_BDFSMN_PATH='fastest'")
-    expect_prepare_error(M.quantize_model((4, 8)), "LceQuantize", "LCE_BDFSMN_PATH")
+    expect_prepare_error(model, ops.BCONV2D, "LCE_BDFSMN_PATH='fastest'")
+    expect_prepare_error(M.quantize_model((4, 8)), ops.QUANTIZE, "LCE_BDFSMN_PATH")
     assert np.array_equal(run_ours(model, [x], kernel="avx512")[0], base)
 
 
@@ -339,7 +340,7 @@ def test_unsupported_and_malformed_fail_in_prepare(oplib):
 
     def bad(pattern, opts=good, f=filt, m=mul, b=bias, t=None, **kw):
         expect_prepare_error(M.bconv2d_model(kw.pop("in_shape", x_shape), f, opts, m, b, t, **kw),
-                             "LceBconv2d", pattern)
+                             ops.BCONV2D, pattern)
 
     # configurations LCE 0.16 has but this library does not run (named in the message)
     bad("TANH", M.bconv2d_options(cin, activation="TANH"))
@@ -376,41 +377,40 @@ def test_unsupported_and_malformed_fail_in_prepare(oplib):
     bad("does not fit the input", M.bconv2d_options(cin, padding="VALID"), in_shape=(1, 2, 6, 2))
     bad("filter must be a constant", const=False)
     bad("expected 5 inputs", num_inputs=4)
-    # LceQuantize / LceDequantize
-    expect_prepare_error(M.quantize_model((4, 8), np.int32), "LceQuantize", "input type int32")
-    expect_prepare_error(M.quantize_model((4, 8), out_dtype=np.float32), "LceQuantize",
+    # quantize / dequantize
+    expect_prepare_error(M.quantize_model((4, 8), np.int32), ops.QUANTIZE, "input type int32")
+    expect_prepare_error(M.quantize_model((4, 8), out_dtype=np.float32), ops.QUANTIZE,
                          "output must be int32")
-    expect_prepare_error(M.dequantize_model((4, 40), in_shape=(4, 1)), "LceDequantize",
+    expect_prepare_error(M.dequantize_model((4, 40), in_shape=(4, 1)), ops.DEQUANTIZE,
                          "40 output channels need 2")
-    expect_prepare_error(M.dequantize_model((4, 40), in_shape=(4, 2, 2)), "LceDequantize",
+    expect_prepare_error(M.dequantize_model((4, 40), in_shape=(4, 2, 2)), ops.DEQUANTIZE,
                          "rank")
-    expect_prepare_error(M.dequantize_model((5, 40), in_shape=(4, 2)), "LceDequantize",
+    expect_prepare_error(M.dequantize_model((5, 40), in_shape=(4, 2)), ops.DEQUANTIZE,
                          "output dim 0")
-    expect_prepare_error(M.dequantize_model((4, 40), in_dtype=np.float32), "LceDequantize",
+    expect_prepare_error(M.dequantize_model((4, 40), in_dtype=np.float32), ops.DEQUANTIZE,
                          "input must be int32")
-    expect_prepare_error(M.dequantize_model((4, 40), np.int64), "LceDequantize", "output type")
-    expect_prepare_error(M.dequantize_model((4, 40), np.int8, scale=0.0), "LceDequantize",
+    expect_prepare_error(M.dequantize_model((4, 40), np.int64), ops.DEQUANTIZE, "output type")
+    expect_prepare_error(M.dequantize_model((4, 40), np.int8, scale=0.0), ops.DEQUANTIZE,
                          "positive scale")
     expect_prepare_error(M.dequantize_model((1, 2**31 - 1), in_shape=(1, 2**26)),
-                         "LceDequantize", "last dimension 2147483647 invalid")
-    expect_prepare_error(M.quantize_model((1, 2**31 - 1), out_shape=(1, 1)), "LceQuantize",
+                         ops.DEQUANTIZE, "last dimension 2147483647 invalid")
+    expect_prepare_error(M.quantize_model((1, 2**31 - 1), out_shape=(1, 1)), ops.QUANTIZE,
                          "too large")
 
 
 # ------------------------------------------------------------ the committed lce exports
 def _lce_ops(flatbuffer):
     """(op index, custom code, input tensor ids, output tensor id, options bytes) of every
-    Lce op of the first subgraph, and the model object."""
+    LCE op of the first subgraph, and the model object."""
     model = bdfsmn.read_model(flatbuffer)
     sg = model.subgraphs[0]
-    ops = []
+    found = []
     for i, op in enumerate(sg.operators):
-        code = model.operatorCodes[op.opcodeIndex].customCode
-        code = code.decode() if isinstance(code, bytes) else code
-        if code and code.startswith("Lce"):
+        code = ops.custom_code(model.operatorCodes[op.opcodeIndex])
+        if code and code.startswith(ops.LCE_PREFIX):
             opts = bytes(np.asarray(op.customOptions, np.uint8)) if op.customOptions is not None else b""
-            ops.append((i, code, list(op.inputs), op.outputs[0], opts))
-    return model, ops
+            found.append((i, code, list(op.inputs), op.outputs[0], opts))
+    return model, found
 
 
 def _replay_model(model, code, inputs, output, options, batch):
@@ -472,25 +472,25 @@ def _check_exports(real8, lce_interpreter, clips):
             pytest.skip(f"{path} not present")
         with open(path, "rb") as f:
             flat = f.read()
-        model, ops = _lce_ops(flat)
-        assert {c for _, c, *_ in ops} == {"LceQuantize", "LceDequantize", "LceBconv2d"}
+        model, lce_ops = _lce_ops(flat)
+        assert {c for _, c, *_ in lce_ops} == set(ops.LCE_OPS)
         it = InterpreterWithCustomOps(
-            model_content=flat, custom_op_registerers=[bdfsmn.registerer(path=LIB)],
+            model_content=flat, custom_op_registerers=[ops.registerer(path=LIB)],
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
             experimental_preserve_all_tensors=True)
         it.allocate_tensors()
         inp, out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-        seen = {i: [] for i, *_ in ops}      # op index -> [(input, output) per clip]
+        seen = {i: [] for i, *_ in lce_ops}  # op index -> [(input, output) per clip]
         logits = []
         for clip in x:
             it.set_tensor(inp, clip[None])
             it.invoke()
             logits.append(it.get_tensor(out)[0])
-            for i, _, ins, o, _ in ops:
+            for i, _, ins, o, _ in lce_ops:
                 seen[i].append((it.get_tensor(ins[0])[0], it.get_tensor(o)[0]))
-        # every Lce op on the inputs it saw: LCE on the same input gives the same output
+        # every LCE op on the inputs it saw: LCE on the same input gives the same output
         worst = 0.0
-        for i, code, ins, o, opts in ops:
+        for i, code, ins, o, opts in lce_ops:
             xin = np.stack([a for a, _ in seen[i]])
             ours = np.stack([b for _, b in seen[i]])
             (want,) = run_lce(lce_interpreter, _replay_model(model, code, ins, o, opts, len(x)),
@@ -500,7 +500,7 @@ def _check_exports(real8, lce_interpreter, clips):
         logits = np.array(logits)
         ref = lce_interpreter(flat, num_threads=1).predict(x)
         err = np.abs(logits - ref).max(axis=1) / np.maximum(1.0, np.abs(ref).max(axis=1))
-        report[depth] = {"ops": len(ops), "op_max_rel": worst, "clips": len(x),
+        report[depth] = {"ops": len(lce_ops), "op_max_rel": worst, "clips": len(x),
                          "top1": float(np.mean(logits.argmax(1) == ref.argmax(1))),
                          "logit_max_rel": float(err.max()),
                          "clips_over_tol": int((err > REL_TOL).sum())}
@@ -508,7 +508,7 @@ def _check_exports(real8, lce_interpreter, clips):
         # The builtin float ops (conv1, memory blocks, classifier) are TensorFlow's kernels
         # here and LCE's own build there: they round differently, and a binarizer input
         # within that rounding of its threshold (every real clip has some: the smallest
-        # |input| of any LceQuantize is ~2e-10) flips one bit: top-1 must agree on every
+        # |input| of any quantize op is ~2e-10) flips one bit: top-1 must agree on every
         # clip, the logits within 1e-5 on all but a few (measured: 1 of 690 at depth 8).
         assert report[depth]["top1"] == 1.0
         assert report[depth]["clips_over_tol"] <= max(1, len(x) // 100), report[depth]
@@ -547,7 +547,7 @@ def run(model, verify=False):
         counts["refused"] += 1
         return
     try:
-        it = InterpreterWithCustomOps(model_content=model, custom_op_registerers=["LceOpsRegisterer"])
+        it = InterpreterWithCustomOps(model_content=model, custom_op_registerers=[{registerer!r}])
         it.allocate_tensors()
         for d in it.get_input_details():
             it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
@@ -602,7 +602,8 @@ print("FUZZ", counts)
 
 def _fuzz(lib, n, seed, env=None):
     code = FUZZ.format(root=ROOT, tests=os.path.dirname(os.path.abspath(__file__)), lib=lib,
-                       n=n, seed=seed, export=os.path.join(EXPORTS, "bifsmnv2_lce_d2.tflite"))
+                       registerer=ops.REGISTERER, n=n, seed=seed,
+                       export=os.path.join(EXPORTS, "bifsmnv2_lce_d2.tflite"))
     env = dict(env or os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=1800, env=env, cwd=ROOT)

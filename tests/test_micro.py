@@ -1,11 +1,11 @@
 """firmware_sim.micro: tensor lifetimes against hand-computed models, TFLM against TFLite on a
-tiny int8 teacher, the minimal-arena search, the LceBDfsmn budget against its formula.
+tiny int8 teacher, the minimal-arena search, the ``ops.BDFSMN`` budget against its formula.
 
 Tiny models: a 4-op float Keras model (lifetimes by hand), the tiny teacher of
 tests/test_export (TINY sizes, randomised weights) converted to int8 directly with
 pipeline.export.convert (a hand-written sidecar with its labels), the tiny student spliced
 with pipeline.bdfsmn.build (no op library needed: the budget reads the flatbuffer only), and a
-backbone-only model of LceBDfsmn ops with shapes that exercise the 128-bit padding.
+backbone-only model of ``ops.BDFSMN`` ops with shapes that exercise the 128-bit padding.
 """
 import json
 import os
@@ -17,6 +17,7 @@ import pytest
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 from firmware_sim import micro
+from lce_kernels import ops
 from pipeline import bdfsmn
 from test_train import TINY, tiny_cfg
 
@@ -65,15 +66,18 @@ def test_lifetimes_hand_computed(tiny_float):
     assert "bdfsmn" not in b
 
 
-# -- LceBDfsmn budget -----------------------------------------------------------------------------
+# -- ops.BDFSMN budget --------------------------------------------------------------------------
 def backbone_layers(n, C, H, left, right):
-    """n LceBDfsmn layers with zero parameters of the op's input shapes."""
-    K, wc, wh = left + right + 1, (C + 31) // 32, (H + 31) // 32
-    ins = [np.zeros((K, wc), np.int32), np.zeros((6, C), np.float32),
-           np.zeros((H, wc), np.int32), np.zeros((2, C), np.float32),
-           np.zeros((3, H), np.float32), np.zeros((C, wh), np.int32),
-           np.zeros((2, H), np.float32), np.zeros((3, C), np.float32)]
-    opts = bdfsmn.op_options(C, H, left, right, 1)
+    """n ``ops.BDFSMN`` layers with zero parameters of the op's input shapes."""
+    K, wc, wh = left + right + 1, ops.packed_words(C), ops.packed_words(H)
+    I = ops.BDfsmnInput  # noqa: E741
+    shapes = {I.MEM_W: (K, wc), I.MEM_P: (len(ops.MEM_P_ROWS), C), I.PW1_W: (H, wc),
+              I.PW1_T: (len(ops.THRESH_ROWS), C), I.PW1_P: (len(ops.PW_P_ROWS), H),
+              I.PW2_W: (C, wh), I.PW2_T: (len(ops.THRESH_ROWS), H),
+              I.PW2_P: (len(ops.PW_P_ROWS), C)}
+    ins = [np.zeros(shapes[i], np.int32 if i in ops.BDFSMN_BIT_INPUTS else np.float32)
+           for i in list(I)[1:]]
+    opts = ops.bdfsmn_options(C, H, left, right, 1)
     return [(f"dfsmn/layer{j}", ins, opts) for j in range(n)]
 
 
@@ -129,7 +133,7 @@ def test_binary_budget_tiny_bdfsmn(tiny_bdfsmn):
     b = micro.budget(path)
     w, bd = b["weights"], b["bdfsmn"]
     C, H, T, K = TINY["channels"], TINY["hidden"], 8, TINY["left"] + TINY["right"] + 1
-    # stored LceBDfsmn weights: bit rows padded to 32 bits; 16 vectors of C or H floats
+    # stored ops.BDFSMN weights: bit rows padded to 32 bits; 16 vectors of C or H floats
     assert w["binary_bits"] == bdfsmn.packed_bytes(layers)["bit_weights"] == \
         2 * 4 * (K * 1 + H * 1 + C * 1)
     assert w["binary_vectors"] == bdfsmn.packed_bytes(layers)["per_channel_vectors"] == \
@@ -151,7 +155,7 @@ def test_binary_budget_tiny_bdfsmn(tiny_bdfsmn):
     assert bd["init_copy_sum"] == 2 * copy and bd["tflite_op_heap"] == 2 * (per + copy)
     # backbone part: input [1, 8, 1, 16] + output, float32, + this op's scratch
     assert b["by_section"]["backbone"]["peak"] == 2 * 4 * T * C + per
-    assert b["by_section"]["backbone"]["op_name"] == "LceBDfsmn"
+    assert b["by_section"]["backbone"]["op_name"] == ops.BDFSMN
     assert b["activations"]["peak"] >= b["by_section"]["backbone"]["tensors_only"]
     # and TFLM refuses it with its own message
     assert "find op" in micro.tflm_binary_attempt(path) or \
@@ -242,7 +246,7 @@ def test_cli_json_last(tiny_int8, tiny_bdfsmn, tiny_corpus, tmp_path):
     bname = os.path.splitext(os.path.basename(bpath))[0]
     assert last["binary"][bname]["bdfsmn_scratch_per_layer"] == 1888
     assert "SIGN" in last["binary"][bname]["tflm"] or "find op" in last["binary"][bname]["tflm"]
-    assert "minimal" in r.stdout and "LceBDfsmn x2" in r.stdout
+    assert "minimal" in r.stdout and f"{ops.BDFSMN} x2" in r.stdout
     assert json.load(open(js))["tflm"][name]["arena_bytes"] == last["tflm"][name]["arena_bytes"]
     # wrong words for the model: a clear error, exit 2 (pipeline.cli: a user error); the old
     # spellings (--int8_model, --binary_model) still work, with a deprecation line

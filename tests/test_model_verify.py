@@ -6,7 +6,7 @@
   file, wrong identifier, out-of-range buffer / tensor / opcode / metadata indices, a
   constant buffer of the wrong size, an op reading its own (or a later op's) output, a
   tensor written twice, a mismatched builtin options type, bad shapes and quantization,
-  non-UTF-8 names, LceBDfsmn with damaged options, the issue's 3.77 GB options length;
+  non-UTF-8 names, ``ops.BDFSMN`` with damaged options, the issue's 3.77 GB options length;
 * the same crafted files give the same verdicts in the ASan/UBSan build of the verifier,
   which also checks 300 byte-level variants of every committed export without a report;
 * models/lce_census.py and predictors.TFLiteRunner raise ModelError on damaged files;
@@ -22,6 +22,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from lce_kernels import ops
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -69,8 +71,7 @@ def test_bad_arguments(mv, tmp_path):
 
 # ---- crafted bad models ----------------------------------------------------------------------
 def _schema():
-    from pipeline import bdfsmn
-    return bdfsmn._schema()
+    return ops.schema()
 
 
 def _edit(path, fn):
@@ -90,17 +91,17 @@ def _vector_length_pos(data, subgraph, op, slot):
 
 def _first(m, custom_code):
     """Index of the first operator of subgraph 0 with this custom code."""
-    codes = [c.customCode for c in m.operatorCodes]
-    ops = m.subgraphs[0].operators
-    return next(i for i, o in enumerate(ops) if codes[o.opcodeIndex] == custom_code)
+    codes = [ops.custom_code(c) for c in m.operatorCodes]
+    return next(i for i, o in enumerate(m.subgraphs[0].operators)
+                if codes[o.opcodeIndex] == custom_code)
 
 
 def _bdfsmn_op(m):
-    return _first(m, b"LceBDfsmn")
+    return _first(m, ops.BDFSMN)
 
 
 def _huge_options_length(data):
-    """The issue's case: the custom_options length prefix of LceBDfsmn made ~3.77 GB."""
+    """The issue's case: the custom_options length prefix of ``ops.BDFSMN`` made ~3.77 GB."""
     from pipeline import bdfsmn
     i = _bdfsmn_op(bdfsmn.read_model(data))
     pos = _vector_length_pos(data, 0, i, 14)  # Operator.custom_options
@@ -176,16 +177,16 @@ EDIT_CASES = [
                                                  .__setitem__(0, -1)),
      "subgraph 0 operator 0 (RESHAPE): input 0 is -1 (no tensor), which this operator does "
      "not accept there"),
-    ("lce_optional_input", LCE, _sg(lambda sg, m, S: sg.operators[_first(m, b"LceBconv2d")]
+    ("lce_optional_input", LCE, _sg(lambda sg, m, S: sg.operators[_first(m, ops.BCONV2D)]
                                     .inputs.__setitem__(1, -1)),
-     "(LceBconv2d): input 1 is -1 (no tensor), which LceBconv2d does not accept there"),
+     f"({ops.BCONV2D}): input 1 is -1 (no tensor), which {ops.BCONV2D} does not accept there"),
     ("lce_options_absent", LCE, _sg(lambda sg, m, S: setattr(
-        sg.operators[_first(m, b"LceBconv2d")], "customOptions", None)),
-     "(LceBconv2d): no custom_options (LceBconv2d reads a FlexBuffers map)"),
+        sg.operators[_first(m, ops.BCONV2D)], "customOptions", None)),
+     f"({ops.BCONV2D}): no custom_options ({ops.BCONV2D} reads a FlexBuffers map)"),
     ("lce_options_stride_zero", LCE, _sg(lambda sg, m, S: setattr(
-        sg.operators[_first(m, b"LceBconv2d")], "customOptions", _reencoded(
-            sg.operators[_first(m, b"LceBconv2d")].customOptions, stride_width=0))),
-     "(LceBconv2d): option 'stride_width' = 0 outside [1, 1073741824]"),
+        sg.operators[_first(m, ops.BCONV2D)], "customOptions", _reencoded(
+            sg.operators[_first(m, ops.BCONV2D)].customOptions, stride_width=0))),
+     f"({ops.BCONV2D}): option 'stride_width' = 0 outside [1, 1073741824]"),
     ("resource_activation", BDFSMN, _sg(lambda sg, m, S: setattr(sg.tensors[31], "type",
                                                                  S.TensorType.RESOURCE)),
      "operator 11 (MEAN): output 0 (tensor 31) is a RESOURCE handle, which this operator does "
@@ -244,17 +245,17 @@ EDIT_CASES = [
                                                              [len(sg.tensors)])),
      "subgraph 0: output 0 is tensor 78, out of range [0, 78)"),
     ("bdfsmn_options_truncated", BDFSMN, _bd_options(lambda o: o[:-5]),
-     "operator 35 (LceBDfsmn): custom_options is not a valid FlexBuffer"),
+     f"operator 35 ({ops.BDFSMN}): custom_options is not a valid FlexBuffer"),
     ("bdfsmn_options_garbage", BDFSMN, _bd_options(lambda o: np.full(len(o), 0xA5, np.uint8)),
-     "operator 35 (LceBDfsmn): custom_options is not a valid FlexBuffer"),
+     f"operator 35 ({ops.BDFSMN}): custom_options is not a valid FlexBuffer"),
     ("bdfsmn_options_missing_key", BDFSMN, _bd_options(lambda o: _options(
         channels=128, hidden=256, left=2, right=2)),
-     "operator 35 (LceBDfsmn): missing option 'dilation'"),
+     f"operator 35 ({ops.BDFSMN}): missing option 'dilation'"),
     ("bdfsmn_options_float", BDFSMN, _bd_options(lambda o: _options(
         channels=128, hidden=256, left=2, right=2, dilation=1.5)),
-     "operator 35 (LceBDfsmn): option 'dilation' must be a (small) integer"),
+     f"operator 35 ({ops.BDFSMN}): option 'dilation' must be a (small) integer"),
     ("bdfsmn_options_absent", BDFSMN, _bd_options(lambda o: None),
-     "operator 35 (LceBDfsmn): no custom_options"),
+     f"operator 35 ({ops.BDFSMN}): no custom_options"),
     ("quant_lengths", INT8, _quant(0, scale=np.array([0.5, 0.5], np.float32)),
      "tensor 0 'serving_default_features:0': quantization has 2 scales and 1 zero points"),
     ("quant_dimension", INT8, _quant(6, quantizedDimension=3),
@@ -337,7 +338,7 @@ def test_asan_verifier_agrees_and_survives_variants(mv, tmp_path):
 def test_lce_census_raises_model_error(mv):
     from models import lce_census
     data = _read(BDFSMN)
-    assert lce_census.op_census(data)["LceBDfsmn"] == 2
+    assert lce_census.op_census(data)[ops.BDFSMN] == 2
     refused = 0
     for _, _, b in _variants(data, seed=3, n=120):
         try:
@@ -417,7 +418,6 @@ def _worker(path, seed, n, start):
     from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
 
     from models import lce_census
-    from pipeline import bdfsmn
     from pipeline.model_verify import problem
     regs = None
     for i, kind, b in _variants(_read(path), seed, n):
@@ -429,7 +429,7 @@ def _worker(path, seed, n, start):
         print(f"START {i} {kind}", flush=True)
         try:  # as predictors.TFLiteRunner builds it (LCE models: see the slow test)
             if lce_census.has_bdfsmn_ops(b):
-                regs = regs or bdfsmn.registerers()
+                regs = regs or ops.registerers()
                 it = InterpreterWithCustomOps(model_content=b, custom_op_registerers=regs)
             elif lce_census.has_lce_ops(b):
                 from larq_compute_engine.tflite.python.interpreter import Interpreter

@@ -128,3 +128,33 @@ def test_split_salt_gives_another_speaker_disjoint_partition(tiny_corpus):
         parts = [speakers(index, s) for s in ("training", "validation", "testing")]
         assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     assert speakers(lists, "testing") != speakers(salted, "testing")
+
+
+def test_archive_keeps_records_and_teacher_weights_and_restore_skips_them(tmp_path):
+    """A queue survives a machine that loses --out_dir: finished runs are archived (records;
+    weights only for a run another entry names as @teacher) and restored as 'done'."""
+    runs, arch = str(tmp_path / "runs"), str(tmp_path / "archive")
+    text = ("t @weights=best --epochs=4\n"
+            "s @teacher=t --epochs=4 --teacher={runs}/t\n"
+            "u --epochs=4\n")
+    entries = rq.parse_queue(text, runs)
+    evals = {"validation": {8: 0.9}, "testing": {8: 0.8}}
+    for name in "ts":
+        _fake_run(runs, name, 4, evals=evals)
+        for w in ("best", "last"):
+            open(os.path.join(runs, name, f"{w}.weights.h5"), "wb").write(w.encode())
+    _fake_run(runs, "u", 2, done=False, ckpt=True)          # unfinished: nothing archived
+    kept = {e.name: rq.archive(e, entries, runs, arch) for e in entries}
+    assert "best.weights.h5" in kept["t"] and "last.weights.h5" not in kept["t"]
+    assert not any(n.endswith(".weights.h5") for n in kept["s"])
+    assert kept["u"] == [] and not os.path.exists(os.path.join(arch, "u"))
+    assert {"history.json", "metrics.json", "eval_testing.json"} <= set(kept["s"])
+
+    fresh = str(tmp_path / "new_machine")
+    entries = rq.parse_queue(text, fresh)
+    assert [rq.restore(e, fresh, arch) for e in entries] == [True, True, False]
+    assert [rq.state(e, fresh) for e in entries] == ["done", "done", "fresh"]
+    assert open(os.path.join(fresh, "t", "best.weights.h5"), "rb").read() == b"best"
+    # an existing run folder is never overwritten
+    assert rq.restore(entries[0], fresh, arch) is False
+    assert rq.report(entries, fresh)["text"]

@@ -10,12 +10,12 @@
 //
 //   region  0        the whole backbone: Layer::Eval of every layer in order (the real entry)
 //   region 20 + j    layer j alone (Layer::Eval), summed over the N runs
-//   regions 10..15   (--stages) the same layers evaluated stage by stage, with exactly the
-//                    stage calls of Layer::Eval (bdfsmn.cc is compiled into this file so its
-//                    internal `Kernels` struct is visible): 10 memory-block binarize, 11 memory
-//                    block (bit-mask accumulation + BN/PReLU/residual), 12 pw1 binarize,
-//                    13 pw1 popcount GEMM + post-processing, 14 pw2 binarize, 15 pw2 popcount
-//                    GEMM + post-processing (+ residual), each summed over all layers
+//   regions 10..13   (--stages) the same layers evaluated pass by pass with Layer::EvalStage
+//                    (the passes of Layer::Eval; each binarization fused into the pass that
+//                    produces its input): 10 binarization of x, 11 memory block + pw1
+//                    binarization, 12 pw1 popcount GEMM + post-processing + pw2 binarization,
+//                    13 pw2 popcount GEMM + post-processing + residual, each summed over all
+//                    layers. Every layer's Workspace skips storing h, as the TFLite op does.
 //   region 30        (--linear) the student's binary `linear` 256 -> 128 on T frames: kernel
 //                    Binarize + Pointwise (s per frame, ReLU = PReLU slope 0, bias folded)
 //   region 31        (--conv2) a PROXY of the student's binary conv2 (5x5 stride 2, 16 -> 32,
@@ -33,7 +33,7 @@
 #include <string>
 #include <vector>
 
-#include "../../lce_kernels/core/bdfsmn.cc"  // one TU: gives access to the stage kernels
+#include "../../lce_kernels/core/bdfsmn.cc"  // one TU: the proxies below use Kernels
 #include "../../lce_kernels/tests/bdv_reader.h"
 #include "insn_region.h"
 
@@ -71,15 +71,11 @@ std::vector<float> Padded(const float* src, int n) {
   return v;
 }
 
-// One DFSMN layer: the kernel's Layer plus this driver's own copies of the repacked weights
-// and padded vectors (the same transformation as Layer::Init) for the staged evaluation.
+// One DFSMN layer: the kernel's Layer, its workspace, layer 0's input and reference output.
 struct BenchLayer {
   bd::Layer layer;
   bd::Workspace ws;
   int T = 0, C = 0, H = 0;
-  std::vector<std::uint64_t> pw1_w, pw2_w;
-  std::vector<float> mem_t0, mem_t1, pw1_t0, pw1_t1, pw1_mul, pw1_bias, pw1_slope;
-  std::vector<float> pw2_t0, pw2_t1, pw2_mul, pw2_bias, pw2_slope;
   std::vector<float> x, ref_out;
 };
 
@@ -111,23 +107,8 @@ bool LoadLayer(const std::string& path, BenchLayer* L, std::string* err) {
     return false;
   }
   L->layer.Prepare(L->T, &L->ws);
-  const int C = L->C, H = L->H, wc = bd::PaddedWords64(C), wh = bd::PaddedWords64(H);
-  L->pw1_w.assign(static_cast<std::size_t>(H) * wc, 0);
-  L->pw2_w.assign(static_cast<std::size_t>(C) * wh, 0);
-  bd::RepackRows(s.pw1_weights, H, C, wc, L->pw1_w.data());
-  bd::RepackRows(s.pw2_weights, C, H, wh, L->pw2_w.data());
-  L->mem_t0 = Padded(s.mem_t0, C);
-  L->mem_t1 = Padded(s.mem_t1, C);
-  L->pw1_t0 = Padded(s.pw1_t0, C);
-  L->pw1_t1 = Padded(s.pw1_t1, C);
-  L->pw1_mul = Padded(s.pw1_mul, H);
-  L->pw1_bias = Padded(s.pw1_bias, H);
-  L->pw1_slope = Padded(s.pw1_slope, H);
-  L->pw2_t0 = Padded(s.pw2_t0, H);
-  L->pw2_t1 = Padded(s.pw2_t1, H);
-  L->pw2_mul = Padded(s.pw2_mul, C);
-  L->pw2_bias = Padded(s.pw2_bias, C);
-  L->pw2_slope = Padded(s.pw2_slope, C);
+  L->ws.keep_h = false;  // as the TFLite op (lce_kernels/tflite/bdfsmn_op.cc)
+  const int C = L->C;
   if (const float* x = bdv::F32(f, "x")) L->x.assign(x, x + static_cast<std::size_t>(L->T) * C);
   auto it = f.find("ref_out");
   if (it != f.end() && it->second.dtype == 'd') {
@@ -137,39 +118,23 @@ bool LoadLayer(const std::string& path, BenchLayer* L, std::string* err) {
   return true;
 }
 
-// Layer::Eval, stage by stage (same calls, same arguments), with a region per stage.
+// Layer::Eval, stage by stage (Layer::EvalStage: the same passes), with a region per stage.
 void EvalStaged(BenchLayer* B, const float* x, float* out) {
-  using K = bd::Kernels;
-  const bd::Path path = bd::Path::kAuto;
+  using S = bd::Layer::Stage;
+  const int T = B->T;
   bd::Workspace* ws = &B->ws;
-  const int T = B->T, C = B->C, H = B->H;
-  const int wc = bd::PaddedWords64(C), wh = bd::PaddedWords64(H);
   INSN_REGION_BEGIN(10);
-  K::Binarize(x, T, C, B->mem_t0.data(), B->mem_t1.data(), ws->mem_b1.data(),
-              ws->mem_b2.data(), ws->mem_s.data(), path);
+  B->layer.EvalStage(S::kBinarize, x, T, out, ws);
   INSN_REGION_END(10);
   INSN_REGION_BEGIN(11);
-  K::Memory<false>(B->layer, x, ws->mem_b1.data(), ws->mem_b2.data(), ws->mem_s.data(), T,
-                   ws->m.data(), nullptr, nullptr, nullptr, path);
+  B->layer.EvalStage(S::kMemory, x, T, out, ws);
   INSN_REGION_END(11);
   INSN_REGION_BEGIN(12);
-  K::Binarize(ws->m.data(), T, C, B->pw1_t0.data(), B->pw1_t1.data(), ws->pw1_b1.data(),
-              ws->pw1_b2.data(), ws->pw1_s.data(), path);
+  B->layer.EvalStage(S::kPw1, x, T, out, ws);
   INSN_REGION_END(12);
   INSN_REGION_BEGIN(13);
-  K::Pointwise<false>(B->pw1_w.data(), nullptr, H, C, wc, ws->pw1_b1.data(), ws->pw1_b2.data(),
-                      ws->pw1_s.data(), T, B->pw1_mul.data(), B->pw1_bias.data(),
-                      B->pw1_slope.data(), nullptr, ws->h.data(), nullptr, nullptr, path);
+  B->layer.EvalStage(S::kPw2, x, T, out, ws);
   INSN_REGION_END(13);
-  INSN_REGION_BEGIN(14);
-  K::Binarize(ws->h.data(), T, H, B->pw2_t0.data(), B->pw2_t1.data(), ws->pw2_b1.data(),
-              ws->pw2_b2.data(), ws->pw2_s.data(), path);
-  INSN_REGION_END(14);
-  INSN_REGION_BEGIN(15);
-  K::Pointwise<false>(B->pw2_w.data(), nullptr, C, H, wh, ws->pw2_b1.data(), ws->pw2_b2.data(),
-                      ws->pw2_s.data(), T, B->pw2_mul.data(), B->pw2_bias.data(),
-                      B->pw2_slope.data(), ws->m.data(), out, nullptr, nullptr, path);
-  INSN_REGION_END(15);
 }
 
 // A binary pointwise layer (front-end `linear`, or conv2's GEMM): packed weights and vectors.
@@ -228,9 +193,9 @@ void RunLinear(const BinPointwise& P, const float* x, float* out, PointwiseScrat
   const int wi = bd::PaddedWords64(P.in);
   K::Binarize(x, P.frames, P.in, P.t0.data(), P.t1.data(), S->b1.data(), S->b2.data(),
               S->s.data(), bd::Path::kAuto);
-  K::Pointwise<false>(P.w.data(), nullptr, P.out, P.in, wi, S->b1.data(), S->b2.data(), S->s.data(),
-                      P.frames, P.mul.data(), P.bias.data(), P.slope.data(), nullptr, out,
-                      nullptr, nullptr, bd::Path::kAuto);
+  K::PointwiseF(P.w.data(), P.out, P.in, wi, S->b1.data(), S->b2.data(), S->s.data(),
+                P.frames, P.mul.data(), P.bias.data(), P.slope.data(), nullptr, out,
+                bd::Path::kAuto);
 }
 
 // im2col of packed bit rows: input rows (one per position, Cin bits in word 0 of a
@@ -297,9 +262,9 @@ void RunConv2(const BinPointwise& P, const float* x, float* out, PointwiseScratc
   Im2colBits(P, S->b2.data(), S->c2.data());
   INSN_REGION_END(33);
   INSN_REGION_BEGIN(34);
-  K::Pointwise<false>(P.w.data(), nullptr, P.out, P.in, wo, S->c1.data(), S->c2.data(),
-                      S->s_out.data(), P.frames, P.mul.data(), P.bias.data(), P.slope.data(),
-                      nullptr, out, nullptr, nullptr, bd::Path::kAuto);
+  K::PointwiseF(P.w.data(), P.out, P.in, wo, S->c1.data(), S->c2.data(), S->s_out.data(),
+                P.frames, P.mul.data(), P.bias.data(), P.slope.data(), nullptr, out,
+                bd::Path::kAuto);
   INSN_REGION_END(34);
 }
 
@@ -423,9 +388,8 @@ int main(int argc, char** argv) {
         for (std::size_t j = 0; j < layers.size(); ++j)
           EvalStaged(&layers[j], act[j].data(), act[j + 1].data());
       std::printf("stages staged_vs_eval_maxdiff %.3g\n", maxd);
-      std::printf("region 10 mem_binarize\nregion 11 memory_block\nregion 12 pw1_binarize\n"
-                  "region 13 pw1_popcount_post\nregion 14 pw2_binarize\n"
-                  "region 15 pw2_popcount_post_residual\n");
+      std::printf("region 10 mem_binarize\nregion 11 memory_block_pw1_binarize\n"
+                  "region 12 pw1_gemm_post_pw2_binarize\nregion 13 pw2_gemm_post_residual\n");
     }
     std::printf("checksum %.9g\n", cs);
   }

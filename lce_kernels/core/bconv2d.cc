@@ -1,11 +1,17 @@
-// Binary 2-D convolution (LceBconv2d): portable, AVX-512 (x86-64, run time) and NEON
+// Binary 2-D convolution (op ops::BCONV2D, core/op_contract.h): portable, AVX-512 (x86-64, run time) and NEON
 // (aarch64) paths. See bconv2d.h for the semantics.
 //
-// Per output pixel: gather the receptive field into one row of 32-bit words (`patch_`: tap
-// by tap, pad bits masked, taps outside the input as zero words = +1), XOR-popcount it with
-// every filter row (the part the paths implement), then x = 2 * popcount (+ the zero-padding
-// correction of the outside taps) and the output transform. Float order (every path):
-// y = float(clamp(x)) * m' + b'.
+// Portable (the reference): per output pixel, gather the receptive field into one row of
+// 32-bit words (`patch_`: tap by tap, pad bits masked, taps outside the input as zero words =
+// +1), XOR-popcount it with every filter row, then x = 2 * popcount (+ the zero-padding
+// correction of the outside taps) and the output transform.
+// SIMD paths: the input image is first compressed into a zero-padded image of 16-bit units
+// (ceil(Cin / 16) per tap, pad bits clear), patches are then row segments of it, packed
+// densely (a 5x5 tap of 16 channels: 25 halfwords, 400 bits instead of 25 words), built for
+// up to 64 pixels ahead of their use; AVX-512 convolves 8 pixels x 32 outputs per pass
+// (transposed filter words, 16 outputs per register), NEON 4 filter rows x 2 pixels (or 1
+// pixel for patches of 3-4 q-words, all filter words in registers) with per-row byte counts
+// reduced by pairwise adds. Float order (every path): y = float(clamp(x)) * m' + b'.
 #include "bconv2d.h"
 
 #include <algorithm>
@@ -166,14 +172,68 @@ bool BConv2D::Init(const Spec& s, std::string* error) {
       }
     }
   }
+  // AVX-512 layout: dense 16-bit patches (see bconv2d.h), unless this CPU lacks AVX-512 or
+  // the scratch would be unreasonably large (then the portable path runs).
   filter_t_.clear();
-  if (CpuHasAvx512()) {
-    filter_t_.assign(static_cast<std::size_t>(kw_) * cout16_, 0u);
+  img16_.clear();
+  patches_.clear();
+  tap_sum_t_.clear();
+  corr_blk_.clear();
+  hpt_ = (cin_ + 15) / 16;
+  const std::int64_t kh = static_cast<std::int64_t>(taps) * hpt_;
+  kd_ = static_cast<int>((kh + 1) / 2);
+  kds_ = (kd_ + 4 + 3) & ~3;  // + 8 halfwords of slack for 16-byte copies
+  last_hmask_ = static_cast<std::uint16_t>(cin_ % 16 == 0 ? 0xFFFFu : (1u << (cin_ % 16)) - 1u);
+  // the input zero-padded to every tap position (padded coordinates: + pad_top_ / pad_left_)
+  hp_ = std::max<std::int64_t>(h_ + pad_top_, static_cast<std::int64_t>(oh_ - 1) * sh_ +
+                                                  static_cast<std::int64_t>(fh_ - 1) * dh_ + 1);
+  wp_ = std::max<std::int64_t>(w_ + pad_left_, static_cast<std::int64_t>(ow_ - 1) * sw_ +
+                                                   static_cast<std::int64_t>(fw_ - 1) * dw_ + 1);
+  const std::int64_t img_halfwords = hp_ * wp_ * hpt_ + 8;
+  kq_ = (kd_ + 3) / 4;
+  filter_dn_.clear();
+  xs_.clear();
+  if ((CpuHasAvx512() || BuildHasNeon()) &&
+      static_cast<std::int64_t>(kq_) * 4 * cout16_ <= (std::int64_t{1} << 26) &&
+      hp_ * wp_ <= (std::int64_t{1} << 26) && img_halfwords <= (std::int64_t{1} << 26)) {
+    // dense filter rows: the taps' halfwords back to back
+    std::vector<std::uint32_t> dense(static_cast<std::size_t>(cout16_) * 4 * kq_, 0u);
     for (int o = 0; o < cout_; ++o) {
-      for (int j = 0; j < kw_; ++j) {
-        filter_t_[static_cast<std::size_t>(j) * cout16_ + o] =
-            filter_[static_cast<std::size_t>(o) * kpad_ + j];
+      const std::uint32_t* row = filter_.data() + static_cast<std::size_t>(o) * kpad_;
+      std::uint32_t* d = dense.data() + static_cast<std::size_t>(o) * 4 * kq_;
+      for (int t = 0; t < taps; ++t) {
+        for (int hw = 0; hw < hpt_; ++hw) {
+          // halfword hw of the tap's words (the last one's pad bits are already clear)
+          const std::uint32_t half =
+              (row[static_cast<std::size_t>(t) * wc_ + hw / 2] >> (16 * (hw % 2))) & 0xFFFFu;
+          const std::int64_t h = static_cast<std::int64_t>(t) * hpt_ + hw;  // dense halfword
+          d[h / 2] |= half << (16 * (h % 2));
+        }
       }
+    }
+    if (CpuHasAvx512()) {
+      filter_t_.assign(static_cast<std::size_t>(kd_) * cout16_, 0u);
+      for (int o = 0; o < cout_; ++o)
+        for (int j = 0; j < kd_; ++j)
+          filter_t_[static_cast<std::size_t>(j) * cout16_ + o] =
+              dense[static_cast<std::size_t>(o) * 4 * kq_ + j];
+    } else {
+      filter_dn_ = std::move(dense);
+    }
+    img16_.assign(static_cast<std::size_t>(img_halfwords), 0);
+    // patches of up to 64 pixels are built ahead of their convolution (no store-to-load
+    // forwarding of fresh 16-bit stores into the 32-bit broadcasts), at most ~16 KB
+    chunk_ = kBlock * std::max(1, std::min(64 / kBlock, 4096 / (kds_ * kBlock)));
+    patches_.assign(static_cast<std::size_t>(chunk_) * kds_, 0u);
+    if (!filter_dn_.empty() && s.output == Output::kBitpacked)
+      xs_.assign(static_cast<std::size_t>(chunk_) * cout16_, 0);
+    if (zero_pad_) {
+      tap_sum_t_.assign(static_cast<std::size_t>(taps) * cout16_, 0);
+      for (int o = 0; o < cout_; ++o)
+        for (int t = 0; t < taps; ++t)
+          tap_sum_t_[static_cast<std::size_t>(t) * cout16_ + o] =
+              tap_sum_[static_cast<std::size_t>(o) * taps + t];
+      corr_blk_.assign(static_cast<std::size_t>(chunk_) * cout16_, 0);
     }
   }
 
@@ -251,60 +311,198 @@ struct BConv2D::Kernels {
     }
   }
 
+  // ---- dense 16-bit patches (AVX-512 path; plain C++) ----
+  // One input image into the interior of img16_ (the zero-padded image, [hp_][wp_][hpt_]
+  // halfwords, border zero since Init): per pixel the first hpt_ halfwords of its words, the
+  // last one's pad bits cleared.
+  static void CompressImage(BConv2D& c, const std::int32_t* img) {
+    for (int y = 0; y < c.h_; ++y) {
+      const std::int32_t* src = img + static_cast<std::size_t>(y) * c.w_ * c.wc_;
+      const std::size_t prow = static_cast<std::size_t>(y + c.pad_top_);
+      std::uint16_t* d = c.img16_.data() +
+                         (prow * static_cast<std::size_t>(c.wp_) +
+                          static_cast<std::size_t>(c.pad_left_)) * c.hpt_;
+      if (c.wc_ == 1 && c.hpt_ == 1) {  // Cin <= 16: the low halfword of each word
+        int x = 0;
+#if LCE_KERNELS_HAVE_NEON
+        const uint16x4_t mask = vdup_n_u16(c.last_hmask_);
+        for (; x + 4 <= c.w_; x += 4)
+          vst1_u16(d + x, vand_u16(vmovn_u32(vld1q_u32(
+                                       reinterpret_cast<const std::uint32_t*>(src + x))),
+                                   mask));
+#endif
+        for (; x < c.w_; ++x)
+          d[x] = static_cast<std::uint16_t>(FromWord(src[x]) & c.last_hmask_);
+        continue;
+      }
+      if (c.cin_ % 32 == 0) {  // whole words, no pad bits: already dense
+        std::memcpy(d, src, sizeof(std::int32_t) * static_cast<std::size_t>(c.w_) * c.wc_);
+        continue;
+      }
+      for (int x = 0; x < c.w_; ++x) {
+        const std::int32_t* px = src + static_cast<std::size_t>(x) * c.wc_;
+        std::uint16_t* o = d + static_cast<std::size_t>(x) * c.hpt_;
+        for (int hw = 0; hw < c.hpt_; ++hw)
+          o[hw] = static_cast<std::uint16_t>(FromWord(px[hw / 2]) >> (16 * (hw % 2)));
+        o[c.hpt_ - 1] = static_cast<std::uint16_t>(o[c.hpt_ - 1] & c.last_hmask_);
+      }
+    }
+  }
+
+  // n halfwords; may write up to 7 more (the destination rows have that slack, and every
+  // later segment of the patch overwrites them) and read up to 7 more (img16_ has slack).
+  static inline void CopyHalfwords(std::uint16_t* dst, const std::uint16_t* src, int n) {
+    int i = 0;
+    do {
+      std::memcpy(dst + i, src + i, 16);
+      i += 8;
+    } while (i < n);
+  }
+
+  // The patch of output pixel (oy, ox) into `dst` (kd_ words; the halfword past the patch, if
+  // any, cleared): row segments of the padded image, no bounds checks.
+  static inline void BuildPatch(const BConv2D& c, int oy, int ox, std::uint32_t* dst) {
+    std::uint16_t* d = reinterpret_cast<std::uint16_t*>(dst);
+    const int hpt = c.hpt_, seg = c.fw_ * hpt;
+    const std::size_t row_hw = static_cast<std::size_t>(c.wp_) * hpt;
+    const std::uint16_t* src = c.img16_.data() +
+                               static_cast<std::size_t>(oy) * c.sh_ * row_hw +
+                               static_cast<std::size_t>(ox) * c.sw_ * hpt;
+    const std::size_t row_step = static_cast<std::size_t>(c.dh_) * row_hw;
+    if (c.dw_ == 1) {
+      for (int i = 0; i < c.fh_; ++i, d += seg, src += row_step) CopyHalfwords(d, src, seg);
+    } else {
+      const std::size_t tap_step = static_cast<std::size_t>(c.dw_) * hpt;
+      for (int i = 0; i < c.fh_; ++i, src += row_step)
+        for (int j = 0; j < c.fw_; ++j, d += hpt) CopyHalfwords(d, src + j * tap_step, hpt);
+    }
+    // clear what follows the patch up to a whole 128-bit word (NEON reads whole q-words;
+    // at most 7 halfwords, inside the row's slack)
+    static const std::uint16_t kZero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::memcpy(reinterpret_cast<std::uint16_t*>(dst) + static_cast<std::int64_t>(c.fh_) * seg,
+                kZero, sizeof kZero);
+  }
+
+  // Zero padding: the correction of output pixel (oy, ox) into corr ([cout16_]): the sum of
+  // the tap sums of its taps outside the input.
+  static void Correction(const BConv2D& c, int oy, int ox, std::int32_t* corr) {
+    for (int o = 0; o < c.cout16_; ++o) corr[o] = 0;
+    for (int i = 0; i < c.fh_; ++i) {
+      const std::int64_t iy = static_cast<std::int64_t>(oy) * c.sh_ - c.pad_top_ +
+                              static_cast<std::int64_t>(i) * c.dh_;
+      for (int j = 0; j < c.fw_; ++j) {
+        const std::int64_t ix = static_cast<std::int64_t>(ox) * c.sw_ - c.pad_left_ +
+                                static_cast<std::int64_t>(j) * c.dw_;
+        if (iy >= 0 && iy < c.h_ && ix >= 0 && ix < c.w_) continue;
+        const std::int32_t* ts =
+            c.tap_sum_t_.data() + static_cast<std::size_t>(i * c.fw_ + j) * c.cout16_;
+        for (int o = 0; o < c.cout16_; ++o) corr[o] += ts[o];
+      }
+    }
+  }
+
 #if LCE_KERNELS_HAVE_AVX512
 // GCC 12's AVX-512 intrinsics fill "don't care" operands with _mm512_undefined_*(), which
 // -Wmaybe-uninitialized flags inside the compiler's own headers (GCC bug 105593); the
 // warning is silenced for this block only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-  // 16 output channels per register: XOR the transposed filter words of 16 channels with
-  // the broadcast patch word, VPOPCNTD, add; then the transform 16 lanes wide.
-  LCE_AVX512_FN static void PopcountAvx512(BConv2D& c) {
-    const std::uint32_t* p = c.patch_.data();
-    const std::uint32_t* ft = c.filter_t_.data();
-    for (int ob = 0; ob < c.cout16_; ob += 16) {
-      __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
-      int j = 0;
-      for (; j + 2 <= c.kw_; j += 2) {
-        const __m512i f0 = _mm512_loadu_si512(ft + static_cast<std::size_t>(j) * c.cout16_ + ob);
-        const __m512i f1 =
-            _mm512_loadu_si512(ft + static_cast<std::size_t>(j + 1) * c.cout16_ + ob);
-        const __m512i x0 = _mm512_xor_si512(f0, _mm512_set1_epi32(AsWord(p[j])));
-        const __m512i x1 = _mm512_xor_si512(f1, _mm512_set1_epi32(AsWord(p[j + 1])));
-        acc0 = _mm512_add_epi32(acc0, _mm512_popcnt_epi32(x0));
-        acc1 = _mm512_add_epi32(acc1, _mm512_popcnt_epi32(x1));
+  // kBlock output pixels x 16 OB output channels per pass: the transposed filter words of
+  // the OB registers are loaded once per patch word and XORed with that word of every
+  // pixel's patch (broadcast), VPOPCNTD, add (kBlock * OB accumulators in registers); then
+  // x = 2 * popcount (+ zero-padding correction), clamp, and the output transform, 16 lanes
+  // wide. n < kBlock: the missing pixels repeat the last one and store nothing.
+  template <int OB>
+  LCE_AVX512_FN static void BlockAvx512(const BConv2D& c, int p0, int n, int ob,
+                                        unsigned char* out, std::size_t out_bytes) {
+    constexpr int NP = kBlock;
+    const std::uint32_t* pt[NP];
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p)
+      pt[p] = c.patches_.data() + static_cast<std::size_t>(p0 + (p < n ? p : n - 1)) * c.kds_;
+    __m512i acc[OB][NP];
+#pragma GCC unroll 2
+    for (int q = 0; q < OB; ++q)
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) acc[q][p] = _mm512_setzero_si512();
+    const std::uint32_t* ft = c.filter_t_.data() + ob;
+    const std::size_t fstride = static_cast<std::size_t>(c.cout16_);
+    for (int j = 0; j < c.kd_; ++j) {
+      __m512i w[OB];
+#pragma GCC unroll 2
+      for (int q = 0; q < OB; ++q) w[q] = _mm512_loadu_si512(ft + j * fstride + 16 * q);
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) {
+        const __m512i x = _mm512_set1_epi32(AsWord(pt[p][j]));
+#pragma GCC unroll 2
+        for (int q = 0; q < OB; ++q)
+          acc[q][p] = _mm512_add_epi32(acc[q][p], _mm512_popcnt_epi32(_mm512_xor_si512(w[q], x)));
       }
-      if (j < c.kw_) {
-        const __m512i f0 = _mm512_loadu_si512(ft + static_cast<std::size_t>(j) * c.cout16_ + ob);
-        acc0 = _mm512_add_epi32(
-            acc0, _mm512_popcnt_epi32(_mm512_xor_si512(f0, _mm512_set1_epi32(AsWord(p[j])))));
+    }
+    const __m512i cmin = _mm512_set1_epi32(c.clamp_min_), cmax = _mm512_set1_epi32(c.clamp_max_);
+    for (int p = 0; p < n; ++p) {
+      std::uint32_t word = 0;
+#pragma GCC unroll 2
+      for (int q = 0; q < OB; ++q) {
+        const int o0 = ob + 16 * q;
+        const int left = c.cout_ - o0;
+        const __mmask16 valid = left >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                           : static_cast<__mmask16>((1u << left) - 1u);
+        __m512i x = _mm512_slli_epi32(acc[q][p], 1);
+        if (c.zero_pad_)
+          x = _mm512_add_epi32(
+              x, _mm512_loadu_si512(c.corr_blk_.data() +
+                                    static_cast<std::size_t>(p0 + p) * c.cout16_ + o0));
+        if (c.out_ == Output::kFloat) {
+          const __m512i xc = _mm512_min_epi32(_mm512_max_epi32(x, cmin), cmax);
+          const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(xc),
+                                                       _mm512_loadu_ps(c.mul_.data() + o0)),
+                                         _mm512_loadu_ps(c.bias_.data() + o0));
+          float* yo = reinterpret_cast<float*>(out + static_cast<std::size_t>(p) * out_bytes);
+          _mm512_mask_storeu_ps(yo + o0, valid, y);
+        } else {
+          const __mmask16 bits =
+              _mm512_mask_cmpgt_epi32_mask(valid, x, _mm512_loadu_si512(c.thr2_.data() + o0));
+          word |= static_cast<std::uint32_t>(bits) << (16 * q);
+        }
       }
-      _mm512_storeu_si512(c.acc_.data() + ob, _mm512_add_epi32(acc0, acc1));
+      if (c.out_ != Output::kFloat) {
+        std::int32_t* y =
+            reinterpret_cast<std::int32_t*>(out + static_cast<std::size_t>(p) * out_bytes);
+        y[ob / 32] = AsWord(word);
+      }
     }
   }
 
-  LCE_AVX512_FN static void TransformAvx512(const BConv2D& c, void* out) {
-    const __m512i cmin = _mm512_set1_epi32(c.clamp_min_), cmax = _mm512_set1_epi32(c.clamp_max_);
-    std::uint32_t word = 0;
-    for (int ob = 0; ob < c.cout16_; ob += 16) {
-      const int left = c.cout_ - ob;
-      const __mmask16 valid = left >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                         : static_cast<__mmask16>((1u << left) - 1u);
-      const __m512i x = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(c.acc_.data() + ob), 1),
-                                         _mm512_loadu_si512(c.corr_.data() + ob));
-      if (c.out_ == Output::kFloat) {
-        const __m512i xc = _mm512_min_epi32(_mm512_max_epi32(x, cmin), cmax);
-        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(xc),
-                                                     _mm512_loadu_ps(c.mul_.data() + ob)),
-                                       _mm512_loadu_ps(c.bias_.data() + ob));
-        _mm512_mask_storeu_ps(static_cast<float*>(out) + ob, valid, y);
-      } else {
-        const __mmask16 bits =
-            _mm512_mask_cmpgt_epi32_mask(valid, x, _mm512_loadu_si512(c.thr2_.data() + ob));
-        word |= static_cast<std::uint32_t>(bits) << (ob % 32);
-        if (ob % 32 == 16 || ob + 16 >= c.cout16_) {
-          static_cast<std::int32_t*>(out)[ob / 32] = AsWord(word);
-          word = 0;
+  // Eval on the AVX-512 path: per image, the compressed input, then per block of kBlock
+  // output pixels their patches and the register-blocked XOR-popcount over every output.
+  LCE_AVX512_FN static void EvalAvx512(BConv2D& c, const std::int32_t* input, int batch,
+                                       void* output) {
+    const std::size_t in_img = static_cast<std::size_t>(c.h_) * c.w_ * c.wc_;
+    const std::size_t out_px = static_cast<std::size_t>(c.output_depth());
+    const std::size_t out_bytes =
+        out_px * (c.out_ == Output::kFloat ? sizeof(float) : sizeof(std::int32_t));
+    const int npix = c.oh_ * c.ow_;
+    unsigned char* out = static_cast<unsigned char*>(output);
+    for (int b = 0; b < batch; ++b) {
+      CompressImage(c, input + static_cast<std::size_t>(b) * in_img);
+      for (int c0 = 0; c0 < npix; c0 += c.chunk_) {
+        const int nc = npix - c0 < c.chunk_ ? npix - c0 : c.chunk_;
+        for (int p = 0, oy = c0 / c.ow_, ox = c0 % c.ow_; p < nc; ++p) {
+          BuildPatch(c, oy, ox, c.patches_.data() + static_cast<std::size_t>(p) * c.kds_);
+          if (c.zero_pad_)
+            Correction(c, oy, ox, c.corr_blk_.data() + static_cast<std::size_t>(p) * c.cout16_);
+          if (++ox == c.ow_) {
+            ox = 0;
+            ++oy;
+          }
+        }
+        for (int p0 = 0; p0 < nc; p0 += kBlock) {
+          const int n = nc - p0 < kBlock ? nc - p0 : kBlock;
+          unsigned char* o = out + (static_cast<std::size_t>(b) * npix + c0 + p0) * out_bytes;
+          int ob = 0;
+          for (; ob + 32 <= c.cout16_; ob += 32) BlockAvx512<2>(c, p0, n, ob, o, out_bytes);
+          if (ob < c.cout16_) BlockAvx512<1>(c, p0, n, ob, o, out_bytes);
         }
       }
     }
@@ -313,74 +511,176 @@ struct BConv2D::Kernels {
 #endif
 
 #if LCE_KERNELS_HAVE_NEON
-  // Four filter rows at a time against one patch load, 128 bits per step: VEOR, VCNT, byte
-  // adds (at most 31 steps, 8 * 31 < 256), then widened into 32-bit lanes; the four row
-  // totals come out of two pairwise adds as one vector.
-  static inline void NeonChunk(const std::uint32_t* p, const std::uint32_t* f, int i0, int i1,
-                               uint32x4_t* acc) {
-    uint8x16_t c = vdupq_n_u8(0);
-    for (int i = i0; i < i1; ++i) {
-      const uint32x4_t x = veorq_u32(vld1q_u32(p + 4 * i), vld1q_u32(f + 4 * i));
-      c = vaddq_u8(c, vcntq_u8(vreinterpretq_u8_u32(x)));
-    }
-    *acc = vpadalq_u16(*acc, vpaddlq_u8(c));
-  }
-
-  static void PopcountNeon(BConv2D& c) {
-    const std::uint32_t* p = c.patch_.data();
-    const int q = c.kpad_ / 4;
-    const std::size_t row = static_cast<std::size_t>(c.kpad_);
-    int o = 0;
-    for (; o + 4 <= c.cout_; o += 4) {
-      const std::uint32_t* f = c.filter_.data() + static_cast<std::size_t>(o) * row;
-      uint32x4_t a0 = vdupq_n_u32(0), a1 = a0, a2 = a0, a3 = a0;
-      for (int i0 = 0; i0 < q; i0 += 31) {
-        const int i1 = i0 + 31 < q ? i0 + 31 : q;
-        uint8x16_t c0 = vdupq_n_u8(0), c1 = c0, c2 = c0, c3 = c0;
-        for (int i = i0; i < i1; ++i) {
-          const uint32x4_t x = vld1q_u32(p + 4 * i);
-          c0 = vaddq_u8(c0, vcntq_u8(vreinterpretq_u8_u32(veorq_u32(x, vld1q_u32(f + 4 * i)))));
-          c1 = vaddq_u8(c1, vcntq_u8(vreinterpretq_u8_u32(
-                                veorq_u32(x, vld1q_u32(f + row + 4 * i)))));
-          c2 = vaddq_u8(c2, vcntq_u8(vreinterpretq_u8_u32(
-                                veorq_u32(x, vld1q_u32(f + 2 * row + 4 * i)))));
-          c3 = vaddq_u8(c3, vcntq_u8(vreinterpretq_u8_u32(
-                                veorq_u32(x, vld1q_u32(f + 3 * row + 4 * i)))));
+  // ---- NEON: the dense 16-bit patches, 4 filter rows x 2 pixels per block ----
+  // Byte counts of the 4 rows x 2 pixels over the patch's q-words (kq <= 7: byte adds,
+  // every byte <= 8 kq), reduced by pairwise adds shared across rows and pixels to
+  // {rows 0..3 of pixel 0, rows 0..3 of pixel 1} (u16): per 128 filter bits one EOR, one CNT,
+  // one ADD, and about one pairwise add per row and pixel. KQ: q-words per patch (1..7;
+  // 0: any, 16-bit accumulation).
+  template <int KQ>
+  static inline uint16x8_t Counts4x2(const std::uint8_t* const* w, const uint8x16_t* wq,
+                                     const std::uint8_t* p0, const std::uint8_t* p1, int kq) {
+    if (KQ > 0) {
+      uint8x16_t c[4][2];
+#pragma GCC unroll 8
+      for (int q = 0; q < KQ; ++q) {
+        const uint8x16_t x0 = vld1q_u8(p0 + 16 * q), x1 = vld1q_u8(p1 + 16 * q);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          const uint8x16_t k = wq[KQ * r + q];
+          const uint8x16_t a = vcntq_u8(veorq_u8(k, x0)), b = vcntq_u8(veorq_u8(k, x1));
+          c[r][0] = q == 0 ? a : vaddq_u8(c[r][0], a);
+          c[r][1] = q == 0 ? b : vaddq_u8(c[r][1], b);
         }
-        a0 = vpadalq_u16(a0, vpaddlq_u8(c0));
-        a1 = vpadalq_u16(a1, vpaddlq_u8(c1));
-        a2 = vpadalq_u16(a2, vpaddlq_u8(c2));
-        a3 = vpadalq_u16(a3, vpaddlq_u8(c3));
       }
-      const uint32x4_t s = vpaddq_u32(vpaddq_u32(a0, a1), vpaddq_u32(a2, a3));
-      vst1q_s32(c.acc_.data() + o, vreinterpretq_s32_u32(s));
+      uint16x8_t u[2];
+#pragma GCC unroll 2
+      for (int px = 0; px < 2; ++px)
+        u[px] = vpaddlq_u8(vpaddq_u8(vpaddq_u8(c[0][px], c[1][px]), vpaddq_u8(c[2][px], c[3][px])));
+      return vpaddq_u16(u[0], u[1]);
     }
-    for (; o < c.cout_; ++o) {
-      const std::uint32_t* f = c.filter_.data() + static_cast<std::size_t>(o) * row;
-      uint32x4_t a = vdupq_n_u32(0);
-      for (int i0 = 0; i0 < q; i0 += 31) NeonChunk(p, f, i0, i0 + 31 < q ? i0 + 31 : q, &a);
-      c.acc_[static_cast<std::size_t>(o)] = static_cast<std::int32_t>(vaddvq_u32(a));
+    uint16x8_t c[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) c[r][0] = c[r][1] = vdupq_n_u16(0);
+    for (int q = 0; q < kq; ++q) {
+      const uint8x16_t x0 = vld1q_u8(p0 + 16 * q), x1 = vld1q_u8(p1 + 16 * q);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        const uint8x16_t k = vld1q_u8(w[r] + 16 * q);
+        c[r][0] = vpadalq_u8(c[r][0], vcntq_u8(veorq_u8(k, x0)));
+        c[r][1] = vpadalq_u8(c[r][1], vcntq_u8(veorq_u8(k, x1)));
+      }
+    }
+    uint16x8_t u[2];
+#pragma GCC unroll 2
+    for (int px = 0; px < 2; ++px)
+      u[px] = vpaddq_u16(vpaddq_u16(c[0][px], c[1][px]), vpaddq_u16(c[2][px], c[3][px]));
+    return vpaddq_u16(u[0], u[1]);
+  }
+
+  // 4 rows x 1 pixel (KQ 3, 4: the 4 rows' q-words stay in registers): {rows 0..3} (u16).
+  template <int KQ>
+  static inline uint16x4_t Counts4x1(const uint8x16_t* wq, const std::uint8_t* p0) {
+    uint8x16_t c[4];
+#pragma GCC unroll 8
+    for (int q = 0; q < KQ; ++q) {
+      const uint8x16_t x0 = vld1q_u8(p0 + 16 * q);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        const uint8x16_t a = vcntq_u8(veorq_u8(wq[KQ * r + q], x0));
+        c[r] = q == 0 ? a : vaddq_u8(c[r], a);
+      }
+    }
+    const uint16x8_t u = vpaddlq_u8(vpaddq_u8(vpaddq_u8(c[0], c[1]), vpaddq_u8(c[2], c[3])));
+    return vget_low_u16(vpaddq_u16(u, u));
+  }
+
+  // Rows o..o+3 of the chunk's nc pixels, two at a time (the last may repeat: not stored),
+  // from the patches; float output transformed and stored, bit-packed output: x kept in xs_.
+  template <int KQ>
+  static void RowsNeon(BConv2D& c, int o, int nc, unsigned char* out, std::size_t out_bytes) {
+    const std::size_t row = static_cast<std::size_t>(4 * c.kq_);
+    const std::uint8_t* w[4];
+    uint8x16_t wq[4 * (KQ > 0 ? KQ : 1)];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      w[r] = reinterpret_cast<const std::uint8_t*>(c.filter_dn_.data() + (o + r) * row);
+#pragma GCC unroll 8
+      for (int q = 0; q < KQ; ++q) wq[KQ * r + q] = vld1q_u8(w[r] + 16 * q);
+    }
+    const int32x4_t cmin = vdupq_n_s32(c.clamp_min_), cmax = vdupq_n_s32(c.clamp_max_);
+    const float32x4_t mul = vld1q_f32(c.mul_.data() + o), bias = vld1q_f32(c.bias_.data() + o);
+    const int rows = c.cout_ - o < 4 ? c.cout_ - o : 4;
+    const bool fl = c.out_ == Output::kFloat, zp = c.zero_pad_;
+    constexpr bool kOne = KQ >= 3;  // one pixel per step (register pressure)
+    for (int p = 0; p < nc; p += kOne ? 1 : 2) {
+      const bool two = !kOne && p + 1 < nc;
+      const int pp[2] = {p, two ? p + 1 : p};
+      uint16x8_t n;
+      if (kOne) {
+        const uint16x4_t n1 = Counts4x1<(KQ >= 3 ? KQ : 3)>(
+            wq, reinterpret_cast<const std::uint8_t*>(c.patches_.data() + pp[0] * c.kds_));
+        n = vcombine_u16(n1, n1);
+      } else {
+        n = Counts4x2<KQ>(
+            w, wq, reinterpret_cast<const std::uint8_t*>(c.patches_.data() + pp[0] * c.kds_),
+            reinterpret_cast<const std::uint8_t*>(c.patches_.data() + pp[1] * c.kds_), c.kq_);
+      }
+#pragma GCC unroll 2
+      for (int px = 0; px < 2; ++px) {
+        if (px == 1 && !two) break;
+        int32x4_t x = vreinterpretq_s32_u32(px == 0 ? vshll_n_u16(vget_low_u16(n), 1)
+                                                    : vshll_high_n_u16(n, 1));
+        if (zp)
+          x = vaddq_s32(x, vld1q_s32(c.corr_blk_.data() +
+                                     static_cast<std::size_t>(pp[px]) * c.cout16_ + o));
+        if (fl) {
+          const int32x4_t xc = vminq_s32(vmaxq_s32(x, cmin), cmax);
+          const float32x4_t y = vaddq_f32(vmulq_f32(vcvtq_f32_s32(xc), mul), bias);
+          float* yo =
+              reinterpret_cast<float*>(out + static_cast<std::size_t>(pp[px]) * out_bytes) + o;
+          if (rows == 4) {
+            vst1q_f32(yo, y);
+          } else {  // lane stores (no call in the loop: its vector registers stay live)
+            vst1q_lane_f32(yo, y, 0);
+            if (rows > 1) vst1q_lane_f32(yo + 1, y, 1);
+            if (rows > 2) vst1q_lane_f32(yo + 2, y, 2);
+          }
+        } else {
+          vst1q_s32(c.xs_.data() + static_cast<std::size_t>(pp[px]) * c.cout16_ + o, x);
+        }
+      }
     }
   }
 
-  static void TransformNeon(const BConv2D& c, void* out) {
-    if (c.out_ != Output::kFloat) return TransformPortable(c, out);
-    float* y = static_cast<float*>(out);
-    const int32x4_t cmin = vdupq_n_s32(c.clamp_min_), cmax = vdupq_n_s32(c.clamp_max_);
-    int o = 0;
-    for (; o + 4 <= c.cout_; o += 4) {
-      const int32x4_t x = vaddq_s32(vshlq_n_s32(vld1q_s32(c.acc_.data() + o), 1),
-                                    vld1q_s32(c.corr_.data() + o));
-      const int32x4_t xc = vminq_s32(vmaxq_s32(x, cmin), cmax);
-      const float32x4_t v = vaddq_f32(vmulq_f32(vcvtq_f32_s32(xc), vld1q_f32(c.mul_.data() + o)),
-                                      vld1q_f32(c.bias_.data() + o));
-      vst1q_f32(y + o, v);
+  template <int KQ>
+  static void EvalNeonT(BConv2D& c, const std::int32_t* input, int batch, void* output) {
+    const std::size_t in_img = static_cast<std::size_t>(c.h_) * c.w_ * c.wc_;
+    const std::size_t out_px = static_cast<std::size_t>(c.output_depth());
+    const std::size_t out_bytes =
+        out_px * (c.out_ == Output::kFloat ? sizeof(float) : sizeof(std::int32_t));
+    const int npix = c.oh_ * c.ow_;
+    unsigned char* out = static_cast<unsigned char*>(output);
+    for (int b = 0; b < batch; ++b) {
+      CompressImage(c, input + static_cast<std::size_t>(b) * in_img);
+      for (int c0 = 0; c0 < npix; c0 += c.chunk_) {
+        const int nc = npix - c0 < c.chunk_ ? npix - c0 : c.chunk_;
+        for (int p = 0, oy = c0 / c.ow_, ox = c0 % c.ow_; p < nc; ++p) {
+          BuildPatch(c, oy, ox, c.patches_.data() + static_cast<std::size_t>(p) * c.kds_);
+          if (c.zero_pad_)
+            Correction(c, oy, ox, c.corr_blk_.data() + static_cast<std::size_t>(p) * c.cout16_);
+          if (++ox == c.ow_) {
+            ox = 0;
+            ++oy;
+          }
+        }
+        unsigned char* o0 = out + (static_cast<std::size_t>(b) * npix + c0) * out_bytes;
+        for (int o = 0; o < c.cout_; o += 4) RowsNeon<KQ>(c, o, nc, o0, out_bytes);
+        if (c.out_ != Output::kFloat) {  // bit-packed: x > 2 * threshold, per pixel
+          for (int p = 0; p < nc; ++p) {
+            const std::int32_t* x = c.xs_.data() + static_cast<std::size_t>(p) * c.cout16_;
+            std::int32_t* y =
+                reinterpret_cast<std::int32_t*>(o0 + static_cast<std::size_t>(p) * out_bytes);
+            for (int j = 0; j < PackedWords(c.cout_); ++j) {
+              std::uint32_t word = 0;
+              for (int oo = 32 * j; oo < std::min(c.cout_, 32 * j + 32); ++oo)
+                word |= static_cast<std::uint32_t>(x[oo] > c.thr2_[static_cast<std::size_t>(oo)])
+                        << (oo - 32 * j);
+              y[j] = AsWord(word);
+            }
+          }
+        }
+      }
     }
-    for (; o < c.cout_; ++o) {
-      const std::size_t i = static_cast<std::size_t>(o);
-      std::int32_t x = 2 * c.acc_[i] + c.corr_[i];
-      x = std::min(std::max(x, c.clamp_min_), c.clamp_max_);
-      y[o] = static_cast<float>(x) * c.mul_[i] + c.bias_[i];
+  }
+
+  static void EvalNeon(BConv2D& c, const std::int32_t* input, int batch, void* output) {
+    switch (c.kq_) {
+      case 1: return EvalNeonT<1>(c, input, batch, output);
+      case 2: return EvalNeonT<2>(c, input, batch, output);
+      case 3: return EvalNeonT<3>(c, input, batch, output);
+      case 4: return EvalNeonT<4>(c, input, batch, output);
+      default: return EvalNeonT<0>(c, input, batch, output);
     }
   }
 #endif
@@ -389,6 +689,13 @@ struct BConv2D::Kernels {
 void BConv2D::Eval(const std::int32_t* input, int batch, void* output, KernelPath path) {
   KernelPath p = ResolveKernelPath(path);
   if (p == KernelPath::kAvx512 && filter_t_.empty()) p = KernelPath::kPortable;
+#if LCE_KERNELS_HAVE_AVX512
+  if (p == KernelPath::kAvx512) return Kernels::EvalAvx512(*this, input, batch, output);
+#endif
+#if LCE_KERNELS_HAVE_NEON
+  if (p == KernelPath::kNeon && !filter_dn_.empty())
+    return Kernels::EvalNeon(*this, input, batch, output);
+#endif
   const int taps = fh_ * fw_;
   const std::size_t in_row = static_cast<std::size_t>(w_) * wc_;
   const std::size_t in_img = static_cast<std::size_t>(h_) * in_row;
@@ -433,18 +740,6 @@ void BConv2D::Eval(const std::int32_t* input, int batch, void* output, KernelPat
         }
         void* out = out_bytes + pixel * out_px * elem;
         switch (p) {
-#if LCE_KERNELS_HAVE_AVX512
-          case KernelPath::kAvx512:
-            Kernels::PopcountAvx512(*this);
-            Kernels::TransformAvx512(*this, out);
-            break;
-#endif
-#if LCE_KERNELS_HAVE_NEON
-          case KernelPath::kNeon:
-            Kernels::PopcountNeon(*this);
-            Kernels::TransformNeon(*this, out);
-            break;
-#endif
           default:
             Kernels::PopcountPortable(*this);
             Kernels::TransformPortable(*this, out);

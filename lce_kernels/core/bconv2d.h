@@ -1,6 +1,6 @@
-// Binary 2-D convolution on bit-packed activations (the kernel of LceBconv2d), no TFLite.
+// Binary 2-D convolution on bit-packed activations (the kernel of ops::BCONV2D, op_contract.h), no TFLite.
 //
-// Semantics of larq-compute-engine 0.16's LceBconv2d (groups = 1), written from its
+// Semantics of larq-compute-engine 0.16's binary conv op (groups = 1), written from its
 // definition, not its code:
 //
 //   input   [B, H, W, ceil(Cin / 32)] int32 words, bit-packed as core/bitpack.h (bit 1 = -1)
@@ -25,7 +25,7 @@
 //   bit-packed out   bit o of [B, OH, OW, ceil(Cout / 32)] = x > 2 * thresholds[o]
 //                    (LCE: accumulator > threshold); pad bits 0.
 //   Pad bits of the input and filter words (channels >= Cin) are ignored (LCE counts them;
-//   the converter and LceQuantize always write them 0, where both agree).
+//   the converter and the quantize op always write them 0, where both agree).
 //
 // Integer parts are exact; the float output is identical in every path (portable, NEON,
 // AVX-512) and on every build with -ffp-contract=off.
@@ -81,6 +81,8 @@ class BConv2D {
   int output_width() const { return ow_; }
   // int32 words (bit-packed) or floats per output pixel.
   int output_depth() const { return out_ == Output::kFloat ? cout_ : PackedWords(cout_); }
+  // Output pixels the AVX-512 path convolves together (one register block).
+  static constexpr int kBlock = 8;
   int depth_bits() const { return static_cast<int>(k_); }  // K
 
   // input: [batch][H][W][PackedWords(Cin)]; output: float [batch][OH][OW][Cout] or int32
@@ -102,7 +104,22 @@ class BConv2D {
   std::uint32_t last_mask_ = 0;  // valid bits of each tap's last word
   std::int32_t clamp_min_ = 0, clamp_max_ = 0;
   std::vector<std::uint32_t> filter_;   // [Cout][kpad_], pad bits and tail zero
-  std::vector<std::uint32_t> filter_t_; // AVX-512: [kw_][cout16_] (transposed), else empty
+  // SIMD layout (x86-64 CPUs with AVX-512, aarch64; else empty): the receptive field packed
+  // densely in 16-bit units, hpt_ = ceil(Cin / 16) halfwords per tap (pad bits clear), kd_
+  // 32-bit words per patch; AVX-512: filter words transposed so that 16 output channels of
+  // one word are contiguous; NEON: dense filter rows.
+  std::vector<std::uint32_t> filter_t_; // AVX-512: [kd_][cout16_]
+  std::vector<std::uint32_t> filter_dn_; // NEON: dense rows [Round4(Cout)][4 * kq_], zero padded
+  int kq_ = 0;                          // NEON: 128-bit words per patch (ceil(kd_ / 4))
+  std::vector<std::int32_t> xs_;        // NEON scratch, bit-packed output: x [chunk_][cout16_]
+  int hpt_ = 0, kd_ = 0, kds_ = 0;      // halfwords per tap, words per patch, patch stride
+  int chunk_ = kBlock;                  // pixels whose patches are built at once
+  std::int64_t hp_ = 0, wp_ = 0;        // zero-padded input image (img16_) height, width
+  std::uint16_t last_hmask_ = 0;        // valid bits of each tap's last halfword
+  std::vector<std::uint16_t> img16_;    // scratch: one input image, zero-padded, [hp_][wp_][hpt_]
+  std::vector<std::uint32_t> patches_;  // scratch: patches of chunk_ pixels [chunk_][kds_]
+  std::vector<std::int32_t> tap_sum_t_; // zero padding: [taps][cout16_] = Cin - 2 popcount
+  std::vector<std::int32_t> corr_blk_;  // scratch: zero-padding corrections [chunk_][cout16_]
   std::vector<std::int32_t> tap_sum_;   // zero padding: [Cout][taps] = Cin - 2 popcount
   std::vector<float> mul_, bias_;       // fused m', b' [cout16_] (float output)
   std::vector<std::int32_t> thr2_;      // 2 * threshold, saturated [cout16_] (bit-packed)

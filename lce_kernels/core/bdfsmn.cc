@@ -1,5 +1,7 @@
-// Binary DFSMN layer kernel: portable path (always built) and aarch64 NEON path.
-// See bdfsmn.h for the math. Float evaluation order (both paths, no FMA contraction):
+// Binary DFSMN layer kernel: portable path (always built), aarch64 NEON path and x86-64
+// AVX-512 path (run-time dispatch). See bdfsmn.h for the math. Float evaluation order (every
+// path, no FMA contraction; the AVX-512 path uses one explicit FMA only where it is exact:
+// float(K - 2 n) of small integers):
 //   binarize: d = v - t0; b = d < 0 ? -1 : 1; r = (v - b) - t1; acc[c % 4] += |r|;
 //             s = ((acc0 + acc1) + (acc2 + acc3)) / n
 //   memory:   S2 = 0; for valid k ascending: S2 += bit ? -s[tau] : s[tau]
@@ -23,7 +25,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(BDFSMN_NO_AVX512)
 #include <immintrin.h>
 #define BDFSMN_HAVE_AVX512 1
-#define BDFSMN_AVX512 __attribute__((target("avx512f,avx512vpopcntdq")))
+#define BDFSMN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,fma")))
 #else
 #define BDFSMN_HAVE_AVX512 0
 #endif
@@ -67,10 +69,6 @@ void TransposeWords(const std::vector<std::uint64_t>& w, int rows, int n, int wo
   }
 }
 
-inline const std::uint32_t* TransposedOrNull(const std::vector<std::uint32_t>& v) {
-  return v.empty() ? nullptr : v.data();
-}
-
 bool CopyVec(const float* src, int n, int padded, const char* name, std::vector<float>* dst,
              std::string* error) {
   if (src == nullptr) {
@@ -112,7 +110,8 @@ bool HasAvx512() {
 #if BDFSMN_HAVE_AVX512
   static const bool has = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vpopcntdq");
   }();
   return has;
 #else
@@ -157,6 +156,22 @@ struct Kernels {
   static bool UseNeon(Path path) { return ResolvePath(path) == Path::kNeon; }
   static bool UseAvx512(Path path) { return ResolvePath(path) == Path::kAvx512; }
 
+  // One pointwise binary conv (O outputs, K input bits) and its post-processing, with the
+  // next binarization fused in (when nb1 != nullptr).
+  struct PwArgs {
+    const std::uint32_t* wt;  // AVX-512: transposed weights [kw][Op] (Layer::pw1_wt_ / pw2_wt_)
+    int O, K, W;              // outputs, input bits, 64-bit words per activation row
+    const std::uint64_t *b1, *b2;
+    const float* s;
+    const float *mul, *bias, *slope;  // padded to a multiple of 16
+    const float* res;                 // residual [T][O] or nullptr
+    float* out;                       // [T][O]
+    std::int32_t *p1o, *p2o;          // counts (kCounts)
+    const float *nt0, *nt1;           // next binarization thresholds (padded) or nullptr
+    std::uint64_t *nb1, *nb2;
+    float* ns;
+    const float* pk;  // NEON: mul, bias, slope (, next t0, t1) packed per 4 outputs, or nullptr
+  };
   // ---------------- portable ----------------
   static void BinarizePortable(const float* v, int frames, int n, const float* t0,
                                const float* t1, std::uint64_t* b1, std::uint64_t* b2,
@@ -234,7 +249,7 @@ struct Kernels {
     for (int t = 0; t < frames; ++t) {
       const std::uint64_t* a1 = b1 + static_cast<std::size_t>(t) * W;
       const std::uint64_t* a2 = b2 + static_cast<std::size_t>(t) * W;
-      const float st = s[t];
+      const float st = kCounts ? 0.0f : s[t];
       for (int o = 0; o < O; ++o) {
         const std::uint64_t* wr = w + static_cast<std::size_t>(o) * W;
         int n1 = 0, n2 = 0;
@@ -259,77 +274,369 @@ struct Kernels {
 
 #if BDFSMN_HAVE_NEON
   // ---------------- NEON ----------------
-  // 16 sign masks (4 x u32x4, all ones = negative) -> 16 bits, channel q = bit q: narrowed
-  // to bytes, ANDed with the byte's bit value, then pairwise-added down to two bytes.
-  static inline std::uint64_t MaskBits16(uint32x4_t m0, uint32x4_t m1, uint32x4_t m2,
-                                         uint32x4_t m3, uint8x16_t bytebits) {
-    const uint16x8_t lo = vcombine_u16(vmovn_u32(m0), vmovn_u32(m1));
-    const uint16x8_t hi = vcombine_u16(vmovn_u32(m2), vmovn_u32(m3));
-    uint8x16_t b = vandq_u8(vcombine_u8(vmovn_u16(lo), vmovn_u16(hi)), bytebits);
-    b = vpaddq_u8(b, b);
-    b = vpaddq_u8(b, b);
-    b = vpaddq_u8(b, b);  // byte 0: channels 0..7, byte 1: channels 8..15
-    return vgetq_lane_u16(vreinterpretq_u16_u8(b), 0);
+  // ---- NEON dual-scale binarization and memory block (fused with the pw1 binarization) ----
+  // Sign patterns: per 4 channels the two compare masks are ANDed with their channels' bit
+  // values (bit (c % 16) of a 16-channel halfword) and inserted (BIT) into one pattern per
+  // plane; per 16 channels two pairwise adds give both halfwords, stored as lanes.
+  static inline void FlushBits(uint32x4_t pa1, uint32x4_t pa2, std::uint16_t* r1,
+                               std::uint16_t* r2) {
+    uint32x4_t hw = vpaddq_u32(pa1, pa2);
+    hw = vpaddq_u32(hw, hw);
+    vst1q_lane_u16(r1, vreinterpretq_u16_u32(hw), 0);
+    vst1q_lane_u16(r2, vreinterpretq_u16_u32(hw), 2);
   }
 
+  static inline std::uint16_t PatternBits(uint32x4_t pa) {
+    return static_cast<std::uint16_t>(vaddvq_u32(pa));
+  }
+
+  // 4 values -> both sign masks, |r| added to acc (lane = channel % 4).
+  static inline void Bin4(float32x4_t v, float32x4_t t0, float32x4_t t1, float32x4_t* acc,
+                          uint32x4_t* m1, uint32x4_t* m2) {
+    *m1 = vcltzq_f32(vsubq_f32(v, t0));
+    const float32x4_t r =
+        vsubq_f32(vsubq_f32(v, vbslq_f32(*m1, vdupq_n_f32(-1.0f), vdupq_n_f32(1.0f))), t1);
+    *m2 = vcltzq_f32(r);
+    *acc = vaddq_f32(*acc, vabsq_f32(r));
+  }
+
+  // The end of a binarized row: channels n4..n-1 (scalar, portable formulas) joined with the
+  // pattern of the unfinished 16-channel chunk, that chunk and the pad chunks stored, and the
+  // frame's scale from the 4-lane |r| sums.
+  static void FinishRow(const float* v, int n, const float* t0, const float* t1, float32x4_t acc,
+                        uint32x4_t pa1, uint32x4_t pa2, std::uint16_t* r1, std::uint16_t* r2,
+                        float* s) {
+    const int n4 = n & ~3, words = PaddedWords64(n);
+    float a[4];
+    vst1q_f32(a, acc);
+    std::uint16_t h1 = 0, h2 = 0;
+    if ((n4 & 15) != 0) {
+      h1 = PatternBits(pa1);
+      h2 = PatternBits(pa2);
+    }
+    for (int c = n4; c < n; ++c) {
+      const bool neg1 = v[c] - t0[c] < 0.0f;
+      const float r = (v[c] - (neg1 ? -1.0f : 1.0f)) - t1[c];
+      a[c & 3] += std::fabs(r);
+      h1 = static_cast<std::uint16_t>(h1 | (neg1 ? 1u << (c & 15) : 0u));
+      h2 = static_cast<std::uint16_t>(h2 | (r < 0.0f ? 1u << (c & 15) : 0u));
+    }
+    int q = n4 >> 4;
+    if ((n & 15) != 0) {
+      r1[q] = h1;
+      r2[q] = h2;
+      ++q;
+    }
+    for (; q < 4 * words; ++q) r1[q] = r2[q] = 0;
+    *s = ((a[0] + a[1]) + (a[2] + a[3])) / static_cast<float>(n);
+  }
+
+  static const std::uint32_t* BitValues() {
+    static const std::uint32_t kBit[16] = {1u << 0,  1u << 1,  1u << 2,  1u << 3,
+                                           1u << 4,  1u << 5,  1u << 6,  1u << 7,
+                                           1u << 8,  1u << 9,  1u << 10, 1u << 11,
+                                           1u << 12, 1u << 13, 1u << 14, 1u << 15};
+    return kBit;
+  }
+
+  // Four frames per pass (t0 / t1 loaded once for all; a short last pass repeats its last
+  // frame and stores nothing for the copies).
   static void BinarizeNeon(const float* v, int frames, int n, const float* t0,
                            const float* t1, std::uint64_t* b1, std::uint64_t* b2, float* s) {
-    static const uint32_t kBits[4] = {1u, 2u, 4u, 8u};
-    static const uint8_t kByteBits[16] = {1, 2, 4, 8, 16, 32, 64, 128,
-                                          1, 2, 4, 8, 16, 32, 64, 128};
-    const uint32x4_t lanebits = vld1q_u32(kBits);
-    const uint8x16_t bytebits = vld1q_u8(kByteBits);
-    const float32x4_t zero = vdupq_n_f32(0.0f), one = vdupq_n_f32(1.0f),
-                      mone = vdupq_n_f32(-1.0f);
-    const int words = PaddedWords64(n);
-    const int n4 = n & ~3, n16 = n & ~15;
-    for (int t = 0; t < frames; ++t) {
-      const float* row = v + static_cast<std::size_t>(t) * n;
-      std::uint64_t* o1 = b1 + static_cast<std::size_t>(t) * words;
-      std::uint64_t* o2 = b2 + static_cast<std::size_t>(t) * words;
-      for (int j = 0; j < words; ++j) o1[j] = o2[j] = 0;
-      float32x4_t acc = zero;
-      int c = 0;
-      // 16 channels per step; the |r| sums are added in channel order (4-lane acc as below)
-      for (; c < n16; c += 16) {
-        uint32x4_t m1[4], m2[4];
-        for (int q = 0; q < 4; ++q) {
-          const float32x4_t xv = vld1q_f32(row + c + 4 * q);
-          m1[q] = vcltq_f32(vsubq_f32(xv, vld1q_f32(t0 + c + 4 * q)), zero);
-          const float32x4_t b = vbslq_f32(m1[q], mone, one);
-          const float32x4_t r = vsubq_f32(vsubq_f32(xv, b), vld1q_f32(t1 + c + 4 * q));
-          m2[q] = vcltq_f32(r, zero);
-          acc = vaddq_f32(acc, vabsq_f32(r));
+    if (n % 16 == 0) return BinarizeNeonT<true>(v, frames, n, t0, t1, b1, b2, s);
+    BinarizeNeonT<false>(v, frames, n, t0, t1, b1, b2, s);
+  }
+
+  // kFull: n % 16 == 0 (no checks in the loop)
+  template <bool kFull>
+  static void BinarizeNeonT(const float* v, int frames, int n, const float* t0,
+                            const float* t1, std::uint64_t* b1, std::uint64_t* b2, float* s) {
+    constexpr int NF = 2;
+    const int words = PaddedWords64(n), n4 = n & ~3;
+    const std::uint32_t* bits = BitValues();
+    const uint32x4_t cb0 = vld1q_u32(bits), cb1 = vld1q_u32(bits + 4), cb2 = vld1q_u32(bits + 8),
+                     cb3 = vld1q_u32(bits + 12);
+    for (int t = 0; t < frames; t += NF) {
+      const int valid = frames - t < NF ? frames - t : NF;
+      const float* row[NF];
+      std::uint16_t* r1[NF];
+      std::uint16_t* r2[NF];
+#pragma GCC unroll 4
+      for (int f = 0; f < NF; ++f) {
+        const int tf = t + (f < valid ? f : valid - 1);
+        row[f] = v + static_cast<std::size_t>(tf) * n;
+        r1[f] = reinterpret_cast<std::uint16_t*>(b1 + static_cast<std::size_t>(tf) * words);
+        r2[f] = reinterpret_cast<std::uint16_t*>(b2 + static_cast<std::size_t>(tf) * words);
+      }
+      float32x4_t acc[NF];
+      uint32x4_t pa1[NF], pa2[NF];
+#pragma GCC unroll 4
+      for (int f = 0; f < NF; ++f) {
+        acc[f] = vdupq_n_f32(0.0f);
+        pa1[f] = pa2[f] = vdupq_n_u32(0);
+      }
+      for (int c16 = 0; c16 < n4; c16 += 16) {
+#pragma GCC unroll 4
+        for (int q4 = 0; q4 < 4; ++q4) {
+          const int c = c16 + 4 * q4;
+          if (!kFull && c >= n4) break;
+          const uint32x4_t cb = q4 == 0 ? cb0 : q4 == 1 ? cb1 : q4 == 2 ? cb2 : cb3;
+          const float32x4_t tq0 = vld1q_f32(t0 + c), tq1 = vld1q_f32(t1 + c);
+#pragma GCC unroll 4
+          for (int f = 0; f < NF; ++f) {
+            uint32x4_t m1, m2;
+            Bin4(vld1q_f32(row[f] + c), tq0, tq1, &acc[f], &m1, &m2);
+            pa1[f] = q4 == 0 ? vandq_u32(m1, cb) : vbslq_u32(cb, m1, pa1[f]);
+            pa2[f] = q4 == 0 ? vandq_u32(m2, cb) : vbslq_u32(cb, m2, pa2[f]);
+            if (q4 == 3 && f < valid) FlushBits(pa1[f], pa2[f], r1[f] + (c >> 4), r2[f] + (c >> 4));
+          }
         }
-        o1[c >> 6] |= MaskBits16(m1[0], m1[1], m1[2], m1[3], bytebits) << (c & 63);
-        o2[c >> 6] |= MaskBits16(m2[0], m2[1], m2[2], m2[3], bytebits) << (c & 63);
       }
-      for (; c < n4; c += 4) {
-        const float32x4_t xv = vld1q_f32(row + c);
-        const uint32x4_t m1 = vcltq_f32(vsubq_f32(xv, vld1q_f32(t0 + c)), zero);
-        const float32x4_t b = vbslq_f32(m1, mone, one);
-        const float32x4_t r = vsubq_f32(vsubq_f32(xv, b), vld1q_f32(t1 + c));
-        const uint32x4_t m2 = vcltq_f32(r, zero);
-        acc = vaddq_f32(acc, vabsq_f32(r));
-        const std::uint64_t nib1 = vaddvq_u32(vandq_u32(m1, lanebits));
-        const std::uint64_t nib2 = vaddvq_u32(vandq_u32(m2, lanebits));
-        o1[c >> 6] |= nib1 << (c & 63);
-        o2[c >> 6] |= nib2 << (c & 63);
-      }
-      float a[4];
-      vst1q_f32(a, acc);
-      for (; c < n; ++c) {  // tail: same lane assignment as the portable path
-        const float d = row[c] - t0[c];
-        const bool neg1 = d < 0.0f;
-        const float b = neg1 ? -1.0f : 1.0f;
-        const float r = (row[c] - b) - t1[c];
-        const bool neg2 = r < 0.0f;
-        a[c & 3] += std::fabs(r);
-        o1[c >> 6] |= static_cast<std::uint64_t>(neg1) << (c & 63);
-        o2[c >> 6] |= static_cast<std::uint64_t>(neg2) << (c & 63);
-      }
-      s[t] = ((a[0] + a[1]) + (a[2] + a[3])) / static_cast<float>(n);
+      for (int f = 0; f < valid; ++f)
+        FinishRow(row[f], n, t0, t1, acc[f], pa1[f], pa2[f], r1[f], r2[f], s + t + f);
     }
+  }
+
+  struct SignTable {
+    std::uint32_t v[5][32];
+  };
+  static SignTable MakeSignTable() {
+    SignTable t{};
+    for (unsigned i = 0; i < 5; ++i)
+      for (unsigned e = 0; e < 32; ++e) t.v[i][e] = ((e >> i) & 1u) << 31;
+    return t;
+  }
+
+  // Memory block, one frame at a time, fused with the pw1 binarization of m (all frames
+  // with at most 5 valid taps; MemoryNeon otherwise). Per 128 channels the taps' XOR words
+  // are q registers; per 16 channels and tap one TBL spreads the tap's two bytes over 16 byte
+  // lanes, CMTST tests each lane's bit: plane 1 counts (byte SUB), plane 2 builds the 5-bit
+  // code of each channel (BIT). S2 is a lookup (4 TBL + 8 ZIP) in a 32-entry table per frame
+  // built by exactly the portable additions (entry e: S2 = 0; for the valid taps i in k
+  // order: S2 += bit_i(e) ? -s : s), stored as 4 byte planes; W from Layer::mem_tw_.
+  // NV: the frame's number of valid taps.
+  template <int NV, bool kFull>
+  static void MemoryFrameNeon(const Layer& L, const float* x, const std::uint64_t* b1,
+                              const std::uint64_t* b2, const float* s, int t, const int* ks,
+                              const int* taus, float* m, std::uint64_t* nb1, std::uint64_t* nb2,
+                              float* ns) {
+    static const SignTable kSign = MakeSignTable();
+    static const std::uint8_t kSel[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    static const std::uint8_t kSpread[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    const int C = L.c_, wc = L.wc_, C4 = C & ~3;
+    const uint8x16_t sel = vld1q_u8(kSel), two = vdupq_n_u8(2);
+    const std::uint32_t* bits = BitValues();
+    const float *mul = L.mem_mul_.data(), *bias = L.mem_bias_.data(), *slope = L.mem_slope_.data(),
+                *pt0 = L.pw1_t0_.data(), *pt1 = L.pw1_t1_.data(), *mpk = L.mem_pk_.data();
+    // the S2 table, 32 floats (8 vectors: entries 4v..4v+3), by exactly the portable
+    // additions: ((((0 + e0) + e1) + e2) + e3) + e4 with e_i = +-s of tap i. e0 and e1 vary
+    // within a vector (lane bits 0, 1), e2..e4 per vector (v's bits 0..2): the common prefix
+    // is computed once and the table grows as a tree (2 + 2 + 4 + 8 additions for 5 taps).
+    float32x4_t tab[8];
+    {
+      float32x4_t pre = vdupq_n_f32(0.0f);
+      if (NV >= 1)
+        pre = vaddq_f32(pre, vreinterpretq_f32_u32(veorq_u32(
+                                 vreinterpretq_u32_f32(vdupq_n_f32(s[taus[0]])),
+                                 vld1q_u32(kSign.v[0]))));
+      if (NV >= 2)
+        pre = vaddq_f32(pre, vreinterpretq_f32_u32(veorq_u32(
+                                 vreinterpretq_u32_f32(vdupq_n_f32(s[taus[1]])),
+                                 vld1q_u32(kSign.v[1]))));
+      tab[0] = pre;
+      int have = 1;
+#pragma GCC unroll 3
+      for (int i = 2; i < 5; ++i, have *= 2) {
+        if (i < NV) {
+          const float32x4_t sp = vdupq_n_f32(s[taus[i]]), sn = vnegq_f32(sp);
+#pragma GCC unroll 4
+          for (int v = have - 1; v >= 0; --v) {  // descending: tab[v] is read before written
+            tab[v + have] = vaddq_f32(tab[v], sn);
+            tab[v] = vaddq_f32(tab[v], sp);
+          }
+        } else {
+#pragma GCC unroll 4
+          for (int v = 0; v < have; ++v) tab[v + have] = tab[v];  // codes never reach these
+        }
+      }
+    }
+    uint8x16x2_t plane[4];
+#pragma GCC unroll 2
+    for (int hh = 0; hh < 2; ++hh) {  // entries 16 hh .. 16 hh + 15
+      const uint8x16_t a0 = vreinterpretq_u8_f32(tab[4 * hh]);
+      const uint8x16_t a1 = vreinterpretq_u8_f32(tab[4 * hh + 1]);
+      const uint8x16_t a2 = vreinterpretq_u8_f32(tab[4 * hh + 2]);
+      const uint8x16_t a3 = vreinterpretq_u8_f32(tab[4 * hh + 3]);
+      const uint8x16_t e01 = vuzp1q_u8(a0, a1), o01 = vuzp2q_u8(a0, a1);
+      const uint8x16_t e23 = vuzp1q_u8(a2, a3), o23 = vuzp2q_u8(a2, a3);
+      plane[0].val[hh] = vuzp1q_u8(e01, e23);
+      plane[2].val[hh] = vuzp2q_u8(e01, e23);
+      plane[1].val[hh] = vuzp1q_u8(o01, o23);
+      plane[3].val[hh] = vuzp2q_u8(o01, o23);
+    }
+    const float* tw = L.MemTw(ks[0], ks[NV - 1] + 1);
+    const float* xr = x + static_cast<std::size_t>(t) * C;
+    float* mr = m + static_cast<std::size_t>(t) * C;
+    std::uint16_t* r1 = reinterpret_cast<std::uint16_t*>(nb1 + static_cast<std::size_t>(t) * wc);
+    std::uint16_t* r2 = reinterpret_cast<std::uint16_t*>(nb2 + static_cast<std::size_t>(t) * wc);
+    const std::uint8_t* wrow[5];
+    const std::uint8_t* a1row[5];
+    const std::uint8_t* a2row[5];
+#pragma GCC unroll 5
+    for (int i = 0; i < NV; ++i) {
+      wrow[i] = reinterpret_cast<const std::uint8_t*>(L.mem_w_.data() +
+                                                      static_cast<std::size_t>(ks[i]) * wc);
+      a1row[i] = reinterpret_cast<const std::uint8_t*>(b1 + static_cast<std::size_t>(taus[i]) * wc);
+      a2row[i] = reinterpret_cast<const std::uint8_t*>(b2 + static_cast<std::size_t>(taus[i]) * wc);
+    }
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    uint32x4_t pa1 = vdupq_n_u32(0), pa2 = pa1;
+    const uint32x4_t cb0 = vld1q_u32(bits), cb1 = vld1q_u32(bits + 4), cb2 = vld1q_u32(bits + 8),
+                     cb3 = vld1q_u32(bits + 12);
+    for (int j = 0; 128 * j < C4; ++j) {  // 128 channels per pass
+      const int chunks = (C4 - 128 * j) >= 128 ? 8 : (C4 - 128 * j + 15) / 16;  // kFull: whole
+      // pass A: per 16 channels, D1 (bytes) and the 5-bit S2 code; the taps' XOR words are
+      // live only here. n1 (bits of XOR plane 1 over the taps) is counted bit-sliced on the
+      // 128-channel words first (full adders: sum = a ^ b ^ c, carry = BSL(a ^ b, c, a)).
+      uint8x16_t d1s[8], codes[8];
+      {
+        uint8x16_t x2[5], c0 = vdupq_n_u8(0), c1 = c0, c2 = c0;
+        uint8x16_t x1[5];
+#pragma GCC unroll 5
+        for (int i = 0; i < NV; ++i) {
+          const uint8x16_t wq = vld1q_u8(wrow[i] + 16 * j);
+          x1[i] = veorq_u8(wq, vld1q_u8(a1row[i] + 16 * j));
+          x2[i] = veorq_u8(wq, vld1q_u8(a2row[i] + 16 * j));
+        }
+        // count planes c0 (1s), c1 (2s), c2 (4s) of x1[0..NV)
+        if (NV == 1) {
+          c0 = x1[0];
+        } else if (NV == 2) {
+          c0 = veorq_u8(x1[0], x1[1]);
+          c1 = vandq_u8(x1[0], x1[1]);
+        } else {
+          const uint8x16_t e01 = veorq_u8(x1[0], x1[1]);
+          const uint8x16_t sa = veorq_u8(e01, x1[2]), ca = vbslq_u8(e01, x1[2], x1[0]);
+          if (NV == 3) {
+            c0 = sa;
+            c1 = ca;
+          } else {
+            uint8x16_t cb;
+            if (NV == 4) {
+              c0 = veorq_u8(sa, x1[3]);
+              cb = vandq_u8(sa, x1[3]);
+            } else {
+              const uint8x16_t u = veorq_u8(sa, x1[3]);
+              c0 = veorq_u8(u, x1[4]);
+              cb = vbslq_u8(u, x1[4], sa);
+            }
+            c1 = veorq_u8(ca, cb);
+            c2 = vandq_u8(ca, cb);
+          }
+        }
+        uint8x16_t idx = vld1q_u8(kSpread);
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; ++g) {
+          if (g < chunks) {
+            // n1 = 1 * bit(c0) + 2 * bit(c1) + 4 * bit(c2); D1 = nv - 2 n1
+            uint8x16_t n1 = vandq_u8(vtstq_u8(vqtbl1q_u8(c0, idx), sel), vdupq_n_u8(1));
+            if (NV >= 2) n1 = vbslq_u8(vdupq_n_u8(2), vtstq_u8(vqtbl1q_u8(c1, idx), sel), n1);
+            if (NV >= 4) n1 = vbslq_u8(vdupq_n_u8(4), vtstq_u8(vqtbl1q_u8(c2, idx), sel), n1);
+            d1s[g] = vsubq_u8(vdupq_n_u8(static_cast<std::uint8_t>(NV)), vshlq_n_u8(n1, 1));
+            uint8x16_t code = vandq_u8(vtstq_u8(vqtbl1q_u8(x2[0], idx), sel), vdupq_n_u8(1));
+#pragma GCC unroll 5
+            for (int i = 1; i < NV; ++i)
+              code = vbslq_u8(vdupq_n_u8(static_cast<std::uint8_t>(1u << i)),
+                              vtstq_u8(vqtbl1q_u8(x2[i], idx), sel), code);
+            codes[g] = code;
+            idx = vaddq_u8(idx, two);
+          }
+        }
+      }
+      // pass B: S2 from the table's byte planes, then per 4 channels m, and the fused pw1
+      // binarization of m
+      for (int g = 0; g < chunks; ++g) {
+        const int c0 = 128 * j + 16 * g;
+        const int8x16_t d1b = vreinterpretq_s8_u8(d1s[g]);
+        const int16x8_t d1lo = vmovl_s8(vget_low_s8(d1b)), d1hi = vmovl_high_s8(d1b);
+        const float32x4_t d1f[4] = {vcvtq_f32_s32(vmovl_s16(vget_low_s16(d1lo))),
+                                    vcvtq_f32_s32(vmovl_high_s16(d1lo)),
+                                    vcvtq_f32_s32(vmovl_s16(vget_low_s16(d1hi))),
+                                    vcvtq_f32_s32(vmovl_high_s16(d1hi))};
+        const uint8x16_t code = codes[g];
+        const uint8x16_t p0 = vqtbl2q_u8(plane[0], code), p1 = vqtbl2q_u8(plane[1], code);
+        const uint8x16_t p2 = vqtbl2q_u8(plane[2], code), p3 = vqtbl2q_u8(plane[3], code);
+        const uint16x8_t h01l = vreinterpretq_u16_u8(vzip1q_u8(p0, p1));
+        const uint16x8_t h01h = vreinterpretq_u16_u8(vzip2q_u8(p0, p1));
+        const uint16x8_t h23l = vreinterpretq_u16_u8(vzip1q_u8(p2, p3));
+        const uint16x8_t h23h = vreinterpretq_u16_u8(vzip2q_u8(p2, p3));
+        const float32x4_t s2[4] = {vreinterpretq_f32_u16(vzip1q_u16(h01l, h23l)),
+                                   vreinterpretq_f32_u16(vzip2q_u16(h01l, h23l)),
+                                   vreinterpretq_f32_u16(vzip1q_u16(h01h, h23h)),
+                                   vreinterpretq_f32_u16(vzip2q_u16(h01h, h23h))};
+#pragma GCC unroll 4
+        for (int q4 = 0; q4 < 4; ++q4) {
+          const int c = c0 + 4 * q4;
+          if (!kFull && c >= C4) break;
+          // packed parameters (Layer::mem_pk_): mul, bias, slope, pw1 t0 | pw1 t1
+          const float32x4x4_t pk = vld1q_f32_x4(mpk + 5 * c);
+          float32x4_t z = vsubq_f32(vaddq_f32(d1f[q4], s2[q4]), vld1q_f32(tw + c));
+          z = vaddq_f32(vmulq_f32(z, pk.val[0]), pk.val[1]);
+          const float32x4_t p = vbslq_f32(vcltzq_f32(z), vmulq_f32(z, pk.val[2]), z);
+          const float32x4_t mv = vaddq_f32(vld1q_f32(xr + c), p);
+          vst1q_f32(mr + c, mv);
+          uint32x4_t m1, m2;
+          Bin4(mv, pk.val[3], vld1q_f32(mpk + 5 * c + 16), &acc, &m1, &m2);
+          const uint32x4_t cb = q4 == 0 ? cb0 : q4 == 1 ? cb1 : q4 == 2 ? cb2 : cb3;
+          pa1 = q4 == 0 ? vandq_u32(m1, cb) : vbslq_u32(cb, m1, pa1);
+          pa2 = q4 == 0 ? vandq_u32(m2, cb) : vbslq_u32(cb, m2, pa2);
+          if (q4 == 3) FlushBits(pa1, pa2, r1 + (c >> 4), r2 + (c >> 4));
+        }
+      }
+    }
+    // channels C4..C-1: scalar (the portable formulas), then the end of the pw1 bit row
+    for (int c = C4; c < C; ++c) {
+      int n1 = 0;
+      float s2 = 0.0f;
+      for (int i = 0; i < NV; ++i) {
+        const std::uint64_t wb = L.mem_w_[static_cast<std::size_t>(ks[i]) * wc + c / 64];
+        const std::size_t ai = static_cast<std::size_t>(taus[i]) * wc + c / 64;
+        n1 += static_cast<int>(((wb ^ b1[ai]) >> (c % 64)) & 1u);
+        const float st = s[taus[i]];
+        s2 += (((wb ^ b2[ai]) >> (c % 64)) & 1u) ? -st : st;
+      }
+      float z = (static_cast<float>(NV - 2 * n1) + s2) - tw[c];
+      z = z * mul[c] + bias[c];
+      mr[c] = xr[c] + PRelu(z, slope[c]);
+    }
+    FinishRow(mr, C, pt0, pt1, acc, pa1, pa2, r1, r2, ns + t);
+  }
+
+  static bool MemoryTableNeon(const Layer& L, const float* x, const std::uint64_t* b1,
+                              const std::uint64_t* b2, const float* s, int frames, float* m,
+                              std::uint64_t* nb1, std::uint64_t* nb2, float* ns) {
+    const int K = L.taps();
+    if (L.mem_tw_.empty()) return false;
+    int ks[kMaxTaps], taus[kMaxTaps];
+    // the valid taps of frame t are taps - (left cut) - (right cut); at most 5 everywhere?
+    for (int t = 0; t < frames; ++t)
+      if (ValidTaps(t, frames, K, L.l_, L.dil_, ks, taus) > 5) return false;
+    const bool full = L.c_ % 16 == 0;
+    for (int t = 0; t < frames; ++t) {
+      const int nv = ValidTaps(t, frames, K, L.l_, L.dil_, ks, taus);
+      if (full && nv == 5) {  // the common case
+        MemoryFrameNeon<5, true>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns);
+        continue;
+      }
+      switch (nv) {
+        case 1: MemoryFrameNeon<1, false>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns); break;
+        case 2: MemoryFrameNeon<2, false>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns); break;
+        case 3: MemoryFrameNeon<3, false>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns); break;
+        case 4: MemoryFrameNeon<4, false>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns); break;
+        default: MemoryFrameNeon<5, false>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns); break;
+      }
+    }
+    return true;
   }
 
   // 16 channels per step: each tap's 16 bits (per plane) are broadcast once (DUP) and tested
@@ -488,7 +795,7 @@ struct Kernels {
           reinterpret_cast<const std::uint8_t*>(b1 + static_cast<std::size_t>(t) * W);
       const std::uint8_t* a2 =
           reinterpret_cast<const std::uint8_t*>(b2 + static_cast<std::size_t>(t) * W);
-      const float st = s[t];
+      const float st = kCounts ? 0.0f : s[t];
       int o = 0;
       for (; o + 4 <= O; o += 4) {
         const std::uint8_t* w0 =
@@ -536,6 +843,308 @@ struct Kernels {
       }
     }
   }
+  // ---- NEON pointwise GEMM (fused post-processing and next binarization) ----
+  // Byte counts of 4 weight rows x 2 frames x 2 bit planes (a[2f + p]: frame f's plane p+1
+  // activation q-words), reduced by pairwise adds (ADDP) shared across the rows, frames and
+  // planes: per 128 weight bits and plane one EOR, one CNT and (about) one ADDP.
+  //   NQ 1 (K <= 128): 4 byte levels, every byte <= 128: h = {frame 0: plane-1 counts of
+  //        rows 0..3, plane-2 counts; frame 1: the same}.
+  //   NQ 2 (K <= 256): 3 byte levels (<= 128), then widening pairwise adds: n[f] = u16x8
+  //        {plane-1 counts of rows 0..3, plane-2 counts}.
+  //   other widths: 16-bit accumulation (UADALP) over the q-words, 16-bit pairwise adds: n[f].
+  struct Counts4 {
+    uint8x16_t h;
+    uint16x8_t n[2];
+  };
+
+  template <int NQ>
+  static inline Counts4 Counts4x2(const std::uint8_t* const* w, const uint8x16_t* aq,
+                                  const std::uint8_t* const* a, int nq) {
+    Counts4 c;
+    if (NQ == 1) {
+      const uint8x16_t k0 = vld1q_u8(w[0]), k1 = vld1q_u8(w[1]), k2 = vld1q_u8(w[2]),
+                       k3 = vld1q_u8(w[3]);
+      uint8x16_t g[4];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        const uint8x16_t e01 =
+            vpaddq_u8(vcntq_u8(veorq_u8(k0, aq[i])), vcntq_u8(veorq_u8(k1, aq[i])));
+        const uint8x16_t e23 =
+            vpaddq_u8(vcntq_u8(veorq_u8(k2, aq[i])), vcntq_u8(veorq_u8(k3, aq[i])));
+        g[i] = vpaddq_u8(e01, e23);
+      }
+      c.h = vpaddq_u8(vpaddq_u8(g[0], g[1]), vpaddq_u8(g[2], g[3]));
+    } else if (NQ == 2) {
+      const uint8x16_t k00 = vld1q_u8(w[0]), k01 = vld1q_u8(w[0] + 16);
+      const uint8x16_t k10 = vld1q_u8(w[1]), k11 = vld1q_u8(w[1] + 16);
+      const uint8x16_t k20 = vld1q_u8(w[2]), k21 = vld1q_u8(w[2] + 16);
+      const uint8x16_t k30 = vld1q_u8(w[3]), k31 = vld1q_u8(w[3] + 16);
+      uint8x16_t g[4];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        const uint8x16_t x0 = aq[2 * i], x1 = aq[2 * i + 1];
+        const uint8x16_t c0 = vaddq_u8(vcntq_u8(veorq_u8(k00, x0)), vcntq_u8(veorq_u8(k01, x1)));
+        const uint8x16_t c1 = vaddq_u8(vcntq_u8(veorq_u8(k10, x0)), vcntq_u8(veorq_u8(k11, x1)));
+        const uint8x16_t c2 = vaddq_u8(vcntq_u8(veorq_u8(k20, x0)), vcntq_u8(veorq_u8(k21, x1)));
+        const uint8x16_t c3 = vaddq_u8(vcntq_u8(veorq_u8(k30, x0)), vcntq_u8(veorq_u8(k31, x1)));
+        g[i] = vpaddq_u8(vpaddq_u8(c0, c1), vpaddq_u8(c2, c3));
+      }
+      c.n[0] = vpaddlq_u8(vpaddq_u8(g[0], g[1]));
+      c.n[1] = vpaddlq_u8(vpaddq_u8(g[2], g[3]));
+    } else {
+      uint16x8_t acc[4][4];
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) acc[r][i] = vdupq_n_u16(0);
+      for (int q = 0; q < nq; ++q) {
+        uint8x16_t x[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) x[i] = vld1q_u8(a[i] + 16 * q);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          const uint8x16_t k = vld1q_u8(w[r] + 16 * q);
+#pragma GCC unroll 4
+          for (int i = 0; i < 4; ++i)
+            acc[r][i] = vpadalq_u8(acc[r][i], vcntq_u8(veorq_u8(k, x[i])));
+        }
+      }
+      uint16x8_t g[4];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i)
+        g[i] = vpaddq_u16(vpaddq_u16(acc[0][i], acc[1][i]), vpaddq_u16(acc[2][i], acc[3][i]));
+      c.n[0] = vpaddq_u16(g[0], g[1]);
+      c.n[1] = vpaddq_u16(g[2], g[3]);
+    }
+    return c;
+  }
+
+  // P1 = K - 2 n1, P2 = K - 2 n2 of frame f (4 rows each), as int32 (exact).
+  template <int NQ, bool kWide>
+  static inline void Ps(const Counts4& c, int f, int16x8_t k16, uint32x4_t kv, int32x4_t* p1,
+                        int32x4_t* p2) {
+    if (NQ == 1) {
+      const uint16x8_t twice = f == 0 ? vshll_n_u8(vget_low_u8(c.h), 1) : vshll_high_n_u8(c.h, 1);
+      const int16x8_t p = vsubq_s16(k16, vreinterpretq_s16_u16(twice));
+      *p1 = vmovl_s16(vget_low_s16(p));
+      *p2 = vmovl_high_s16(p);
+    } else if (!kWide) {  // K < 2^15: 16-bit arithmetic
+      const int16x8_t p = vsubq_s16(k16, vreinterpretq_s16_u16(vshlq_n_u16(c.n[f], 1)));
+      *p1 = vmovl_s16(vget_low_s16(p));
+      *p2 = vmovl_high_s16(p);
+    } else {
+      *p1 = vreinterpretq_s32_u32(vsubq_u32(kv, vshlq_n_u32(vmovl_u16(vget_low_u16(c.n[f])), 1)));
+      *p2 = vreinterpretq_s32_u32(vsubq_u32(kv, vshlq_n_u32(vmovl_high_u16(c.n[f]), 1)));
+    }
+  }
+
+  // Frames t0, t1 (t1 may repeat t0: store1 false) x all O outputs: the 4-row blocks of
+  // Counts4x2 (16 rows = 4 blocks per pass of the unrolled inner loop), then per frame P1,
+  // P2, the dual scale, folded BN, PReLU, residual, store and (kNext) the next stage's
+  // binarization of the 4 fresh outputs: |r| into the 4-lane sums (channel order), sign bits
+  // into a 16-channel pattern, one halfword per plane per 16 outputs. Rows past the last
+  // multiple of 4: one by one, scalar (the portable formulas).
+  template <int NQ, bool kWide, bool kCounts, bool kNext, bool kRes, bool kFull, bool kKeep>
+  static void PointwisePairNeon(const PwArgs& args, const std::uint64_t* w, int t0, int t1,
+                                bool store1) {
+    const PwArgs a = args;  // a local copy: its fields are not reloaded after every store
+    const int O = a.O, W = a.W, nq = W / 2, nW = PaddedWords64(O), O4 = O & ~3;
+    const int tf[2] = {t0, t1};
+    // kFull: O % 16 == 0 and both frames real (no checks in the loop)
+    const bool store[2] = {true, kFull || store1};
+    const bool keep = kKeep && a.out != nullptr;  // pw1 may skip h (Workspace::keep_h)
+    const std::uint8_t* act[4];
+#pragma GCC unroll 4
+    for (int f = 0; f < 2; ++f) {
+      const std::size_t row = static_cast<std::size_t>(tf[f]) * W;
+      act[2 * f] = reinterpret_cast<const std::uint8_t*>(a.b1 + row);
+      act[2 * f + 1] = reinterpret_cast<const std::uint8_t*>(a.b2 + row);
+    }
+    uint8x16_t aq[8];  // NQ 1 / 2: the activation q-words, loaded once
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      if (NQ >= 1) aq[NQ * i] = vld1q_u8(act[i]);
+      if (NQ == 2) aq[NQ * i + 1] = vld1q_u8(act[i] + 16);
+    }
+    const int16x8_t k16 = vdupq_n_s16(static_cast<std::int16_t>(kWide ? 0 : a.K));
+    const uint32x4_t kv = vdupq_n_u32(static_cast<std::uint32_t>(a.K));
+    const float32x4_t zero = vdupq_n_f32(0.0f), one = vdupq_n_f32(1.0f), mone = vdupq_n_f32(-1.0f);
+    const float32x4_t stv = {kCounts ? 0.0f : a.s[t0], kCounts ? 0.0f : a.s[t1], 0.0f, 0.0f};
+    static const std::uint32_t kBit[16] = {1u << 0,  1u << 1,  1u << 2,  1u << 3,
+                                           1u << 4,  1u << 5,  1u << 6,  1u << 7,
+                                           1u << 8,  1u << 9,  1u << 10, 1u << 11,
+                                           1u << 12, 1u << 13, 1u << 14, 1u << 15};
+    float32x4_t acc0 = zero, acc1 = zero;
+    uint32x4_t pa1[2] = {vdupq_n_u32(0), vdupq_n_u32(0)}, pa2[2] = {pa1[0], pa1[0]};
+    std::uint16_t* nr1[2] = {nullptr, nullptr};
+    std::uint16_t* nr2[2] = {nullptr, nullptr};
+    if (kNext) {
+#pragma GCC unroll 4
+      for (int f = 0; f < 2; ++f) {
+        nr1[f] = reinterpret_cast<std::uint16_t*>(a.nb1 + static_cast<std::size_t>(tf[f]) * nW);
+        nr2[f] = reinterpret_cast<std::uint16_t*>(a.nb2 + static_cast<std::size_t>(tf[f]) * nW);
+      }
+    }
+    for (int o16 = 0; o16 < O4; o16 += 16) {
+#pragma GCC unroll 4
+      for (int q4 = 0; q4 < 4; ++q4) {
+        const int o = o16 + 4 * q4;
+        if (!kFull && o >= O4) break;
+        const std::uint8_t* wr[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r)
+          wr[r] = reinterpret_cast<const std::uint8_t*>(w + static_cast<std::size_t>(o + r) * W);
+        const Counts4 c = Counts4x2<NQ>(wr, aq, act, nq);
+        float32x4_t mul = zero, bias = zero, slope = zero, nt0 = zero, nt1 = zero;
+        if (kNext) {  // packed parameters (Layer::pw1_pk_): one 4-register load + one
+          const float32x4x4_t pk = vld1q_f32_x4(a.pk + 5 * o);
+          mul = pk.val[0];
+          bias = pk.val[1];
+          slope = pk.val[2];
+          nt0 = pk.val[3];
+          nt1 = vld1q_f32(a.pk + 5 * o + 16);
+        } else if (!kCounts) {  // Layer::pw2_pk_
+          const float32x4x3_t pk = vld1q_f32_x3(a.pk + 3 * o);
+          mul = pk.val[0];
+          bias = pk.val[1];
+          slope = pk.val[2];
+        }
+        const uint32x4_t cb = vld1q_u32(kBit + 4 * q4);
+#pragma GCC unroll 4
+        for (int f = 0; f < 2; ++f) {
+          int32x4_t p1, p2;
+          Ps<NQ, kWide>(c, f, k16, kv, &p1, &p2);
+          const std::size_t idx = static_cast<std::size_t>(tf[f]) * O + o;
+          if (kCounts) {
+            if (store[f]) {
+              vst1q_s32(a.p1o + idx, p1);
+              vst1q_s32(a.p2o + idx, p2);
+            }
+            continue;
+          }
+          const float32x4_t p2s = f == 0 ? vmulq_laneq_f32(vcvtq_f32_s32(p2), stv, 0)
+                                         : vmulq_laneq_f32(vcvtq_f32_s32(p2), stv, 1);
+          float32x4_t z = vaddq_f32(vcvtq_f32_s32(p1), p2s);
+          z = vaddq_f32(vmulq_f32(z, mul), bias);
+          float32x4_t p = vbslq_f32(vcltzq_f32(z), vmulq_f32(z, slope), z);
+          if (kRes) p = vaddq_f32(vld1q_f32(a.res + idx), p);
+          if (store[f] && (kRes || keep)) vst1q_f32(a.out + idx, p);
+          if (kNext) {
+            const uint32x4_t m1 = vcltzq_f32(vsubq_f32(p, nt0));
+            const float32x4_t r = vsubq_f32(vsubq_f32(p, vbslq_f32(m1, mone, one)), nt1);
+            const uint32x4_t m2 = vcltzq_f32(r);
+            if (f == 0) {
+              acc0 = vaddq_f32(acc0, vabsq_f32(r));
+            } else {
+              acc1 = vaddq_f32(acc1, vabsq_f32(r));
+            }
+            pa1[f] = q4 == 0 ? vandq_u32(m1, cb) : vbslq_u32(cb, m1, pa1[f]);
+            pa2[f] = q4 == 0 ? vandq_u32(m2, cb) : vbslq_u32(cb, m2, pa2[f]);
+            if (q4 == 3 && store[f]) {  // 16 channels done: one halfword per plane
+              uint32x4_t hw = vpaddq_u32(pa1[f], pa2[f]);
+              hw = vpaddq_u32(hw, hw);
+              vst1q_lane_u16(nr1[f] + (o >> 4), vreinterpretq_u16_u32(hw), 0);
+              vst1q_lane_u16(nr2[f] + (o >> 4), vreinterpretq_u16_u32(hw), 2);
+            }
+          }
+        }
+      }
+    }
+    if (kCounts && O4 == O) return;
+    // rows O4..O-1 one by one, and the partial last 16-channel chunk
+    std::uint16_t part1[2] = {0, 0}, part2[2] = {0, 0};
+    if (kNext && (O4 & 15) != 0) {
+#pragma GCC unroll 4
+      for (int f = 0; f < 2; ++f) {
+        uint32x4_t hw = vpaddq_u32(pa1[f], pa2[f]);
+        hw = vpaddq_u32(hw, hw);
+        part1[f] = vgetq_lane_u16(vreinterpretq_u16_u32(hw), 0);
+        part2[f] = vgetq_lane_u16(vreinterpretq_u16_u32(hw), 2);
+      }
+    }
+    for (int f = 0; f < 2; ++f) {
+      float sa[4];
+      vst1q_f32(sa, f == 0 ? acc0 : acc1);
+      const float st = kCounts ? 0.0f : a.s[tf[f]];
+      const std::uint64_t* a1 = a.b1 + static_cast<std::size_t>(tf[f]) * W;
+      const std::uint64_t* a2 = a.b2 + static_cast<std::size_t>(tf[f]) * W;
+      for (int o = O4; o < O; ++o) {
+        const std::uint64_t* wr = w + static_cast<std::size_t>(o) * W;
+        int c1 = 0, c2 = 0;
+        for (int j = 0; j < W; ++j) {
+          c1 += __builtin_popcountll(wr[j] ^ a1[j]);
+          c2 += __builtin_popcountll(wr[j] ^ a2[j]);
+        }
+        const int p1 = a.K - 2 * c1, p2 = a.K - 2 * c2;
+        const std::size_t idx = static_cast<std::size_t>(tf[f]) * O + o;
+        if (kCounts) {
+          if (store[f]) {
+            a.p1o[idx] = p1;
+            a.p2o[idx] = p2;
+          }
+          continue;
+        }
+        const float z =
+            (static_cast<float>(p1) + st * static_cast<float>(p2)) * a.mul[o] + a.bias[o];
+        float p = PRelu(z, a.slope[o]);
+        if (kRes) p = a.res[idx] + p;
+        if (store[f] && (kRes || keep)) a.out[idx] = p;
+        if (kNext) {
+          const bool neg1 = p - a.nt0[o] < 0.0f;
+          const float r = (p - (neg1 ? -1.0f : 1.0f)) - a.nt1[o];
+          sa[o & 3] += std::fabs(r);
+          part1[f] = static_cast<std::uint16_t>(part1[f] | (neg1 ? 1u << (o & 15) : 0u));
+          part2[f] = static_cast<std::uint16_t>(part2[f] | (r < 0.0f ? 1u << (o & 15) : 0u));
+        }
+      }
+      if (kNext && store[f]) {
+        int q = O4 >> 4;
+        if ((O & 15) != 0) {  // the partial chunk
+          nr1[f][q] = part1[f];
+          nr2[f][q] = part2[f];
+          ++q;
+        }
+        for (; q < 4 * nW; ++q) nr1[f][q] = nr2[f][q] = 0;  // pad chunks
+        a.ns[tf[f]] = ((sa[0] + sa[1]) + (sa[2] + sa[3])) / static_cast<float>(O);
+      }
+    }
+  }
+
+  template <int NQ, bool kWide, bool kCounts, bool kNext, bool kRes>
+  static void PointwiseNeonT(const PwArgs& a, const std::uint64_t* w, int frames) {
+    const bool full = a.O % 16 == 0;
+    for (int t = 0; t < frames; t += 2) {
+      const bool two = t + 1 < frames;
+      if (full && two && a.out == nullptr) {  // the op's pw1: nothing but the next bits
+        PointwisePairNeon<NQ, kWide, kCounts, kNext, kRes, true, false>(a, w, t, t + 1, true);
+      } else if (full && two) {
+        PointwisePairNeon<NQ, kWide, kCounts, kNext, kRes, true, true>(a, w, t, t + 1, true);
+      } else {
+        PointwisePairNeon<NQ, kWide, kCounts, kNext, kRes, false, true>(a, w, t, two ? t + 1 : t,
+                                                                          two);
+      }
+    }
+  }
+
+  template <bool kCounts, bool kNext, bool kRes>
+  static void PointwiseNeonQ(const PwArgs& a, const std::uint64_t* w, int frames) {
+    const int nq = a.W / 2;
+    if (nq == 1) return PointwiseNeonT<1, false, kCounts, kNext, kRes>(a, w, frames);
+    if (nq == 2) return PointwiseNeonT<2, false, kCounts, kNext, kRes>(a, w, frames);
+    if (a.K < (1 << 15)) return PointwiseNeonT<0, false, kCounts, kNext, kRes>(a, w, frames);
+    PointwiseNeonT<0, true, kCounts, kNext, kRes>(a, w, frames);
+  }
+
+  // Dispatch on what the pass does: counts only, pw1 (next binarization), pw2 (residual).
+  static void PointwiseNeon2(const PwArgs& a, const std::uint64_t* w, int frames) {
+    if (a.p1o != nullptr) return PointwiseNeonQ<true, false, false>(a, w, frames);
+    if (a.nb1 != nullptr && a.res == nullptr)
+      return PointwiseNeonQ<false, true, false>(a, w, frames);
+    if (a.nb1 == nullptr && a.res != nullptr)
+      return PointwiseNeonQ<false, false, true>(a, w, frames);
+    if (a.nb1 == nullptr) return PointwiseNeonQ<false, false, false>(a, w, frames);
+    PointwiseNeonQ<false, true, true>(a, w, frames);
+  }
 #endif  // BDFSMN_HAVE_NEON
 
 #if BDFSMN_HAVE_AVX512
@@ -546,218 +1155,456 @@ struct Kernels {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
   // ---------------- AVX-512 (x86-64, run-time dispatch) ----------------
   // Compiled with function-level target attributes: the rest of the library needs no
-  // AVX-512 flags, and these functions only run when CpuHasAvx512() says so.
+  // AVX-512 flags, and these functions only run when HasAvx512() says so. Frames are
+  // processed in blocks of 4 (a short last block re-reads its last frame and stores
+  // nothing for the missing ones), so that the |r| sums of 4 frames share one register:
+  // lanes 4f..4f+3 hold frame f's four partial sums (acc[c % 4] of the portable order).
   BDFSMN_AVX512 static inline __mmask16 TailMask(int lanes) {
     return lanes >= 16 ? static_cast<__mmask16>(0xFFFF)
                        : static_cast<__mmask16>((1u << lanes) - 1u);
   }
 
-  template <int Q>  // 128-bit quarter Q of a zmm
-  BDFSMN_AVX512 static inline __m128 Quarter(__m512 v) {
-    return _mm512_extractf32x4_ps(v, Q);
+  // Dual-scale binarization of 16 lanes (the portable formulas): sign masks of both planes
+  // and |r| (0 in lanes outside km).
+  struct Bin16 {
+    __mmask16 m1, m2;
+    __m512 ar;
+  };
+  BDFSMN_AVX512 static inline Bin16 Binarize16(__m512 v, __m512 t0, __m512 t1, __mmask16 km) {
+    const __m512 zero = _mm512_setzero_ps();
+    Bin16 o;
+    o.m1 = _mm512_mask_cmp_ps_mask(km, _mm512_sub_ps(v, t0), zero, _CMP_LT_OQ);
+    const __m512 b = _mm512_mask_blend_ps(o.m1, _mm512_set1_ps(1.0f), _mm512_set1_ps(-1.0f));
+    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(v, b), t1);
+    o.m2 = _mm512_mask_cmp_ps_mask(km, r, zero, _CMP_LT_OQ);
+    o.ar = _mm512_castsi512_ps(_mm512_maskz_and_epi32(km, _mm512_castps_si512(r),
+                                                      _mm512_set1_epi32(0x7fffffff)));
+    return o;
   }
 
-  // NF frames at once: the |r| sum of one frame is a chain of dependent adds (kept in the
-  // portable order for bit-identical floats), so independent frames are interleaved.
-  template <int NF>
-  BDFSMN_AVX512 static void BinarizeFramesAvx512(const float* v, int t, int n,
-                                                 const float* t0, const float* t1,
-                                                 std::uint64_t* b1, std::uint64_t* b2,
-                                                 float* s) {
-    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f),
-                 mone = _mm512_set1_ps(-1.0f);
-    const int words = PaddedWords64(n);
-    __m128 acc[NF];
-    for (int f = 0; f < NF; ++f) {
-      acc[f] = _mm_setzero_ps();
-      std::uint64_t* o1 = b1 + static_cast<std::size_t>(t + f) * words;
-      std::uint64_t* o2 = b2 + static_cast<std::size_t>(t + f) * words;
-      for (int j = 0; j < words; ++j) o1[j] = o2[j] = 0;
+  // acc += |r| of 16 channels c..c+15 of 4 frames, in the portable order: a 4x4 transpose of
+  // 128-bit quarters, then quarter q (channels c+4q..c+4q+3 of every frame) is added, q
+  // ascending, so acc lane 4f+i sums channels = i (mod 4) of frame f in channel order.
+  BDFSMN_AVX512 static inline __m512 AddAbs4(__m512 acc, __m512 a0, __m512 a1, __m512 a2,
+                                             __m512 a3) {
+    const __m512 t0 = _mm512_shuffle_f32x4(a0, a1, 0x44);  // a0.q0 a0.q1 a1.q0 a1.q1
+    const __m512 t1 = _mm512_shuffle_f32x4(a0, a1, 0xEE);  // a0.q2 a0.q3 a1.q2 a1.q3
+    const __m512 t2 = _mm512_shuffle_f32x4(a2, a3, 0x44);
+    const __m512 t3 = _mm512_shuffle_f32x4(a2, a3, 0xEE);
+    acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4(t0, t2, 0x88));  // q0 of a0 a1 a2 a3
+    acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4(t0, t2, 0xDD));  // q1
+    acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4(t1, t3, 0x88));  // q2
+    acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4(t1, t3, 0xDD));  // q3
+    return acc;
+  }
+
+  // s[f] = ((a0 + a1) + (a2 + a3)) / n for the frames f < valid of a 4-frame accumulator.
+  BDFSMN_AVX512 static inline void Scales4(__m512 acc, int n, float* s, int valid) {
+    const __m512 p = _mm512_add_ps(acc, _mm512_permute_ps(acc, 0xB1));  // a0+a1, _, a2+a3, _
+    const __m512 q = _mm512_add_ps(p, _mm512_permute_ps(p, 0x4E));      // (a0+a1)+(a2+a3)
+    alignas(64) float v[16];
+    _mm512_store_ps(v, _mm512_div_ps(q, _mm512_set1_ps(static_cast<float>(n))));
+    for (int f = 0; f < valid; ++f) s[f] = v[4 * f];
+  }
+
+  // 16-bit chunk q of a bit row (little endian: bits 16q..16q+15 of the 64-bit row).
+  static inline void PutChunk(std::uint64_t* row, int q, __mmask16 m) {
+    reinterpret_cast<std::uint16_t*>(row)[q] = static_cast<std::uint16_t>(m);
+  }
+  static inline void ZeroChunks(std::uint64_t* row, int from, int words64) {
+    auto* h = reinterpret_cast<std::uint16_t*>(row);
+    for (int q = from; q < 4 * words64; ++q) h[q] = 0;
+  }
+
+  // 128-bit lane g of a zmm (g a constant once the caller's loop is unrolled).
+  BDFSMN_AVX512 static inline __m128i Lane128(__m512i v, int g) {
+    switch (g) {
+      case 0: return _mm512_castsi512_si128(v);
+      case 1: return _mm512_extracti32x4_epi32(v, 1);
+      case 2: return _mm512_extracti32x4_epi32(v, 2);
+      default: return _mm512_extracti32x4_epi32(v, 3);
     }
-    for (int c = 0; c < n; c += 16) {
+  }
+
+  static inline int Valid(int frames, int t, int nf) {
+    return frames - t < nf ? frames - t : nf;
+  }
+
+  // G groups of 4 frames per pass (G accumulators: independent add chains).
+  template <int G>
+  BDFSMN_AVX512 static void BinarizeBlockAvx512(const float* v, int t, int frames, int n,
+                                                const float* t0, const float* t1,
+                                                std::uint64_t* b1, std::uint64_t* b2,
+                                                float* s) {
+    constexpr int NF = 4 * G;
+    const int words = PaddedWords64(n), chunks = (n + 15) / 16, valid = Valid(frames, t, NF);
+    const float* row[NF];
+#pragma GCC unroll 16
+    for (int f = 0; f < NF; ++f)
+      row[f] = v + static_cast<std::size_t>(t + (f < valid ? f : valid - 1)) * n;
+    __m512 acc[G];
+#pragma GCC unroll 16
+    for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_ps();
+    for (int q = 0; q < chunks; ++q) {
+      const int c = 16 * q;
       const __mmask16 km = TailMask(n - c);
       const __m512 t0v = _mm512_maskz_loadu_ps(km, t0 + c);
       const __m512 t1v = _mm512_maskz_loadu_ps(km, t1 + c);
-      const int word = c >> 6, shift = c & 63;  // c is a multiple of 16
-      for (int f = 0; f < NF; ++f) {
-        const std::size_t tf = static_cast<std::size_t>(t + f);
-        const __m512 xv = _mm512_maskz_loadu_ps(km, v + tf * n + c);
-        const __mmask16 m1 = _mm512_mask_cmp_ps_mask(km, _mm512_sub_ps(xv, t0v), zero,
-                                                     _CMP_LT_OQ);
-        const __m512 b = _mm512_mask_blend_ps(m1, one, mone);
-        const __m512 r = _mm512_sub_ps(_mm512_sub_ps(xv, b), t1v);
-        const __mmask16 m2 = _mm512_mask_cmp_ps_mask(km, r, zero, _CMP_LT_OQ);
-        // |r| of lanes >= n are +0 and leave the (non-negative) sums unchanged; the four
-        // 128-bit quarters are added in channel order: acc[q] sums c = q (mod 4) ascending,
-        // exactly the portable order.
-        const __m512 ar = _mm512_maskz_mov_ps(km, _mm512_abs_ps(r));
-        acc[f] = _mm_add_ps(acc[f], _mm512_castps512_ps128(ar));
-        acc[f] = _mm_add_ps(acc[f], Quarter<1>(ar));
-        acc[f] = _mm_add_ps(acc[f], Quarter<2>(ar));
-        acc[f] = _mm_add_ps(acc[f], Quarter<3>(ar));
-        b1[tf * words + word] |= static_cast<std::uint64_t>(m1) << shift;
-        b2[tf * words + word] |= static_cast<std::uint64_t>(m2) << shift;
+  #pragma GCC unroll 16
+      for (int g = 0; g < G; ++g) {
+        __m512 ar[4];
+    #pragma GCC unroll 16
+        for (int i = 0; i < 4; ++i) {
+          const int f = 4 * g + i;
+          const Bin16 b = Binarize16(_mm512_maskz_loadu_ps(km, row[f] + c), t0v, t1v, km);
+          ar[i] = b.ar;
+          if (f < valid) {
+            PutChunk(b1 + static_cast<std::size_t>(t + f) * words, q, b.m1);
+            PutChunk(b2 + static_cast<std::size_t>(t + f) * words, q, b.m2);
+          }
+        }
+        acc[g] = AddAbs4(acc[g], ar[0], ar[1], ar[2], ar[3]);
       }
     }
-    for (int f = 0; f < NF; ++f) {
-      float a[4];
-      _mm_storeu_ps(a, acc[f]);
-      s[t + f] = ((a[0] + a[1]) + (a[2] + a[3])) / static_cast<float>(n);
+    for (int f = 0; f < valid; ++f) {
+      ZeroChunks(b1 + static_cast<std::size_t>(t + f) * words, chunks, words);
+      ZeroChunks(b2 + static_cast<std::size_t>(t + f) * words, chunks, words);
     }
+    for (int g = 0; g < G && 4 * g < valid; ++g)
+      Scales4(acc[g], n, s + t + 4 * g, Valid(valid, 4 * g, 4));
   }
 
   BDFSMN_AVX512 static void BinarizeAvx512(const float* v, int frames, int n, const float* t0,
                                            const float* t1, std::uint64_t* b1,
                                            std::uint64_t* b2, float* s) {
     int t = 0;
-    for (; t + 4 <= frames; t += 4) BinarizeFramesAvx512<4>(v, t, n, t0, t1, b1, b2, s);
-    for (; t < frames; ++t) BinarizeFramesAvx512<1>(v, t, n, t0, t1, b1, b2, s);
+    for (; t + 8 <= frames; t += 8) BinarizeBlockAvx512<2>(v, t, frames, n, t0, t1, b1, b2, s);
+    for (; t < frames; t += 4) BinarizeBlockAvx512<1>(v, t, frames, n, t0, t1, b1, b2, s);
+  }
+
+  // Memory block. Per frame and 64-channel word, the taps' bit words are counted into byte
+  // lanes with mask-register adds (vpaddb under a 64-bit mask): n1 (plane 1 XOR weights) and,
+  // when the frame has at most 5 valid taps, the 5-bit code of its plane-2 signs; S2 is then
+  // a lookup (vpermt2ps) in a 32-entry table built per frame by exactly the portable
+  // additions (entry e: S2 = 0; for the valid taps i in k order: S2 += bit_i(e) ? -s : s), so
+  // S2 is bit-identical. More taps: S2 summed per 16 channels, k ascending. The W term:
+  // Layer::mem_tw_ (t2 * W per window of valid taps, from Init) or the prefix counts.
+  // kCounts: d1 / ws / s2 out (MemoryCounts); else m = x + PReLU(...) and, fused, the pw1
+  // binarization of m: bits, |r| into the rows `rabs` (4 frames), summed per 4 frames after.
+  struct MemArgs {
+    const Layer* L;
+    const float* x;
+    const std::uint64_t *b1, *b2;
+    const float* s;
+    int frames;
+    float* m;
+    std::int32_t *d1o, *wso;
+    float* s2o;
+    std::uint64_t *nb1, *nb2;
+    float* ns;
+    float* rabs;  // [4][Round16(C)] scratch (fused binarization)
+  };
+
+  static constexpr int kTableTaps = 5;
+
+  // NFR frames tf[0..NFR) of the memory block, interleaved (independent dependency chains);
+  // |r| of the fused binarization into rabs[fr] (unless kCounts); nothing stored for frames
+  // with !store[fr] (padding frames of a short 4-frame pass). kFast: C % 16 == 0 and the W
+  // term from Layer::mem_tw_ (no tail masks, one load). kTable: every frame has at most
+  // kTableTaps valid taps.
+  template <bool kCounts, bool kTable, bool kFast, int NFR>
+  BDFSMN_AVX512 static void MemoryFramesAvx512(const MemArgs& args, const int* tf,
+                                               const bool* store, float* const* rabs) {
+    const MemArgs a = args;  // a local copy: its fields are not reloaded after every store
+    const Layer& L = *a.L;
+    const int C = L.c_, wc = L.wc_, Cp = Round16(C);
+    static const __mmask16 kLo[kTableTaps] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00, 0x0000};
+    static const __mmask16 kHi[kTableTaps] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00, 0xFFFF};
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i ones8 = _mm512_set1_epi8(1);
+    __m512i bits8[kTableTaps];
+    for (int i = 0; i < kTableTaps; ++i) bits8[i] = _mm512_set1_epi8(static_cast<char>(1 << i));
+    const float *t2 = L.mem_t2_.data(), *mul = L.mem_mul_.data(), *bias = L.mem_bias_.data(),
+                *slope = L.mem_slope_.data(), *pt0 = L.pw1_t0_.data(), *pt1 = L.pw1_t1_.data();
+    int nv[NFR];
+    __m512i nvv[NFR];
+    const std::uint64_t* wr[NFR][kMaxTaps];
+    const std::uint64_t* r1[NFR][kMaxTaps];
+    const std::uint64_t* r2[NFR][kMaxTaps];
+    float st[NFR][kMaxTaps];
+    __m512 tlo[NFR], thi[NFR];
+    const float* tw[NFR];
+    const std::int32_t *wlo[NFR], *whi[NFR];
+    const float* x[NFR];
+    float* m[NFR];
+    std::uint64_t *o1[NFR], *o2[NFR];
+#pragma GCC unroll 4
+    for (int fr = 0; fr < NFR; ++fr) {
+      int ks[kMaxTaps], taus[kMaxTaps];
+      nv[fr] = ValidTaps(tf[fr], a.frames, L.taps(), L.l_, L.dil_, ks, taus);
+      nvv[fr] = _mm512_set1_epi32(nv[fr]);
+      tlo[fr] = thi[fr] = zero;
+      for (int i = 0; i < nv[fr]; ++i) {
+        wr[fr][i] = L.mem_w_.data() + static_cast<std::size_t>(ks[i]) * wc;
+        r1[fr][i] = a.b1 + static_cast<std::size_t>(taus[i]) * wc;
+        r2[fr][i] = a.b2 + static_cast<std::size_t>(taus[i]) * wc;
+        st[fr][i] = a.s[taus[i]];
+        if (kTable) {
+          const __m512 sp = _mm512_set1_ps(st[fr][i]), sn = _mm512_set1_ps(-st[fr][i]);
+          tlo[fr] = _mm512_add_ps(tlo[fr], _mm512_mask_blend_ps(kLo[i], sp, sn));
+          thi[fr] = _mm512_add_ps(thi[fr], _mm512_mask_blend_ps(kHi[i], sp, sn));
+        }
+      }
+      const int klo = ks[0], khi = ks[nv[fr] - 1] + 1;
+      tw[fr] = kFast ? L.MemTw(klo, khi) : nullptr;
+      wlo[fr] = L.mem_wpre_.data() + static_cast<std::size_t>(klo) * Cp;
+      whi[fr] = L.mem_wpre_.data() + static_cast<std::size_t>(khi) * Cp;
+      x[fr] = kCounts ? nullptr : a.x + static_cast<std::size_t>(tf[fr]) * C;
+      m[fr] = kCounts ? nullptr : a.m + static_cast<std::size_t>(tf[fr]) * C;
+      o1[fr] = kCounts ? nullptr : a.nb1 + static_cast<std::size_t>(tf[fr]) * wc;
+      o2[fr] = kCounts ? nullptr : a.nb2 + static_cast<std::size_t>(tf[fr]) * wc;
+    }
+    for (int j = 0; 64 * j < C; ++j) {
+      __m512i n1b[NFR], cdb[NFR];
+      std::uint64_t x2s[NFR][kMaxTaps];
+#pragma GCC unroll 4
+      for (int fr = 0; fr < NFR; ++fr) {
+        n1b[fr] = cdb[fr] = _mm512_setzero_si512();
+        for (int i = 0; i < nv[fr]; ++i) {
+          const std::uint64_t wb = wr[fr][i][j];
+          n1b[fr] =
+              _mm512_mask_add_epi8(n1b[fr], _cvtu64_mask64(wb ^ r1[fr][i][j]), n1b[fr], ones8);
+          x2s[fr][i] = wb ^ r2[fr][i][j];
+          if (kTable)
+            cdb[fr] = _mm512_mask_add_epi8(cdb[fr], _cvtu64_mask64(x2s[fr][i]), cdb[fr], bits8[i]);
+        }
+      }
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g) {
+        const int c0 = 64 * j + 16 * g;
+        if (c0 >= C) break;
+        const __mmask16 km = kFast ? static_cast<__mmask16>(0xFFFF) : TailMask(C - c0);
+#pragma GCC unroll 4
+        for (int fr = 0; fr < NFR; ++fr) {
+          const __m512i d1 = _mm512_sub_epi32(
+              nvv[fr], _mm512_slli_epi32(_mm512_cvtepu8_epi32(Lane128(n1b[fr], g)), 1));
+          __m512 s2;
+          if (kTable) {
+            s2 = _mm512_permutex2var_ps(tlo[fr], _mm512_cvtepu8_epi32(Lane128(cdb[fr], g)),
+                                        thi[fr]);
+          } else {
+            s2 = zero;
+            for (int i = 0; i < nv[fr]; ++i)
+              s2 = _mm512_add_ps(
+                  s2, _mm512_mask_blend_ps(static_cast<__mmask16>(x2s[fr][i] >> (16 * g)),
+                                           _mm512_set1_ps(st[fr][i]), _mm512_set1_ps(-st[fr][i])));
+          }
+          __m512 t2w;  // t2 * float(W)
+          __m512i ws = _mm512_setzero_si512();
+          if (kFast) {
+            t2w = _mm512_loadu_ps(tw[fr] + c0);
+          } else {
+            const __m512i nw = _mm512_sub_epi32(_mm512_loadu_si512(whi[fr] + c0),
+                                                _mm512_loadu_si512(wlo[fr] + c0));
+            ws = _mm512_sub_epi32(nvv[fr], _mm512_slli_epi32(nw, 1));
+            t2w = _mm512_mul_ps(_mm512_loadu_ps(t2 + c0), _mm512_cvtepi32_ps(ws));
+          }
+          if (kCounts) {
+            if (store[fr]) {
+              const std::size_t idx = static_cast<std::size_t>(tf[fr]) * C + c0;
+              _mm512_mask_storeu_epi32(a.d1o + idx, km, d1);
+              _mm512_mask_storeu_epi32(a.wso + idx, km, ws);
+              _mm512_mask_storeu_ps(a.s2o + idx, km, s2);
+            }
+            continue;
+          }
+          // parameter vectors are padded to a multiple of 16 by Layer::Init
+          __m512 z = _mm512_sub_ps(_mm512_add_ps(_mm512_cvtepi32_ps(d1), s2), t2w);
+          z = _mm512_add_ps(_mm512_mul_ps(z, _mm512_loadu_ps(mul + c0)),
+                            _mm512_loadu_ps(bias + c0));
+          const __mmask16 neg = _mm512_cmp_ps_mask(z, zero, _CMP_LT_OQ);
+          const __m512 p = _mm512_mask_mul_ps(z, neg, z, _mm512_loadu_ps(slope + c0));
+          const __m512 xv =
+              kFast ? _mm512_loadu_ps(x[fr] + c0) : _mm512_maskz_loadu_ps(km, x[fr] + c0);
+          const __m512 mv = _mm512_add_ps(xv, p);
+          const Bin16 b =
+              Binarize16(mv, _mm512_loadu_ps(pt0 + c0), _mm512_loadu_ps(pt1 + c0), km);
+          _mm512_storeu_ps(rabs[fr] + c0, b.ar);
+          if (store[fr]) {
+            if (kFast) {
+              _mm512_storeu_ps(m[fr] + c0, mv);
+            } else {
+              _mm512_mask_storeu_ps(m[fr] + c0, km, mv);
+            }
+            PutChunk(o1[fr], c0 / 16, b.m1);
+            PutChunk(o2[fr], c0 / 16, b.m2);
+          }
+        }
+      }
+    }
+    if (!kCounts) {
+      for (int fr = 0; fr < NFR; ++fr) {
+        if (!store[fr]) continue;
+        ZeroChunks(o1[fr], (C + 15) / 16, wc);
+        ZeroChunks(o2[fr], (C + 15) / 16, wc);
+      }
+    }
+  }
+
+  // The |r| rows of 4 frames (row stride ld, n channels, zero beyond n up to a multiple of
+  // 16) -> their scales, in the portable order.
+  BDFSMN_AVX512 static void ScalesFromRows4(const float* rabs, int ld, int n, float* s,
+                                            int valid) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int c = 0; c < n; c += 16)
+      acc = AddAbs4(acc, _mm512_loadu_ps(rabs + c), _mm512_loadu_ps(rabs + ld + c),
+                    _mm512_loadu_ps(rabs + 2 * ld + c), _mm512_loadu_ps(rabs + 3 * ld + c));
+    Scales4(acc, n, s, valid);
   }
 
   template <bool kCounts>
   BDFSMN_AVX512 static void MemoryAvx512(const Layer& L, const float* x,
                                          const std::uint64_t* b1, const std::uint64_t* b2,
                                          const float* s, int frames, float* m,
-                                         std::int32_t* d1o, std::int32_t* wso, float* s2o) {
-    const int C = L.c_, wc = L.wc_, K = L.taps();
-    int ks[kMaxTaps], taus[kMaxTaps];
-    std::uint64_t x1[kMaxTaps], x2[kMaxTaps], wb[kMaxTaps];
-    __m512 sp[kMaxTaps], sn[kMaxTaps];
-    const __m512 zero = _mm512_setzero_ps();
-    const __m512i onei = _mm512_set1_epi32(1);
-    for (int t = 0; t < frames; ++t) {
-      const int nv = ValidTaps(t, frames, K, L.l_, L.dil_, ks, taus);
-      for (int i = 0; i < nv; ++i) {
-        sp[i] = _mm512_set1_ps(s[taus[i]]);
-        sn[i] = _mm512_set1_ps(-s[taus[i]]);
-      }
-      const __m512i nvv = _mm512_set1_epi32(nv);
-      for (int j = 0; j * 64 < C; ++j) {
-        for (int i = 0; i < nv; ++i) {
-          wb[i] = L.mem_w_[static_cast<std::size_t>(ks[i]) * wc + j];
-          x1[i] = wb[i] ^ b1[static_cast<std::size_t>(taus[i]) * wc + j];
-          x2[i] = wb[i] ^ b2[static_cast<std::size_t>(taus[i]) * wc + j];
+                                         std::int32_t* d1o, std::int32_t* wso, float* s2o,
+                                         std::uint64_t* nb1, std::uint64_t* nb2, float* ns,
+                                         float* rabs) {
+    const MemArgs a{&L, x, b1, b2, s, frames, m, d1o, wso, s2o, nb1, nb2, ns, rabs};
+    const int ld = Round16(L.c_);
+    const bool fast = !kCounts && L.c_ % 16 == 0 && !L.mem_tw_.empty();
+    for (int t = 0; t < frames; t += 4) {
+      const int valid = Valid(frames, t, 4);
+      // two frames per call (4 in the pass; padding frames repeat the last valid one)
+      for (int f = 0; f < 4; f += 2) {
+        int tf[2];
+        bool store[2], table = true;
+        float* rows[2];
+        for (int q = 0; q < 2; ++q) {
+          tf[q] = t + (f + q < valid ? f + q : valid - 1);
+          store[q] = f + q < valid;
+          rows[q] = kCounts ? nullptr : rabs + static_cast<std::size_t>(f + q) * ld;
+          int ks[kMaxTaps], taus[kMaxTaps];
+          table = table && ValidTaps(tf[q], frames, L.taps(), L.l_, L.dil_, ks, taus) <= kTableTaps;
         }
-        for (int g = 0; g < 4; ++g) {
-          const int c0 = 64 * j + 16 * g;
-          if (c0 >= C) break;
-          __m512i n1 = _mm512_setzero_si512(), nw = n1;
-          __m512 s2 = zero;
-          for (int i = 0; i < nv; ++i) {
-            const __mmask16 k1 = static_cast<__mmask16>(x1[i] >> (16 * g));
-            const __mmask16 kw = static_cast<__mmask16>(wb[i] >> (16 * g));
-            const __mmask16 k2 = static_cast<__mmask16>(x2[i] >> (16 * g));
-            n1 = _mm512_mask_add_epi32(n1, k1, n1, onei);
-            nw = _mm512_mask_add_epi32(nw, kw, nw, onei);
-            s2 = _mm512_add_ps(s2, _mm512_mask_blend_ps(k2, sp[i], sn[i]));
-          }
-          const __m512i d1 = _mm512_sub_epi32(nvv, _mm512_slli_epi32(n1, 1));
-          const __m512i ws = _mm512_sub_epi32(nvv, _mm512_slli_epi32(nw, 1));
-          const __mmask16 km = TailMask(C - c0);
-          const std::size_t idx = static_cast<std::size_t>(t) * C + c0;
-          if (kCounts) {
-            _mm512_mask_storeu_epi32(d1o + idx, km, d1);
-            _mm512_mask_storeu_epi32(wso + idx, km, ws);
-            _mm512_mask_storeu_ps(s2o + idx, km, s2);
-          } else {
-            // parameter vectors are padded to a multiple of 16 by Layer::Init
-            __m512 z = _mm512_add_ps(_mm512_cvtepi32_ps(d1), s2);
-            z = _mm512_sub_ps(z, _mm512_mul_ps(_mm512_loadu_ps(&L.mem_t2_[c0]),
-                                               _mm512_cvtepi32_ps(ws)));
-            z = _mm512_add_ps(_mm512_mul_ps(z, _mm512_loadu_ps(&L.mem_mul_[c0])),
-                              _mm512_loadu_ps(&L.mem_bias_[c0]));
-            const __mmask16 neg = _mm512_cmp_ps_mask(z, zero, _CMP_LT_OQ);
-            const __m512 p = _mm512_mask_mul_ps(z, neg, z, _mm512_loadu_ps(&L.mem_slope_[c0]));
-            _mm512_mask_storeu_ps(m + idx, km,
-                                  _mm512_add_ps(_mm512_maskz_loadu_ps(km, x + idx), p));
-          }
+        if (kCounts && !store[0]) break;
+        if (table && fast) {
+          MemoryFramesAvx512<kCounts, true, true, 2>(a, tf, store, rows);
+        } else if (table) {
+          MemoryFramesAvx512<kCounts, true, false, 2>(a, tf, store, rows);
+        } else {
+          MemoryFramesAvx512<kCounts, false, false, 2>(a, tf, store, rows);
         }
       }
+      if (!kCounts) ScalesFromRows4(rabs, ld, L.c_, ns + t, valid);
     }
   }
 
-  // One frame-block of the pointwise GEMM: NF frames x 16 output channels per step. wt is
-  // the transposed weight layout (Layer::pw1_wt_ / pw2_wt_, row stride Op = Round16(O)); a
-  // frame's activation row is read as 32-bit words (little endian: word j = bits 32j..).
-  template <bool kCounts, int NF>
-  BDFSMN_AVX512 static void PointwiseBlockAvx512(const std::uint32_t* wt, int O, int Op, int K,
-                                                 int kw, const std::uint32_t* const* a1,
-                                                 const std::uint32_t* const* a2,
-                                                 const int* ts, const float* s,
-                                                 const float* mul, const float* bias,
-                                                 const float* slope, const float* res,
-                                                 float* out, std::int32_t* p1o,
-                                                 std::int32_t* p2o) {
+
+
+  // 4G frames x 16 outputs per step: the 16-output column of transposed weight words is
+  // loaded once per input word and XORed with the broadcast activation word of every frame
+  // and both bit planes (8G accumulators in registers); then, per frame, P1/P2, the dual
+  // scale, folded BN, PReLU, residual, store and (fused) the next layer stage's binarization
+  // of the 16 fresh outputs, 16 lanes wide.
+  template <bool kCounts, int G>
+  BDFSMN_AVX512 static void PointwiseBlockAvx512(const PwArgs& args, int t, int frames) {
+    constexpr int NF = 4 * G;
+    const PwArgs a = args;  // a local copy: its fields are not reloaded after every store
+    const int valid = Valid(frames, t, NF), Op = Round16(a.O), kw = PackedWords32(a.K);
+    const int nW = PaddedWords64(a.O), chunks = (a.O + 15) / 16;
+    const bool next = !kCounts && a.nb1 != nullptr;
+    const std::uint32_t* a1[NF];
+    const std::uint32_t* a2[NF];
+    int tf[NF];
+#pragma GCC unroll 16
+    for (int f = 0; f < NF; ++f) {
+      tf[f] = t + (f < valid ? f : valid - 1);
+      a1[f] = reinterpret_cast<const std::uint32_t*>(a.b1 + static_cast<std::size_t>(tf[f]) * a.W);
+      a2[f] = reinterpret_cast<const std::uint32_t*>(a.b2 + static_cast<std::size_t>(tf[f]) * a.W);
+    }
     const __m512 zero = _mm512_setzero_ps();
-    const __m512i kv = _mm512_set1_epi32(K);
-    for (int ob = 0; ob < O; ob += 16) {
+    const __m512i kv = _mm512_set1_epi32(a.K);
+    const __m512 kf = _mm512_set1_ps(static_cast<float>(a.K)), mtwo = _mm512_set1_ps(-2.0f);
+    __m512 sacc[G];
+#pragma GCC unroll 16
+    for (int g = 0; g < G; ++g) sacc[g] = zero;
+    for (int ob = 0; ob < a.O; ob += 16) {
       __m512i c1[NF], c2[NF];
+#pragma GCC unroll 16
       for (int f = 0; f < NF; ++f) c1[f] = c2[f] = _mm512_setzero_si512();
-      const std::uint32_t* wcol = wt + ob;
+      const std::uint32_t* wcol = a.wt + ob;
       for (int j = 0; j < kw; ++j) {
         const __m512i w = _mm512_loadu_si512(wcol + static_cast<std::size_t>(j) * Op);
+#pragma GCC unroll 16
         for (int f = 0; f < NF; ++f) {
-          c1[f] = _mm512_add_epi32(
-              c1[f], _mm512_popcnt_epi32(_mm512_xor_si512(w, _mm512_set1_epi32(
-                                                                 static_cast<int>(a1[f][j])))));
-          c2[f] = _mm512_add_epi32(
-              c2[f], _mm512_popcnt_epi32(_mm512_xor_si512(w, _mm512_set1_epi32(
-                                                                 static_cast<int>(a2[f][j])))));
+          c1[f] = _mm512_add_epi32(c1[f], _mm512_popcnt_epi32(_mm512_xor_si512(
+                                              w, _mm512_set1_epi32(static_cast<int>(a1[f][j])))));
+          c2[f] = _mm512_add_epi32(c2[f], _mm512_popcnt_epi32(_mm512_xor_si512(
+                                              w, _mm512_set1_epi32(static_cast<int>(a2[f][j])))));
         }
       }
-      const __mmask16 km = TailMask(O - ob);
-      for (int f = 0; f < NF; ++f) {
-        const __m512i p1 = _mm512_sub_epi32(kv, _mm512_slli_epi32(c1[f], 1));
-        const __m512i p2 = _mm512_sub_epi32(kv, _mm512_slli_epi32(c2[f], 1));
-        const std::size_t idx = static_cast<std::size_t>(ts[f]) * O + ob;
-        if (kCounts) {
-          _mm512_mask_storeu_epi32(p1o + idx, km, p1);
-          _mm512_mask_storeu_epi32(p2o + idx, km, p2);
-        } else {
-          const __m512 st = _mm512_set1_ps(s[ts[f]]);
-          __m512 z = _mm512_add_ps(_mm512_cvtepi32_ps(p1),
-                                   _mm512_mul_ps(st, _mm512_cvtepi32_ps(p2)));
-          z = _mm512_add_ps(_mm512_mul_ps(z, _mm512_loadu_ps(mul + ob)),
-                            _mm512_loadu_ps(bias + ob));
+      const __mmask16 km = TailMask(a.O - ob);
+      if (kCounts) {
+        for (int f = 0; f < valid; ++f) {
+          const std::size_t idx = static_cast<std::size_t>(tf[f]) * a.O + ob;
+          _mm512_mask_storeu_epi32(a.p1o + idx, km,
+                                   _mm512_sub_epi32(kv, _mm512_slli_epi32(c1[f], 1)));
+          _mm512_mask_storeu_epi32(a.p2o + idx, km,
+                                   _mm512_sub_epi32(kv, _mm512_slli_epi32(c2[f], 1)));
+        }
+        continue;
+      }
+      // parameter vectors are padded to a multiple of 16 by Layer::Init
+      const __m512 mul = _mm512_loadu_ps(a.mul + ob), bias = _mm512_loadu_ps(a.bias + ob),
+                   slope = _mm512_loadu_ps(a.slope + ob);
+      const __m512 nt0 = next ? _mm512_loadu_ps(a.nt0 + ob) : zero;
+      const __m512 nt1 = next ? _mm512_loadu_ps(a.nt1 + ob) : zero;
+#pragma GCC unroll 16
+      for (int g = 0; g < G; ++g) {
+        __m512 ar[4];
+#pragma GCC unroll 16
+        for (int i = 0; i < 4; ++i) {
+          const int f = 4 * g + i;
+          // float(K - 2 * count): the fused multiply-add is exact (integers below 2^24)
+          const __m512 p1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1[f]), mtwo, kf);
+          const __m512 p2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c2[f]), mtwo, kf);
+          __m512 z = _mm512_add_ps(p1, _mm512_mul_ps(_mm512_set1_ps(a.s[tf[f]]), p2));
+          z = _mm512_add_ps(_mm512_mul_ps(z, mul), bias);
           const __mmask16 neg = _mm512_cmp_ps_mask(z, zero, _CMP_LT_OQ);
-          __m512 p = _mm512_mask_mul_ps(z, neg, z, _mm512_loadu_ps(slope + ob));
-          if (res != nullptr) p = _mm512_add_ps(_mm512_maskz_loadu_ps(km, res + idx), p);
-          _mm512_mask_storeu_ps(out + idx, km, p);
+          __m512 p = _mm512_mask_mul_ps(z, neg, z, slope);
+          const std::size_t idx = static_cast<std::size_t>(tf[f]) * a.O + ob;
+          if (a.res != nullptr) p = _mm512_add_ps(_mm512_maskz_loadu_ps(km, a.res + idx), p);
+          if (f < valid && a.out != nullptr) _mm512_mask_storeu_ps(a.out + idx, km, p);
+          ar[i] = zero;
+          if (next) {
+            const Bin16 b = Binarize16(p, nt0, nt1, km);
+            ar[i] = b.ar;
+            if (f < valid) {
+              PutChunk(a.nb1 + static_cast<std::size_t>(tf[f]) * nW, ob / 16, b.m1);
+              PutChunk(a.nb2 + static_cast<std::size_t>(tf[f]) * nW, ob / 16, b.m2);
+            }
+          }
         }
+        if (next) sacc[g] = AddAbs4(sacc[g], ar[0], ar[1], ar[2], ar[3]);
       }
+    }
+    if (next) {
+      for (int f = 0; f < valid; ++f) {
+        ZeroChunks(a.nb1 + static_cast<std::size_t>(t + f) * nW, chunks, nW);
+        ZeroChunks(a.nb2 + static_cast<std::size_t>(t + f) * nW, chunks, nW);
+      }
+      for (int g = 0; g < G && 4 * g < valid; ++g)
+        Scales4(sacc[g], a.O, a.ns + t + 4 * g, Valid(valid, 4 * g, 4));
     }
   }
 
   template <bool kCounts>
-  BDFSMN_AVX512 static void PointwiseAvx512(const std::uint32_t* wt, int O, int K, int W,
-                                            const std::uint64_t* b1, const std::uint64_t* b2,
-                                            const float* s, int frames, const float* mul,
-                                            const float* bias, const float* slope,
-                                            const float* res, float* out, std::int32_t* p1o,
-                                            std::int32_t* p2o) {
-    constexpr int kNF = 4;  // frames sharing each weight load
-    const int Op = (O + 15) & ~15, kw = PackedWords32(K);
-    const std::uint32_t* a1[kNF];
-    const std::uint32_t* a2[kNF];
-    int ts[kNF];
+  BDFSMN_AVX512 static void PointwiseAvx512(const PwArgs& a, int frames) {
     int t = 0;
-    for (; t + kNF <= frames; t += kNF) {
-      for (int f = 0; f < kNF; ++f) {
-        ts[f] = t + f;
-        a1[f] = reinterpret_cast<const std::uint32_t*>(b1 + static_cast<std::size_t>(t + f) * W);
-        a2[f] = reinterpret_cast<const std::uint32_t*>(b2 + static_cast<std::size_t>(t + f) * W);
-      }
-      PointwiseBlockAvx512<kCounts, kNF>(wt, O, Op, K, kw, a1, a2, ts, s, mul, bias, slope,
-                                         res, out, p1o, p2o);
-    }
-    for (; t < frames; ++t) {
-      ts[0] = t;
-      a1[0] = reinterpret_cast<const std::uint32_t*>(b1 + static_cast<std::size_t>(t) * W);
-      a2[0] = reinterpret_cast<const std::uint32_t*>(b2 + static_cast<std::size_t>(t) * W);
-      PointwiseBlockAvx512<kCounts, 1>(wt, O, Op, K, kw, a1, a2, ts, s, mul, bias, slope, res,
-                                       out, p1o, p2o);
-    }
+    for (; t + 8 <= frames; t += 8) PointwiseBlockAvx512<kCounts, 2>(a, t, frames);
+    for (; t < frames; t += 4) PointwiseBlockAvx512<kCounts, 1>(a, t, frames);
   }
+
 #pragma GCC diagnostic pop
 #endif  // BDFSMN_HAVE_AVX512
 
@@ -774,42 +1621,217 @@ struct Kernels {
     BinarizePortable(v, frames, n, t0, t1, b1, b2, s);
   }
 
-  template <bool kCounts>
-  static void Memory(const Layer& L, const float* x, const std::uint64_t* b1,
-                     const std::uint64_t* b2, const float* s, int frames, float* m,
-                     std::int32_t* d1o, std::int32_t* wso, float* s2o, Path path) {
+  // Memory block accumulators (MemoryCounts).
+  static void MemoryCounts(const Layer& L, const std::uint64_t* b1, const std::uint64_t* b2,
+                           const float* s, int frames, std::int32_t* d1o, std::int32_t* wso,
+                           float* s2o, Path path) {
 #if BDFSMN_HAVE_NEON
-    if (UseNeon(path)) return MemoryNeon<kCounts>(L, x, b1, b2, s, frames, m, d1o, wso, s2o);
+    if (UseNeon(path))
+      return MemoryNeon<true>(L, nullptr, b1, b2, s, frames, nullptr, d1o, wso, s2o);
 #endif
 #if BDFSMN_HAVE_AVX512
     if (UseAvx512(path))
-      return MemoryAvx512<kCounts>(L, x, b1, b2, s, frames, m, d1o, wso, s2o);
+      return MemoryAvx512<true>(L, nullptr, b1, b2, s, frames, nullptr, d1o, wso, s2o, nullptr,
+                                nullptr, nullptr, nullptr);
 #endif
     (void)path;
-    MemoryPortable<kCounts>(L, x, b1, b2, s, frames, m, d1o, wso, s2o);
+    MemoryPortable<true>(L, nullptr, b1, b2, s, frames, nullptr, d1o, wso, s2o);
   }
 
-  template <bool kCounts>
-  static void Pointwise(const std::uint64_t* w, const std::uint32_t* wt, int O, int K, int W,
-                        const std::uint64_t* b1, const std::uint64_t* b2, const float* s,
-                        int frames, const float* mul, const float* bias, const float* slope,
-                        const float* res, float* out, std::int32_t* p1o, std::int32_t* p2o,
-                        Path path) {
+  // Pointwise accumulators (PointwiseCounts): which = 1 (pw1) or 2 (pw2).
+  static void PointwiseCounts(const Layer& L, int which, const std::uint64_t* b1,
+                              const std::uint64_t* b2, int frames, std::int32_t* p1o,
+                              std::int32_t* p2o, Path path) {
+    const std::uint64_t* w = which == 1 ? L.pw1_w_.data() : L.pw2_w_.data();
+    const int O = which == 1 ? L.h_ : L.c_, K = which == 1 ? L.c_ : L.h_;
+    const int W = which == 1 ? L.wc_ : L.wh_;
 #if BDFSMN_HAVE_NEON
-    if (UseNeon(path))
-      return PointwiseNeon<kCounts>(w, O, K, W, b1, b2, s, frames, mul, bias, slope, res, out,
-                                    p1o, p2o);
+    if (UseNeon(path)) {
+      PwArgs a{};
+      a.O = O;
+      a.K = K;
+      a.W = W;
+      a.b1 = b1;
+      a.b2 = b2;
+      a.p1o = p1o;
+      a.p2o = p2o;
+      return PointwiseNeon2(a, w, frames);
+    }
 #endif
 #if BDFSMN_HAVE_AVX512
-    if (UseAvx512(path) && wt != nullptr)
-      return PointwiseAvx512<kCounts>(wt, O, K, W, b1, b2, s, frames, mul, bias, slope, res,
-                                      out, p1o, p2o);
+    const std::vector<std::uint32_t>& wt = which == 1 ? L.pw1_wt_ : L.pw2_wt_;
+    if (UseAvx512(path) && !wt.empty()) {
+      PwArgs a{};
+      a.wt = wt.data();
+      a.O = O;
+      a.K = K;
+      a.W = W;
+      a.b1 = b1;
+      a.b2 = b2;
+      a.p1o = p1o;
+      a.p2o = p2o;
+      return PointwiseAvx512<true>(a, frames);
+    }
 #endif
     (void)path;
-    (void)wt;
-    PointwisePortable<kCounts>(w, O, K, W, b1, b2, s, frames, mul, bias, slope, res, out, p1o,
-                               p2o);
+    PointwisePortable<true>(w, O, K, W, b1, b2, nullptr, frames, nullptr, nullptr, nullptr,
+                            nullptr, nullptr, p1o, p2o);
   }
+
+  // ---------------- the stages of Layer::Eval (Layer::EvalStage) ----------------
+  // kMemory: m and the pw1 binarization of m; kPw1: h and the pw2 binarization of h; kPw2:
+  // out. The AVX-512 path fuses each binarization into the pass that produces its input.
+  static void Stage(const Layer& L, Layer::Stage stage, const float* x, int frames, float* out,
+                    Workspace* ws, Path path) {
+#if BDFSMN_HAVE_AVX512
+    if (UseAvx512(path) && !L.pw1_wt_.empty()) return StageAvx512(L, stage, x, frames, out, ws);
+#endif
+    const std::size_t T = static_cast<std::size_t>(frames);
+    (void)T;
+    switch (stage) {
+      case Layer::Stage::kBinarize:
+        Binarize(x, frames, L.c_, L.mem_t0_.data(), L.mem_t1_.data(), ws->mem_b1.data(),
+                 ws->mem_b2.data(), ws->mem_s.data(), path);
+        return;
+      case Layer::Stage::kMemory:
+#if BDFSMN_HAVE_NEON
+        if (UseNeon(path)) {
+          if (MemoryTableNeon(L, x, ws->mem_b1.data(), ws->mem_b2.data(), ws->mem_s.data(),
+                              frames, ws->m.data(), ws->pw1_b1.data(), ws->pw1_b2.data(),
+                              ws->pw1_s.data()))
+            return;
+          MemoryNeon<false>(L, x, ws->mem_b1.data(), ws->mem_b2.data(), ws->mem_s.data(),
+                            frames, ws->m.data(), nullptr, nullptr, nullptr);
+        } else
+#endif
+        {
+          MemoryPortable<false>(L, x, ws->mem_b1.data(), ws->mem_b2.data(), ws->mem_s.data(),
+                                frames, ws->m.data(), nullptr, nullptr, nullptr);
+        }
+        Binarize(ws->m.data(), frames, L.c_, L.pw1_t0_.data(), L.pw1_t1_.data(),
+                 ws->pw1_b1.data(), ws->pw1_b2.data(), ws->pw1_s.data(), path);
+        return;
+      case Layer::Stage::kPw1:
+#if BDFSMN_HAVE_NEON
+        if (UseNeon(path)) {
+          PwArgs a{};
+          a.O = L.h_;
+          a.K = L.c_;
+          a.W = L.wc_;
+          a.b1 = ws->pw1_b1.data();
+          a.b2 = ws->pw1_b2.data();
+          a.s = ws->pw1_s.data();
+          a.mul = L.pw1_mul_.data();
+          a.bias = L.pw1_bias_.data();
+          a.slope = L.pw1_slope_.data();
+          a.out = ws->keep_h ? ws->h.data() : nullptr;
+          a.nt0 = L.pw2_t0_.data();
+          a.nt1 = L.pw2_t1_.data();
+          a.nb1 = ws->pw2_b1.data();
+          a.nb2 = ws->pw2_b2.data();
+          a.ns = ws->pw2_s.data();
+          a.pk = L.pw1_pk_.data();
+          return PointwiseNeon2(a, L.pw1_w_.data(), frames);
+        }
+#endif
+        PointwiseF(L.pw1_w_.data(), L.h_, L.c_, L.wc_, ws->pw1_b1.data(), ws->pw1_b2.data(),
+                   ws->pw1_s.data(), frames, L.pw1_mul_.data(), L.pw1_bias_.data(),
+                   L.pw1_slope_.data(), nullptr, ws->h.data(), path);
+        Binarize(ws->h.data(), frames, L.h_, L.pw2_t0_.data(), L.pw2_t1_.data(),
+                 ws->pw2_b1.data(), ws->pw2_b2.data(), ws->pw2_s.data(), path);
+        return;
+      case Layer::Stage::kPw2:
+#if BDFSMN_HAVE_NEON
+        if (UseNeon(path)) {
+          PwArgs a{};
+          a.O = L.c_;
+          a.K = L.h_;
+          a.W = L.wh_;
+          a.b1 = ws->pw2_b1.data();
+          a.b2 = ws->pw2_b2.data();
+          a.s = ws->pw2_s.data();
+          a.mul = L.pw2_mul_.data();
+          a.bias = L.pw2_bias_.data();
+          a.slope = L.pw2_slope_.data();
+          a.res = ws->m.data();
+          a.out = out;
+          a.pk = L.pw2_pk_.data();
+          return PointwiseNeon2(a, L.pw2_w_.data(), frames);
+        }
+#endif
+        PointwiseF(L.pw2_w_.data(), L.c_, L.h_, L.wh_, ws->pw2_b1.data(), ws->pw2_b2.data(),
+                   ws->pw2_s.data(), frames, L.pw2_mul_.data(), L.pw2_bias_.data(),
+                   L.pw2_slope_.data(), ws->m.data(), out, path);
+        return;
+    }
+  }
+
+  static void PointwiseF(const std::uint64_t* w, int O, int K, int W, const std::uint64_t* b1,
+                         const std::uint64_t* b2, const float* s, int frames, const float* mul,
+                         const float* bias, const float* slope, const float* res, float* out,
+                         Path path) {
+#if BDFSMN_HAVE_NEON
+    if (UseNeon(path))
+      return PointwiseNeon<false>(w, O, K, W, b1, b2, s, frames, mul, bias, slope, res, out,
+                                  nullptr, nullptr);
+#endif
+    (void)path;
+    PointwisePortable<false>(w, O, K, W, b1, b2, s, frames, mul, bias, slope, res, out, nullptr,
+                             nullptr);
+  }
+
+#if BDFSMN_HAVE_AVX512
+  static void StageAvx512(const Layer& L, Layer::Stage stage, const float* x, int frames,
+                          float* out, Workspace* ws) {
+    switch (stage) {
+      case Layer::Stage::kBinarize:
+        BinarizeAvx512(x, frames, L.c_, L.mem_t0_.data(), L.mem_t1_.data(), ws->mem_b1.data(),
+                       ws->mem_b2.data(), ws->mem_s.data());
+        return;
+      case Layer::Stage::kMemory:
+        MemoryAvx512<false>(L, x, ws->mem_b1.data(), ws->mem_b2.data(), ws->mem_s.data(),
+                            frames, ws->m.data(), nullptr, nullptr, nullptr, ws->pw1_b1.data(),
+                            ws->pw1_b2.data(), ws->pw1_s.data(), ws->rabs.data());
+        return;
+      case Layer::Stage::kPw1: {
+        PwArgs a{};
+        a.wt = L.pw1_wt_.data();
+        a.O = L.h_;
+        a.K = L.c_;
+        a.W = L.wc_;
+        a.b1 = ws->pw1_b1.data();
+        a.b2 = ws->pw1_b2.data();
+        a.s = ws->pw1_s.data();
+        a.mul = L.pw1_mul_.data();
+        a.bias = L.pw1_bias_.data();
+        a.slope = L.pw1_slope_.data();
+        a.out = ws->keep_h ? ws->h.data() : nullptr;  // nothing reads h (Workspace::keep_h)
+        a.nt0 = L.pw2_t0_.data();
+        a.nt1 = L.pw2_t1_.data();
+        a.nb1 = ws->pw2_b1.data();
+        a.nb2 = ws->pw2_b2.data();
+        a.ns = ws->pw2_s.data();
+        return PointwiseAvx512<false>(a, frames);
+      }
+      case Layer::Stage::kPw2: {
+        PwArgs a{};
+        a.wt = L.pw2_wt_.data();
+        a.O = L.c_;
+        a.K = L.h_;
+        a.W = L.wh_;
+        a.b1 = ws->pw2_b1.data();
+        a.b2 = ws->pw2_b2.data();
+        a.s = ws->pw2_s.data();
+        a.mul = L.pw2_mul_.data();
+        a.bias = L.pw2_bias_.data();
+        a.slope = L.pw2_slope_.data();
+        a.res = ws->m.data();
+        a.out = out;
+        return PointwiseAvx512<false>(a, frames);
+      }
+    }
+  }
+#endif
 };
 
 // ------------------------------------------------------------------------------------
@@ -863,6 +1885,9 @@ bool Layer::Init(const LayerSpec& spec, std::string* error) {
                                      (c % 64)) & 1u);
     }
   }
+  // t2 * float(W) per window [klo, khi) of valid taps (the W term of the memory block;
+  // filled below, after the vectors), unless that table would be large
+  mem_tw_.clear();
   if (HasAvx512()) {
     TransposeWords(pw1_w_, H, C, wc_, &pw1_wt_);
     TransposeWords(pw2_w_, C, H, wh_, &pw2_wt_);
@@ -872,7 +1897,7 @@ bool Layer::Init(const LayerSpec& spec, std::string* error) {
   }
   // vectors padded to a multiple of 16 floats: whole-register loads in the SIMD paths
   const int C4 = Round16(C), H4 = Round16(H);
-  return CopyVec(spec.mem_t0, C, C4, "mem_t0", &mem_t0_, error) &&
+  const bool ok = CopyVec(spec.mem_t0, C, C4, "mem_t0", &mem_t0_, error) &&
          CopyVec(spec.mem_t1, C, C4, "mem_t1", &mem_t1_, error) &&
          CopyVec(spec.mem_t2, C, C4, "mem_t2", &mem_t2_, error) &&
          CopyVec(spec.mem_mul, C, C4, "mem_mul", &mem_mul_, error) &&
@@ -888,6 +1913,50 @@ bool Layer::Init(const LayerSpec& spec, std::string* error) {
          CopyVec(spec.pw2_mul, C, C4, "pw2_mul", &pw2_mul_, error) &&
          CopyVec(spec.pw2_bias, C, C4, "pw2_bias", &pw2_bias_, error) &&
          CopyVec(spec.pw2_slope, C, C4, "pw2_slope", &pw2_slope_, error);
+  if (!ok) return false;
+  bin_pk_.clear();
+  mem_pk_.clear();
+  pw1_pk_.clear();
+  pw2_pk_.clear();
+  if (HasNeon()) {
+    auto pack = [](std::initializer_list<const std::vector<float>*> rows, int n,
+                   std::vector<float>* out) {
+      const int k = static_cast<int>(rows.size()), blocks = (n + 3) / 4;
+      out->assign(static_cast<std::size_t>(blocks) * k * 4, 0.0f);
+      for (int b = 0; b < blocks; ++b) {
+        int r = 0;
+        for (const std::vector<float>* row : rows) {
+          for (int l = 0; l < 4; ++l)
+            (*out)[(static_cast<std::size_t>(b) * k + r) * 4 + l] = (*row)[4 * b + l];
+          ++r;
+        }
+      }
+    };
+    pack({&mem_t0_, &mem_t1_}, C, &bin_pk_);
+    pack({&mem_mul_, &mem_bias_, &mem_slope_, &pw1_t0_, &pw1_t1_}, C, &mem_pk_);
+    pack({&pw1_mul_, &pw1_bias_, &pw1_slope_, &pw2_t0_, &pw2_t1_}, H, &pw1_pk_);
+    pack({&pw2_mul_, &pw2_bias_, &pw2_slope_}, C, &pw2_pk_);
+  }
+  const std::size_t windows = static_cast<std::size_t>(l_ + 1) * static_cast<std::size_t>(r_ + 1);
+  if (windows * static_cast<std::size_t>(C4) <= kMaxMemTw) {
+    mem_tw_.assign(windows * static_cast<std::size_t>(C4), 0.0f);
+    for (int klo = 0; klo <= l_; ++klo) {
+      for (int khi = l_ + 1; khi <= K; ++khi) {
+        float* row = &mem_tw_[(static_cast<std::size_t>(klo) * (r_ + 1) + (khi - l_ - 1)) * C4];
+        for (int c = 0; c < C; ++c) {
+          const int nw = mem_wpre_[static_cast<std::size_t>(khi) * C4 + c] -
+                         mem_wpre_[static_cast<std::size_t>(klo) * C4 + c];
+          row[c] = mem_t2_[c] * static_cast<float>((khi - klo) - 2 * nw);
+        }
+      }
+    }
+  }
+  return true;
+}
+
+const float* Layer::MemTw(int klo, int khi) const {
+  return &mem_tw_[(static_cast<std::size_t>(klo) * (r_ + 1) + (khi - l_ - 1)) *
+                  static_cast<std::size_t>(Round16(c_))];
 }
 
 void Layer::Prepare(int frames, Workspace* ws) const {
@@ -905,26 +1974,20 @@ void Layer::Prepare(int frames, Workspace* ws) const {
   ws->pw2_s.assign(T, 0.0f);
   ws->m.assign(T * c_, 0.0f);
   ws->h.assign(T * h_, 0.0f);
+  ws->rabs.assign(4 * static_cast<std::size_t>(Round16(c_ > h_ ? c_ : h_)), 0.0f);
 }
 
 bool Layer::Eval(const float* x, int frames, float* out, Workspace* ws, Path path) const {
   if (frames < 1 || ws == nullptr || ws->frames < frames || c_ < 1) return false;
-  Kernels::Binarize(x, frames, c_, mem_t0_.data(), mem_t1_.data(), ws->mem_b1.data(),
-                    ws->mem_b2.data(), ws->mem_s.data(), path);
-  Kernels::Memory<false>(*this, x, ws->mem_b1.data(), ws->mem_b2.data(), ws->mem_s.data(),
-                         frames, ws->m.data(), nullptr, nullptr, nullptr, path);
-  Kernels::Binarize(ws->m.data(), frames, c_, pw1_t0_.data(), pw1_t1_.data(),
-                    ws->pw1_b1.data(), ws->pw1_b2.data(), ws->pw1_s.data(), path);
-  Kernels::Pointwise<false>(pw1_w_.data(), TransposedOrNull(pw1_wt_), h_, c_, wc_,
-                            ws->pw1_b1.data(), ws->pw1_b2.data(),
-                            ws->pw1_s.data(), frames, pw1_mul_.data(), pw1_bias_.data(),
-                            pw1_slope_.data(), nullptr, ws->h.data(), nullptr, nullptr, path);
-  Kernels::Binarize(ws->h.data(), frames, h_, pw2_t0_.data(), pw2_t1_.data(),
-                    ws->pw2_b1.data(), ws->pw2_b2.data(), ws->pw2_s.data(), path);
-  Kernels::Pointwise<false>(pw2_w_.data(), TransposedOrNull(pw2_wt_), c_, h_, wh_,
-                            ws->pw2_b1.data(), ws->pw2_b2.data(),
-                            ws->pw2_s.data(), frames, pw2_mul_.data(), pw2_bias_.data(),
-                            pw2_slope_.data(), ws->m.data(), out, nullptr, nullptr, path);
+  for (Stage st : {Stage::kBinarize, Stage::kMemory, Stage::kPw1, Stage::kPw2})
+    Kernels::Stage(*this, st, x, frames, out, ws, path);
+  return true;
+}
+
+bool Layer::EvalStage(Stage stage, const float* x, int frames, float* out, Workspace* ws,
+                      Path path) const {
+  if (frames < 1 || ws == nullptr || ws->frames < frames || c_ < 1) return false;
+  Kernels::Stage(*this, stage, x, frames, out, ws, path);
   return true;
 }
 
@@ -936,21 +1999,12 @@ void Layer::Binarize(const float* v, int frames, int n, const float* t0, const f
 void Layer::MemoryCounts(const std::uint64_t* b1, const std::uint64_t* b2, const float* s,
                          int frames, std::int32_t* d1, std::int32_t* wsum, float* s2,
                          Path path) const {
-  Kernels::Memory<true>(*this, nullptr, b1, b2, s, frames, nullptr, d1, wsum, s2, path);
+  Kernels::MemoryCounts(*this, b1, b2, s, frames, d1, wsum, s2, path);
 }
 
 void Layer::PointwiseCounts(int which, const std::uint64_t* b1, const std::uint64_t* b2,
                             int frames, std::int32_t* p1, std::int32_t* p2, Path path) const {
-  std::vector<float> s(static_cast<std::size_t>(frames > 0 ? frames : 1), 0.0f);
-  if (which == 1) {
-    Kernels::Pointwise<true>(pw1_w_.data(), TransposedOrNull(pw1_wt_), h_, c_, wc_, b1, b2,
-                             s.data(), frames, nullptr,
-                             nullptr, nullptr, nullptr, nullptr, p1, p2, path);
-  } else {
-    Kernels::Pointwise<true>(pw2_w_.data(), TransposedOrNull(pw2_wt_), c_, h_, wh_, b1, b2,
-                             s.data(), frames, nullptr,
-                             nullptr, nullptr, nullptr, nullptr, p1, p2, path);
-  }
+  Kernels::PointwiseCounts(*this, which == 1 ? 1 : 2, b1, b2, frames, p1, p2, path);
 }
 
 }  // namespace bdfsmn

@@ -40,14 +40,23 @@
 //   The t2 threshold of pw1/pw2 therefore enters only through the bias (it is constant over
 //   frames); the memory block keeps t2m because W[t][c] changes at the sequence edges.
 //
-// SIMD paths. NEON (aarch64, compile time): 4 channels per q register. AVX-512 (x86-64,
-// chosen at run time): binarization compares 16 channels into a mask register that is stored
-// as 16 bits of the row; the memory block adds taps under bit masks (vpaddd with a k-mask)
-// 16 channels at a time; the pointwise GEMMs run 16 OUTPUT channels per register: XOR a
-// transposed 32-bit weight word of 16 outputs with the broadcast activation word, VPOPCNTD,
-// add; the post-processing (dual-scale combine, folded BN, PReLU, residual) is then 16 lanes
-// wide. All three keep the portable float evaluation order (the |r| sum of the binarization
-// in 4 lanes, c ascending), so outputs are bit-identical across paths.
+// SIMD paths. Both run Eval as four passes (Layer::Stage), each binarization fused into the
+// pass that produces its input (the sign bits of 16 channels stored as one halfword of the
+// row, the |r| sums kept in 4 lanes per frame, channel order).
+//   NEON (aarch64, compile time): pointwise GEMMs in blocks of 4 weight rows x 2 frames x
+//   both bit planes: per 128 weight bits and plane one EOR and one CNT, the byte counts
+//   reduced by pairwise adds (ADDP) shared across rows, frames and planes, post-processing 4
+//   outputs per instruction; memory block per 128 channels: the taps' XOR words in q
+//   registers, plane-1 counts bit-sliced, plane-2 signs as a 5-bit code per channel (TBL +
+//   CMTST per tap) and S2 a table lookup (TBL) in a per-frame table built by exactly the
+//   portable additions; parameters packed per 4 channels (one multi-register load).
+//   AVX-512 (x86-64, chosen at run time: AVX512F + BW + VPOPCNTDQ): pointwise GEMMs run 16
+//   OUTPUT channels per register: XOR a transposed 32-bit weight word of 16 outputs with the
+//   broadcast activation word of 8 frames and both planes (16 accumulators), VPOPCNTD, add;
+//   memory block: tap counts in byte lanes under 64-bit masks, S2 by vpermt2ps from the same
+//   per-frame table.
+// All three keep the portable float evaluation order (bdfsmn.cc), so outputs are
+// bit-identical across paths.
 //
 // Bit packing (storage, LayerSpec): words of 32 bits, LSB first (channel c is bit c % 32 of
 // word c / 32), bit = 1 for a negative sign, each row padded to ceil(n / 32) words. This is
@@ -88,7 +97,7 @@ using Path = ::compute_engine::core::KernelPath;
 // True if this build contains the NEON path (aarch64).
 bool HasNeon();
 // True if this build contains the AVX-512 path (x86-64) AND the CPU running it supports it.
-bool HasAvx512();
+bool HasAvx512();  // AVX512F + AVX512BW + AVX512_VPOPCNTDQ
 // True if `path` runs as itself here (kAuto: always).
 bool PathAvailable(Path path);
 // The path kAuto resolves to on this build / CPU.
@@ -132,12 +141,16 @@ struct LayerSpec {
 // Scratch for one Eval; also exposes the intermediates (for tests / tracing).
 struct Workspace {
   int frames = 0;
+  // Store h (pw1's output) for inspection; nothing in Eval reads it (the SIMD paths binarize
+  // it as it is produced). The TFLite op sets false.
+  bool keep_h = true;
   std::vector<std::uint64_t> mem_b1, mem_b2;  // [T][PaddedWords64(C)]
   std::vector<std::uint64_t> pw1_b1, pw1_b2;  // [T][PaddedWords64(C)]
   std::vector<std::uint64_t> pw2_b1, pw2_b2;  // [T][PaddedWords64(H)]
   std::vector<float> mem_s, pw1_s, pw2_s;     // [T]
   std::vector<float> m;                       // [T][C]
   std::vector<float> h;                       // [T][H]
+  std::vector<float> rabs;                    // scratch: |r| of 4 frames [4][Round16(C)]
 };
 
 // Owning, validated, repacked layer.
@@ -163,6 +176,17 @@ class Layer {
   bool Eval(const float* x, int frames, float* out, Workspace* ws,
             Path path = Path::kAuto) const;
 
+  // The passes of Eval, in order (Eval = all four; exposed for per-stage measurement):
+  //   kBinarize  dual-scale binarization of x (memory-block bit planes, frame scales)
+  //   kMemory    memory block -> m, and the pw1 binarization of m
+  //   kPw1       pw1 popcount GEMM + post-processing -> h, and the pw2 binarization of h
+  //   kPw2       pw2 popcount GEMM + post-processing + residual -> out
+  // The SIMD paths fuse each binarization into the pass producing its input. Same
+  // preconditions as Eval; each stage reads what the previous ones left in ws.
+  enum class Stage { kBinarize, kMemory, kPw1, kPw2 };
+  bool EvalStage(Stage stage, const float* x, int frames, float* out, Workspace* ws,
+                 Path path = Path::kAuto) const;
+
   // ---- stages, exposed for tests (same code as used by Eval) ----
   // Dual-scale binarization + packing of `frames` rows of n floats (row stride n).
   static void Binarize(const float* v, int frames, int n, const float* t0, const float* t1,
@@ -185,11 +209,22 @@ class Layer {
   // Prefix counts of set memory-weight bits over taps (NEON memory block: the W term of a
   // frame is the difference of two rows): [K + 1][Round16(C)].
   std::vector<std::int32_t> mem_wpre_;
+  // t2[c] * float(W) of every window [klo, khi) of valid taps (klo <= l < khi):
+  // [(l + 1) * (r + 1)][Round16(C)], empty if larger than kMaxMemTw floats.
+  static constexpr std::size_t kMaxMemTw = std::size_t{1} << 18;
+  std::vector<float> mem_tw_;
+  const float* MemTw(int klo, int khi) const;
   // AVX-512 layout (x86-64 only, built by Init when the CPU has it): 32-bit weight words
   // transposed so that 16 consecutive output channels of one input word are contiguous:
   // pw1_wt_[j][o] = word j of pw1 row o, o padded to a multiple of 16 with zero rows.
   std::vector<std::uint32_t> pw1_wt_;  // [PackedWords32(C)][Round16(H)]
   std::vector<std::uint32_t> pw2_wt_;  // [PackedWords32(H)][Round16(C)]
+  // NEON layout (aarch64 only, built by Init): per 4 channels the parameter rows one pass
+  // reads together, in blocks of 4 floats (one multi-register load, LD1 {v0-v3}):
+  std::vector<float> bin_pk_;  // [ceil(C/4)][2][4]: mem t0, t1
+  std::vector<float> mem_pk_;  // [ceil(C/4)][5][4]: mem mul, bias, slope, pw1 t0, pw1 t1
+  std::vector<float> pw1_pk_;  // [ceil(H/4)][5][4]: pw1 mul, bias, slope, pw2 t0, pw2 t1
+  std::vector<float> pw2_pk_;  // [ceil(C/4)][3][4]: pw2 mul, bias, slope
   std::vector<float> mem_t0_, mem_t1_, mem_t2_, mem_mul_, mem_bias_, mem_slope_;
   std::vector<float> pw1_t0_, pw1_t1_, pw1_mul_, pw1_bias_, pw1_slope_;
   std::vector<float> pw2_t0_, pw2_t1_, pw2_mul_, pw2_bias_, pw2_slope_;

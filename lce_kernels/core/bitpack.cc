@@ -66,27 +66,41 @@ void UnpackPortable(const std::int32_t* in, std::size_t rows, int n, T zero_valu
 // warning is silenced for this block only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// 32 floats -> one word (two 16-lane compares); lanes outside `valid` read nothing, give 0.
+LCE_AVX512_FN inline std::uint32_t Pack32(const float* p, __mmask16 v0, __mmask16 v1) {
+  const __m512 zero = _mm512_setzero_ps();
+  const __mmask16 lo = _mm512_mask_cmp_ps_mask(v0, _mm512_maskz_loadu_ps(v0, p), zero, _CMP_LT_OQ);
+  const __mmask16 hi =
+      _mm512_mask_cmp_ps_mask(v1, _mm512_maskz_loadu_ps(v1, p + 16), zero, _CMP_LT_OQ);
+  return static_cast<std::uint32_t>(lo) | (static_cast<std::uint32_t>(hi) << 16);
+}
+
+LCE_AVX512_FN inline __mmask16 Lanes(int n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF)
+                 : static_cast<__mmask16>(n <= 0 ? 0u : (1u << n) - 1u);
+}
+
 LCE_AVX512_FN void PackFloatAvx512(const float* in, std::size_t rows, int n, std::int32_t* out) {
   const int words = PackedWords(n);
-  const __m512 zero = _mm512_setzero_ps();
+  if (n % 32 == 0) {  // rows are whole words: one stream
+    const std::size_t total = rows * static_cast<std::size_t>(words);
+    for (std::size_t j = 0; j < total; ++j) out[j] = AsWord(Pack32(in + 32 * j, 0xFFFF, 0xFFFF));
+    return;
+  }
+  if (n == 16) {  // one half word per row (pad bits 0)
+    const __m512 zero = _mm512_setzero_ps();
+    for (std::size_t r = 0; r < rows; ++r)
+      out[r] = AsWord(static_cast<std::uint32_t>(
+          _mm512_cmp_ps_mask(_mm512_loadu_ps(in + 16 * r), zero, _CMP_LT_OQ)));
+    return;
+  }
+  const __mmask16 t0 = Lanes(n % 32), t1 = Lanes(n % 32 - 16);
   for (std::size_t r = 0; r < rows; ++r) {
     const float* row = in + r * static_cast<std::size_t>(n);
     std::int32_t* o = out + r * static_cast<std::size_t>(words);
-    for (int j = 0; j < words; ++j) {
-      std::uint32_t w = 0;
-      for (int half = 0; half < 2; ++half) {
-        const int c0 = 32 * j + 16 * half;
-        const int left = n - c0;
-        if (left <= 0) break;
-        // Lanes past the row's end are neither read nor set (masked load gives 0.0f).
-        const __mmask16 valid = left >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                           : static_cast<__mmask16>((1u << left) - 1u);
-        const __m512 v = _mm512_maskz_loadu_ps(valid, row + c0);
-        const __mmask16 neg = _mm512_mask_cmp_ps_mask(valid, v, zero, _CMP_LT_OQ);
-        w |= static_cast<std::uint32_t>(neg) << (16 * half);
-      }
-      o[j] = AsWord(w);
-    }
+    int j = 0;
+    for (; j < words - 1; ++j) o[j] = AsWord(Pack32(row + 32 * j, 0xFFFF, 0xFFFF));
+    o[j] = AsWord(Pack32(row + 32 * j, t0, t1));  // lanes past the row's end: not read, bit 0
   }
 }
 
@@ -94,16 +108,25 @@ LCE_AVX512_FN void UnpackFloatAvx512(const std::int32_t* in, std::size_t rows, i
                                      float* out) {
   const int words = PackedWords(n);
   const __m512 plus = _mm512_set1_ps(1.0f), minus = _mm512_set1_ps(-1.0f);
+  if (n % 16 == 0) {  // rows end on whole 16-lane groups
+    const std::size_t groups = static_cast<std::size_t>(n / 16);
+    for (std::size_t r = 0; r < rows; ++r) {
+      const std::int32_t* w = in + r * static_cast<std::size_t>(words);
+      float* o = out + r * static_cast<std::size_t>(n);
+      for (std::size_t g = 0; g < groups; ++g) {
+        const __mmask16 bits = static_cast<__mmask16>(FromWord(w[g >> 1]) >> (16 * (g & 1)));
+        _mm512_storeu_ps(o + 16 * g, _mm512_mask_blend_ps(bits, plus, minus));
+      }
+    }
+    return;
+  }
   for (std::size_t r = 0; r < rows; ++r) {
     const std::int32_t* w = in + r * static_cast<std::size_t>(words);
     float* o = out + r * static_cast<std::size_t>(n);
     for (int c0 = 0; c0 < n; c0 += 16) {
       const std::uint32_t word = FromWord(w[c0 >> 5]);
       const __mmask16 bits = static_cast<__mmask16>(word >> (c0 & 31));
-      const int left = n - c0;
-      const __mmask16 valid = left >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                         : static_cast<__mmask16>((1u << left) - 1u);
-      _mm512_mask_storeu_ps(o + c0, valid, _mm512_mask_blend_ps(bits, plus, minus));
+      _mm512_mask_storeu_ps(o + c0, Lanes(n - c0), _mm512_mask_blend_ps(bits, plus, minus));
     }
   }
 }
@@ -112,22 +135,46 @@ LCE_AVX512_FN void UnpackFloatAvx512(const std::int32_t* in, std::size_t rows, i
 
 // ---------------- NEON ----------------
 #if LCE_KERNELS_HAVE_NEON
+// Bit values of channel 4g + lane (g = 0..7) of a 32-channel word.
+const std::uint32_t* NeonBitValues() {
+  static const std::uint32_t kBits[32] = {
+      1u << 0,  1u << 1,  1u << 2,  1u << 3,  1u << 4,  1u << 5,  1u << 6,  1u << 7,
+      1u << 8,  1u << 9,  1u << 10, 1u << 11, 1u << 12, 1u << 13, 1u << 14, 1u << 15,
+      1u << 16, 1u << 17, 1u << 18, 1u << 19, 1u << 20, 1u << 21, 1u << 22, 1u << 23,
+      1u << 24, 1u << 25, 1u << 26, 1u << 27, 1u << 28, 1u << 29, 1u << 30, 1u << 31};
+  return kBits;
+}
+
+// G groups of 4 floats (G * 4 <= 32 channels) -> one word: per group the sign mask (x < 0)
+// ANDed with / inserted (BIT) under its channels' bit values, then two pairwise adds.
+template <int G>  // 4 or 8
+inline std::uint32_t PackGroupsNeon(const float* p, const uint32x4_t* cb) {
+  uint32x4_t pat = vdupq_n_u32(0);
+#pragma GCC unroll 8
+  for (int g = 0; g < G; g += 4) {
+    const float32x4x4_t v = vld1q_f32_x4(p + 4 * g);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {  // G is a multiple of 4
+      const uint32x4_t m = vcltzq_f32(v.val[i]);
+      pat = g + i == 0 ? vandq_u32(m, cb[0]) : vbslq_u32(cb[g + i], m, pat);
+    }
+  }
+  pat = vpaddq_u32(pat, pat);
+  return vgetq_lane_u32(vpaddq_u32(pat, pat), 0);
+}
+
 void PackFloatNeon(const float* in, std::size_t rows, int n, std::int32_t* out) {
   const int words = PackedWords(n), full = n / 32;
-  static const std::uint32_t kBits[4] = {1u, 2u, 4u, 8u};
-  const uint32x4_t bits = vld1q_u32(kBits);
-  const float32x4_t zero = vdupq_n_f32(0.0f);
+  uint32x4_t cb[8];
+  for (int g = 0; g < 8; ++g) cb[g] = vld1q_u32(NeonBitValues() + 4 * g);
+  if (n == 16) {  // one half word per row (pad bits 0)
+    for (std::size_t r = 0; r < rows; ++r) out[r] = AsWord(PackGroupsNeon<4>(in + 16 * r, cb));
+    return;
+  }
   for (std::size_t r = 0; r < rows; ++r) {
     const float* row = in + r * static_cast<std::size_t>(n);
     std::int32_t* o = out + r * static_cast<std::size_t>(words);
-    for (int j = 0; j < full; ++j) {
-      std::uint32_t w = 0;
-      for (int g = 0; g < 8; ++g) {
-        const uint32x4_t neg = vcltq_f32(vld1q_f32(row + 32 * j + 4 * g), zero);
-        w |= vaddvq_u32(vandq_u32(neg, bits)) << (4 * g);
-      }
-      o[j] = AsWord(w);
-    }
+    for (int j = 0; j < full; ++j) o[j] = AsWord(PackGroupsNeon<8>(row + 32 * j, cb));
     if (full < words) {  // tail word: scalar, pad bits 0
       std::uint32_t w = 0;
       for (int c = 32 * full; c < n; ++c) {
@@ -138,19 +185,28 @@ void PackFloatNeon(const float* in, std::size_t rows, int n, std::int32_t* out) 
   }
 }
 
+// Per 16 channels: the word broadcast once, one compare (CMTST) and one select per 4 floats,
+// one 4-register store.
 void UnpackFloatNeon(const std::int32_t* in, std::size_t rows, int n, float* out) {
   const int words = PackedWords(n);
-  static const std::uint32_t kBits[4] = {1u, 2u, 4u, 8u};
-  const uint32x4_t bits = vld1q_u32(kBits);
+  uint32x4_t cb[8];
+  for (int g = 0; g < 8; ++g) cb[g] = vld1q_u32(NeonBitValues() + 4 * g);
   const float32x4_t plus = vdupq_n_f32(1.0f), minus = vdupq_n_f32(-1.0f);
   for (std::size_t r = 0; r < rows; ++r) {
     const std::int32_t* w = in + r * static_cast<std::size_t>(words);
     float* o = out + r * static_cast<std::size_t>(n);
     int c = 0;
+    for (; c + 16 <= n; c += 16) {
+      const uint32x4_t v = vdupq_n_u32(FromWord(w[c >> 5]));
+      const int h = (c & 31) >> 2;  // first group of this half word
+      float32x4x4_t y;
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) y.val[i] = vbslq_f32(vtstq_u32(v, cb[h + i]), minus, plus);
+      vst1q_f32_x4(o + c, y);
+    }
     for (; c + 4 <= n; c += 4) {
-      const std::uint32_t nib = (FromWord(w[c >> 5]) >> (c & 31)) & 15u;
-      const uint32x4_t set = vtstq_u32(vdupq_n_u32(nib), bits);
-      vst1q_f32(o + c, vbslq_f32(set, minus, plus));
+      const uint32x4_t v = vdupq_n_u32(FromWord(w[c >> 5]));
+      vst1q_f32(o + c, vbslq_f32(vtstq_u32(v, cb[(c & 31) >> 2]), minus, plus));
     }
     for (; c < n; ++c) o[c] = ((FromWord(w[c >> 5]) >> (c & 31)) & 1u) != 0u ? -1.0f : 1.0f;
   }

@@ -1,4 +1,4 @@
-// Bit packing of activations (the kernels of LceQuantize / LceDequantize), no TFLite.
+// Bit packing of activations (the kernels of ops::QUANTIZE / ops::DEQUANTIZE, op_contract.h), no TFLite.
 //
 // Layout (larq-compute-engine's TBitpacked, v0.16): a tensor [..., n] packs along its last
 // axis into int32 words [..., ceil(n / 32)]; channel c is bit c % 32 of word c / 32 (LSB
@@ -12,9 +12,11 @@
 //          bool   bit ? false : true
 // Unpacking ignores pad bits.
 //
-// Paths: portable (reference), AVX-512 (x86-64, run time) and NEON (aarch64) for float
-// pack / unpack; the int8 and bool variants are portable only (not used by the project's
-// models). Every path writes identical bits / values.
+// Paths: portable (reference), AVX-512 (x86-64, run time: mask compares, 32 or 16 channels
+// per word) and NEON (aarch64: per 4 channels a compare inserted under its bit values into
+// one 32-channel pattern, two pairwise adds per word; unpack one compare + select per 4) for
+// float pack / unpack; the int8 and bool variants are portable only (not used by the
+// project's models). Every path writes identical bits / values.
 #ifndef LCE_KERNELS_CORE_BITPACK_H_
 #define LCE_KERNELS_CORE_BITPACK_H_
 

@@ -1,5 +1,5 @@
-// Kernel paths shared by every op of lce_kernels (LceBDfsmn, LceQuantize, LceDequantize,
-// LceBconv2d): which implementation of a kernel runs.
+// Kernel paths shared by every op of lce_kernels (core/op_contract.h: ops::PROJECT_OPS):
+// which implementation of a kernel runs.
 //
 //   kPortable  plain C++ (the reference: every other path is tested bit-identical to it)
 //   kNeon      aarch64 NEON (compiled in on aarch64 only)

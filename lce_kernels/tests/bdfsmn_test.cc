@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../core/bdfsmn.h"
+#include "../core/op_contract.h"
 #include "../tflite/bdfsmn_options.h"
 #include "bdv_reader.h"
 
@@ -341,7 +342,7 @@ bool InitRejects(Stats* st) {
   return ok;
 }
 
-// LceBDfsmn options parser (bdfsmn_options.h: flexbuffers::VerifyBuffer, then the map;
+// The binary DFSMN op's options parser (bdfsmn_options.h: flexbuffers::VerifyBuffer, then the map;
 // TFLite-free): a map written by Python's flatbuffers.flexbuffers.Dumps({'channels': 128,
 // 'hidden': 256, 'left': 2, 'right': 2, 'dilation': 1, 'big': 70000, 'neg': -3, 'f': 1.5})
 // parses to those five values (extra keys ignored); maps built with flexbuffers::Builder
@@ -376,12 +377,13 @@ bool OptionsChecks(Stats* st) {
       fbb.Vector([&]() { fbb.Int(1); fbb.Int(2); });
     } else {
       fbb.Map([&]() {
-        fbb.Int("channels", variant == 3 ? (std::int64_t{1} << 40) : 128);
-        fbb.Int("hidden", 256);
-        fbb.Int("left", 2);
-        fbb.Int("right", 2);
-        if (variant == 1) fbb.Double("dilation", 1.5);
-        if (variant == 2) fbb.Int("dilation", 1);
+        namespace keys = compute_engine::ops::bdfsmn;
+        fbb.Int(keys::kChannels, variant == 3 ? (std::int64_t{1} << 40) : 128);
+        fbb.Int(keys::kHidden, 256);
+        fbb.Int(keys::kLeft, 2);
+        fbb.Int(keys::kRight, 2);
+        if (variant == 1) fbb.Double(keys::kDilation, 1.5);
+        if (variant == 2) fbb.Int(keys::kDilation, 1);
         if (variant == 0) fbb.Int("other", 1);
       });
     }

@@ -33,6 +33,7 @@
 
 #include "../core/bconv2d.h"
 #include "../core/bitpack.h"
+#include "../core/op_contract.h"
 
 namespace {
 
@@ -425,9 +426,9 @@ int Bench() {
     int h, w, cin, cout, f, s;
     bool same;
   };
-  const Cfg cfgs[] = {{"LceBconv2d 5x5/2 SAME 16x16x16 -> 32", 16, 16, 16, 32, 5, 2, true},
-                      {"LceBconv2d 1x1 8x1x256 -> 128", 8, 1, 256, 128, 1, 1, false},
-                      {"LceBconv2d 1x1 8x1x128 -> 256", 8, 1, 128, 256, 1, 1, false}};
+  const Cfg cfgs[] = {{"5x5/2 SAME 16x16x16 -> 32", 16, 16, 16, 32, 5, 2, true},
+                      {"1x1 8x1x256 -> 128", 8, 1, 256, 128, 1, 1, false},
+                      {"1x1 8x1x128 -> 256", 8, 1, 128, 256, 1, 1, false}};
   Rng rng{7};
   const std::vector<KernelPath> paths = Paths();
   int kernel = 0;
@@ -464,7 +465,7 @@ int Bench() {
     std::vector<float> out(static_cast<std::size_t>(conv.output_height()) * conv.output_width() *
                            c.cout);
     mark([&](KernelPath p) { conv.Eval(in.data(), 1, out.data(), p); });
-    std::printf("%-40s", c.name);
+    std::printf("%-40s", (std::string(compute_engine::ops::BCONV2D) + " " + c.name).c_str());
     for (KernelPath p : Paths()) {
       std::printf(" %10.2f", MedianMicros([&] { conv.Eval(in.data(), 1, out.data(), p); }, 2000));
     }
@@ -475,11 +476,12 @@ int Bench() {
   std::vector<std::int32_t> q(8 * 8);
   mark([&](KernelPath p) { bp::PackFloat(x.data(), 8, 256, q.data(), p); });
   mark([&](KernelPath p) { bp::UnpackFloat(q.data(), 8, 256, x.data(), p); });
-  std::printf("%-40s", "LceQuantize 8 x 256 floats");
+  std::printf("%-40s", (std::string(compute_engine::ops::QUANTIZE) + " 8 x 256 floats").c_str());
   for (KernelPath p : Paths()) {
     std::printf(" %10.2f", MedianMicros([&] { bp::PackFloat(x.data(), 8, 256, q.data(), p); }, 5000));
   }
-  std::printf("\n%-40s", "LceDequantize 8 x 256 floats");
+  std::printf("\n%-40s",
+              (std::string(compute_engine::ops::DEQUANTIZE) + " 8 x 256 floats").c_str());
   for (KernelPath p : Paths()) {
     std::printf(" %10.2f", MedianMicros([&] { bp::UnpackFloat(q.data(), 8, 256, x.data(), p); }, 5000));
   }

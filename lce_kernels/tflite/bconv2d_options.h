@@ -1,14 +1,13 @@
-// LceBconv2d's custom_options as LCE 0.16's converter writes them: a FlexBuffers map of
-// eight integers (stride_height, stride_width, dilation_height_factor,
-// dilation_width_factor, padding, pad_values, channels_in, fused_activation_function).
+// The bconv2d op's (ops::BCONV2D) custom_options as LCE 0.16's converter writes them: a
+// FlexBuffers map of eight integers (keys: ops::bconv2d::kOptionKeys in core/op_contract.h).
 //
 // Parsed with flexbuffers.h of the pinned flatbuffers (as bdfsmn_options.h): the length is
 // bounded, flexbuffers::VerifyBuffer checks the whole buffer, then every key must be an
 // integer in its range (the key table is lce_ops_options.h's, the one the model verifier
 // applies). Nothing reads outside [buf, buf + len); any failure returns false with a message.
-// The enums are the TFLite schema's: padding SAME = 0, VALID = 1; fused activation NONE = 0,
-// RELU = 1, RELU_N1_TO_1 = 2, RELU6 = 3 (TANH = 4, SIGN_BIT = 5 are not supported; LCE
-// silently treats them as NONE).
+// The enums are the TFLite schema's (op_contract.h): padding SAME = 0, VALID = 1; fused
+// activation NONE = 0, RELU = 1, RELU_N1_TO_1 = 2, RELU6 = 3 (TANH = 4, SIGN_BIT = 5 are not
+// supported; LCE silently treats them as NONE).
 #ifndef LCE_KERNELS_TFLITE_BCONV2D_OPTIONS_H_
 #define LCE_KERNELS_TFLITE_BCONV2D_OPTIONS_H_
 
@@ -16,6 +15,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/op_contract.h"
 #include "flatbuffers/flexbuffers.h"
 #include "lce_ops_options.h"
 
@@ -23,8 +23,13 @@ namespace compute_engine {
 namespace tflite {
 namespace bconv2d_options {
 
-constexpr int kPaddingSame = 0, kPaddingValid = 1;
-constexpr int kActNone = 0, kActRelu = 1, kActReluN1To1 = 2, kActRelu6 = 3;
+namespace keys = ::compute_engine::ops::bconv2d;
+using keys::kActNone;
+using keys::kActRelu;
+using keys::kActRelu6;
+using keys::kActReluN1To1;
+using keys::kPaddingSame;
+using keys::kPaddingValid;
 
 struct Options {
   int stride_height = 0, stride_width = 0, dilation_height = 0, dilation_width = 0;
@@ -54,14 +59,14 @@ inline bool Parse(const std::uint8_t* buf, std::size_t len, Options* out, std::s
   if (!lce_ops_options::CheckKeys(map, lce_ops_options::kBconv2dKeys, error)) return false;
   // Every key is now an integer within +-2^30 (CheckKeys), so AsInt32 is exact.
   Options o;
-  o.stride_height = map["stride_height"].AsInt32();
-  o.stride_width = map["stride_width"].AsInt32();
-  o.dilation_height = map["dilation_height_factor"].AsInt32();
-  o.dilation_width = map["dilation_width_factor"].AsInt32();
-  o.padding = map["padding"].AsInt32();
-  o.pad_value = map["pad_values"].AsInt32();
-  o.channels_in = map["channels_in"].AsInt32();
-  o.activation = map["fused_activation_function"].AsInt32();
+  o.stride_height = map[keys::kStrideHeight].AsInt32();
+  o.stride_width = map[keys::kStrideWidth].AsInt32();
+  o.dilation_height = map[keys::kDilationHeight].AsInt32();
+  o.dilation_width = map[keys::kDilationWidth].AsInt32();
+  o.padding = map[keys::kPadding].AsInt32();
+  o.pad_value = map[keys::kPadValues].AsInt32();
+  o.channels_in = map[keys::kChannelsIn].AsInt32();
+  o.activation = map[keys::kFusedActivation].AsInt32();
   *out = o;
   return true;
 }

@@ -1,35 +1,33 @@
-// TFLite custom op "LceBDfsmn": one binary DFSMN layer (see lce_kernels/core/bdfsmn.h).
+// TFLite glue of the binary DFSMN op, ops::BDFSMN: one binary DFSMN layer (kernel:
+// lce_kernels/core/bdfsmn.h; name, input order, parameter rows and option keys:
+// core/op_contract.h, namespace ops::bdfsmn).
 //
-// Inputs (all but x must be constant tensors of the model):
-//   0 x          float32 [T, C], [B, T, C] or [B, T, 1, C] (the model's (B, T, 1, C) layout)
-//   1 mem_w      int32   [K, ceil(C/32)]  memory-block weight signs, K = left + right + 1
-//   2 mem_p      float32 [6, C]           rows: t0, t1, t2, mul, bias, slope
-//   3 pw1_w      int32   [H, ceil(C/32)]  pw1 weight signs (one row per output channel)
-//   4 pw1_t      float32 [2, C]           rows: t0, t1 of the binarization of m
-//   5 pw1_p      float32 [3, H]           rows: mul, bias, slope
-//   6 pw2_w      int32   [C, ceil(H/32)]
-//   7 pw2_t      float32 [2, H]
-//   8 pw2_p      float32 [3, C]
+// Inputs (all but x must be constant tensors of the model; C channels, H hidden, K taps):
+//   kX     float32 [T, C], [B, T, C] or [B, T, 1, C] (the model's (B, T, 1, C) layout)
+//   kMemW  int32   [K, ceil(C/32)]  memory-block weight signs, K = left + right + 1
+//   kMemP  float32 [kMemRows, C]    rows MemRow: t0, t1, t2, mul, bias, slope
+//   kPw1W  int32   [H, ceil(C/32)]  pw1 weight signs (one row per output channel)
+//   kPw1T  float32 [kThreshRows, C] rows ThreshRow: t0, t1 of the binarization of m
+//   kPw1P  float32 [kPwRows, H]     rows PwRow: mul, bias, slope
+//   kPw2W  int32   [C, ceil(H/32)]
+//   kPw2T  float32 [kThreshRows, H]
+//   kPw2P  float32 [kPwRows, C]
 // Output 0: float32, same shape as x.
 // Bit words: LCE's bitpacked int32 layout (LSB first, bit = 1 <=> -1; pad bits ignored).
-// custom_options: a FlexBuffers map with int entries channels, hidden, left, right,
-// dilation (all required; verified and parsed with flexbuffers.h, see bdfsmn_options.h).
+// custom_options: a FlexBuffers map with int entries ops::bdfsmn::kOptionKeys (all required;
+// verified and parsed with flexbuffers.h, see bdfsmn_options.h).
 //
 // Init parses the options (never fails hard: errors are reported from Prepare). It never
 // trusts the length it is handed: the buffer is bounded and flexbuffers::VerifyBuffer'ed
 // before any value is read (a model verified by model_verify.h also guarantees that the
-// options lie inside the file). Prepare
-// validates every tensor (count, type, rank, shape, byte size, constness) and every option,
-// builds the kernel layer (repacked weights), and returns kTfLiteError with a message on
-// any mismatch; Eval runs the core once per batch element.
+// options lie inside the file). Prepare validates every tensor (count, type, rank, shape,
+// byte size, constness) and every option, builds the kernel layer (repacked weights), and
+// returns kTfLiteError with a message on any mismatch; Eval runs the core once per batch
+// element.
 //
 // Kernel path: the one the op was registered with (lce_ops_register.h: Register_BDFSMN(path),
 // RegisterLceOps(resolver, path)); with kAuto the deprecated LCE_BDFSMN_PATH still overrides
-// it (op_common.h).
-//
-// Build: without TFLite headers (default) the ABI is declared in tflite_abi.h (pinned to TF
-// 2.16); inside LCE's Bazel build define LCE_BDFSMN_USE_TFLITE_HEADERS to use the real ones.
-#include <cstdarg>
+// it (op_common.h). TFLite headers: tflite_c.h (real ones when available, else tflite_abi.h).
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -46,8 +44,8 @@ namespace tflite {
 namespace bdfsmn_op {
 
 namespace core = compute_engine::core::bdfsmn;
-
-enum InputIndex { kX = 0, kMemW, kMemP, kPw1W, kPw1T, kPw1P, kPw2W, kPw2T, kPw2P, kNumInputs };
+namespace ops = compute_engine::ops;
+using namespace ::compute_engine::ops::bdfsmn;  // NOLINT: Input, MemRow, ThreshRow, PwRow
 
 struct OpData {
   int channels = 0, hidden = 0, left = 0, right = 0, dilation = 0;
@@ -58,13 +56,7 @@ struct OpData {
   int batch = 0, frames = 0;
 };
 
-#define BD_ENSURE(ctx, cond, ...)                    \
-  do {                                               \
-    if (!(cond)) {                                   \
-      (ctx)->ReportError((ctx), "LceBDfsmn: " __VA_ARGS__); \
-      return kTfLiteError;                           \
-    }                                                \
-  } while (0)
+#define BD_ENSURE(ctx, cond, ...) LCE_OP_ENSURE(ctx, ops::BDFSMN, cond, __VA_ARGS__)
 
 // kPath: the registered kernel path (one registration per path, see Register_BDFSMN).
 template <KernelPath kPath>
@@ -92,15 +84,7 @@ void* Init(TfLiteContext* /*context*/, const char* buffer, size_t length) {
 
 void Free(TfLiteContext* /*context*/, void* buffer) { delete static_cast<OpData*>(buffer); }
 
-const TfLiteTensor* Input(TfLiteContext* ctx, TfLiteNode* node, int i) {
-  const int idx = node->inputs->data[i];
-  if (idx < 0 || static_cast<size_t>(idx) >= ctx->tensors_size) return nullptr;
-  return &ctx->tensors[idx];
-}
-
-bool IsConst(const TfLiteTensor* t) {
-  return t->allocation_type == kTfLiteMmapRo || t->allocation_type == kTfLitePersistentRo;
-}
+using op_common::IsConst;
 
 // Checks type, exact 2-D shape, byte size, data and constness of a parameter tensor.
 TfLiteStatus CheckParam(TfLiteContext* ctx, const TfLiteTensor* t, const char* name,
@@ -132,9 +116,10 @@ TfLiteStatus Prepare(TfLiteContext* ctx, TfLiteNode* node) {
             d->dilation);
   BD_ENSURE(ctx, node->inputs != nullptr && node->inputs->size == kNumInputs,
             "expected %d inputs, got %d", kNumInputs, node->inputs ? node->inputs->size : -1);
-  BD_ENSURE(ctx, node->outputs != nullptr && node->outputs->size == 1, "expected 1 output");
+  BD_ENSURE(ctx, node->outputs != nullptr && node->outputs->size == kNumOutputs,
+            "expected %d output", kNumOutputs);
 
-  const TfLiteTensor* x = Input(ctx, node, kX);
+  const TfLiteTensor* x = op_common::Input(ctx, node, kX);
   BD_ENSURE(ctx, x != nullptr, "input x missing");
   BD_ENSURE(ctx, x->type == kTfLiteFloat32, "x must be float32");
   BD_ENSURE(ctx, x->dims != nullptr && x->dims->size >= 2 && x->dims->size <= 4,
@@ -159,16 +144,22 @@ TfLiteStatus Prepare(TfLiteContext* ctx, TfLiteNode* node) {
   const int K = d->left + d->right + 1, wc = core::PackedWords32(C),
             wh = core::PackedWords32(H);
   const TfLiteTensor* t[kNumInputs];
-  for (int i = 0; i < kNumInputs; ++i) t[i] = Input(ctx, node, i);
-  if (CheckParam(ctx, t[kMemW], "mem_w", kTfLiteInt32, K, wc) != kTfLiteOk ||
-      CheckParam(ctx, t[kMemP], "mem_p", kTfLiteFloat32, 6, C) != kTfLiteOk ||
-      CheckParam(ctx, t[kPw1W], "pw1_w", kTfLiteInt32, H, wc) != kTfLiteOk ||
-      CheckParam(ctx, t[kPw1T], "pw1_t", kTfLiteFloat32, 2, C) != kTfLiteOk ||
-      CheckParam(ctx, t[kPw1P], "pw1_p", kTfLiteFloat32, 3, H) != kTfLiteOk ||
-      CheckParam(ctx, t[kPw2W], "pw2_w", kTfLiteInt32, C, wh) != kTfLiteOk ||
-      CheckParam(ctx, t[kPw2T], "pw2_t", kTfLiteFloat32, 2, H) != kTfLiteOk ||
-      CheckParam(ctx, t[kPw2P], "pw2_p", kTfLiteFloat32, 3, C) != kTfLiteOk) {
-    return kTfLiteError;
+  for (int i = 0; i < kNumInputs; ++i) t[i] = op_common::Input(ctx, node, i);
+  struct Param {
+    ops::bdfsmn::Input i;
+    TfLiteType type;
+    int d0, d1;
+  };
+  const Param params[] = {
+      {kMemW, kTfLiteInt32, K, wc},           {kMemP, kTfLiteFloat32, kMemRows, C},
+      {kPw1W, kTfLiteInt32, H, wc},           {kPw1T, kTfLiteFloat32, kThreshRows, C},
+      {kPw1P, kTfLiteFloat32, kPwRows, H},    {kPw2W, kTfLiteInt32, C, wh},
+      {kPw2T, kTfLiteFloat32, kThreshRows, H}, {kPw2P, kTfLiteFloat32, kPwRows, C}};
+  static_assert(sizeof(params) / sizeof(params[0]) == kNumInputs - 1, "every parameter input");
+  for (const Param& p : params) {
+    if (CheckParam(ctx, t[p.i], kInputNames[p.i], p.type, p.d0, p.d1) != kTfLiteOk) {
+      return kTfLiteError;
+    }
   }
 
   const int out_idx = node->outputs->data[0];
@@ -195,28 +186,31 @@ TfLiteStatus Prepare(TfLiteContext* ctx, TfLiteNode* node) {
   s.left = d->left;
   s.right = d->right;
   s.dilation = d->dilation;
+  // Row r of the [rows, n] float parameter tensor i.
+  auto row = [&](int i, int r, int n) { return f(i) + static_cast<std::size_t>(r) * n; };
   s.mem_weights = w(kMemW);
-  s.mem_t0 = f(kMemP);
-  s.mem_t1 = f(kMemP) + C;
-  s.mem_t2 = f(kMemP) + 2 * C;
-  s.mem_mul = f(kMemP) + 3 * C;
-  s.mem_bias = f(kMemP) + 4 * C;
-  s.mem_slope = f(kMemP) + 5 * C;
+  s.mem_t0 = row(kMemP, kMemT0, C);
+  s.mem_t1 = row(kMemP, kMemT1, C);
+  s.mem_t2 = row(kMemP, kMemT2, C);
+  s.mem_mul = row(kMemP, kMemMul, C);
+  s.mem_bias = row(kMemP, kMemBias, C);
+  s.mem_slope = row(kMemP, kMemSlope, C);
   s.pw1_weights = w(kPw1W);
-  s.pw1_t0 = f(kPw1T);
-  s.pw1_t1 = f(kPw1T) + C;
-  s.pw1_mul = f(kPw1P);
-  s.pw1_bias = f(kPw1P) + H;
-  s.pw1_slope = f(kPw1P) + 2 * H;
+  s.pw1_t0 = row(kPw1T, kT0, C);
+  s.pw1_t1 = row(kPw1T, kT1, C);
+  s.pw1_mul = row(kPw1P, kPwMul, H);
+  s.pw1_bias = row(kPw1P, kPwBias, H);
+  s.pw1_slope = row(kPw1P, kPwSlope, H);
   s.pw2_weights = w(kPw2W);
-  s.pw2_t0 = f(kPw2T);
-  s.pw2_t1 = f(kPw2T) + H;
-  s.pw2_mul = f(kPw2P);
-  s.pw2_bias = f(kPw2P) + C;
-  s.pw2_slope = f(kPw2P) + 2 * C;
+  s.pw2_t0 = row(kPw2T, kT0, H);
+  s.pw2_t1 = row(kPw2T, kT1, H);
+  s.pw2_mul = row(kPw2P, kPwMul, C);
+  s.pw2_bias = row(kPw2P, kPwBias, C);
+  s.pw2_slope = row(kPw2P, kPwSlope, C);
   std::string err;
   BD_ENSURE(ctx, d->layer.Init(s, &err), "invalid parameters: %s", err.c_str());
   d->layer.Prepare(frames, &d->ws);
+  d->ws.keep_h = false;  // nothing reads the intermediate h (core/bdfsmn.h, Workspace)
   d->batch = batch;
   d->frames = frames;
   return kTfLiteOk;
@@ -225,7 +219,7 @@ TfLiteStatus Prepare(TfLiteContext* ctx, TfLiteNode* node) {
 TfLiteStatus Eval(TfLiteContext* ctx, TfLiteNode* node) {
   auto* d = static_cast<OpData*>(node->user_data);
   BD_ENSURE(ctx, d != nullptr && d->frames >= 1, "Eval before a successful Prepare");
-  const TfLiteTensor* x = Input(ctx, node, kX);
+  const TfLiteTensor* x = op_common::Input(ctx, node, kX);
   TfLiteTensor* out = &ctx->tensors[node->outputs->data[0]];
   BD_ENSURE(ctx, x != nullptr && x->data.data != nullptr && out->data.data != nullptr,
             "unallocated tensors");

@@ -1,6 +1,7 @@
-// LceBDfsmn's custom_options: a FlexBuffers map of five integers (channels, hidden, left,
-// right, dilation), as written by pipeline/bdfsmn.py op_options (Python flatbuffers'
-// flexbuffers.Dumps, the same encoding LCE's converter uses for its ops).
+// The binary DFSMN op's (ops::BDFSMN) custom_options: a FlexBuffers map of five integers
+// (keys ops::bdfsmn::kOptionKeys in core/op_contract.h: channels, hidden, left, right,
+// dilation), as written by the exporter (Python flatbuffers' flexbuffers.Dumps, the same
+// encoding LCE's converter uses for its ops).
 //
 // Parsed with flexbuffers.h of the pinned flatbuffers release (v25.9.23, unpacked into
 // build/third_party/ by the Makefile; @flatbuffers in LCE's Bazel tree), never by hand:
@@ -20,13 +21,14 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/op_contract.h"
 #include "flatbuffers/flexbuffers.h"
 
 namespace compute_engine {
 namespace tflite {
 namespace bdfsmn_options {
 
-// The real map is ~60 bytes; anything near this bound is not an LceBDfsmn options map.
+// The real map is ~60 bytes; anything near this bound is not this op's options map.
 constexpr std::size_t kMaxOptionsBytes = 4096;
 constexpr std::int64_t kMaxAbsValue = std::int64_t{1} << 30;
 
@@ -83,11 +85,14 @@ inline bool Parse(const std::uint8_t* buf, std::size_t len, Options* out, std::s
     return false;
   }
   const flexbuffers::Map map = root.AsMap();
+  namespace keys = ::compute_engine::ops::bdfsmn;
+  static_assert(keys::kNumOptions == 5, "Options has five fields");
   Options o;
-  if (!ReadInt(map, "channels", &o.channels, error) ||
-      !ReadInt(map, "hidden", &o.hidden, error) || !ReadInt(map, "left", &o.left, error) ||
-      !ReadInt(map, "right", &o.right, error) ||
-      !ReadInt(map, "dilation", &o.dilation, error)) {
+  if (!ReadInt(map, keys::kChannels, &o.channels, error) ||
+      !ReadInt(map, keys::kHidden, &o.hidden, error) ||
+      !ReadInt(map, keys::kLeft, &o.left, error) ||
+      !ReadInt(map, keys::kRight, &o.right, error) ||
+      !ReadInt(map, keys::kDilation, &o.dilation, error)) {
     return false;
   }
   *out = o;

@@ -1,19 +1,20 @@
-// TFLite glue of the LCE-compatible ops LceQuantize, LceDequantize and LceBconv2d (kernels in
-// core/bitpack.h and core/bconv2d.h; semantics and what is supported: README.md, "LCE-
-// compatible ops"). Registered through lce_ops_register.h, one registration per kernel path.
+// TFLite glue of the LCE-compatible ops ops::QUANTIZE, ops::DEQUANTIZE and ops::BCONV2D
+// (names, input order and option keys: core/op_contract.h; kernels in core/bitpack.h and
+// core/bconv2d.h; semantics and what is supported: README.md, "LCE-compatible ops").
+// Registered through lce_ops_register.h, one registration per kernel path.
 //
 // Init never fails hard (it cannot report errors): it parses the options and remembers any
 // problem; Prepare validates every tensor (count, type, rank, shape, byte size, constness)
 // and option, names any configuration this library does not support, builds the kernel
 // (repacked filter, fused output transform) and sizes the output; Eval only computes.
 //
-//   LceQuantize    in: float32 | int8 | bool [..., n]          out: int32 [..., ceil(n/32)]
-//   LceDequantize  in: int32 [..., ceil(n/32)]                 out: float32 | int8 | bool [..., n]
-//   LceBconv2d     in: 0 input int32 [B, H, W, ceil(Cin/32)]  1 filter int32 [Cout, Fh, Fw,
-//                  ceil(Cin/32)] (constant)  2 post_activation_multiplier float32 [Cout]
-//                  3 post_activation_bias float32 [Cout] (constant; float output)
-//                  4 output threshold int32 [Cout] (constant; bit-packed output)
-//                  out: float32 [B, OH, OW, Cout] | int32 [B, OH, OW, ceil(Cout/32)]
+//   QUANTIZE    in: float32 | int8 | bool [..., n]          out: int32 [..., ceil(n/32)]
+//   DEQUANTIZE  in: int32 [..., ceil(n/32)]                 out: float32 | int8 | bool [..., n]
+//   BCONV2D     in: kInput int32 [B, H, W, ceil(Cin/32)]  kFilter int32 [Cout, Fh, Fw,
+//               ceil(Cin/32)] (constant)  kPostActivationMultiplier float32 [Cout]
+//               kPostActivationBias float32 [Cout] (constant; float output)
+//               kThreshold int32 [Cout] (constant; bit-packed output)
+//               out: float32 [B, OH, OW, Cout] | int32 [B, OH, OW, ceil(Cout/32)]
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -32,18 +33,11 @@ namespace lce_ops {
 namespace oc = ::compute_engine::tflite::op_common;
 namespace bp = ::compute_engine::core::bitpack;
 namespace bc = ::compute_engine::core::bconv2d;
+namespace ops = ::compute_engine::ops;
 
 static_assert(sizeof(bool) == 1, "bool tensors are read as bytes");
 
-#define LCE_OP_ENSURE(ctx, name, cond, ...)                \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      (ctx)->ReportError((ctx), name ": " __VA_ARGS__);    \
-      return kTfLiteError;                                 \
-    }                                                      \
-  } while (0)
-
-// ------------------------------------------------------------------- LceQuantize / Dequantize
+// ---------------------------------------------------------------------- QUANTIZE / DEQUANTIZE
 struct PackOpData {
   KernelPath path = KernelPath::kAuto;
   std::string init_error;
@@ -79,21 +73,21 @@ void PackFree(TfLiteContext* /*ctx*/, void* data) { delete static_cast<PackOpDat
                 "input must have rank 1 to 8, has %d", oc::Rank(in))
 
 TfLiteStatus QuantizePrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  LCE_PACK_COMMON(ctx, node, "LceQuantize", d, in, out);
-  LCE_OP_ENSURE(ctx, "LceQuantize",
+  LCE_PACK_COMMON(ctx, node, ops::QUANTIZE, d, in, out);
+  LCE_OP_ENSURE(ctx, ops::QUANTIZE,
                 in->type == kTfLiteFloat32 || in->type == kTfLiteInt8 || in->type == kTfLiteBool,
                 "input type %s not supported (float32, int8 or bool)", oc::TypeName(in->type));
-  LCE_OP_ENSURE(ctx, "LceQuantize", out->type == kTfLiteInt32,
+  LCE_OP_ENSURE(ctx, ops::QUANTIZE, out->type == kTfLiteInt32,
                 "output must be int32 (bit-packed), is %s", oc::TypeName(out->type));
   const int rank = oc::Rank(in);
   std::size_t elements = 0;
-  LCE_OP_ENSURE(ctx, "LceQuantize", oc::NumElements(in, &elements), "input shape invalid");
+  LCE_OP_ENSURE(ctx, ops::QUANTIZE, oc::NumElements(in, &elements), "input shape invalid");
   const std::size_t esize = in->type == kTfLiteFloat32 ? 4u : 1u;
-  LCE_OP_ENSURE(ctx, "LceQuantize", oc::HasBytes(in, elements, esize),
+  LCE_OP_ENSURE(ctx, ops::QUANTIZE, oc::HasBytes(in, elements, esize),
                 "input has %zu bytes, its shape needs %zu", in->bytes, elements * esize);
   if (in->type == kTfLiteInt8) d->zero_point = in->params.zero_point;
   d->n = in->dims->data[rank - 1];
-  LCE_OP_ENSURE(ctx, "LceQuantize", d->n <= (1 << 30), "last dimension %d too large", d->n);
+  LCE_OP_ENSURE(ctx, ops::QUANTIZE, d->n <= (1 << 30), "last dimension %d too large", d->n);
   d->rows = d->n == 0 ? 0 : elements / static_cast<std::size_t>(d->n);
   int dims[8];
   for (int i = 0; i < rank; ++i) dims[i] = in->dims->data[i];
@@ -105,10 +99,10 @@ TfLiteStatus QuantizeEval(TfLiteContext* ctx, TfLiteNode* node) {
   auto* d = static_cast<PackOpData*>(node->user_data);
   const TfLiteTensor* in = oc::Input(ctx, node, 0);
   TfLiteTensor* out = oc::Output(ctx, node, 0);
-  LCE_OP_ENSURE(ctx, "LceQuantize", d != nullptr && in != nullptr && out != nullptr,
+  LCE_OP_ENSURE(ctx, ops::QUANTIZE, d != nullptr && in != nullptr && out != nullptr,
                 "Eval before a successful Prepare");
   if (d->rows == 0) return kTfLiteOk;
-  LCE_OP_ENSURE(ctx, "LceQuantize", in->data.data != nullptr && out->data.data != nullptr &&
+  LCE_OP_ENSURE(ctx, ops::QUANTIZE, in->data.data != nullptr && out->data.data != nullptr &&
                 out->bytes >= d->rows * static_cast<std::size_t>(bp::PackedWords(d->n)) * 4u,
                 "unallocated tensors");
   std::int32_t* o = out->data.i32;
@@ -123,41 +117,41 @@ TfLiteStatus QuantizeEval(TfLiteContext* ctx, TfLiteNode* node) {
 }
 
 TfLiteStatus DequantizePrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  LCE_PACK_COMMON(ctx, node, "LceDequantize", d, in, out);
-  LCE_OP_ENSURE(ctx, "LceDequantize", in->type == kTfLiteInt32,
+  LCE_PACK_COMMON(ctx, node, ops::DEQUANTIZE, d, in, out);
+  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, in->type == kTfLiteInt32,
                 "input must be int32 (bit-packed), is %s", oc::TypeName(in->type));
-  LCE_OP_ENSURE(ctx, "LceDequantize",
+  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE,
                 out->type == kTfLiteFloat32 || out->type == kTfLiteInt8 ||
                     out->type == kTfLiteBool,
                 "output type %s not supported (float32, int8 or bool)", oc::TypeName(out->type));
   const int rank = oc::Rank(in);
   // The output shape cannot be inferred (the channel count is not in the packed input):
   // it must be in the model.
-  LCE_OP_ENSURE(ctx, "LceDequantize", oc::Rank(out) == rank,
+  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, oc::Rank(out) == rank,
                 "output rank %d differs from the input's %d (the model must give the output "
                 "shape)", oc::Rank(out), rank);
   for (int i = 0; i < rank - 1; ++i) {
-    LCE_OP_ENSURE(ctx, "LceDequantize", out->dims->data[i] == in->dims->data[i],
+    LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, out->dims->data[i] == in->dims->data[i],
                   "output dim %d is %d, input's is %d", i, out->dims->data[i], in->dims->data[i]);
   }
   const int n = out->dims->data[rank - 1];
-  LCE_OP_ENSURE(ctx, "LceDequantize", n >= 0 && n <= (1 << 30),
+  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, n >= 0 && n <= (1 << 30),
                 "output's last dimension %d invalid", n);
-  LCE_OP_ENSURE(ctx, "LceDequantize", in->dims->data[rank - 1] == bp::PackedWords(n),
+  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, in->dims->data[rank - 1] == bp::PackedWords(n),
                 "input has %d words per row, %d output channels need %d",
                 in->dims->data[rank - 1], n, bp::PackedWords(n));
   std::size_t in_elems = 0, out_elems = 0;
-  LCE_OP_ENSURE(ctx, "LceDequantize",
+  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE,
                 oc::NumElements(in, &in_elems) && oc::NumElements(out, &out_elems),
                 "input or output shape invalid");
-  LCE_OP_ENSURE(ctx, "LceDequantize", oc::HasBytes(in, in_elems, 4u),
+  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, oc::HasBytes(in, in_elems, 4u),
                 "input has %zu bytes, its shape needs %zu", in->bytes, in_elems * 4u);
   if (out->type == kTfLiteInt8) {
     const float scale = out->params.scale;
     const std::int32_t zp = out->params.zero_point;
-    LCE_OP_ENSURE(ctx, "LceDequantize", std::isfinite(scale) && scale > 0.0f,
+    LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, std::isfinite(scale) && scale > 0.0f,
                   "int8 output needs a positive scale, has %g", static_cast<double>(scale));
-    LCE_OP_ENSURE(ctx, "LceDequantize", zp >= -128 && zp <= 127,
+    LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, zp >= -128 && zp <= 127,
                   "int8 output zero point %d outside [-128, 127]", static_cast<int>(zp));
     // As LCE: offset = round(1 / scale) (half away from zero), saturated to int8.
     const float inv = std::round(1.0f / scale);
@@ -174,11 +168,11 @@ TfLiteStatus DequantizeEval(TfLiteContext* ctx, TfLiteNode* node) {
   auto* d = static_cast<PackOpData*>(node->user_data);
   const TfLiteTensor* in = oc::Input(ctx, node, 0);
   TfLiteTensor* out = oc::Output(ctx, node, 0);
-  LCE_OP_ENSURE(ctx, "LceDequantize", d != nullptr && in != nullptr && out != nullptr,
+  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, d != nullptr && in != nullptr && out != nullptr,
                 "Eval before a successful Prepare");
   if (d->rows == 0) return kTfLiteOk;
   const std::size_t esize = out->type == kTfLiteFloat32 ? 4u : 1u;
-  LCE_OP_ENSURE(ctx, "LceDequantize", in->data.data != nullptr && out->data.data != nullptr &&
+  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, in->data.data != nullptr && out->data.data != nullptr &&
                 out->bytes >= d->rows * static_cast<std::size_t>(d->n) * esize,
                 "unallocated tensors");
   if (out->type == kTfLiteFloat32) {
@@ -191,8 +185,13 @@ TfLiteStatus DequantizeEval(TfLiteContext* ctx, TfLiteNode* node) {
   return kTfLiteOk;
 }
 
-// ------------------------------------------------------------------------------ LceBconv2d
-enum BconvInput { kIn = 0, kFilter, kMultiplier, kBias, kThreshold, kBconvInputs };
+// -------------------------------------------------------------------------------- BCONV2D
+using ops::bconv2d::kFilter;
+using ops::bconv2d::kInput;
+using ops::bconv2d::kPostActivationBias;
+using ops::bconv2d::kPostActivationMultiplier;
+using ops::bconv2d::kThreshold;
+constexpr int kBconvInputs = ops::bconv2d::kNumInputs;
 
 struct BconvOpData {
   KernelPath path = KernelPath::kAuto;
@@ -221,7 +220,7 @@ void* BconvInit(TfLiteContext* /*ctx*/, const char* buffer, std::size_t length) 
 
 void BconvFree(TfLiteContext* /*ctx*/, void* data) { delete static_cast<BconvOpData*>(data); }
 
-#define BC_ENSURE(ctx, cond, ...) LCE_OP_ENSURE(ctx, "LceBconv2d", cond, __VA_ARGS__)
+#define BC_ENSURE(ctx, cond, ...) LCE_OP_ENSURE(ctx, ops::BCONV2D, cond, __VA_ARGS__)
 
 // A constant rank-1 tensor of `n` values of `type`.
 TfLiteStatus CheckVector(TfLiteContext* ctx, const TfLiteTensor* t, const char* name,
@@ -261,7 +260,7 @@ TfLiteStatus BconvPrepare(TfLiteContext* ctx, TfLiteNode* node) {
             "fused_activation_function %d (%s) not supported (NONE, RELU, RELU_N1_TO_1, RELU6)",
             o.activation, ActivationName(o.activation));
 
-  const TfLiteTensor* in = oc::Input(ctx, node, kIn);
+  const TfLiteTensor* in = oc::Input(ctx, node, kInput);
   const TfLiteTensor* filter = oc::Input(ctx, node, kFilter);
   TfLiteTensor* out = oc::Output(ctx, node, 0);
   BC_ENSURE(ctx, in != nullptr && filter != nullptr && out != nullptr,
@@ -312,8 +311,8 @@ TfLiteStatus BconvPrepare(TfLiteContext* ctx, TfLiteNode* node) {
   s.activation = static_cast<bc::Activation>(o.activation);
   s.filter = filter->data.i32;
   if (out->type == kTfLiteFloat32) {
-    const TfLiteTensor* m = oc::Input(ctx, node, kMultiplier);
-    const TfLiteTensor* b = oc::Input(ctx, node, kBias);
+    const TfLiteTensor* m = oc::Input(ctx, node, kPostActivationMultiplier);
+    const TfLiteTensor* b = oc::Input(ctx, node, kPostActivationBias);
     if (CheckVector(ctx, m, "post_activation_multiplier", kTfLiteFloat32, cout,
                     "float output") != kTfLiteOk ||
         CheckVector(ctx, b, "post_activation_bias", kTfLiteFloat32, cout, "float output") !=
@@ -359,7 +358,7 @@ TfLiteStatus BconvPrepare(TfLiteContext* ctx, TfLiteNode* node) {
 TfLiteStatus BconvEval(TfLiteContext* ctx, TfLiteNode* node) {
   auto* d = static_cast<BconvOpData*>(node->user_data);
   BC_ENSURE(ctx, d != nullptr && d->prepared, "Eval before a successful Prepare");
-  const TfLiteTensor* in = oc::Input(ctx, node, kIn);
+  const TfLiteTensor* in = oc::Input(ctx, node, kInput);
   TfLiteTensor* out = oc::Output(ctx, node, 0);
   BC_ENSURE(ctx, in != nullptr && out != nullptr && in->data.data != nullptr &&
                  out->data.data != nullptr,

@@ -3,16 +3,21 @@
 // RTLD_GLOBAL) or through ctypes with the resolver's address. All of them go through the one
 // registration point, lce_ops_register.h.
 //
-//   LceOpsRegisterer          every op (LceQuantize, LceDequantize, LceBconv2d, LceBDfsmn),
-//                             kernel path auto (deprecated LCE_BDFSMN_PATH still honoured)
+//   LceOpsRegisterer          every op of the project (ops::PROJECT_OPS in
+//                             core/op_contract.h), kernel path auto (deprecated
+//                             LCE_BDFSMN_PATH still honoured)
 //   LceOpsRegistererPortable  every op, portable path
 //   LceOpsRegistererNeon      every op, NEON path (portable where the build has none)
 //   LceOpsRegistererAvx512    every op, AVX-512 path (portable where the CPU has none)
-//   LceBDfsmnRegisterer       DEPRECATED: LceBDfsmn only, path auto (as before)
 //   LceOpsKernelPath(name)    the path that runs for a registerer of path `name` ("auto",
 //                             "portable", ...) here: "portable", "neon", "avx512", or
 //                             "invalid" (unknown name, or auto with a bad LCE_BDFSMN_PATH)
-//   LceBDfsmnKernelPath()     = LceOpsKernelPath("auto") (kept for existing callers)
+//   LceOpsTfliteHeaders()     which TFLite headers this library was compiled against
+//                             (tflite_c.h): "real" (tensorflow/lite/core/c/common.h) or
+//                             "abi" (the hand-declared fallback, tflite_abi.h)
+//   DEPRECATED, kept until every caller uses the functions above (their names predate the
+//   one-registerer design): the binary DFSMN op only, path auto (as before), and
+//   = LceOpsKernelPath("auto").
 #include <string>
 
 #include "lce_ops_register.h"
@@ -43,17 +48,20 @@ LCE_OPS_EXPORT void LceOpsRegistererAvx512(void* resolver) {
   Register(resolver, KernelPath::kAvx512);
 }
 
-LCE_OPS_EXPORT void LceBDfsmnRegisterer(void* resolver) {
-  static_cast<::tflite::MutableOpResolver*>(resolver)->AddCustom(
-      "LceBDfsmn", cet::Register_BDFSMN(KernelPath::kAuto), 1);
-}
-
 LCE_OPS_EXPORT const char* LceOpsKernelPath(const char* requested) {
   KernelPath p = KernelPath::kAuto;
   if (!::compute_engine::core::ParseKernelPath(requested, &p)) return "invalid";
   std::string err;
   if (!cet::op_common::EffectivePath(p, &p, &err)) return "invalid";
   return ::compute_engine::core::KernelPathName(::compute_engine::core::ResolveKernelPath(p));
+}
+
+LCE_OPS_EXPORT const char* LceOpsTfliteHeaders() { return LCE_KERNELS_TFLITE_HEADERS; }
+
+// DEPRECATED (see above).
+LCE_OPS_EXPORT void LceBDfsmnRegisterer(void* resolver) {
+  static_cast<::tflite::MutableOpResolver*>(resolver)->AddCustom(
+      ::compute_engine::ops::BDFSMN, cet::Register_BDFSMN(KernelPath::kAuto), 1);
 }
 
 LCE_OPS_EXPORT const char* LceBDfsmnKernelPath() { return LceOpsKernelPath("auto"); }

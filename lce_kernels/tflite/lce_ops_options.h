@@ -1,15 +1,15 @@
 // What Larq Compute Engine 0.16's kernels need of their custom_options, for the model
-// verifier (model_verify.cc). LCE's Init functions call flexbuffers::GetRoot(buffer,
+// verifier (model_verify.cc) and the bconv2d glue (op names and keys: core/op_contract.h). LCE's Init functions call flexbuffers::GetRoot(buffer,
 // length).AsMap() without verifying the buffer (an empty or damaged one is read out of
 // bounds) and divide by the strides / sizes they read (larq_compute_engine/tflite/kernels/
-// bconv2d.cc, bmaxpool.cc at tag v0.16.0; measured: an LceBconv2d without options crashes
+// bconv2d.cc, bmaxpool.cc at tag v0.16.0; measured: a bconv2d op without options crashes
 // LCE's interpreter). So:
-//   * LceBconv2d, LceBMaxPool2d: options required, a verified FlexBuffers map holding every
-//     key the kernel reads as an integer, strides / dilations / sizes / channels >= 1 and
-//     pad_values 0 or 1;
-//   * any other Lce* op (LceQuantize, LceDequantize: no options read): options, when
+//   * ops::BCONV2D, ops::BMAXPOOL2D: options required, a verified FlexBuffers map holding
+//     every key the kernel reads as an integer, strides / dilations / sizes / channels >= 1
+//     and pad_values 0 or 1;
+//   * any other LCE op (ops::QUANTIZE, ops::DEQUANTIZE: no options read): options, when
 //     present, must be a verified FlexBuffer.
-// LceBDfsmn (ours) is checked by bdfsmn_options.h instead.
+// ops::BDFSMN (ours) is checked by bdfsmn_options.h instead.
 #ifndef LCE_KERNELS_TFLITE_LCE_OPS_OPTIONS_H_
 #define LCE_KERNELS_TFLITE_LCE_OPS_OPTIONS_H_
 
@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/op_contract.h"
 #include "flatbuffers/flexbuffers.h"
 
 namespace compute_engine {
@@ -33,16 +34,22 @@ struct Key {
 
 constexpr std::int64_t kBig = std::int64_t{1} << 30;
 
+namespace bconv = ::compute_engine::ops::bconv2d;
+namespace bmax = ::compute_engine::ops::bmaxpool2d;
+
 constexpr Key kBconv2dKeys[] = {
-    {"stride_height", 1, kBig},          {"stride_width", 1, kBig},
-    {"dilation_height_factor", 1, kBig}, {"dilation_width_factor", 1, kBig},
-    {"padding", -kBig, kBig},            {"pad_values", 0, 1},
-    {"channels_in", 1, kBig},            {"fused_activation_function", -kBig, kBig},
+    {bconv::kStrideHeight, 1, kBig},   {bconv::kStrideWidth, 1, kBig},
+    {bconv::kDilationHeight, 1, kBig}, {bconv::kDilationWidth, 1, kBig},
+    {bconv::kPadding, -kBig, kBig},    {bconv::kPadValues, 0, 1},
+    {bconv::kChannelsIn, 1, kBig},     {bconv::kFusedActivation, -kBig, kBig},
 };
+static_assert(sizeof(kBconv2dKeys) / sizeof(kBconv2dKeys[0]) == bconv::kNumOptions,
+              "every bconv2d option key is checked");
 
 constexpr Key kBMaxPoolKeys[] = {
-    {"filter_height", 1, kBig}, {"filter_width", 1, kBig}, {"stride_height", 1, kBig},
-    {"stride_width", 1, kBig},  {"padding", -kBig, kBig},
+    {bmax::kFilterHeight, 1, kBig}, {bmax::kFilterWidth, 1, kBig},
+    {bmax::kStrideHeight, 1, kBig}, {bmax::kStrideWidth, 1, kBig},
+    {bmax::kPadding, -kBig, kBig},
 };
 
 template <std::size_t N>
@@ -68,7 +75,8 @@ bool CheckKeys(const flexbuffers::Map& map, const Key (&keys)[N], std::string* w
 
 // Empty string if the options of LCE op `name` are acceptable, else the reason.
 inline std::string Problem(const std::string& name, const std::uint8_t* buf, std::size_t len) {
-  const bool needs_map = name == "LceBconv2d" || name == "LceBMaxPool2d";
+  const bool needs_map =
+      name == ::compute_engine::ops::BCONV2D || name == ::compute_engine::ops::BMAXPOOL2D;
   if (buf == nullptr || len == 0) {
     return needs_map ? "no custom_options (" + name + " reads a FlexBuffers map)" : "";
   }
@@ -80,7 +88,7 @@ inline std::string Problem(const std::string& name, const std::uint8_t* buf, std
   if (!root.IsMap()) return "custom_options root is not a map";
   std::string why;
   const flexbuffers::Map map = root.AsMap();
-  const bool ok = name == "LceBconv2d" ? CheckKeys(map, kBconv2dKeys, &why)
+  const bool ok = name == ::compute_engine::ops::BCONV2D ? CheckKeys(map, kBconv2dKeys, &why)
                                        : CheckKeys(map, kBMaxPoolKeys, &why);
   return ok ? "" : why;
 }

@@ -1,14 +1,15 @@
 // The ONE registration point of the project's TFLite ops, shaped like Larq Compute Engine's
-// larq_compute_engine/tflite/kernels/lce_ops_register.h (v0.16.0).
+// larq_compute_engine/tflite/kernels/lce_ops_register.h (v0.16.0): a Register_* function per
+// op and one inline function that adds them all to a MutableOpResolver.
 //
-//   custom code     registration                    kernel (lce_kernels/)
-//   LceQuantize     Register_LCE_QUANTIZE(path)     core/bitpack.h   (tflite/lce_ops.cc)
-//   LceDequantize   Register_LCE_DEQUANTIZE(path)   core/bitpack.h   (tflite/lce_ops.cc)
-//   LceBconv2d      Register_LCE_BCONV_2D(path)     core/bconv2d.h   (tflite/lce_ops.cc)
-//   LceBDfsmn       Register_BDFSMN(path)           core/bdfsmn.h    (tflite/bdfsmn_op.cc)
+//   custom code (core/op_contract.h)  registration                 kernel (lce_kernels/)
+//   ops::QUANTIZE                     Register_LCE_QUANTIZE(path)   core/bitpack.h  (lce_ops.cc)
+//   ops::DEQUANTIZE                   Register_LCE_DEQUANTIZE(path) core/bitpack.h  (lce_ops.cc)
+//   ops::BCONV2D                      Register_LCE_BCONV_2D(path)   core/bconv2d.h  (lce_ops.cc)
+//   ops::BDFSMN                       Register_BDFSMN(path)         core/bdfsmn.h   (bdfsmn_op.cc)
 //
 // The first three have the semantics of LCE 0.16's ops of the same names as its converter
-// emits them (README.md: "LCE-compatible ops"); LceBDfsmn is the project's binary DFSMN
+// emits them (README.md: "LCE-compatible ops"); ops::BDFSMN is the project's binary DFSMN
 // layer. The kernel path is chosen here, when registering:
 //
 //   compute_engine::tflite::RegisterLceOps(&resolver);                        // kAuto
@@ -19,23 +20,19 @@
 // variable LCE_BDFSMN_PATH=auto|portable|neon|avx512 (read when the interpreter creates each
 // op) still overrides the choice; an unknown value fails Prepare.
 //
-// Inside LCE's Bazel tree (real TFLite headers: LCE_BDFSMN_USE_TFLITE_HEADERS, set by the
-// BUILD targets) call RegisterLceOps(resolver) after RegisterLCECustomOps(resolver): the
-// later AddCustom wins, so the project's LceQuantize / LceDequantize / LceBconv2d replace
-// LCE's (call only the AddCustom lines you want to keep LCE's). From Python
+// TFLite headers: tflite_c.h (inside LCE's Bazel tree, LCE_KERNELS_IN_TFLITE_TREE set by
+// lce_kernels/BUILD: TFLite's own, the ones LCE's lce_ops_register.h includes). There, call
+// RegisterLceOps(resolver) after RegisterLCECustomOps(resolver): the later AddCustom wins,
+// so the project's bit-packing and bconv2d ops replace LCE's (register only
+// ops::BDFSMN, with Register_BDFSMN(), to keep LCE's own). From Python
 // (InterpreterWithCustomOps), use the C registerers of tflite/lce_ops_capi.cc
 // (pipeline/bdfsmn.py: registerer()).
 #ifndef LCE_KERNELS_TFLITE_LCE_OPS_REGISTER_H_
 #define LCE_KERNELS_TFLITE_LCE_OPS_REGISTER_H_
 
-#if defined(LCE_BDFSMN_USE_TFLITE_HEADERS)
-#include "tensorflow/lite/c/common.h"
-#include "tensorflow/lite/mutable_op_resolver.h"
-#else
-#include "tflite_abi.h"
-#endif
-
 #include "../core/kernel_path.h"
+#include "../core/op_contract.h"
+#include "tflite_c.h"
 
 namespace compute_engine {
 namespace tflite {
@@ -47,13 +44,13 @@ TfLiteRegistration* Register_LCE_DEQUANTIZE(KernelPath path = KernelPath::kAuto)
 TfLiteRegistration* Register_LCE_BCONV_2D(KernelPath path = KernelPath::kAuto);
 TfLiteRegistration* Register_BDFSMN(KernelPath path = KernelPath::kAuto);
 
-// Registers every op of the project with kernel path `path`.
+// Registers every op of the project (ops::PROJECT_OPS) with kernel path `path`.
 inline void RegisterLceOps(::tflite::MutableOpResolver* resolver,
                            KernelPath path = KernelPath::kAuto) {
-  resolver->AddCustom("LceQuantize", Register_LCE_QUANTIZE(path));
-  resolver->AddCustom("LceDequantize", Register_LCE_DEQUANTIZE(path));
-  resolver->AddCustom("LceBconv2d", Register_LCE_BCONV_2D(path));
-  resolver->AddCustom("LceBDfsmn", Register_BDFSMN(path));
+  resolver->AddCustom(::compute_engine::ops::QUANTIZE, Register_LCE_QUANTIZE(path));
+  resolver->AddCustom(::compute_engine::ops::DEQUANTIZE, Register_LCE_DEQUANTIZE(path));
+  resolver->AddCustom(::compute_engine::ops::BCONV2D, Register_LCE_BCONV_2D(path));
+  resolver->AddCustom(::compute_engine::ops::BDFSMN, Register_BDFSMN(path));
 }
 
 }  // namespace tflite

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/op_contract.h"
 #include "bdfsmn_options.h"
 #include "lce_ops_options.h"
 #include "model_verify_ops.h"
@@ -29,6 +30,7 @@ namespace {
 
 namespace fb = ::flatbuffers;
 namespace tfl = ::tflite;
+namespace ops = ::compute_engine::ops;
 using verify_ops::FindArity;
 using verify_ops::FindRule;
 using verify_ops::MayHaveNoOutput;
@@ -47,12 +49,17 @@ constexpr fb::uoffset_t kMaxTables = 1u << 20;
 // corrupted dimension must not make the interpreter allocate gigabytes.
 constexpr std::uint64_t kMaxTensorBytes = std::uint64_t{1} << 28;
 constexpr int kMaxRank = 8;
-constexpr const char* kBDfsmnOp = "LceBDfsmn";
 // The model's own description (metadata entry, pipeline/tflite_metadata.py) and its size cap.
 constexpr const char* kDescriptionKey = "bkws.description";
 constexpr std::uint64_t kMaxDescriptionBytes = std::uint64_t{1} << 16;
 
 // ---- small helpers -------------------------------------------------------------------------
+
+// True for the custom code of an LCE op (and ours): it starts with ops::LCE_PREFIX.
+bool IsLceOp(const std::string& name) {
+  const std::size_t n = std::strlen(ops::LCE_PREFIX);
+  return name.compare(0, n, ops::LCE_PREFIX) == 0;
+}
 
 std::string Quote(const fb::String* s) {
   if (s == nullptr) return "''";
@@ -703,16 +710,16 @@ class Checker {
     return true;
   }
 
-  // LCE's kernels (larq compute-engine 0.16: LceBconv2d, LceQuantize, LceDequantize,
-  // LceBMaxPool2d) read their inputs and output 0 through GetInput / GetOutput without a null
-  // check: they need exactly one output and no -1 input, except LceBconv2d's optional
-  // post_activation_multiplier / bias (2, 3: unused for a bitpacked int32 output) or
-  // thresholds (4: used only then). Our LceBDfsmn checks its own inputs in Prepare.
+  // LCE's kernels (larq compute-engine 0.16: ops::BCONV2D, QUANTIZE, DEQUANTIZE, BMAXPOOL2D)
+  // read their inputs and output 0 through GetInput / GetOutput without a null check: they
+  // need exactly one output and no -1 input, except the bconv2d op's optional
+  // post_activation_multiplier / bias (unused for a bitpacked int32 output) or thresholds
+  // (used only then). Our ops::BDFSMN checks its own inputs in Prepare.
   bool CustomIo(const std::string& where, const tfl::Operator* op,
                 const tfl::OperatorCode* code) {
     const fb::String* custom = code->custom_code();
     const std::string name = custom ? std::string(custom->c_str(), custom->size()) : "";
-    if (name.compare(0, 3, "Lce") != 0 || name == kBDfsmnOp) return true;
+    if (!IsLceOp(name) || name == ops::BDFSMN) return true;
     const auto* outs = op->outputs();
     if (outs == nullptr || outs->size() != 1) {
       return Fail(where + ": expected exactly one output");
@@ -728,7 +735,12 @@ class Checker {
     }
     for (fb::uoffset_t k = 0; k < ins->size(); ++k) {
       if (ins->Get(k) >= 0) continue;
-      const bool optional = name == "LceBconv2d" && (int32_out ? (k == 2 || k == 3) : k == 4);
+      namespace bc = ops::bconv2d;
+      const auto i = static_cast<std::int64_t>(k);
+      const bool optional =
+          name == ops::BCONV2D &&
+          (int32_out ? (i == bc::kPostActivationMultiplier || i == bc::kPostActivationBias)
+                     : i == bc::kThreshold);
       if (!optional) {
         return Fail(where + ": input " + std::to_string(k) + " is -1 (no tensor), which " +
                     name + " does not accept there");
@@ -737,7 +749,7 @@ class Checker {
     return true;
   }
 
-  // Custom ops: options inside the file; ours (LceBDfsmn) and LCE's (Lce*) are FlexBuffers
+  // Custom ops: options inside the file; ours (ops::BDFSMN) and LCE's are FlexBuffers
   // maps that must verify (their Init reads them without checking).
   bool CustomOptions(const std::string& where, const tfl::Operator* op,
                      const tfl::OperatorCode* code) {
@@ -755,13 +767,13 @@ class Checker {
       p = data_ + op->large_custom_options_offset();
       n = op->large_custom_options_size();
     }
-    if (name == kBDfsmnOp) {
+    if (name == ops::BDFSMN) {
       bdfsmn_options::Options o;
       std::string why;
       if (!bdfsmn_options::Parse(p, static_cast<std::size_t>(n), &o, &why)) {
         return Fail(where + ": " + why);
       }
-    } else if (name.compare(0, 3, "Lce") == 0) {
+    } else if (IsLceOp(name)) {
       const std::string why = lce_ops_options::Problem(name, p, static_cast<std::size_t>(n));
       if (!why.empty()) return Fail(where + ": " + why);
     }

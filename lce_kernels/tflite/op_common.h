@@ -1,12 +1,15 @@
 // Helpers shared by the TFLite glue of the project's ops (tflite/lce_ops.cc,
 // tflite/bdfsmn_op.cc): the kernel path an op instance runs (registered path, deprecated
-// LCE_BDFSMN_PATH fallback), tensor access that never trusts an index, constness, element
-// counts without overflow, output resizing.
+// LCE_BDFSMN_PATH fallback), error reports prefixed with the op's name (LCE_OP_ENSURE), tensor
+// access that never trusts an index, constness, element counts without overflow, output
+// resizing.
 #ifndef LCE_KERNELS_TFLITE_OP_COMMON_H_
 #define LCE_KERNELS_TFLITE_OP_COMMON_H_
 
+#include <cstdarg>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -29,6 +32,18 @@ inline bool EffectivePath(KernelPath registered, KernelPath* path, std::string* 
     return false;
   }
   return true;
+}
+
+// Reports "<op>: <printf(fmt, ...)>" through the context (messages longer than 1 KiB are cut).
+__attribute__((format(printf, 3, 4))) inline void ReportOpError(TfLiteContext* ctx,
+                                                                const char* op,
+                                                                const char* fmt, ...) {
+  char msg[1024];
+  std::va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(msg, sizeof msg, fmt, args);
+  va_end(args);
+  ctx->ReportError(ctx, "%s: %s", op, msg);
 }
 
 // Tensor i of the node's inputs / outputs; nullptr if absent (-1) or out of range.
@@ -104,5 +119,14 @@ inline const char* TypeName(TfLiteType t) {
 }  // namespace op_common
 }  // namespace tflite
 }  // namespace compute_engine
+
+// If `cond` is false: report "<op>: <message>" (printf-style arguments) and fail the call.
+#define LCE_OP_ENSURE(ctx, op, cond, ...)                                         \
+  do {                                                                            \
+    if (!(cond)) {                                                                \
+      ::compute_engine::tflite::op_common::ReportOpError((ctx), (op), __VA_ARGS__); \
+      return kTfLiteError;                                                        \
+    }                                                                             \
+  } while (0)
 
 #endif  // LCE_KERNELS_TFLITE_OP_COMMON_H_

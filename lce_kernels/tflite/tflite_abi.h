@@ -1,13 +1,14 @@
-// Minimal declaration of the TensorFlow Lite C ABI used by the LceBDfsmn op.
+// FALLBACK declaration of the TensorFlow Lite C ABI used by the op glue, for builds without
+// the real tensorflow/lite/core/c/common.h (tflite_c.h picks it only then; the Makefile uses
+// the real header whenever the pinned TFLM tarball is available).
 //
 // The tensorflow pip wheel ships no TFLite headers, so the few structs an op needs are
 // declared here. PINNED: TensorFlow 2.16.x (tested with the tensorflow==2.16.2 wheel).
 //
-// Source: tensorflow/lite/core/c/common.h. The field order below was taken from that file
-// (the copy available to us is a later revision than v2.16; the header itself states the
-// structs are "semi-ABI stable: new values are only added at the end, never reordered",
-// and its TfLiteRegistration_V1/V2/V3 legacy structs document the history of
-// TfLiteRegistration). We only rely on:
+// Source: tensorflow/lite/core/c/common.h (the field order was taken from that file; the
+// header itself states the structs are "semi-ABI stable: new values are only added at the
+// end, never reordered", and its TfLiteRegistration_V1/V2/V3 legacy structs document the
+// history of TfLiteRegistration). We only rely on:
 //   - TfLiteTensor: the full 2.16 field list (its size is the stride of context->tensors),
 //   - TfLiteNode:   the leading fields up to custom_initial_data_size,
 //   - TfLiteContext: the leading fields up to ReportError,
@@ -15,9 +16,10 @@
 //     zero-initialised struct, and AddCustom copies sizeof(TfLiteRegistration of the
 //     runtime), so declaring the complete struct is REQUIRED (a shorter one would be read
 //     past its end).
-// The Python smoke test (tests/test_kernel_tflite.py) checks the layout end to end against
-// the installed wheel. When moving to another TF version, re-check this file against that
-// version's common.h.
+// tflite_c.h asserts the layout (for this file and the real header alike);
+// tests/test_kernel_build.py compiles lce_kernels/tests/tflite_layout.cc against both and
+// compares every size, offset and enum value the glue uses. When moving to another TF
+// version, re-check this file against that version's common.h.
 #ifndef LCE_KERNELS_TFLITE_TFLITE_ABI_H_
 #define LCE_KERNELS_TFLITE_TFLITE_ABI_H_
 
@@ -178,24 +180,5 @@ typedef struct TfLiteRegistration {
 } TfLiteRegistration;
 
 }  // extern "C"
-
-// Layout checks for LP64 (x86-64, aarch64): offsets as computed from common.h.
-static_assert(sizeof(void*) == 8, "LP64 only");
-static_assert(offsetof(TfLiteTensor, dims) == 16, "TfLiteTensor layout");
-static_assert(offsetof(TfLiteTensor, allocation_type) == 32, "TfLiteTensor layout");
-static_assert(offsetof(TfLiteTensor, bytes) == 40, "TfLiteTensor layout");
-static_assert(sizeof(TfLiteTensor) == 112, "TfLiteTensor size (stride of context->tensors)");
-static_assert(offsetof(TfLiteNode, custom_initial_data_size) == 56, "TfLiteNode layout");
-static_assert(offsetof(TfLiteContext, ReportError) == 40, "TfLiteContext layout");
-static_assert(sizeof(TfLiteRegistration) == 88, "TfLiteRegistration size (TF 2.16)");
-
-namespace tflite {
-// Only the one non-virtual member we call; defined in libtensorflow_cc.so.2 (exported as
-// tflite::MutableOpResolver::AddCustom(char const*, TfLiteRegistration const*, int)).
-class MutableOpResolver {
- public:
-  void AddCustom(const char* name, const TfLiteRegistration* registration, int version = 1);
-};
-}  // namespace tflite
 
 #endif  // LCE_KERNELS_TFLITE_TFLITE_ABI_H_
