@@ -25,6 +25,7 @@ import pytest
 
 from firmware_sim import firmware_runner as fw
 from firmware_sim import tensor_file
+from lce_kernels import ops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORTS = os.path.join(ROOT, "pretrained", "real8", "exports")
@@ -153,7 +154,7 @@ def test_binary_xnnpack_float_kernels(built, features):
                       build_first=False)
     kernels = dict(rep["ops"])
     assert kernels["CONV_2D"] == "xnnpack" and kernels["FULLY_CONNECTED"] == "xnnpack"
-    assert kernels["LceBDfsmn"] == "project:neon" and kernels["RESHAPE"] == "reference"
+    assert kernels[ops.BDFSMN] == "project:neon" and kernels["RESHAPE"] == "reference"
     assert rep["heap"]["xnnpack_after_prepare"] > 0 and rep["allocations_during_invoke"] == 0
     ref, got = ref.reshape(len(x), -1), got.reshape(len(x), -1)
     scale = np.maximum(1.0, np.abs(ref).max(axis=1))
@@ -249,13 +250,13 @@ def _damaged_models():
                 op.customOptions = list(value)
         return fn
 
-    variant("bdfsmn options empty", opts("LceBDfsmn", b""))
-    variant("bdfsmn options garbage", opts("LceBDfsmn", bytes(range(7, 80))))
-    variant("bconv options garbage", opts("LceBconv2d", b"\xff" * 33))
+    variant("bdfsmn options empty", opts(ops.BDFSMN, b""))
+    variant("bdfsmn options garbage", opts(ops.BDFSMN, bytes(range(7, 80))))
+    variant("bconv options garbage", opts(ops.BCONV2D, b"\xff" * 33))
     rng = np.random.default_rng(3)
     for k in range(4):
         def flip(m, k=k):
-            for op in _ops(m, "LceBDfsmn") + _ops(m, "LceBconv2d"):
+            for op in _ops(m, ops.BDFSMN) + _ops(m, ops.BCONV2D):
                 o = np.array(op.customOptions, np.uint8)
                 i = rng.integers(0, len(o), 3)
                 o[i] ^= rng.integers(1, 256, 3).astype(np.uint8)
@@ -268,25 +269,25 @@ def _damaged_models():
             m.subgraphs[0].tensors[op.inputs[input_index]].shape = np.array(new_shape, np.int32)
         return fn
 
-    variant("bdfsmn mem_w wrong shape", shape("LceBDfsmn", 1, [5, 3]))
-    variant("bdfsmn pw1_p wrong shape", shape("LceBDfsmn", 5, [3, 255]))
-    variant("bdfsmn x wrong channels", shape("LceBDfsmn", 0, [1, 8, 1, 64]))
-    variant("bconv filter wrong depth", shape("LceBconv2d", 1, [32, 5, 5, 2]))
+    variant("bdfsmn mem_w wrong shape", shape(ops.BDFSMN, 1, [5, 3]))
+    variant("bdfsmn pw1_p wrong shape", shape(ops.BDFSMN, 5, [3, 255]))
+    variant("bdfsmn x wrong channels", shape(ops.BDFSMN, 0, [1, 8, 1, 64]))
+    variant("bconv filter wrong depth", shape(ops.BCONV2D, 1, [32, 5, 5, 2]))
     variant("quantize output wrong shape",
-            lambda m: setattr(m.subgraphs[0].tensors[_ops(m, "LceQuantize")[0].outputs[0]],
+            lambda m: setattr(m.subgraphs[0].tensors[_ops(m, ops.QUANTIZE)[0].outputs[0]],
                               "shape", np.array([1, 16, 16, 2], np.int32)))
 
     def drop_input(m):
-        op = _ops(m, "LceBDfsmn")[0]
+        op = _ops(m, ops.BDFSMN)[0]
         op.inputs = op.inputs[:5]
     variant("bdfsmn too few inputs", drop_input)
 
     def float_weights(m):
-        op = _ops(m, "LceBDfsmn")[0]
+        op = _ops(m, ops.BDFSMN)[0]
         m.subgraphs[0].tensors[op.inputs[3]].type = 0  # FLOAT32
     variant("bdfsmn weights float", float_weights)
     variant("unknown custom op", lambda m: setattr(
-        m.operatorCodes[_ops(m, "LceBDfsmn")[0].opcodeIndex], "customCode", b"LceNope"))
+        m.operatorCodes[_ops(m, ops.BDFSMN)[0].opcodeIndex], "customCode", b"LceNope"))
     return out
 
 
@@ -317,12 +318,12 @@ def test_malformed_models_give_errors(tmp_path, target):
         assert r.returncode == 1 and not rep["ok"] and rep["error"], name
     print(json.dumps(seen, indent=1))
     expect = {"truncated": "flatbuffers verifier",
-              "bdfsmn options garbage": "LceBDfsmn: cannot parse custom_options",
-              "bconv options garbage": "LceBconv2d: cannot parse custom_options",
+              "bdfsmn options garbage": f"{ops.BDFSMN}: cannot parse custom_options",
+              "bconv options garbage": f"{ops.BCONV2D}: cannot parse custom_options",
               "bdfsmn mem_w wrong shape": "mem_w has shape [5, 3], expected [5, 4]",
               "bdfsmn x wrong channels": "x has 64 channels",
               "bconv filter wrong depth": "filter has 2 words per tap",
-              "quantize output wrong shape": "LceQuantize: output shape",
+              "quantize output wrong shape": f"{ops.QUANTIZE}: output shape",
               "bdfsmn too few inputs": "expected 9 inputs",
               "bdfsmn weights float": "pw1_w has type float32",
               "unknown custom op": "LceNope is not one of the project's ops"}
@@ -378,13 +379,17 @@ def test_test_split_host_equals_aarch64(real8):
 
 
 
-@pytest.mark.slow  # 690 clips x 3 depths x 2 targets + the Keras student: minutes
+@pytest.mark.slow  # 690 clips x 3 depths + the Keras student: minutes
 @needs_tools
 @needs_exports
-@pytest.mark.parametrize("target", ["host", "aarch64"])
+@pytest.mark.parametrize("target", ["host"])
 def test_test_split_agrees_with_keras(real8, target, tmp_path):
     """python -m firmware_sim.run --reference: top-1 equal to the Keras student on every clip
-    of the test split at depths 8 / 4 / 2 (pipeline.evaluate --reference semantics)."""
+    of the test split at depths 8 / 4 / 2 (pipeline.evaluate --reference semantics). On the
+    host build only: the aarch64 build's logits equal the host's bit for bit on the same clips
+    (test_test_split_host_equals_aarch64), so its agreement is the same; running it again
+    under qemu would add minutes to CI for no new check (`python -m firmware_sim.run ...
+    --target aarch64` measures it directly)."""
     for depth in (8, 4, 2):
         out = tmp_path / f"d{depth}.json"
         r = subprocess.run(

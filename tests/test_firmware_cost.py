@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from lce_kernels import ops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = ("qemu-aarch64", "aarch64-linux-gnu-g++", "gcc", "make")
@@ -81,14 +82,14 @@ def test_cost_whole_model_files(tmp_path):
     assert res["model_instruction_ratio"]["2"] > 1.0 and res["float_teacher"] == "dfsmn_float_d8"
     rt = res["binary_runtime"]
     assert rt["project_ops_kernel_path"] == "neon" and rt["float_kernels"] == "xnnpack"
-    assert rt["kernels"]["LceBDfsmn"] == "project:neon" and rt["kernels"]["CONV_2D"] == "xnnpack"
+    assert rt["kernels"][ops.BDFSMN] == "project:neon" and rt["kernels"]["CONV_2D"] == "xnnpack"
     by_name = {m["name"]: m for m in res["models"]}
     for m in by_name.values():
         assert m["allocations_during_invoke"] == 0
         assert 0.98 * m["insns"] < m["ops_sum"] <= m["insns"]  # profiler calls outside the ops
         assert all(t["insns"] > 0 and t["count"] >= 1 for t in m["by_type"].values())
-    assert set(by_name["bifsmnv2_binary_d2"]["by_type"]["LceBDfsmn"]) >= {"count", "insns"}
-    assert by_name["bifsmnv2_binary_d2"]["by_type"]["LceBDfsmn"]["count"] == 2
+    assert set(by_name["bifsmnv2_binary_d2"]["by_type"][ops.BDFSMN]) >= {"count", "insns"}
+    assert by_name["bifsmnv2_binary_d2"]["by_type"][ops.BDFSMN]["count"] == 2
     assert res["binary_model_insns"]["2"] == by_name["bifsmnv2_binary_d2"]["insns"]
     assert "Whole models, one inference each" in text and "Per op" in text
 

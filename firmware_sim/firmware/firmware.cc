@@ -453,8 +453,11 @@ void BuildResolver(const tflite::Model* m, const Flags& f, Resolver* r,
     if (code == tflite::BuiltinOperator_CUSTOM) {
       TFLMRegistration reg;
       if (!compute_engine::tflm::RegistrationFor(name.c_str(), f.path, &reg)) {
-        Fail("custom op " + name + " is not one of the project's ops (LceQuantize, "
-             "LceDequantize, LceBconv2d, LceBDfsmn)");
+        std::string known;
+        for (const char* n : compute_engine::ops::PROJECT_OPS) {
+          known += (known.empty() ? "" : ", ") + std::string(n);
+        }
+        Fail("custom op " + name + " is not one of the project's ops (" + known + ")");
       }
       // The resolver keeps the name pointer: use the contract's static strings.
       const char* stable = nullptr;

@@ -1,4 +1,4 @@
-// TensorFlow Lite Micro glue of ops::BDFSMN (LceBDfsmn), one binary DFSMN layer around
+// TensorFlow Lite Micro glue of ops::BDFSMN (the bitwise DFSMN op), one binary DFSMN layer around
 // lce_kernels/core/bdfsmn.h. Inputs, shapes and options as the TFLite glue
 // (tflite/bdfsmn_op.cc, core/op_contract.h):
 //   kX float32 [T, C] | [B, T, C] | [B, T, 1, C]; the eight parameter tensors constant, of

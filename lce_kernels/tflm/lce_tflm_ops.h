@@ -6,8 +6,8 @@
 //   compute_engine::tflm::AddLceOps(&resolver, KernelPath::kPortable);
 //
 // registers every op of core/op_contract.h's PROJECT_OPS under its custom name:
-// LceQuantize, LceDequantize, LceBconv2d (Larq Compute Engine 0.16's ops) and LceBDfsmn (the
-// binary DFSMN layer), each around the same kernel core as the TFLite glue
+// ops::QUANTIZE, ops::DEQUANTIZE, ops::BCONV2D (Larq Compute Engine 0.16's ops) and
+// ops::BDFSMN (the binary DFSMN layer), each around the same kernel core as the TFLite glue
 // (lce_kernels/core). Semantics, supported configurations and error cases follow the TFLite
 // glue (tflite/lce_ops.cc, tflite/bdfsmn_op.cc); what differs in TFLM:
 //   * output shapes are never resized: the model must hold them, Prepare checks them;
@@ -20,7 +20,7 @@
 //     are and takes caller-provided scratch), so those bytes come from the heap at Prepare,
 //     not from the arena, and the weights are not read in place from the flatbuffer; Eval
 //     allocates nothing. The firmware (firmware_sim/firmware) measures the heap separately.
-//   * LceQuantize / LceDequantize have no weights and no scratch: everything is in the arena.
+//   * ops::QUANTIZE / ops::DEQUANTIZE have no weights and no scratch: everything is in the arena.
 // The kernel path (kAuto: NEON on aarch64, AVX-512 when the x86-64 CPU has it, else portable)
 // is fixed when registering; LCE_BDFSMN_PATH (the TFLite glue's deprecated override) is not
 // read here.
