@@ -21,7 +21,8 @@ def _x(batch=2, seed=0):
 
 # ---------------------------------------------------------------- architecture / shapes
 def test_registry():
-    assert models.list_models() == ["bifsmnv2", "bifsmnv2_ste", "dfsmn"]
+    assert models.list_models() == ["bifsmnv2", "bifsmnv2_ste", "bifsmnv2_stream", "dfsmn",
+                                    "dfsmn_stream"]
     with pytest.raises(KeyError):
         models.get_model("nope")
 
