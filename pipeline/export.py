@@ -529,27 +529,7 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
     print(f"   verification: agreement {ver['top1_agreement']:.4f} (>= {threshold}), "
           f"max |dlogit| {ver['max_abs_logit_diff']:.3g}, checks {checks}", flush=True)
 
-    report["test_accuracy"] = None
-    if ver["passed"] or force:
-        if test_accuracy:
-            from pipeline import evaluate
-            try:
-                res = next(iter(evaluate.run(staged, cfg, "testing", plot=False).values()))
-                report["test_accuracy"] = {"accuracy": res["accuracy"], "n": res["n"],
-                                           "per_class": res["per_class"]}
-            except DataError as e:
-                report["test_accuracy"] = {"skipped": str(e)}
-        shutil.move(staged, os.path.join(out_dir, f"{name}.tflite"))
-        report["written"] = True
-        report["forced"] = not ver["passed"]
-    else:
-        report["file"] = None
-        os.remove(staged)
-    if not os.listdir(staging):
-        os.rmdir(staging)
-    report["seconds"] = round(time.time() - t0, 1)
-    write_report(report, out_dir)
-    return report
+    return publish_staged(report, staged, staging, name, out_dir, cfg, force, test_accuracy, t0)
 
 
 # -- reports -----------------------------------------------------------------------------------
@@ -873,5 +853,34 @@ def main(argv):
     return result  # --json_out
 
 
+def publish_staged(report, staged, staging, name, out_dir, cfg, force, test_accuracy, t0):
+    """The end of every export (windowed and streaming): a verified (or --force'd) staged file
+    is scored on the test split (optional) and moved to OUT_DIR/<name>.tflite, a failed one is
+    dropped; the report is written either way."""
+    ver = report["verification"]
+    report["test_accuracy"] = None
+    if ver["passed"] or force:
+        if test_accuracy:
+            from pipeline import evaluate
+            try:
+                res = next(iter(evaluate.run(staged, cfg, "testing", plot=False).values()))
+                report["test_accuracy"] = {"accuracy": res["accuracy"], "n": res["n"],
+                                           "per_class": res["per_class"]}
+            except DataError as e:
+                report["test_accuracy"] = {"skipped": str(e)}
+        shutil.move(staged, os.path.join(out_dir, f"{name}.tflite"))
+        report["written"] = True
+        report["forced"] = not ver["passed"]
+    else:
+        report["file"] = None
+        os.remove(staged)
+    if not os.listdir(staging):
+        os.rmdir(staging)
+    report["seconds"] = round(time.time() - t0, 1)
+    write_report(report, out_dir)
+    return report
+
+
 if __name__ == "__main__":
     cli.run(main, define=define_flags, errors=(ExportError,))
+

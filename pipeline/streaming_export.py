@@ -232,24 +232,5 @@ def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
           f"{threshold}), max |dlogit| {ver['max_abs_logit_diff']:.3g}, checks {checks}",
           flush=True)
 
-    report["test_accuracy"] = None
-    if ver["passed"] or force:
-        if test_accuracy:
-            from pipeline import evaluate
-            try:
-                res = next(iter(evaluate.run(staged, cfg, "testing", plot=False).values()))
-                report["test_accuracy"] = {"accuracy": res["accuracy"], "n": res["n"],
-                                           "per_class": res["per_class"]}
-            except DataError as e:
-                report["test_accuracy"] = {"skipped": str(e)}
-        shutil.move(staged, os.path.join(out_dir, f"{name}.tflite"))
-        report["written"] = True
-        report["forced"] = not ver["passed"]
-    else:
-        report["file"] = None
-        os.remove(staged)
-    if not os.listdir(staging):
-        os.rmdir(staging)
-    report["seconds"] = round(time.time() - t0, 1)
-    export.write_report(report, out_dir)
-    return report
+    return export.publish_staged(report, staged, staging, name, out_dir, cfg, force,
+                                 test_accuracy, t0)
