@@ -10,6 +10,10 @@ DEB_PACKAGES := espeak-ng sox gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-u
 DEB_PACKAGES_ARM64 := libxnnpack-dev:arm64
 DEMO_DIR ?= build/demo
 SETUP_LOG := build/setup.log
+# The tests run one pytest-xdist worker per core, a test file per worker at a time (module
+# fixtures are built once); every native build they need is made by `make setup` first, so no
+# two workers build the same target. PYTEST_PAR= (empty) runs them in one process.
+PYTEST_PAR ?= -n $(shell nproc 2>/dev/null || echo 2) --dist loadfile
 
 .PHONY: setup kernels test test-slow demo bench publish-real8 clean fuzz
 
@@ -21,7 +25,8 @@ setup: $(STAMP) $(APT_STAMP) kernels
 # the firmware: TensorFlow Lite Micro from the pinned sources with the project's ops, x86-64 +
 # aarch64 (+ the ASan/UBSan host build of its own code), firmware_sim/firmware.mk.
 kernels: $(STAMP) $(APT_STAMP)
-	@$(MAKE) --no-print-directory -s -C lce_kernels all asan op aarch64 op-asan verify
+	@$(MAKE) --no-print-directory -s -C lce_kernels all asan op aarch64 op-asan verify \
+	  op-real op-abi layout
 	@$(MAKE) --no-print-directory -s -C firmware_sim all
 	@$(MAKE) --no-print-directory -s -j2 -C firmware_sim firmware firmware-asan
 
@@ -54,11 +59,11 @@ $(STAMP): requirements.txt
 	@touch $@
 
 test: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q $(PYTEST_PAR) -m "not slow" tests
 
 # pytest exits 5 when no test carries the marker: that is not a failure here.
 test-slow: setup
-	$(PY) -m pytest -q -m slow tests || [ $$? -eq 5 ]
+	$(PY) -m pytest -q $(PYTEST_PAR) -m slow tests || [ $$? -eq 5 ]
 
 # The fuzz harness (issue 14): 300 damaged variants of every export run as the tools run them,
 # then the bdfsmn ones with the ASan/UBSan op library (the same runs are in test-slow).

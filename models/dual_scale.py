@@ -234,16 +234,22 @@ class QuantConvBN(tf.keras.layers.Layer):
     def call(self, x, bn_index: int = 0, training=None):
         bn = self.bns[bn_index] if self.bns else None
         if not self.binary:
-            y = self.conv(x)
-            if self.use_bias:
-                y = y + self.bias
-            return bn(y, training=training) if bn is not None else y
-
+            return self._float(x, bn, training)
         b1, b2, s = self.dual_scale(x)
-        c1 = self.conv(b1)
-        c2 = self.conv(b2)
-        k = tf.einsum("hwio,i->o", self.quantized_kernel(), self.dual_scale.t2)
-        const = -k
+        return self._combine(self.conv(b1), self.conv(b2), s, bn, training)
+
+    def _float(self, x, bn, training):
+        """Full precision: conv (+ bias) (+ BN)."""
+        y = self.conv(x)
+        if self.use_bias:
+            y = y + self.bias
+        return bn(y, training=training) if bn is not None else y
+
+    def _combine(self, c1, c2, s, bn, training):
+        """y = BN(c1 + s c2 - sum_i w_i t2_i (+ bias)) from the two binary convs c1 = conv(b1),
+        c2 = conv(b2). Outside training BN is folded as c1 g + shift + s (c2 g), the order
+        the exports compute (two binary convs, a multiply and an add)."""
+        const = -tf.einsum("hwio,i->o", self.quantized_kernel(), self.dual_scale.t2)
         if self.use_bias:
             const = const + self.bias
         if bn is None:

@@ -164,24 +164,10 @@ class CausalConvBN(QuantConvBN):
         """The convolution of an already padded input (no padding in time or frequency)."""
         bn = self.bns[bn_index] if self.bns else None
         if not self.binary:
-            y = self.conv(x)
-            if self.use_bias:
-                y = y + self.bias
-            return bn(y, training=training) if bn is not None else y
+            return self._float(x, bn, training)
         b1, b2, s_pos = self.dual_scale(x)          # s_pos: (B, T, F, 1), mean over channels
         s = tf.nn.avg_pool2d(s_pos, self.k, self.s, "VALID")  # receptive-field mean of |r|
-        c1 = self.conv(b1)
-        c2 = self.conv(b2)
-        const = -tf.einsum("hwio,i->o", self.quantized_kernel(), self.dual_scale.t2)
-        if self.use_bias:
-            const = const + self.bias
-        if bn is None:
-            return (c1 + const) + s * c2
-        if training:
-            return bn(c1 + s * c2 + const, training=True)
-        g = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
-        shift = bn.beta - bn.moving_mean * g + g * const
-        return (c1 * g + shift) + s * (c2 * g)
+        return self._combine(self.conv(b1), self.conv(b2), s, bn, training)
 
     def get_config(self):
         config = super().get_config()
