@@ -8,6 +8,7 @@ Writes: the parameter files and raw counts into --out_dir (optional; default a t
 
     python -m firmware_sim.cost                      # depth-8 model shapes (T=8, C=128, H=256)
     python -m firmware_sim.cost --T 4 --C 32 --H 64 --layers 2 --runs 1   # tiny, for tests
+    python -m firmware_sim.cost --models build/stream_exports/dfsmn_stream_float_d8_streaming.tflite
 
 What is counted (every number is a count of executed AArch64 instructions inside a marked
 region, firmware_sim/qemu_plugin/insn_count.c; set-up, weight loading and a warm-up run are
@@ -25,6 +26,12 @@ outside the regions; each region is entered `--runs` times and the counts divide
   firmware (TensorFlow Lite Micro + the project's ops, float ops on XNNPACK), one
   MicroInterpreter::Invoke() counted, and per op: `model_instruction_ratio` = float teacher /
   binary artifact, both one whole inference of a model file; `binary_runtime` says what ran.
+- STREAMING MODELS (a .tflite of `pipeline.export --streaming` in --models, recognised by its
+  description): MEASURED hop by hop in the same firmware, `--hops` hops (default 16) from zero
+  state, the states fed back by the firmware outside the counted regions: mean instructions per
+  hop (each hop's Invoke() too), per second of audio (x 1000 / hop_ms), per op, arena
+  (`streaming_hop_insns`, `streaming_insns_per_second`, `streaming_models` in the JSON;
+  `firmware_sim.stream --cost_json` prefers these to its estimate).
 - The former estimate, kept as `*_sum_of_regions`: whole binary model at depth d = float
   conv1 + binary conv2 proxy + binary linear + the bitwise layers of the depth's layer set +
   float classifier, a SUM of separately measured driver regions. The float teacher at depth 8
@@ -482,7 +489,11 @@ def define_flags():
     flags.DEFINE_list("models", None, "Model files counted whole (one inference each) in the "
                       "aarch64 firmware (firmware_sim/model_cost.py); default: the float teacher "
                       "d8, the int8 teacher d8 and bifsmnv2_binary_d8/d4/d2/d1 of "
-                      "pretrained/real8/exports that exist; '' for none.")
+                      "pretrained/real8/exports that exist; '' for none. Streaming exports "
+                      "(pipeline.export --streaming) are counted hop by hop (--hops).")
+    flags.DEFINE_integer("hops", model_cost.DEFAULT_HOPS, "Streaming models in --models: hops "
+                         "counted from zero state (the mean is instructions per hop).",
+                         lower_bound=1, upper_bound=1000)
     cli_vocabulary.define_aliases("firmware_sim.cost")  # --work_dir (old name of --out_dir)
 
 
@@ -523,7 +534,8 @@ def main(argv):
                 cpuinfo = os.path.join(mwork, "cpuinfo")
                 with open(cpuinfo, "w") as f:
                     f.write(A53_CPUINFO)
-            models = model_cost.measure(paths, mwork, runs=args.runs, cpuinfo=cpuinfo)
+            models = model_cost.measure(paths, mwork, runs=args.runs, cpuinfo=cpuinfo,
+                                        hops=FLAGS.hops)
         finally:
             if args.out_dir is None:
                 shutil.rmtree(mwork, ignore_errors=True)
@@ -560,6 +572,9 @@ def main(argv):
         "model_insns": ms["model_insns"],
         "float_teacher": ms["float_teacher"],
         "binary_runtime": ms["binary_runtime"],
+        "streaming_hop_insns": ms["streaming_hop_insns"],
+        "streaming_insns_per_second": ms["streaming_insns_per_second"],
+        "streaming_models": ms["streaming_models"],
         "teacher_model_insns": comp["teacher_model_insns"],
         "latency_ms_a53_1p2ghz": {
             "ipc_range": list(IPC_RANGE),

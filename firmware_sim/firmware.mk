@@ -14,8 +14,10 @@
 # What is compiled: TFLM's runtime (interpreter, allocator, memory planners, flatbuffer
 # conversions: the list TFLM's sources.inc selects, minus tests and test helpers) and ONLY the
 # kernels the project's .tflite files use (float / int8 teacher, binary artifact, lce and
-# bdfsmn exports minus SIGN): ADD SUB MUL ABS MEAN CONV_2D DEPTHWISE_CONV_2D FULLY_CONNECTED
-# PAD PRELU RESHAPE. TFLM's build flags (-DTF_LITE_STATIC_MEMORY -DTF_LITE_DISABLE_X86_NEON
+# bdfsmn exports minus SIGN; the float / lce streaming exports of feature hops): ADD SUB MUL
+# ABS MEAN CONV_2D DEPTHWISE_CONV_2D FULLY_CONNECTED PAD PRELU RESHAPE, and for the streaming
+# exports CONCATENATION STRIDED_SLICE AVERAGE_POOL_2D (pooling.cc also has MAX_POOL_2D).
+# TFLM's build flags (-DTF_LITE_STATIC_MEMORY -DTF_LITE_DISABLE_X86_NEON
 # -DKERNELS_OPTIMIZED_FOR_SPEED -fno-rtti -fno-exceptions -fno-threadsafe-statics
 # -ffunction-sections -fdata-sections, release -DNDEBUG) plus -ffp-contract=off, so that the
 # float reference kernels give the same bits on x86-64 and aarch64. Third-party code is
@@ -90,7 +92,8 @@ TFLM_KERNELS := $(addprefix tensorflow/lite/micro/kernels/, kernel_util.cc \
   micro_tensor_utils.cc add.cc add_common.cc sub.cc sub_common.cc mul.cc mul_common.cc \
   elementwise.cc reduce.cc reduce_common.cc pad_common.cc conv.cc conv_common.cc depthwise_conv.cc \
   depthwise_conv_common.cc fully_connected.cc fully_connected_common.cc pad.cc prelu.cc \
-  prelu_common.cc reshape.cc reshape_common.cc)
+  prelu_common.cc reshape.cc reshape_common.cc concatenation.cc strided_slice.cc \
+  strided_slice_common.cc pooling.cc pooling_common.cc)
 TFLM_SRCS := $(TFLM_RUNTIME) $(TFLM_KERNELS)
 
 # The sources exist once the stamp is made.
@@ -116,9 +119,9 @@ GLUE_FLAGS := $(CORE_FLAGS) -fno-rtti -fno-exceptions -fno-threadsafe-statics \
 HOST_KFLAGS := $(if $(filter x86_64,$(shell uname -m)),-mpopcnt,)
 ARM_KFLAGS  := -march=armv8-a
 
-CORE_SRCS := $(addprefix ../lce_kernels/core/, bdfsmn.cc bitpack.cc bconv2d.cc)
+CORE_SRCS := $(addprefix ../lce_kernels/core/, bdfsmn.cc bitpack.cc bconv2d.cc op_validate.cc)
 CORE_HDRS := $(addprefix ../lce_kernels/core/, bdfsmn.h bitpack.h bconv2d.h kernel_path.h \
-             op_contract.h)
+             op_contract.h op_validate.h)
 GLUE_SRCS := $(addprefix ../lce_kernels/tflm/, bdfsmn_tflm.cc lce_ops_tflm.cc)
 GLUE_HDRS := $(wildcard ../lce_kernels/tflm/*.h) ../lce_kernels/tflite/bdfsmn_options.h \
              ../lce_kernels/tflite/bconv2d_options.h ../lce_kernels/tflite/lce_ops_options.h

@@ -5,11 +5,17 @@ outputs and the runner's JSON report; a ``pipeline.predictors.Predictor`` over i
     from firmware_sim import firmware_runner as fw
     y, info = fw.run("m.tflite", x, target="aarch64")          # x: [items, ...] model dtype
     pred = fw.predictor("m.tflite", target="host")              # pred.predict(features)
+    logits, states, info = fw.run_stream("s.tflite", hops)      # a streaming model, hop by hop
 
 Targets: ``host`` (build/x86_64/firmware, native) and ``aarch64`` (build/aarch64/firmware under
 ``qemu-aarch64 -cpu cortex-a53 -L /usr/aarch64-linux-gnu``). Float kernels: ``reference`` (TFLM's,
 the portable default, the same bits on both targets) or ``xnnpack`` (aarch64 build only).
 Any failure of the firmware (its JSON error and TFLM's messages) raises FirmwareError.
+
+Streaming models (``pipeline.export --streaming``: input 0 the hop, input k + 1 state k, output
+0 the logits, output k + 1 the new state k): the items of ``inputs`` are the hops of one stream
+(states from zero, each new state fed back by the firmware after every Invoke; ``stream_reset``
+N: back to zero every N hops); ``run_stream`` also returns the final states.
 """
 from __future__ import annotations
 
@@ -115,9 +121,13 @@ def run(model: str, inputs: Optional[np.ndarray] = None, target: str = "host",
         arena: Optional[int] = None, count: int = 0, per_op: bool = False,
         recording: bool = False, plugin_json: Optional[str] = None, mnemonics=False,
         cpuinfo: Optional[str] = None, timeout: float = 3600,
-        build_first: bool = True) -> Tuple[Optional[np.ndarray], dict]:
+        build_first: bool = True, op_offset: int = 0, stream_reset: int = 0,
+        final_states: bool = False) -> Tuple[Optional[np.ndarray], dict]:
     """Run ``model`` on ``inputs`` ([items, ...] in the model's input dtype; None: no items).
-    Returns (outputs [items, ...] in the model's output dtype or None, the JSON report)."""
+    Returns (outputs [items, ...] in the model's output dtype or None, the JSON report).
+    Streaming models (module doc): ``stream_reset``, ``final_states`` (the report's
+    ``final_states``: one array per state, the states after the last item); ``op_offset``: the
+    per-op regions start at op ``op_offset`` (firmware.cc)."""
     if target not in BINARIES:
         raise FirmwareError(f"unknown target {target!r}; expected one of {sorted(BINARIES)}")
     if float_kernels not in FLOAT_KERNELS:
@@ -139,11 +149,18 @@ def run(model: str, inputs: Optional[np.ndarray] = None, target: str = "host",
             args += ["--per_op"]
         if recording:
             args += ["--recording"]
-        out_path = None
+        if op_offset:
+            args += ["--op_offset", str(int(op_offset))]
+        if stream_reset:
+            args += ["--stream_reset", str(int(stream_reset))]
+        out_path = states_path = None
         if inputs is not None:
             in_path, out_path = os.path.join(work, "in.bin"), os.path.join(work, "out.bin")
             tensor_file.write(in_path, inputs)
             args += ["--inputs", in_path, "--outputs", out_path]
+            if final_states:
+                states_path = os.path.join(work, "states.bin")
+                args += ["--final_states", states_path]
         cmd = command(target, args, plugin_json=plugin_json, mnemonics=mnemonics,
                       cpuinfo=cpuinfo)
         try:
@@ -152,9 +169,32 @@ def run(model: str, inputs: Optional[np.ndarray] = None, target: str = "host",
             raise FirmwareError(f"{model}: the firmware did not finish in {timeout} s") from e
         report = parse_report(r.stdout, r.stderr, r.returncode, model)
         y = tensor_file.read(out_path) if out_path else None
+        if states_path:
+            flat = tensor_file.read(states_path)
+            sizes = [int(np.prod(s["shape"])) for s in report["states"]]
+            parts = np.split(flat, np.cumsum(sizes)[:-1])
+            report["final_states"] = [p.reshape(s["shape"])
+                                      for p, s in zip(parts, report["states"])]
         return y, report
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_stream(model: str, hops, target: str = "host", stream_reset: int = 0, **kw):
+    """A streaming model hop by hop in the firmware: ``hops`` [n, ...] (one hop each, the
+    model's input 0 without its batch axis or with it), states from zero (``stream_reset`` N:
+    zeroed every N hops). Returns (logits [n, classes], final states (one array per state, the
+    model's shapes), the report)."""
+    rep0 = info(model, target=target, build_first=kw.pop("build_first", True),
+                **{k: v for k, v in kw.items() if k in ("float_kernels", "kernel_path", "arena")})
+    if not rep0.get("streaming"):
+        raise FirmwareError(f"{model}: not a streaming model (one input, one output)")
+    tin = rep0["input"]
+    x = np.asarray(hops, tensor_file.DTYPES[tin["type"]])
+    x = x.reshape((len(x),) + tuple(tin["shape"]))
+    y, rep = run(model, x, target=target, build_first=False, stream_reset=stream_reset,
+                 final_states=True, **kw)
+    return y.reshape(len(x), -1), rep.pop("final_states"), rep
 
 
 def info(model: str, target: str = "host", **kw) -> dict:
@@ -190,8 +230,24 @@ def predictor(model: str, target: str = "host", float_kernels: str = "reference"
     if int(np.prod(tout["shape"])) != len(meta["labels"]):
         raise FirmwareError(f"{model}: output {tout['shape']} for {len(meta['labels'])} classes")
     reports = []
+    stream = meta.get("streaming") if rep.get("streaming") else None
+    if rep.get("streaming") and (not stream or meta["input"] != "features"):
+        raise FirmwareError(f"{model}: a streaming model without a features-input streaming "
+                            "description (pipeline.export --streaming)")
+
+    def fn_stream(batch):
+        # each clip hop by hop from zero state; its logits: those of the last hop
+        x = np.asarray(batch, np.float32)
+        n = int(stream["window_hops"])
+        hops = x.reshape((len(x) * n,) + tuple(tin["shape"]))
+        y, r = run(model, hops, target=target, float_kernels=float_kernels,
+                   kernel_path=kernel_path, arena=arena, build_first=False, stream_reset=n)
+        reports.append(r)
+        return y.reshape(len(x), n, -1)[:, -1]
 
     def fn(batch):
+        if stream:
+            return fn_stream(batch)
         x = np.asarray(batch, np.float32)
         if in_dtype != np.float32:
             x = quantize(x, in_dtype, tin["scale"], tin["zero_point"])

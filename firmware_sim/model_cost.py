@@ -16,6 +16,15 @@ with firmware_sim/qemu_plugin/insn_count.so:
 The input is one deterministic pseudo-random feature image (normal(-2, 2), seed 0; quantized
 with the model's scale / zero point for an int8 model): XNNPACK's and TFLM's float / int8
 kernels are data-independent and the bitwise kernels nearly so.
+
+STREAMING models (``pipeline.export --streaming``, recognised by the ``streaming`` entry of
+their description): MEASURED hop by hop, not estimated. ``hops`` hops (default 16; the same
+pseudo-random features, seed 0, one [hop_frames, mels] hop after another) from zero state, the
+firmware feeding every new state back to its input outside the counted regions
+(firmware/firmware.cc): region 1 = each hop's ``Invoke()`` (its mean: instructions per hop),
+region 2 + h = hop h alone (minus its markers' own calls, region 66); per op the mean over the
+same hops (regions 100 + i, in runs of 150 ops for larger graphs). Instructions per second of
+audio = per hop x 1000 / hop_ms.
 """
 from __future__ import annotations
 
@@ -40,9 +49,14 @@ def default_models() -> List[str]:
     return [p for p in paths if os.path.exists(p)]
 
 
+DEFAULT_HOPS = 16
+OP_REGIONS = 150        # per-op regions per firmware run (firmware.cc: regions 100..249)
+
+
 def describe(path: str) -> dict:
     """(flavor, depth) of a model from its own description (pipeline.tflite_metadata), or
-    guessed from the file name for files without one."""
+    guessed from the file name for files without one; ``streaming``: the description's
+    streaming entry (None for a windowed model)."""
     from pipeline import tflite_metadata
     with open(path, "rb") as f:
         desc = tflite_metadata.read(f.read(), path) or {}
@@ -57,7 +71,8 @@ def describe(path: str) -> dict:
             depth = int(name.rsplit("_d", 1)[1].split(".")[0])
         except ValueError:
             depth = None
-    return {"flavor": flavor, "depth": depth, "name": os.path.splitext(name)[0]}
+    return {"flavor": flavor, "depth": depth, "name": os.path.splitext(name)[0],
+            "arch": desc.get("arch"), "streaming": desc.get("streaming") or None}
 
 
 def synthetic_input(report: dict, seed: int = 0) -> np.ndarray:
@@ -68,6 +83,85 @@ def synthetic_input(report: dict, seed: int = 0) -> np.ndarray:
     if dtype != np.float32:
         x = fw.quantize(x, dtype, tin["scale"], tin["zero_point"])
     return x[None]
+
+
+def synthetic_hops(report: dict, hops: int, seed: int = 0) -> np.ndarray:
+    """``hops`` input items (hops) for the streaming model of ``report``: normal(-2, 2)."""
+    tin = report["input"]
+    x = np.random.default_rng(seed).normal(-2.0, 2.0, (hops,) + tuple(tin["shape"]))
+    dtype = fw.tensor_file.DTYPES[tin["type"]]
+    x = x.astype(np.float32)
+    return x if dtype == np.float32 else fw.quantize(x, dtype, tin["scale"], tin["zero_point"])
+
+
+def _load_counts(path: str, plug: str) -> dict:
+    with open(plug) as f:
+        counts = json.load(f)
+    if counts.get("errors_total"):
+        raise fw.FirmwareError(f"{path}: marker errors {counts['errors']}")
+    return counts["regions"]
+
+
+def count_streaming(path: str, work: str, hops: int = DEFAULT_HOPS,
+                    float_kernels: str = "xnnpack", cpuinfo: Optional[str] = None) -> dict:
+    """A streaming model MEASURED hop by hop (module doc): per hop, per second of audio, per op
+    (mean per hop), arena."""
+    d = describe(path)
+    rep0 = fw.info(path, target="aarch64", float_kernels=float_kernels, build_first=False)
+    if not rep0.get("streaming"):
+        raise fw.FirmwareError(f"{path}: its description says streaming, but the model has one "
+                               "input (pipeline.export --streaming writes hop + states)")
+    x = synthetic_hops(rep0, hops)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    n_ops = len(rep0["ops"])
+    regions, rep = {}, None
+    op_insns: Dict[int, float] = {}
+    for offset in range(0, max(n_ops, 1), OP_REGIONS):
+        plug = os.path.join(work, f"{stem}.op{offset}.insn.json")
+        _, r = fw.run(path, x, target="aarch64", float_kernels=float_kernels, count=hops,
+                      per_op=True, op_offset=offset, plugin_json=plug, cpuinfo=cpuinfo,
+                      build_first=False)
+        reg = _load_counts(path, plug)
+        if rep is None:
+            rep, regions = r, reg
+        base = r["op_region_base"]
+        for i in range(offset, min(n_ops, offset + OP_REGIONS)):
+            e = reg.get(str(base + i - offset))
+            if e is not None:
+                op_insns[i] = e["insns"] / max(e["entries"], 1)
+
+    def per_entry(rid):
+        e = regions.get(str(rid))
+        if e is None:
+            raise fw.FirmwareError(f"{path}: region {rid} missing from the plugin output")
+        return e["insns"] / max(e["entries"], 1)
+
+    whole = per_entry(WHOLE_REGION)
+    if regions[str(WHOLE_REGION)]["entries"] != hops:
+        raise fw.FirmwareError(f"{path}: {regions[str(WHOLE_REGION)]['entries']} hops counted, "
+                               f"expected {hops}")
+    # hop h: its region minus the instructions of the hop markers' own calls (region 66)
+    overhead = per_entry(rep["hop_overhead_region"]) if rep["hop_regions"] else 0.0
+    per_hop = [per_entry(rep["hop_region_base"] + h) - overhead
+               for h in range(rep["hop_regions"])]
+    ops = [{"index": i, "op": name, "kernel": kernel, "insns": op_insns.get(i)}
+           for i, (name, kernel) in enumerate(rep["ops"])]
+    by_type: Dict[str, dict] = {}
+    for o in ops:
+        t = by_type.setdefault(o["op"], {"count": 0, "insns": 0.0, "kernel": o["kernel"]})
+        t["count"] += 1
+        t["insns"] += o["insns"] or 0.0
+    hop_ms = float(d["streaming"]["hop_ms"])
+    return dict(d, path=os.path.relpath(path, ROOT) if path.startswith(ROOT) else path,
+                insns=whole, hop_insns=per_hop, hops=hops, hop_ms=hop_ms,
+                hops_per_second=1000.0 / hop_ms, insns_per_second=whole * 1000.0 / hop_ms,
+                ops_sum=sum(o["insns"] or 0.0 for o in ops), ops=ops, by_type=by_type,
+                float_kernels=float_kernels, kernel_path=rep["kernel_path"],
+                arena_used_bytes=rep["arena_used_bytes"], heap=rep["heap"],
+                state_bytes=rep["state_bytes"],
+                allocations_during_invoke=rep["allocations_during_invoke"],
+                model_bytes=rep["model_bytes"], runs=hops,
+                inputs=f"{hops} hops of normal(-2, 2) features, seed 0, from zero state")
 
 
 def count_model(path: str, work: str, runs: int = 1, float_kernels: str = "xnnpack",
@@ -113,21 +207,27 @@ def count_model(path: str, work: str, runs: int = 1, float_kernels: str = "xnnpa
 
 
 def measure(paths, work: str, runs: int = 1, float_kernels: str = "xnnpack",
-            cpuinfo: Optional[str] = None) -> List[dict]:
+            cpuinfo: Optional[str] = None, hops: int = DEFAULT_HOPS) -> List[dict]:
+    """Each model counted: windowed models one Invoke() (``runs`` times), streaming models
+    (their description) ``hops`` hops."""
     fw.build("aarch64")
-    return [count_model(p, work, runs, float_kernels, cpuinfo) for p in paths]
+    return [count_streaming(p, work, hops, float_kernels, cpuinfo) if describe(p)["streaming"]
+            else count_model(p, work, runs, float_kernels, cpuinfo) for p in paths]
 
 
 def teacher_of(results: List[dict]) -> Optional[dict]:
-    """The float teacher the ratios are taken against: the deepest float-flavor model."""
-    floats = [r for r in results if r["flavor"] == "float"]
+    """The float teacher the ratios are taken against: the deepest windowed float model."""
+    floats = [r for r in results if r["flavor"] == "float" and not r.get("streaming")]
     return max(floats, key=lambda r: r["depth"] or 0) if floats else None
 
 
 def summary(results: List[dict], uarch: str) -> dict:
     """The JSON keys: model_instruction_ratio (depth -> float teacher / binary model, both one
-    whole inference), model_insns, binary_runtime."""
+    whole inference), model_insns (windowed: per inference; streaming: per hop),
+    binary_runtime, streaming_hop_insns / streaming_insns_per_second (streaming models:
+    MEASURED mean per hop, and per second of audio), streaming_models (their details)."""
     teacher = teacher_of(results)
+    streams = [r for r in results if r.get("streaming")]
     binaries = [r for r in results if r["flavor"] == "binary"]
     ratio = {}
     if teacher is not None:
@@ -150,6 +250,15 @@ def summary(results: List[dict], uarch: str) -> dict:
         "model_insns": {r["name"]: r["insns"] for r in results},
         "float_teacher": teacher["name"] if teacher else None,
         "binary_runtime": runtime,
+        "streaming_hop_insns": {r["name"]: r["insns"] for r in streams},
+        "streaming_insns_per_second": {r["name"]: r["insns_per_second"] for r in streams},
+        "streaming_models": [{
+            "name": r["name"], "arch": r["arch"], "flavor": r["flavor"], "depth": r["depth"],
+            "hop_insns": r["insns"], "insns_per_second": r["insns_per_second"],
+            "hop_ms": r["hop_ms"], "hops": r["hops"], "per_hop": r["hop_insns"],
+            "arena_used_bytes": r["arena_used_bytes"], "state_bytes": r["state_bytes"],
+            "measured": "mean of region 1 (one Invoke() per hop) over the hops, states fed "
+                        "back by the firmware outside the regions"} for r in streams],
     }
 
 
@@ -158,9 +267,59 @@ def fmt(n):
 
 
 def report(results: List[dict], uarch: str, p=print) -> None:
-    """The whole-model table and the per-op table."""
-    if not results:
-        return
+    """The whole-model table and the per-op table (windowed models), then the streaming
+    models' (report_streaming)."""
+    streams = [r for r in results if r.get("streaming")]
+    results = [r for r in results if not r.get("streaming")]
+    if results:
+        _report_windowed(results, uarch, p)
+    if streams:
+        if results:
+            p("")
+        report_streaming(streams, uarch, p)
+
+
+def _per_op_table(results: List[dict], p, what: str) -> None:
+    types = sorted({t for r in results for t in r["by_type"]},
+                   key=lambda t: -max(r["by_type"].get(t, {}).get("insns", 0) for r in results))
+    p(f"Per op (instructions per {what}, all instances of the op; instances in parentheses; "
+      "kernel: xnnpack / reference (TFLM) / project:<path>):")
+    p(f"{'op':18s}" + "".join(f"{r['name'][-22:]:>24s}" for r in results))
+    for t in types:
+        row = f"{t:18s}"
+        for r in results:
+            v = r["by_type"].get(t)
+            cell = "" if v is None else f"{fmt(v['insns'])} ({v['count']}) {v['kernel'][:4]}"
+            row += f"{cell:>24s}"
+        p(row)
+    p(f"{'sum of ops':18s}" + "".join(f"{fmt(r['ops_sum']):>24s}" for r in results))
+    p(f"{'whole Invoke()':18s}" + "".join(f"{fmt(r['insns']):>24s}" for r in results))
+
+
+def report_streaming(results: List[dict], uarch: str, p=print) -> None:
+    """Streaming models: MEASURED instructions per hop (mean, min / max over the hops), per
+    second of audio, arena, state; the per-op table per hop."""
+    p(f"Streaming models, MEASURED hop by hop (region 1 = one MicroInterpreter::Invoke() per "
+      f"hop, states fed back outside the regions; firmware TFLM 90b983c + lce_kernels/tflm; "
+      f"qemu-aarch64 -cpu {fw.QEMU_CPU}; XNNPACK uarch {uarch}):")
+    p(f"{'model':36s} {'flavor':6s} {'depth':>5s} {'hops':>4s} {'insns / hop':>12s} "
+      f"{'min..max over hops':>21s} {'hops/s':>6s} {'insns / s audio':>16s} {'arena B':>8s} "
+      f"{'state B':>8s} {'flash B':>8s}")
+    for r in results:
+        lo, hi = (min(r["hop_insns"]), max(r["hop_insns"])) if r["hop_insns"] else (None, None)
+        p(f"{r['name'][:36]:36s} {r['flavor']:6s} {str(r['depth']):>5s} {r['hops']:>4d} "
+          f"{fmt(r['insns']):>12s} {fmt(lo) + '..' + fmt(hi):>21s} {r['hops_per_second']:>6.2f} "
+          f"{fmt(r['insns_per_second']):>16s} {r['arena_used_bytes']:>8,d} "
+          f"{r['state_bytes']:>8,d} {r['model_bytes']:>8,d}")
+    p("  (per hop: the mean over the hops from zero state, normal(-2, 2) features, seed 0; "
+      "per hop h: " + "; ".join(f"{r['name']}: " + ", ".join(fmt(v) for v in r["hop_insns"][:8])
+                               + (" ..." if len(r["hop_insns"]) > 8 else "")
+                               for r in results) + ")")
+    p("")
+    _per_op_table(results, p, "hop")
+
+
+def _report_windowed(results: List[dict], uarch: str, p) -> None:
     teacher = teacher_of(results)
     p("Whole models, one inference each (region 1 = MicroInterpreter::Invoke(); firmware "
       f"TFLM 90b983c + lce_kernels/tflm; qemu-aarch64 -cpu {fw.QEMU_CPU}; XNNPACK uarch "
@@ -177,20 +336,4 @@ def report(results: List[dict], uarch: str, p=print) -> None:
       "Prepare: the kernel core's weight copies and scratch, XNNPACK's packed weights; flash: "
       "the .tflite)")
     p("")
-    types = sorted({t for r in results for t in r["by_type"]},
-                   key=lambda t: -max(r["by_type"].get(t, {}).get("insns", 0) for r in results))
-    p("Per op (instructions per inference, all instances of the op; instances in parentheses; "
-      "kernel: xnnpack / reference (TFLM) / project:<path>):")
-    head = f"{'op':18s}" + "".join(f"{r['name'][-18:]:>24s}" for r in results)
-    p(head)
-    for t in types:
-        row = f"{t:18s}"
-        for r in results:
-            v = r["by_type"].get(t)
-            cell = "" if v is None else f"{fmt(v['insns'])} ({v['count']}) {v['kernel'][:4]}"
-            row += f"{cell:>24s}"
-        p(row)
-    row = f"{'sum of ops':18s}" + "".join(f"{fmt(r['ops_sum']):>24s}" for r in results)
-    p(row)
-    row = f"{'whole Invoke()':18s}" + "".join(f"{fmt(r['insns']):>24s}" for r in results)
-    p(row)
+    _per_op_table(results, p, "inference")

@@ -61,10 +61,13 @@ Compute budget: ``--instructions_per_inference N`` or ``--cost_json FILE`` (the 
 firmware_sim.cost: its last JSON line) gives instructions per second of audio = N x inferences
 per second (1000 / stride_ms; a streaming model: per invoke x 1000 / 128), and the load of one
 ``--clock_mhz`` (1200: Cortex-A53) core at ``--ipc`` instructions per cycle. Only the network is
-counted, not the features. For a streaming model, ``--cost_json`` without ``--cost_key`` gives an
-ESTIMATE per invoke from firmware_sim.cost's measured parts of the windowed model
+counted, not the features. For a streaming model, ``--cost_json`` without ``--cost_key`` gives the
+MEASURED instructions per invoke when the cost tool counted that model hop by hop
+(``streaming_measured_instructions``: its ``streaming_hop_insns`` under the .tflite's name, or
+the one ``streaming_models`` entry of the same arch and depth, e.g. for a run directory),
+and otherwise an ESTIMATE from firmware_sim.cost's measured parts of the windowed model
 (``streaming_hop_instructions``: one T-th of conv1, conv2, linear and the depth's layers, which
-all scale with the frames, plus the whole classifier), not a measured streaming count.
+all scale with the frames, plus the whole classifier). The table says which.
 
 Prints a table and, last, one JSON line with hit_rate, false_accepts_per_hour, hits, misses,
 false_accepts, keywords, audio_seconds (metrics are null for a WAV without ground truth).
@@ -367,6 +370,38 @@ def _cost_object(path: str) -> dict:
                       "firmware_sim.cost, whose last line is JSON)")
 
 
+def streaming_measured_instructions(path: str, model: str, arch=None, depth=None
+                                    ) -> Optional[dict]:
+    """The MEASURED instructions per hop of a streaming model from firmware_sim.cost's JSON
+    (``streaming_hop_insns`` / ``streaming_models``, counted hop by hop in the aarch64
+    firmware): the entry named as ``model``'s file (stem), else the only entry of the same
+    ``arch`` and ``depth`` (a run directory and its export compute the same ops). None when the
+    JSON has no such measurement (older output, windowed models only)."""
+    obj = _cost_object(path)
+    hop = obj.get("streaming_hop_insns") or {}
+    entries = [e for e in obj.get("streaming_models") or [] if isinstance(e, dict)]
+    name = os.path.splitext(os.path.basename(str(model).rstrip("/")))[0]
+    entry = next((e for e in entries if e.get("name") == name), None)
+    how = "the same file"
+    if entry is None and name in hop:
+        entry = {"name": name, "hop_insns": hop[name]}
+    if entry is None and arch is not None and depth is not None:
+        same = [e for e in entries if e.get("arch") == arch and e.get("depth") == int(depth)]
+        if len(same) == 1:
+            entry, how = same[0], f"the export of the same arch {arch} and depth {depth}"
+    if entry is None:
+        return None
+    try:
+        total = float(entry["hop_insns"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise StreamError(f"--cost_json {path}: streaming entry {entry.get('name')!r} has no "
+                          "instruction count") from e
+    return {"total": total, "model": entry.get("name"), "matched": how,
+            "hops": entry.get("hops"),
+            "measured": "firmware_sim.cost: one Invoke() per hop counted in the aarch64 "
+                        "firmware (qemu-aarch64 -cpu cortex-a53), mean over the hops"}
+
+
 def streaming_hop_instructions(path: str, depth: int, binary: bool = True) -> dict:
     """ESTIMATED instructions of one streaming invoke (one backbone frame) at ``depth``, from
     firmware_sim.cost's measured parts of the windowed model (its JSON: ``raw``, ``meta.T``):
@@ -479,9 +514,15 @@ def format_table(metrics: Optional[dict], budget: Optional[dict], info: dict,
                   f"{b['instructions_per_audio_second']:.4g} instructions per second of audio; "
                   f"{b['core_load']:.2%} of one {b['clock_mhz']:g} MHz Cortex-A53 core at IPC "
                   f"{b['ipc']:g} (network only)"]
+        if b.get("measured"):
+            m = b["measured"]
+            lines.append(f"  (instructions per invoke: measured, firmware_sim.cost counted "
+                         f"{m['model']} hop by hop in the aarch64 firmware"
+                         + (f", {m['hops']} hops" if m.get("hops") else "")
+                         + f"; matched by {m['matched']})")
         if b.get("estimate"):
-            lines.append("  (instructions per invoke: an ESTIMATE from firmware_sim.cost's "
-                         "windowed parts, " + ", ".join(
+            lines.append("  (instructions per invoke: estimate from firmware_sim.cost's "
+                         "windowed parts, not measured as a streaming model: " + ", ".join(
                              f"{k} {v:,.0f}" for k, v in b["estimate"]["parts"].items()) + ")")
     return "\n".join(lines)
 
@@ -723,7 +764,7 @@ class StreamSettings:
     instructions_per_inference: Optional[float] = None
     clock_mhz: float = 1200.0
     ipc: float = 1.0
-    cost_json: Optional[str] = None   # streaming models: the per-hop estimate from it
+    cost_json: Optional[str] = None   # streaming models: measured per hop from it, or estimate
     # auto / streaming / windowed (module docstring)
     loop: str = "auto"
 
@@ -813,12 +854,16 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
     config = st.detector
     detector = det.RecognizeCommands(pred.labels, config)
     runner = getattr(pred, "streaming", None) if st.loop != "windowed" else None
-    n_instr, estimate = st.instructions_per_inference, None
+    n_instr, estimate, measured = st.instructions_per_inference, None, None
     if n_instr is None and st.cost_json:   # read before the loop: a bad file fails at once
-        if runner is not None:
-            estimate = streaming_hop_instructions(st.cost_json, int(pred.depth),
-                                                  _is_binary_arch(pred.arch))
-            n_instr = estimate["total"]
+        if runner is not None:   # measured hop by hop if the cost tool did, else the estimate
+            measured = streaming_measured_instructions(st.cost_json, model,
+                                                       getattr(pred, "arch", None),
+                                                       getattr(pred, "depth", None))
+            if measured is None:
+                estimate = streaming_hop_instructions(st.cost_json, int(pred.depth),
+                                                      _is_binary_arch(pred.arch))
+            n_instr = (measured or estimate)["total"]
         else:
             n_instr = read_cost_json(st.cost_json)
     if runner is not None:   # one invoke per hop, state carried (issue 16)
@@ -840,6 +885,10 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
         if n_instr is not None else None
     if budget and estimate:
         budget["estimate"] = estimate
+        budget["source"] = "estimate"
+    if budget and measured:
+        budget["measured"] = measured
+        budget["source"] = "measured"
     info = {"model": model, "runtime": pred.runtime, "audio_seconds": seconds,
             "loop": res.loop, "stride_ms": stride_ms, "windows": len(res.times_ms),
             "invokes": res.invokes, "invokes_per_audio_second": res.invokes / seconds,
@@ -896,6 +945,7 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
     if budget:
         summary.update({k: budget[k] for k in ("instructions_per_inference",
                                                "instructions_per_audio_second", "core_load")})
+        summary["instructions_source"] = budget.get("source", "given")
     return {"summary": summary, "metrics": metrics, "detections": dets, "truth": truth,
             "paths": paths, "loop": res, "budget": budget, "sweep": sweep_rows}
 

@@ -230,15 +230,12 @@ OP_LIB = os.path.join(KERNEL_DIR, "build", "libbdfsmn_op.so")
 ASAN_OP_LIB = os.path.join(KERNEL_DIR, "build", "asan", "libbdfsmn_op.so")
 #: C registerers of the op library, one per kernel path, each registering EVERY op of
 #: ``ALL_OPS`` through the one registration point (tflite/lce_ops_register.h; symbols in
-#: tflite/lce_ops_capi.cc). "auto" still honours the deprecated LCE_BDFSMN_PATH variable.
+#: tflite/lce_ops_capi.cc); the path is chosen by the registerer, never by the environment.
 REGISTERERS = {"auto": "LceOpsRegisterer", "portable": "LceOpsRegistererPortable",
                "neon": "LceOpsRegistererNeon", "avx512": "LceOpsRegistererAvx512"}
 REGISTERER = REGISTERERS["auto"]
 #: ``LceOpsKernelPath(name)``: the path a registerer of that name runs here
 KERNEL_PATH_FN = "LceOpsKernelPath"
-#: deprecated: registers ``BDFSMN`` only; its kernel path (honours LCE_BDFSMN_PATH)
-BDFSMN_REGISTERER = BDFSMN + "Registerer"
-BDFSMN_KERNEL_PATH_FN = BDFSMN + "KernelPath"
 
 _loaded = {}
 

@@ -148,7 +148,7 @@ TOOLS: Dict[str, Tool] = {t.module: t for t in (
     Tool("models.summary", ("arch", "model"), ("depth", "num_classes", "larq")),
     Tool("models.lce_census", ("model",)),
     Tool("firmware_sim.cost", ("models", "out_dir"),
-         ("T", "C", "H", "left", "right", "layers", "classes", "runs", "seed", "uarch"),
+         ("T", "C", "H", "left", "right", "layers", "classes", "runs", "seed", "uarch", "hops"),
          aliases=(("work_dir", "out_dir"),)),
     Tool("firmware_sim.micro", ("models", "data_dir"), ("split", "max_clips", "arena_size"),
          data_flags=True, aliases=(("int8_model", "models"), ("binary_model", "models"))),

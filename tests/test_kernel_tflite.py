@@ -23,8 +23,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 KDIR = ops.KERNEL_DIR
 LIB = ops.OP_LIB
 TOL = 1e-5
-#: the deprecated registerer of ``ops.BDFSMN`` alone (the op library keeps it for callers)
-REGISTERER = ops.BDFSMN_REGISTERER
+#: the op library's one registerer (every op of the project, kernel path auto)
+REGISTERER = ops.REGISTERER
 
 
 def _model(x_shape, params, options, const_inputs=True):
@@ -189,7 +189,7 @@ for i in range({n}):
     try:
         model = write_model(ops.bdfsmn_model((1, 5, 1, 40), good, bytes(o)))
         it = InterpreterWithCustomOps(model_content=model,
-                                      custom_op_registerers=[ops.BDFSMN_REGISTERER])
+                                      custom_op_registerers=[ops.REGISTERER])
         it.allocate_tensors()
         it.invoke()
         ok += 1
@@ -210,24 +210,20 @@ def test_op_survives_fuzzed_options(oplib):
     print(proc.stdout.strip().splitlines()[-1])
 
 
-def test_op_kernel_path_env(oplib, monkeypatch):
-    """LCE_BDFSMN_PATH picks the kernel path when the interpreter creates the op: every path
-    gives bit-identical outputs through TFLite; an unknown value fails from Prepare."""
+def test_op_kernel_path_by_registerer(oplib, monkeypatch):
+    """The registerer picks the kernel path, nothing else: every path's registerer gives
+    bit-identical outputs through TFLite, ``ops.KERNEL_PATH_FN`` names what runs, and the
+    environment variable that once overrode the path is ignored."""
     p, x, ref, shp = _case(3, T=7, C=100, H=200)
     model = _model(x.shape, ops.bdfsmn_inputs(p), ops.bdfsmn_options(*shp))
-    fn = getattr(oplib, ops.BDFSMN_KERNEL_PATH_FN)
-    fn.restype = ctypes.c_char_p
-    outs = {}
-    for path in ("auto", "portable", "avx512", "neon"):
-        monkeypatch.setenv("LCE_BDFSMN_PATH", path)
-        outs[path] = _run(model, x)
-        resolved = fn().decode()
-        assert resolved in ("portable", "avx512", "neon")
-        if path == "portable":
-            assert resolved == "portable"
-    for path, y in outs.items():
-        assert np.array_equal(y, outs["portable"]), path
+    fn = getattr(oplib, ops.KERNEL_PATH_FN)
+    fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_char_p]
+    outs = {path: _run(model, x, registerer=ops.REGISTERERS[path]) for path in ops.REGISTERERS}
+    for path in ops.REGISTERERS:
+        assert fn(path.encode()).decode() in ("portable", "avx512", "neon"), path
+        assert np.array_equal(outs[path], outs["portable"]), path
+    assert fn(b"portable").decode() == "portable"
+    assert fn(b"fastest").decode() == "invalid"
     assert _scaled_err(outs["auto"], ref) <= TOL
-    monkeypatch.setenv("LCE_BDFSMN_PATH", "fastest")
-    assert fn().decode() == "invalid"
-    _expect_error(model)
+    monkeypatch.setenv("LCE_BDFSMN_PATH", "fastest")  # the old override: no effect now
+    assert np.array_equal(_run(model, x), outs["auto"])

@@ -14,7 +14,7 @@ larq-compute-engine 0.16's own interpreter, the reference.
   op of the model replayed with the input it saw in the project's run, against LCE on the
   same input and the same constants and options (same criteria), and the whole model's
   logits and top-1 against LCE's interpreter;
-* every kernel path (registerers per path) bit-identical; the deprecated LCE_BDFSMN_PATH;
+* every kernel path (registerers per path) bit-identical; the environment picks no path;
 * unsupported configurations and malformed models fail in Prepare with the op's message,
   and fuzzed models never crash (own process; also with the ASan/UBSan op library).
 The C++ core alone (every path vs a naive reference, x86-64 vs aarch64 under qemu) is
@@ -311,17 +311,16 @@ def test_chain_matches_lce(oplib, lce_interpreter):
         assert np.array_equal(got, want), p
 
 
-def test_deprecated_env_path(oplib, monkeypatch):
-    """LCE_BDFSMN_PATH still picks the path of the 'auto' registerer (every op); the
-    per-path registerers ignore it; an unknown value fails Prepare."""
+def test_path_not_from_environment(oplib, monkeypatch):
+    """The kernel path is the registerer's: the environment variable that once overrode the
+    'auto' registerer's path is ignored (a bad value no longer matters)."""
     rng = np.random.default_rng(4)
     model, x, *_ = bconv_case(rng, "SAME", 1, "NONE", False)
     (base,) = run_ours(model, [x], kernel="portable")
-    monkeypatch.setenv("LCE_BDFSMN_PATH", "portable")
-    assert np.array_equal(run_ours(model, [x])[0], base)
     monkeypatch.setenv("LCE_BDFSMN_PATH", "fastest")
-    expect_prepare_error(model, ops.BCONV2D, "LCE_BDFSMN_PATH='fastest'")
-    expect_prepare_error(M.quantize_model((4, 8)), ops.QUANTIZE, "LCE_BDFSMN_PATH")
+    assert np.array_equal(run_ours(model, [x])[0], base)
+    (q,) = run_ours(M.quantize_model((4, 8)), [rng.normal(size=(4, 8)).astype(np.float32)])
+    assert q.dtype == np.int32
     assert np.array_equal(run_ours(model, [x], kernel="avx512")[0], base)
 
 

@@ -73,8 +73,7 @@ def test_op_names_live_in_ops_py_only():
 
 def test_registerer_symbols_live_in_ops_py_only():
     py, _ = _sources()
-    symbols = {*ops.REGISTERERS.values(), ops.KERNEL_PATH_FN, ops.BDFSMN_KERNEL_PATH_FN,
-               ops.BDFSMN_REGISTERER}
+    symbols = {*ops.REGISTERERS.values(), ops.KERNEL_PATH_FN}
     # the names built from the op name (BDFSMN + "Registerer") are matched as written there
     found = _where(py, {s: re.compile(r"\b" + re.escape(s) + r"\b") for s in symbols})
     found.pop(PY_HOME, None)

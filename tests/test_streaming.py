@@ -18,7 +18,9 @@ sign ties are rare and measured, tests/ties.py):
   whole path pipeline.train (teacher, then FID student) -> export -> stream is one slow test.
 """
 import dataclasses
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -34,6 +36,7 @@ from pipeline.input_pipeline import DataConfig, InputPipeline, index_from_config
 import tensorflow as tf  # noqa: E402  (after `models`: Keras 2)
 
 TINY = dict(channels=16, hidden=16, num_layers=8, left=4, right=0, dilation=1, dropout=0.2)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOPS = 12          # > 8: the ring buffer of the classifier wraps
 VERIFY = 60        # validation clips for the exports (the tiny corpus has fewer: all of them)
 
@@ -334,6 +337,235 @@ def test_stream_tool_runs_the_streaming_tflite(exports, tmp_path):
     w = stream.run(path, dataclasses.replace(st, loop="windowed"),
                    data_cfg=exports["cfg"])["summary"]
     assert w["loop"] == "windowed" and w["invokes"] == len(range(16000, 15 * 16000 + 1, 4000))
+
+
+# -- the firmware (firmware_sim/firmware: TensorFlow Lite Micro), hop by hop ---------------------
+FW_TOOLS = [t for t in ("make", "g++") if shutil.which(t) is None]
+needs_fw = pytest.mark.skipif(bool(FW_TOOLS), reason="needs " + ", ".join(FW_TOOLS))
+QEMU_TOOLS = [t for t in ("aarch64-linux-gnu-g++", "qemu-aarch64") if shutil.which(t) is None]
+
+
+def _stream_hops(seed):
+    """One HOPS-hop stream of features(1, seed): [HOPS, 4, 32]."""
+    return features(1, seed=seed)[0].reshape(HOPS, 4, 32)
+
+
+def _tflite_ref_stream(path, hops):
+    """tf.lite.Interpreter (TFLite's reference kernels) hop by hop from zero state: logits
+    [hops, classes] and the final states (the model's own feedback: output k + 1 -> input k + 1)."""
+    it = tf.lite.Interpreter(model_path=path, experimental_op_resolver_type=(
+        tf.lite.experimental.OpResolverType.BUILTIN_REF))
+    it.allocate_tensors()
+    ins, outs = it.get_input_details(), it.get_output_details()
+    states = [np.zeros(d["shape"], np.float32) for d in ins[1:]]
+    logits = []
+    for h in hops:
+        it.set_tensor(ins[0]["index"], h[None].astype(np.float32))
+        for d, v in zip(ins[1:], states):
+            it.set_tensor(d["index"], v)
+        it.invoke()
+        logits.append(it.get_tensor(outs[0]["index"])[0])
+        states = [it.get_tensor(d["index"]).copy() for d in outs[1:]]
+    return np.stack(logits), states
+
+
+def _rel(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(1e-12, np.abs(b).max()))
+
+
+@needs_fw
+def test_firmware_float_streaming_equals_tflite_hop_by_hop(exports):
+    """The host firmware runs the float streaming export hop by hop (states fed back by the
+    firmware): every hop's logits and the final states equal tf.lite.Interpreter's run of the
+    same file hop by hop, to 1e-5 relative; clips from reset (--stream_reset) equal the
+    TFLite predictor's."""
+    from firmware_sim import firmware_runner as fw
+    path = os.path.join(exports["out"], "dfsmn_stream_float_d8_streaming.tflite")
+    hops = _stream_hops(9)
+    got, states, rep = fw.run_stream(path, hops, target="host")
+    assert rep["streaming"] and len(rep["states"]) == 11 and rep["items"] == HOPS
+    assert rep["allocations_during_invoke"] == 0
+    assert [k for k, _ in rep["ops"] if k not in ("RESHAPE", "CONCATENATION", "PAD", "CONV_2D",
+            "STRIDED_SLICE", "DEPTHWISE_CONV_2D", "PRELU", "ADD", "FULLY_CONNECTED")] == []
+    ref, ref_states = _tflite_ref_stream(path, hops)
+    print(f"float firmware vs TFLite hop by hop: logits {_rel(got, ref):.2e}, states "
+          f"{max(_rel(a, b) for a, b in zip(states, ref_states)):.2e}")
+    assert _rel(got, ref) < 1e-5 and np.array_equal(got.argmax(1), ref.argmax(1))
+    for a, b in zip(states, ref_states):
+        assert a.shape == b.shape and _rel(a, b) < 1e-5
+    # clips, each hop by hop from zero state: the firmware's predictor vs TFLite's
+    x = exports["feats"][:8]
+    fpred = fw.predictor(path, target="host")
+    np.testing.assert_allclose(fpred.predict(x), predictors.load_predictor(path).predict(x),
+                               rtol=0, atol=1e-5 * np.abs(ref).max())
+    assert fpred.reports[-1]["stream_reset"] == 8 and fpred.reports[-1]["items"] == 8 * len(x)
+
+
+@needs_fw
+def test_firmware_lce_streaming_equals_lce_interpreter_except_ties(exports, student_model):
+    """The binary student's lce streaming export in the host firmware (the project's LCE ops)
+    against the LCE interpreter, both hop by hop: each clip from reset, top-1 identical and
+    logits to 1e-5 on every tie-free clip (tests/ties.py margins of the Keras student);
+    a tie-free 12-hop stream: every hop's top-1 and the final states."""
+    from firmware_sim import firmware_runner as fw
+    path = os.path.join(exports["out"], "bifsmnv2_stream_lce_d2_streaming.tflite")
+    pred = predictors.load_predictor(path)
+    assert pred.runtime == "lce"
+    x = exports["feats"]
+    got = fw.predictor(path, target="host").predict(x)
+    ref = pred.predict(x)
+    _, margin = ties.keras_with_margins(student_model, x)
+    _, clean = ties.assert_close_except_ties(got, ref, margin, tol=1e-5, label="lce firmware")
+    assert np.array_equal(got[clean].argmax(-1), ref[clean].argmax(-1))
+    for seed in range(9, 30):   # a stream without binarizer ties
+        s = features(1, seed=seed)
+        if ties.keras_with_margins(student_model, s)[1][0] >= ties.TIE_DELTA:
+            break
+    else:
+        pytest.fail("no tie-free stream among 21 seeds")
+    hops = s[0].reshape(HOPS, 4, 32)
+    logits, states, rep = fw.run_stream(path, hops, target="host")
+    runner = pred.streaming
+    runner.reset()
+    ref_hops = np.stack([runner.step(h) for h in hops])
+    print(f"lce firmware vs LCE interpreter, stream seed {seed}: logits "
+          f"{_rel(logits, ref_hops):.2e}, states "
+          f"{max(_rel(a, b) for a, b in zip(states, runner.states)):.2e}")
+    assert np.array_equal(logits.argmax(1), ref_hops.argmax(1)) and _rel(logits, ref_hops) < 1e-5
+    for a, b in zip(states, runner.states):
+        assert _rel(a, b) < 1e-5
+
+
+@needs_fw
+@pytest.mark.parametrize("target", ["host", "asan"])
+def test_firmware_refuses_unsupported_streaming_models(exports, tmp_path, target):
+    """An op the firmware lacks: every missing op named (exit 1, JSON error), never a crash,
+    also under ASan/UBSan; a state whose new value does not fit its input; a streaming
+    model's flags on a windowed model."""
+    import subprocess
+    from firmware_sim import firmware_runner as fw
+    from pipeline.tflite_metadata import read_model, write_model
+    from tensorflow.lite.python import schema_py_generated as schema
+    fw.build(target)
+    src = os.path.join(exports["out"], "dfsmn_stream_float_d8_streaming.tflite")
+    cases = {}
+    m = read_model(open(src, "rb").read())
+    for c in m.operatorCodes:   # STRIDED_SLICE -> GATHER, CONCATENATION -> LOG (not compiled)
+        for old, new in (("STRIDED_SLICE", "GATHER"), ("CONCATENATION", "LOG")):
+            if max(c.builtinCode, c.deprecatedBuiltinCode) == getattr(schema.BuiltinOperator,
+                                                                      old):
+                c.builtinCode = c.deprecatedBuiltinCode = getattr(schema.BuiltinOperator, new)
+    cases["unsupported ops"] = (write_model(m), ("ops ", "LOG", "GATHER",
+                                                 "have no kernel in this firmware"))
+    m = read_model(open(src, "rb").read())
+    sg = m.subgraphs[0]   # new layer0 state <-> new ring: no longer the state inputs' shapes
+    sg.outputs[3], sg.outputs[-1] = sg.outputs[-1], sg.outputs[3]
+    cases["state shape"] = (write_model(m), ("state 2 is input 3", "expected the same type"))
+    hops = str(tmp_path / "hops.bin")
+    fw.tensor_file.write(hops, _stream_hops(1)[:, None])
+    seen = {}
+    for name, (data, expect) in cases.items():
+        p = tmp_path / "m.tflite"
+        p.write_bytes(data)
+        r = subprocess.run([fw.BINARIES[target], "--model", str(p), "--inputs", hops,
+                            "--outputs", str(tmp_path / "o.bin")], capture_output=True,
+                           text=True, timeout=120)
+        assert "AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
+        rep = json.loads(r.stdout.strip().splitlines()[-1])
+        seen[name] = rep.get("error")
+        assert r.returncode == 1 and not rep["ok"], (name, rep)
+        assert all(e in rep["error"] for e in expect), (name, rep["error"])
+    print(json.dumps(seen, indent=1))
+    if target == "asan":   # the good exports hop by hop, clips from reset: no sanitizer report
+        for name in ("dfsmn_stream_float_d8_streaming", "bifsmnv2_stream_lce_d2_streaming"):
+            p = os.path.join(exports["out"], name + ".tflite")
+            r = subprocess.run([fw.BINARIES["asan"], "--model", p, "--inputs", hops, "--outputs",
+                                str(tmp_path / "o.bin"), "--stream_reset", "8", "--final_states",
+                                str(tmp_path / "s.bin")], capture_output=True, text=True,
+                               timeout=300)
+            assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
+            host = fw.run(p, _stream_hops(1)[:, None], target="host", stream_reset=8)[0]
+            np.testing.assert_allclose(fw.tensor_file.read(str(tmp_path / "o.bin")), host,
+                                       rtol=0, atol=1e-5 * np.abs(host).max())
+    windowed = os.path.join(ROOT, "pretrained", "real8", "exports", "bifsmnv2_binary_d2.tflite")
+    if target == "host" and os.path.exists(windowed):
+        with pytest.raises(fw.FirmwareError, match="not a streaming model"):
+            fw.run_stream(windowed, np.zeros((2, 32, 32), np.float32), target="host")
+        x = str(tmp_path / "w.bin")
+        fw.tensor_file.write(x, np.zeros((1, 1, 32, 32), np.float32))
+        r = subprocess.run([fw.BINARIES["host"], "--model", windowed, "--inputs", x, "--outputs",
+                            str(tmp_path / "o.bin"), "--stream_reset", "8"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "not a streaming model" in r.stdout
+
+
+@needs_fw
+@pytest.mark.skipif(bool(QEMU_TOOLS), reason="needs " + ", ".join(QEMU_TOOLS))
+def test_streaming_cost_measured_on_aarch64(exports, tmp_path):
+    """aarch64 under qemu: the firmware's hop-by-hop logits equal the host build's bit for bit
+    (reference float kernels); firmware_sim.cost's streaming count (model_cost.count_streaming,
+    XNNPACK float kernels): one region-1 entry per hop, per-hop regions, per-op regions that
+    add up to the hop, no allocation in Invoke; firmware_sim.stream prefers the measured
+    figure to its estimate."""
+    from firmware_sim import firmware_runner as fw
+    from firmware_sim import model_cost, stream
+    paths = [os.path.join(exports["out"], n + ".tflite") for n in
+             ("dfsmn_stream_float_d8_streaming", "bifsmnv2_stream_lce_d2_streaming")]
+    fw.build("host")
+    fw.build("aarch64")
+    hops = _stream_hops(5)
+    for p in paths:
+        host = fw.run_stream(p, hops, target="host")
+        arm = fw.run_stream(p, hops, target="aarch64", build_first=False)
+        assert host[0].tobytes() == arm[0].tobytes(), p
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(host[1], arm[1])), p
+        # XNNPACK's float kernels (other summation order): float rounding, top-1 identical
+        xnn = fw.run_stream(p, hops, target="aarch64", float_kernels="xnnpack",
+                            build_first=False)
+        assert np.mean(xnn[0].argmax(1) == host[0].argmax(1)) >= 0.9, p
+        assert ["AVERAGE_POOL_2D", "reference"] not in xnn[2]["ops"]
+    res = [model_cost.count_streaming(p, str(tmp_path), hops=6) for p in paths]
+    model_cost.report(res, "generic")
+    for r in res:
+        assert r["streaming"] and r["hops"] == 6 and len(r["hop_insns"]) == 6
+        assert r["insns"] == pytest.approx(np.mean(r["hop_insns"]), rel=1e-9)
+        assert r["ops_sum"] == pytest.approx(r["insns"], rel=0.01)
+        assert all(o["insns"] for o in r["ops"]) and r["allocations_during_invoke"] == 0
+        assert r["insns_per_second"] == pytest.approx(r["insns"] * 1000 / 128.0)
+    # a graph of more ops than one run's 150 op regions: counted in runs of op_offset
+    mp = pytest.MonkeyPatch()
+    mp.setattr(model_cost, "OP_REGIONS", 50)
+    try:
+        chunked = model_cost.count_streaming(paths[1], str(tmp_path), hops=6)
+    finally:
+        mp.undo()
+    assert len(chunked["ops"]) > 100 and all(o["insns"] for o in chunked["ops"])
+    # (the offset profiler's check costs ~2 instructions per op inside the op's region)
+    assert chunked["ops_sum"] == pytest.approx(res[1]["ops_sum"], rel=3e-3)
+    assert chunked["insns"] == res[1]["insns"]
+    summ = model_cost.summary(res, "generic")
+    assert set(summ["streaming_hop_insns"]) == {"dfsmn_stream_float_d8_streaming",
+                                                "bifsmnv2_stream_lce_d2_streaming"}
+    assert summ["model_instruction_ratio"] == {}   # no windowed teacher among them
+    cost_json = str(tmp_path / "cost.json")
+    with open(cost_json, "w") as f:
+        f.write("tables\n" + json.dumps(summ) + "\n")
+    m = stream.streaming_measured_instructions(cost_json, paths[1])
+    assert m["total"] == res[1]["insns"] and m["matched"] == "the same file"
+    m = stream.streaming_measured_instructions(cost_json, "/runs/x", "bifsmnv2_stream", 2)
+    assert m["total"] == res[1]["insns"] and "same arch" in m["matched"]
+    assert stream.streaming_measured_instructions(cost_json, "/runs/x", "bifsmnv2_stream",
+                                                  8) is None
+    table = stream.format_table(None, dict(stream.compute_budget(m["total"], 128.0),
+                                           measured=m, source="measured"),
+                                {"model": "m", "runtime": "lce", "audio_seconds": 1.0,
+                                 "loop": "streaming", "stride_ms": 128.0, "windows": 7,
+                                 "wall_seconds": 1.0, "realtime_factor": 1.0,
+                                 "average_window_ms": 750, "threshold": 0.5,
+                                 "suppression_ms": 1500, "minimum_count": 3,
+                                 "n_detections": 0})
+    print(table)
+    assert "measured, firmware_sim.cost counted" in table and "estimate" not in table
 
 
 @pytest.mark.slow

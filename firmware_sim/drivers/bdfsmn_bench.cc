@@ -33,7 +33,7 @@
 #include <string>
 #include <vector>
 
-#include "../../lce_kernels/core/bdfsmn.cc"  // one TU: the proxies below use Kernels
+#include "../../lce_kernels/core/bdfsmn.h"  // linked: build/aarch64/obj/core/bdfsmn.o
 #include "../../lce_kernels/tests/bdv_reader.h"
 #include "insn_region.h"
 
@@ -189,13 +189,13 @@ struct PointwiseScratch {
 };
 
 void RunLinear(const BinPointwise& P, const float* x, float* out, PointwiseScratch* S) {
-  using K = bd::Kernels;
+  using K = bd::Layer;
   const int wi = bd::PaddedWords64(P.in);
   K::Binarize(x, P.frames, P.in, P.t0.data(), P.t1.data(), S->b1.data(), S->b2.data(),
               S->s.data(), bd::Path::kAuto);
-  K::PointwiseF(P.w.data(), P.out, P.in, wi, S->b1.data(), S->b2.data(), S->s.data(),
-                P.frames, P.mul.data(), P.bias.data(), P.slope.data(), nullptr, out,
-                bd::Path::kAuto);
+  K::Pointwise(P.w.data(), P.out, P.in, wi, S->b1.data(), S->b2.data(), S->s.data(),
+               P.frames, P.mul.data(), P.bias.data(), P.slope.data(), nullptr, out,
+               bd::Path::kAuto);
 }
 
 // im2col of packed bit rows: input rows (one per position, Cin bits in word 0 of a
@@ -247,7 +247,7 @@ void Im2colBits(const BinPointwise& P, const std::uint64_t* in, std::uint64_t* c
 }
 
 void RunConv2(const BinPointwise& P, const float* x, float* out, PointwiseScratch* S) {
-  using K = bd::Kernels;
+  using K = bd::Layer;
   const int npos = P.H * P.W, wo = bd::PaddedWords64(P.in);
   INSN_REGION_BEGIN(32);
   K::Binarize(x, npos, P.cin, P.t0.data(), P.t1.data(), S->b1.data(), S->b2.data(),
@@ -262,9 +262,9 @@ void RunConv2(const BinPointwise& P, const float* x, float* out, PointwiseScratc
   Im2colBits(P, S->b2.data(), S->c2.data());
   INSN_REGION_END(33);
   INSN_REGION_BEGIN(34);
-  K::PointwiseF(P.w.data(), P.out, P.in, wo, S->c1.data(), S->c2.data(), S->s_out.data(),
-                P.frames, P.mul.data(), P.bias.data(), P.slope.data(), nullptr, out,
-                bd::Path::kAuto);
+  K::Pointwise(P.w.data(), P.out, P.in, wo, S->c1.data(), S->c2.data(), S->s_out.data(),
+               P.frames, P.mul.data(), P.bias.data(), P.slope.data(), nullptr, out,
+               bd::Path::kAuto);
   INSN_REGION_END(34);
 }
 

@@ -4,7 +4,8 @@
 //
 //   firmware --model M.tflite [--inputs IN.bin --outputs OUT.bin] [--arena BYTES]
 //            [--float_kernels reference|xnnpack] [--kernel_path auto|portable|neon|avx512]
-//            [--count N] [--per_op] [--recording] [--info]
+//            [--count N] [--per_op] [--op_offset K] [--recording] [--info]
+//            [--stream_reset N] [--final_states STATES.bin]
 //
 // Tensor files (firmware_sim/tensor_file.py writes and reads them; little-endian):
 //   "BKWSTEN1" (8 bytes), u32 TfLiteType code (1 float32, 9 int8, 2 int32), u32 rank,
@@ -16,8 +17,22 @@
 // Invoke (binds XNNPACK's pointers), then N Invokes of the first item, each inside region 1
 // (movz xzr markers, drivers/insn_region.h; no-ops elsewhere). --per_op: then a second
 // interpreter whose profiler puts op i of the graph in region 100 + i (i < 150), N more runs.
+// --op_offset K: op i is region 100 + i - K instead (ops K .. K + 149; models of > 150 ops
+// are counted in several runs).
 // --recording: the arena through TFLM's RecordingMicroAllocator (its breakdown in the JSON).
 // --info: stop after AllocateTensors.
+//
+// STREAMING models (pipeline/streaming_export.py): n > 1 inputs and n outputs, input 0 the hop,
+// input k + 1 state k, output 0 the logits, output k + 1 the new state k (same type and size as
+// input k + 1). The items of --inputs are hops of ONE stream: the states start at zero, and
+// after every Invoke() each new state is copied to its state input (through a staging copy:
+// TFLM's planner may place an output where a dead input was). --stream_reset N: the states go
+// back to zero every N items (N hops per clip; 0: never). --final_states F: the states after
+// the last item, concatenated in input order, as one tensor file [elements]. --count N: N hops
+// counted from zero state (hop h = item h mod items; one warm-up hop before, then the states
+// zeroed again), each Invoke() in region 1 and, for h < 64, also in region 2 + h (region 66:
+// the hop regions' own marker calls, to subtract); the state copies sit outside every region.
+// --per_op: the same N hops on the second interpreter.
 //
 // Output: ONE JSON line on stdout: "ok", arena (size, used), heap (operator new: the core's
 // copies and scratch; XNNPACK: its packed weights), allocations during Invokes after the
@@ -137,7 +152,9 @@ struct Flags {
   long arena = 1 << 20;
   std::string float_kernels = "reference";
   KernelPath path = KernelPath::kAuto;
-  int count = 0;
+  int count = 0, op_offset = 0;
+  long stream_reset = 0;
+  std::string final_states;
   bool per_op = false, recording = false, info = false;
 };
 
@@ -182,6 +199,12 @@ Flags ParseFlags(int argc, char** argv) {
       f.count = static_cast<int>(ParseLong(value(), "--count", 1, 1000));
     } else if (a == "--per_op") {
       f.per_op = true;
+    } else if (a == "--op_offset") {
+      f.op_offset = static_cast<int>(ParseLong(value(), "--op_offset", 0, 100000));
+    } else if (a == "--stream_reset") {
+      f.stream_reset = ParseLong(value(), "--stream_reset", 0, 1L << 24);
+    } else if (a == "--final_states") {
+      f.final_states = value();
     } else if (a == "--recording") {
       f.recording = true;
     } else if (a == "--info") {
@@ -193,6 +216,7 @@ Flags ParseFlags(int argc, char** argv) {
   if (f.model.empty()) Fail("--model is required");
   if (f.inputs.empty() != f.outputs.empty()) Fail("--inputs and --outputs go together");
   if (f.per_op && f.count == 0) Fail("--per_op needs --count");
+  if (!f.final_states.empty() && f.inputs.empty()) Fail("--final_states needs --inputs");
   return f;
 }
 
@@ -307,6 +331,8 @@ void WriteTensorFile(const std::string& path, std::uint32_t type,
 }
 
 // ------------------------------------------------------------------ model checks
+constexpr std::size_t kMaxStates = 48;  // streaming models: state tensors at most
+
 // The flatbuffer verifier of the TFLite schema (TFLM does not verify), then the indices TFLM
 // follows without checking: opcode, tensor and buffer indices of subgraph 0.
 const tflite::Model* CheckModel(const Blob& b) {
@@ -330,8 +356,12 @@ const tflite::Model* CheckModel(const Blob& b) {
       n_tensors == 0) {
     Fail("subgraph 0 has no operators, inputs, outputs or tensors");
   }
-  if (sg->inputs()->size() != 1 || sg->outputs()->size() != 1) {
-    Fail("the model must have one input and one output (features -> logits)");
+  if (sg->inputs()->size() == 0 || sg->inputs()->size() != sg->outputs()->size() ||
+      sg->inputs()->size() > kMaxStates + 1) {
+    Fail("the model has " + std::to_string(sg->inputs()->size()) + " inputs and " +
+         std::to_string(sg->outputs()->size()) + " outputs: expected one input and one output "
+         "(features -> logits) or a streaming model's n inputs and n outputs (hop + states -> "
+         "logits + new states, at most " + std::to_string(kMaxStates) + " states)");
   }
   auto check_list = [&](const flatbuffers::Vector<int32_t>* v, bool allow_absent,
                         const char* what) {
@@ -403,13 +433,21 @@ bool AddBuiltin(Resolver* r, tflite::BuiltinOperator op, const TFLMRegistration*
     case tflite::BuiltinOperator_PAD: s = custom ? r->AddPad(*custom) : r->AddPad(); break;
     case tflite::BuiltinOperator_PRELU: s = custom ? r->AddPrelu(*custom) : r->AddPrelu(); break;
     case tflite::BuiltinOperator_RESHAPE: s = r->AddReshape(); break;
+    // the streaming exports' state handling (reference kernels: data movement) and the
+    // binary conv2's receptive-field average of its scale
+    case tflite::BuiltinOperator_CONCATENATION: s = r->AddConcatenation(); break;
+    case tflite::BuiltinOperator_STRIDED_SLICE: s = r->AddStridedSlice(); break;
+    case tflite::BuiltinOperator_AVERAGE_POOL_2D:
+      s = custom ? r->AddAveragePool2D(*custom) : r->AddAveragePool2D();
+      break;
     default: return false;
   }
   return s == kTfLiteOk;
 }
 
 const char* kCompiledBuiltins =
-    "ABS, ADD, CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, MEAN, MUL, PAD, PRELU, RESHAPE, SUB";
+    "ABS, ADD, AVERAGE_POOL_2D, CONCATENATION, CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, MEAN, "
+    "MUL, PAD, PRELU, RESHAPE, STRIDED_SLICE, SUB";
 
 struct OpInfo {
   std::string name;    // op code name
@@ -433,7 +471,7 @@ void BuildResolver(const tflite::Model* m, const Flags& f, Resolver* r,
                                           tflite::TensorType_FLOAT32;
     if (!is_float) all_float[ci] = 0;
   }
-  std::vector<std::string> added;
+  std::vector<std::string> added, missing;
   for (std::size_t ci = 0; ci < codes->size(); ++ci) {
     if (!used[ci]) continue;
     const auto* c = codes->Get(static_cast<unsigned>(ci));
@@ -474,10 +512,17 @@ void BuildResolver(const tflite::Model* m, const Flags& f, Resolver* r,
     const bool use_xnn =
         want_xnn && all_float[ci] && firmware::xnn::Registration(code, &xreg);
     if (!AddBuiltin(r, code, use_xnn ? &xreg : nullptr)) {
-      Fail("op " + name + " has no kernel in this firmware (compiled: " + kCompiledBuiltins +
-           " and the project's ops)");
+      missing.push_back(name);  // every missing op named at once, below
+      continue;
     }
     (*code_kernel)[ci] = use_xnn ? "xnnpack" : "reference";
+  }
+  if (!missing.empty()) {
+    std::string names;
+    for (const auto& n : missing) names += (names.empty() ? "" : ", ") + n;
+    Fail((missing.size() == 1 ? "op " + names + " has" : "ops " + names + " have") +
+         " no kernel in this firmware (compiled: " + kCompiledBuiltins +
+         " and the project's ops)");
   }
   for (const auto* op : *sg->operators()) {
     const auto* c = codes->Get(op->opcode_index());
@@ -503,13 +548,15 @@ constexpr int kOpRegions = 150;  // regions 100..249
   FW_R10(M, 16) FW_R10(M, 17) FW_R10(M, 18) FW_R10(M, 19) FW_R10(M, 20) FW_R10(M, 21)       \
   FW_R10(M, 22) FW_R10(M, 23) FW_R10(M, 24)
 
-void RegionBegin(int id) {
+// Always inlined: the profiler's instructions between a marker and the op count in the op's
+// region, so both profilers below keep the same (inlined) code.
+__attribute__((always_inline)) inline void RegionBegin(int id) {
   switch (id) {
     FW_R150(FW_RB)
     default: break;
   }
 }
-void RegionEnd(int id) {
+__attribute__((always_inline)) inline void RegionEnd(int id) {
   switch (id) {
     FW_R150(FW_RE)
     default: break;
@@ -517,7 +564,10 @@ void RegionEnd(int id) {
 }
 
 // TFLM calls BeginEvent / EndEvent around every op's invoke (micro_interpreter_graph.cc):
-// op i of an Invoke (counted from Reset()) is region 100 + i.
+// op i of an Invoke (counted from Reset()) is region 100 + i - offset (offset: --op_offset).
+// The profiler's own instructions between a marker and the op are counted in the op's region
+// (a few per op): the offset variant is a separate class so that the default one keeps the
+// former code (and counts) exactly; its per-op counts are ~1-2 instructions higher per op.
 class MarkerProfiler : public tflite::MicroProfilerInterface {
  public:
   uint32_t BeginEvent(const char* /*tag*/) override {
@@ -539,6 +589,60 @@ class MarkerProfiler : public tflite::MicroProfilerInterface {
   uint32_t next_ = 0;
   bool enabled_ = false;
 };
+
+class OffsetMarkerProfiler : public tflite::MicroProfilerInterface {
+ public:
+  explicit OffsetMarkerProfiler(uint32_t offset) : offset_(offset) {}
+  uint32_t BeginEvent(const char* /*tag*/) override {
+    const uint32_t i = next_++;
+    const uint32_t j = i - offset_;  // wraps (out of range) for i < offset_
+    if (enabled_ && j < static_cast<uint32_t>(kOpRegions)) {
+      RegionBegin(kOpRegionBase + static_cast<int>(j));
+    }
+    return i;
+  }
+  void EndEvent(uint32_t i) override {
+    const uint32_t j = i - offset_;
+    if (enabled_ && j < static_cast<uint32_t>(kOpRegions)) {
+      RegionEnd(kOpRegionBase + static_cast<int>(j));
+    }
+  }
+  void Reset() { next_ = 0; }
+  void Enable() { enabled_ = true; }
+
+ private:
+  uint32_t offset_;
+  uint32_t next_ = 0;
+  bool enabled_ = false;
+};
+
+// Streaming --count: hop h < 64 is also region 2 + h (regions 2..65, around region 1). Its
+// markers are emitted by out-of-line switches, whose few instructions between the markers
+// (return, call, dispatch) are measured by region 66 (the same calls around nothing, --count
+// times) and subtracted by the reader (firmware_sim/model_cost.py).
+constexpr int kHopRegionBase = 2;
+constexpr int kHopRegions = 64;
+constexpr int kHopOverheadRegion = 66;
+#define FW_H8(M, a, b, c, d, e, f, g, h) M(a) M(b) M(c) M(d) M(e) M(f) M(g) M(h)
+#define FW_H64(M)                                                                     \
+  FW_H8(M, 2, 3, 4, 5, 6, 7, 8, 9) FW_H8(M, 10, 11, 12, 13, 14, 15, 16, 17)           \
+  FW_H8(M, 18, 19, 20, 21, 22, 23, 24, 25) FW_H8(M, 26, 27, 28, 29, 30, 31, 32, 33)   \
+  FW_H8(M, 34, 35, 36, 37, 38, 39, 40, 41) FW_H8(M, 42, 43, 44, 45, 46, 47, 48, 49)   \
+  FW_H8(M, 50, 51, 52, 53, 54, 55, 56, 57) FW_H8(M, 58, 59, 60, 61, 62, 63, 64, 65)   \
+  M(66)
+
+__attribute__((noinline)) void HopRegionBegin(int id) {
+  switch (id) {
+    FW_H64(FW_RB)
+    default: break;
+  }
+}
+__attribute__((noinline)) void HopRegionEnd(int id) {
+  switch (id) {
+    FW_H64(FW_RE)
+    default: break;
+  }
+}
 
 // ------------------------------------------------------------------ interpreter
 struct Arena {
@@ -609,8 +713,9 @@ int main(int argc, char** argv) {
   std::vector<OpInfo> ops;
   std::vector<std::string> code_kernel;
   BuildResolver(model, f, &resolver, &ops, &code_kernel);
-  std::vector<std::uint32_t> out_dims;
+  std::vector<std::uint32_t> out_dims, state_dims;
   out_dims.reserve(9);
+  state_dims.reserve(1);
   // TFLM does not survive every too-small arena: MicroAllocator::Create and several reference
   // kernels' Init (e.g. InitReduce) use a failed persistent allocation without checking it
   // (SIGSEGV). So an arena below 1 MiB is first checked against what the model needs: one
@@ -668,11 +773,64 @@ int main(int argc, char** argv) {
       out_esize * out_i.elems != out_i.bytes) {
     Fail("unsupported input / output tensor types");
   }
+  // Streaming: input k + 1 and output k + 1 are state k (same type and size).
+  const std::size_t n_states = interp->inputs_size() - 1;
+  const bool streaming = n_states > 0;
+  TensorInfo state_i[kMaxStates];
+  std::size_t state_bytes = 0;
+  for (std::size_t k = 1; k <= n_states; ++k) {
+    const TfLiteTensor* si = interp->input(k);
+    const TfLiteTensor* so = interp->output(k);
+    if (si == nullptr || so == nullptr) {
+      Fail("streaming: no tensor for state " + std::to_string(k - 1));
+    }
+    state_i[k - 1] = Describe(si);
+    const TensorInfo o = Describe(so);
+    if (si->type != so->type || si->bytes != so->bytes || TypeBytes(si->type) == 0 ||
+        TypeBytes(si->type) * state_i[k - 1].elems != si->bytes) {
+      Fail("streaming: state " + std::to_string(k - 1) + " is input " + std::to_string(k) + " " +
+           state_i[k - 1].json + " but output " + std::to_string(k) + " " + o.json +
+           ": expected the same type and size");
+    }
+    state_bytes += si->bytes;
+  }
+  if (!streaming && (f.stream_reset > 0 || !f.final_states.empty())) {
+    Fail("--stream_reset / --final_states: the model is not a streaming model (one input)");
+  }
+  Bytes staging(state_bytes);  // the new states on their way to the state inputs
+  auto reset_states = [&](tflite::MicroInterpreter* it) {
+    for (std::size_t k = 1; k <= n_states; ++k) {
+      TfLiteTensor* t = it->input(k);
+      std::memset(t->data.raw, 0, t->bytes);
+    }
+  };
+  // Output k + 1 -> input k + 1 for every state, through the staging copy (an output may sit
+  // where another state's input was: TFLM plans a subgraph input's buffer only up to its
+  // last use).
+  auto carry_states = [&](tflite::MicroInterpreter* it) {
+    std::size_t off = 0;
+    for (std::size_t k = 1; k <= n_states; ++k) {
+      const TfLiteTensor* o = it->output(k);
+      std::memcpy(staging.data + off, o->data.raw, o->bytes);
+      off += o->bytes;
+    }
+    off = 0;
+    for (std::size_t k = 1; k <= n_states; ++k) {
+      TfLiteTensor* t = it->input(k);
+      std::memcpy(t->data.raw, staging.data + off, t->bytes);
+      off += t->bytes;
+    }
+  };
   const firmware::heap::Counter heap1 = firmware::heap::Cpp();
   const firmware::heap::Counter xheap1 = firmware::heap::Xnn();
 
   std::size_t items = 0, invokes = 0, invoke_allocs = 0;
-  Bytes first_input(in_i.bytes);  // what --count / --per_op run on
+  Bytes first_input(in_i.bytes);  // what --count / --per_op run on (windowed)
+  Blob in_blob;                   // the items (streaming --count: the hops)
+  const std::uint8_t* item_data = nullptr;
+  auto hop = [&](std::size_t h) -> const std::uint8_t* {
+    return items > 0 ? item_data + (h % items) * in_i.bytes : first_input.data;
+  };
   double invoke_s = 0.0;
   auto invoke = [&](bool count_allocs) {
     const std::size_t a0 = firmware::heap::Cpp().allocations + firmware::heap::Xnn().allocations;
@@ -685,7 +843,6 @@ int main(int argc, char** argv) {
   };
 
   if (!f.info && !f.inputs.empty()) {
-    Blob in_blob;
     ReadFile(f.inputs, &in_blob, "inputs");
     const TensorFile tf = ParseTensorFile(in_blob, f.inputs);
     if (tf.type != static_cast<std::uint32_t>(in_i.type)) {
@@ -699,17 +856,68 @@ int main(int argc, char** argv) {
     Bytes out_data(tf.items * out_i.bytes);
     if (tf.items > 0) std::memcpy(first_input.data, tf.data, in_i.bytes);
     for (std::size_t k = 0; k < tf.items; ++k) {
+      if (streaming && (k == 0 || (f.stream_reset > 0 &&
+                                   k % static_cast<std::size_t>(f.stream_reset) == 0))) {
+        reset_states(interp);
+      }
       std::memcpy(in_t->data.raw, tf.data + k * in_i.bytes, in_i.bytes);
       invoke(k > 0);
       std::memcpy(out_data.data + k * out_i.bytes, out_t->data.raw, out_i.bytes);
+      if (streaming) carry_states(interp);
     }
     items = tf.items;
+    item_data = tf.data;
+    if (!f.final_states.empty()) {  // the state inputs now hold the last new states
+      std::size_t off = 0, elems = 0;
+      for (std::size_t k = 1; k <= n_states; ++k) {
+        const TfLiteTensor* t = interp->input(k);
+        if (t->type != interp->input(1)->type) {
+          Fail("--final_states: the states have different types");
+        }
+        if (tf.items == 0) std::memset(t->data.raw, 0, t->bytes);
+        std::memcpy(staging.data + off, t->data.raw, t->bytes);
+        off += t->bytes;
+        elems += state_i[k - 1].elems;
+      }
+      state_dims.push_back(static_cast<std::uint32_t>(elems));
+      WriteTensorFile(f.final_states, static_cast<std::uint32_t>(interp->input(1)->type),
+                      state_dims, staging);
+    }
     out_dims.push_back(static_cast<std::uint32_t>(tf.items));
     for (int k = 0; k < out_i.rank; ++k) out_dims.push_back(out_i.dims[k]);
     WriteTensorFile(f.outputs, static_cast<std::uint32_t>(out_i.type), out_dims, out_data);
   }
 
-  if (f.count > 0) {
+  if (f.count > 0 && streaming) {
+    // N hops from zero state; the warm-up hops (XNNPACK binds its pointers) are not counted.
+    reset_states(interp);
+    std::memcpy(in_t->data.raw, hop(0), in_i.bytes);
+    invoke(false);
+    carry_states(interp);
+    std::memcpy(in_t->data.raw, hop(1), in_i.bytes);
+    invoke(true);  // must allocate nothing
+    reset_states(interp);
+    for (int h = 0; h < f.count; ++h) {  // the hop regions' own instructions
+      const int id = h < kHopRegions ? kHopOverheadRegion : -1;
+      HopRegionBegin(id);
+      HopRegionEnd(id);
+    }
+    for (int h = 0; h < f.count; ++h) {
+      std::memcpy(in_t->data.raw, hop(static_cast<std::size_t>(h)), in_i.bytes);
+      const std::size_t a0 = firmware::heap::Cpp().allocations + firmware::heap::Xnn().allocations;
+      const int id = h < kHopRegions ? kHopRegionBase + h : -1;
+      HopRegionBegin(id);
+      INSN_REGION_BEGIN(1);
+      const TfLiteStatus s = interp->Invoke();
+      INSN_REGION_END(1);
+      HopRegionEnd(id);
+      if (s != kTfLiteOk) Fail("Invoke failed (hop " + std::to_string(h) + ")");
+      invoke_allocs +=
+          firmware::heap::Cpp().allocations + firmware::heap::Xnn().allocations - a0;
+      ++invokes;
+      carry_states(interp);
+    }
+  } else if (f.count > 0) {
     std::memcpy(in_t->data.raw, first_input.data, first_input.size);
     invoke(false);  // warm-up (binds XNNPACK's pointers)
     invoke(true);   // a second one: must allocate nothing
@@ -753,8 +961,7 @@ int main(int argc, char** argv) {
   const firmware::heap::Counter heap_end = firmware::heap::Cpp();
 
   // Per-op regions: a second interpreter with the marker profiler, on the same input.
-  if (f.per_op) {
-    MarkerProfiler prof;
+  auto per_op_run = [&](auto& prof) {
     std::memset(arena.data, 0, arena.size);
     tflite::MicroAllocator* alloc2 = tflite::MicroAllocator::Create(arena.data, arena.size);
     if (alloc2 == nullptr) Fail("arena too small (per-op run)");
@@ -763,14 +970,26 @@ int main(int argc, char** argv) {
     if (it2->AllocateTensors() != kTfLiteOk) Fail("AllocateTensors failed (per-op run)");
     TfLiteTensor* in2 = it2->input(0);
     if (in2 == nullptr || in2->bytes != first_input.size) Fail("per-op run: input mismatch");
-    std::memcpy(in2->data.raw, first_input.data, first_input.size);
+    if (streaming && it2->inputs_size() != n_states + 1) Fail("per-op run: inputs mismatch");
+    if (streaming) reset_states(it2);
+    std::memcpy(in2->data.raw, streaming ? hop(0) : first_input.data, first_input.size);
     if (it2->Invoke() != kTfLiteOk) Fail("Invoke failed (per-op run)");  // warm-up, no regions
     prof.Enable();
+    if (streaming) reset_states(it2);
     for (int r = 0; r < f.count; ++r) {
+      if (streaming) std::memcpy(in2->data.raw, hop(static_cast<std::size_t>(r)), in2->bytes);
       prof.Reset();
       if (it2->Invoke() != kTfLiteOk) Fail("Invoke failed (per-op run)");
+      if (streaming) carry_states(it2);
     }
     it2->~MicroInterpreter();
+  };
+  if (f.per_op && f.op_offset == 0) {
+    MarkerProfiler prof;
+    per_op_run(prof);
+  } else if (f.per_op) {
+    OffsetMarkerProfiler prof(static_cast<uint32_t>(f.op_offset));
+    per_op_run(prof);
   }
 
   std::string ops_json = "[";
@@ -779,6 +998,11 @@ int main(int argc, char** argv) {
                 Quote(ops[i].kernel) + "]";
   }
   ops_json += "]";
+  std::string states_json = "[";
+  for (std::size_t k = 0; k < n_states; ++k) {
+    states_json += (k ? ", " : "") + std::string(state_i[k].json);
+  }
+  states_json += "]";
   const firmware::heap::Counter& xh = firmware::heap::Xnn();
   std::printf(
       "{\"ok\": true, \"model\": %s, \"model_bytes\": %zu, \"arena_bytes\": %ld, "
@@ -788,7 +1012,10 @@ int main(int argc, char** argv) {
       "\"invokes\": %zu, \"allocations_during_invoke\": %zu, \"items\": %zu, "
       "\"input\": %s, \"output\": %s, \"ops\": %s, \"float_kernels\": %s, "
       "\"kernel_path\": %s, \"target\": %s, \"per_op_regions\": %s, "
-      "\"op_region_base\": %d, \"setup_seconds\": %.4f, \"invoke_seconds\": %.4f}\n",
+      "\"op_region_base\": %d, \"op_offset\": %d, \"streaming\": %s, \"states\": %s, "
+      "\"state_bytes\": %zu, \"stream_reset\": %ld, \"hop_region_base\": %d, "
+      "\"hop_regions\": %d, \"hop_overhead_region\": %d, \"setup_seconds\": %.4f, "
+      "\"invoke_seconds\": %.4f}\n",
       Quote(f.model).c_str(), model_blob.size, f.arena, arena_used, recording.c_str(),
       heap1.live - heap0.live, heap_end.peak - heap0.live, heap1.allocations - heap0.allocations,
       heap_end.live - heap0.live, xheap1.live, xh.peak, invokes, invoke_allocs, items,
@@ -800,6 +1027,9 @@ int main(int argc, char** argv) {
 #else
       "\"x86_64\"",
 #endif
-      f.per_op ? "true" : "false", kOpRegionBase, setup_s, invoke_s);
+      f.per_op ? "true" : "false", kOpRegionBase, f.op_offset, streaming ? "true" : "false",
+      states_json.c_str(), state_bytes, f.stream_reset, kHopRegionBase,
+      streaming ? (f.count < kHopRegions ? f.count : kHopRegions) : 0, kHopOverheadRegion,
+      setup_s, invoke_s);
   return 0;
 }

@@ -22,7 +22,7 @@ namespace {
 
 namespace cm = ::compute_engine::tflm::common;
 
-enum class Kind { kConv, kFc, kBinary, kPrelu, kPad, kAbs, kMean };
+enum class Kind { kConv, kFc, kBinary, kPrelu, kPad, kAbs, kMean, kAvgPool };
 enum class Binary { kAdd, kSub, kMul };
 
 constexpr int kMaxDims = XNN_MAX_TENSOR_DIMS;
@@ -38,7 +38,7 @@ struct OpData {
   const void* bound_in1 = nullptr;
   void* bound_out = nullptr;
   // Setup shapes.
-  std::size_t batch = 0, height = 0, width = 0;     // conv: N, H, W; fc/prelu/abs: batch
+  std::size_t batch = 0, height = 0, width = 0;     // conv / pool: N, H, W; fc/prelu/abs: batch
   std::size_t rank0 = 0, rank1 = 0, shape0[kMaxDims] = {}, shape1[kMaxDims] = {};
   std::size_t pre[kMaxDims] = {}, post[kMaxDims] = {};  // pad
 };
@@ -494,6 +494,53 @@ TfLiteStatus MeanPrepare(TfLiteContext* ctx, TfLiteNode* node) {
   return kTfLiteOk;
 }
 
+// ---------------------------------------------------------------------- AVERAGE_POOL_2D
+// VALID windows only (and SAME where it pads nothing): TFLite averages a padded window over
+// its valid pixels; the streaming exports' pool (the binary conv2's scale) is VALID.
+TfLiteStatus AvgPoolPrepare(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* d = static_cast<OpData*>(node->user_data);
+  X_ENSURE(d, d != nullptr, "no op data");
+  d->prepared = false;
+  X_ENSURE(d, node->inputs != nullptr && node->inputs->size == 1, "expected 1 input");
+  X_ENSURE(d, node->builtin_data != nullptr, "no builtin options");
+  cm::TempTensors tt(ctx);
+  const TfLiteTensor* in = tt.Input(node, 0);
+  const TfLiteTensor* out = tt.Output(node, 0);
+  if (CheckFloat(d, in, "input") != kTfLiteOk || CheckFloat(d, out, "output") != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  X_ENSURE(d, cm::Rank(in) == 4 && cm::Rank(out) == 4, "input and output must have rank 4");
+  const auto* p = static_cast<const TfLitePoolParams*>(node->builtin_data);
+  float lo, hi;
+  X_ENSURE(d, ActivationRange(p->activation, &lo, &hi), "fused activation %d not supported",
+           static_cast<int>(p->activation));
+  const int* id = in->dims->data;
+  int oh, ow, top, bottom, left, right;
+  X_ENSURE(d, SpatialPadding(p->padding, id[1], p->filter_height, p->stride_height, 1, &oh,
+                             &top, &bottom) &&
+                  SpatialPadding(p->padding, id[2], p->filter_width, p->stride_width, 1, &ow,
+                                 &left, &right),
+           "unsupported padding / strides / sizes");
+  X_ENSURE(d, top == 0 && bottom == 0 && left == 0 && right == 0,
+           "padded windows not taken (TFLite averages them over their valid pixels)");
+  X_ENSURE(d, p->filter_height * p->filter_width > 1, "a 1x1 pool is not taken");
+  const int want[4] = {id[0], oh, ow, id[3]};
+  char a[96];
+  X_ENSURE(d, cm::SameDims(out->dims, want, 4), "output shape %s, expected [%d, %d, %d, %d]",
+           cm::ShapeString(out->dims, a, sizeof a), want[0], want[1], want[2], want[3]);
+  const std::size_t c = static_cast<std::size_t>(id[3]);
+  const xnn_status s = xnn_create_average_pooling2d_nhwc_f32(
+      0, 0, 0, 0, static_cast<uint32_t>(p->filter_height), static_cast<uint32_t>(p->filter_width),
+      static_cast<uint32_t>(p->stride_height), static_cast<uint32_t>(p->stride_width), c, c, c,
+      lo, hi, 0, &d->op);
+  if (Status(d, s, "xnn_create_average_pooling2d_nhwc_f32") != kTfLiteOk) return kTfLiteError;
+  d->batch = static_cast<std::size_t>(id[0]);
+  d->height = static_cast<std::size_t>(id[1]);
+  d->width = static_cast<std::size_t>(id[2]);
+  d->prepared = true;
+  return kTfLiteOk;
+}
+
 // --------------------------------------------------------------------------------- Eval
 TfLiteStatus Setup(OpData* d, const void* in0, const void* in1, void* out) {
   xnn_status s = xnn_status_success;
@@ -532,6 +579,10 @@ TfLiteStatus Setup(OpData* d, const void* in0, const void* in1, void* out) {
       break;
     case Kind::kMean:
       s = xnn_setup_global_average_pooling_nwc_f32(d->op, d->batch, d->width, a, o, nullptr);
+      break;
+    case Kind::kAvgPool:
+      s = xnn_setup_average_pooling2d_nhwc_f32(d->op, d->batch, d->height, d->width, a, o,
+                                               nullptr);
       break;
   }
   if (Status(d, s, "xnn_setup") != kTfLiteOk) return kTfLiteError;
@@ -579,6 +630,7 @@ constexpr char kPreluName[] = "PRELU (XNNPACK)";
 constexpr char kPadName[] = "PAD (XNNPACK)";
 constexpr char kAbsName[] = "ABS (XNNPACK)";
 constexpr char kMeanName[] = "MEAN (XNNPACK)";
+constexpr char kAvgPoolName[] = "AVERAGE_POOL_2D (XNNPACK)";
 
 }  // namespace
 
@@ -627,6 +679,9 @@ bool Registration(tflite::BuiltinOperator op, TFLMRegistration* out) {
       return true;
     case tflite::BuiltinOperator_MEAN:
       *out = RegisterOp(Init<kMeanName, Kind::kMean>, MeanPrepare, Eval, Free);
+      return true;
+    case tflite::BuiltinOperator_AVERAGE_POOL_2D:
+      *out = RegisterOp(Init<kAvgPoolName, Kind::kAvgPool>, AvgPoolPrepare, Eval, Free);
       return true;
     default:
       return false;

@@ -2,7 +2,7 @@
 // Debian's libxnnpack-dev:arm64, the f32 operator API float_bench.cc uses).
 //
 // One TFLMRegistration per builtin: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB,
-// MUL, PRELU, PAD, ABS, MEAN. float32 only: the firmware registers one of these for an op
+// MUL, PRELU, PAD, ABS, MEAN, AVERAGE_POOL_2D (VALID windows). float32 only: the firmware registers one of these for an op
 // code only when every instance of that op in the model is float32 (else TFLM's reference
 // kernel), and its Prepare names any configuration it does not take.
 //   Prepare  checks the tensors, creates the XNNPACK operator (XNNPACK packs the constant

@@ -2007,6 +2007,19 @@ void Layer::PointwiseCounts(int which, const std::uint64_t* b1, const std::uint6
   Kernels::PointwiseCounts(*this, which == 1 ? 1 : 2, b1, b2, frames, p1, p2, path);
 }
 
+void Layer::Pointwise(const std::uint64_t* w, int O, int K, int W, const std::uint64_t* b1,
+                      const std::uint64_t* b2, const float* s, int frames, const float* mul,
+                      const float* bias, const float* slope, const float* res, float* out,
+                      Path path) {
+  // res == nullptr (no residual: the drivers' layers) compiled as its own case, as when the
+  // caller's null residual is a constant.
+  if (res == nullptr) {
+    Kernels::PointwiseF(w, O, K, W, b1, b2, s, frames, mul, bias, slope, nullptr, out, path);
+  } else {
+    Kernels::PointwiseF(w, O, K, W, b1, b2, s, frames, mul, bias, slope, res, out, path);
+  }
+}
+
 }  // namespace bdfsmn
 }  // namespace core
 }  // namespace compute_engine

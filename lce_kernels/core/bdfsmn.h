@@ -199,6 +199,16 @@ class Layer {
   // Pointwise popcount accumulators: which = 1 (pw1, out [T][H]) or 2 (pw2, out [T][C]).
   void PointwiseCounts(int which, const std::uint64_t* b1, const std::uint64_t* b2,
                        int frames, std::int32_t* p1, std::int32_t* p2, Path path) const;
+  // One pointwise binary conv on packed rows with its post-processing (the pw1 / pw2 pass
+  // without a fused binarization; NEON or portable, AVX-512 runs portable): w [O][W] 64-bit
+  // weight rows of K bits, b1 / b2 [T][W], s [T]; out[t][o] = (res[t][o] +)
+  // PReLU((P1 + s[t] * P2) * mul[o] + bias[o]; slope[o]), res may be nullptr; mul, bias,
+  // slope padded to a multiple of 4. For drivers measuring other binary layers
+  // (firmware_sim/drivers/bdfsmn_bench.cc).
+  static void Pointwise(const std::uint64_t* w, int O, int K, int W, const std::uint64_t* b1,
+                        const std::uint64_t* b2, const float* s, int frames, const float* mul,
+                        const float* bias, const float* slope, const float* res, float* out,
+                        Path path);
 
  private:
   friend struct Kernels;

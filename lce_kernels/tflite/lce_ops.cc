@@ -5,8 +5,9 @@
 //
 // Init never fails hard (it cannot report errors): it parses the options and remembers any
 // problem; Prepare validates every tensor (count, type, rank, shape, byte size, constness)
-// and option, names any configuration this library does not support, builds the kernel
-// (repacked filter, fused output transform) and sizes the output; Eval only computes.
+// and option, names any configuration this library does not support and builds the kernel
+// (repacked filter, fused output transform), all with core/op_validate.h (the same checks
+// and messages as the TFLM glue), and sizes the output; Eval only computes.
 //
 //   QUANTIZE    in: float32 | int8 | bool [..., n]          out: int32 [..., ceil(n/32)]
 //   DEQUANTIZE  in: int32 [..., ceil(n/32)]                 out: float32 | int8 | bool [..., n]
@@ -15,7 +16,6 @@
 //               kPostActivationBias float32 [Cout] (constant; float output)
 //               kThreshold int32 [Cout] (constant; bit-packed output)
 //               out: float32 [B, OH, OW, Cout] | int32 [B, OH, OW, ceil(Cout/32)]
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -23,6 +23,7 @@
 
 #include "../core/bconv2d.h"
 #include "../core/bitpack.h"
+#include "../core/op_validate.h"
 #include "bconv2d_options.h"
 #include "op_common.h"
 
@@ -31,6 +32,7 @@ namespace tflite {
 namespace lce_ops {
 
 namespace oc = ::compute_engine::tflite::op_common;
+namespace ov = ::compute_engine::core::op_validate;
 namespace bp = ::compute_engine::core::bitpack;
 namespace bc = ::compute_engine::core::bconv2d;
 namespace ops = ::compute_engine::ops;
@@ -57,42 +59,26 @@ void* PackInit(TfLiteContext* /*ctx*/, const char* /*buffer*/, std::size_t /*len
 
 void PackFree(TfLiteContext* /*ctx*/, void* data) { delete static_cast<PackOpData*>(data); }
 
-// Shared checks of both ops: one input, one output, op data, ranks.
-#define LCE_PACK_COMMON(ctx, node, name, d, in, out)                                       \
-  auto* d = static_cast<PackOpData*>((node)->user_data);                                 \
-  LCE_OP_ENSURE(ctx, name, d != nullptr, "no op data (out of memory in Init)");          \
-  LCE_OP_ENSURE(ctx, name, d->init_error.empty(), "%s", d->init_error.c_str());          \
-  LCE_OP_ENSURE(ctx, name, (node)->inputs != nullptr && (node)->inputs->size == 1,       \
-                "expected 1 input, got %d", (node)->inputs ? (node)->inputs->size : -1); \
-  LCE_OP_ENSURE(ctx, name, (node)->outputs != nullptr && (node)->outputs->size == 1,     \
-                "expected 1 output");                                                    \
-  const TfLiteTensor* in = oc::Input(ctx, node, 0);                                      \
-  TfLiteTensor* out = oc::Output(ctx, node, 0);                                          \
-  LCE_OP_ENSURE(ctx, name, in != nullptr && out != nullptr, "missing input or output");  \
-  LCE_OP_ENSURE(ctx, name, oc::Rank(in) >= 1 && oc::Rank(in) <= 8,                      \
-                "input must have rank 1 to 8, has %d", oc::Rank(in))
+// Op data and Init's problems; every other check is core/op_validate.h's (shared with the
+// TFLM glue).
+#define LCE_PACK_PREPARE(ctx, node, name, d)                                        \
+  auto* d = static_cast<PackOpData*>((node)->user_data);                          \
+  LCE_OP_ENSURE(ctx, name, d != nullptr, "no op data (out of memory in Init)");   \
+  LCE_OP_ENSURE(ctx, name, d->init_error.empty(), "%s", d->init_error.c_str());   \
+  ov::Node n;                                                                     \
+  oc::DescribeNode(ctx, node, &n);                                                \
+  ov::PackPlan plan;                                                              \
+  std::string err
 
 TfLiteStatus QuantizePrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  LCE_PACK_COMMON(ctx, node, ops::QUANTIZE, d, in, out);
+  LCE_PACK_PREPARE(ctx, node, ops::QUANTIZE, d);
   LCE_OP_ENSURE(ctx, ops::QUANTIZE,
-                in->type == kTfLiteFloat32 || in->type == kTfLiteInt8 || in->type == kTfLiteBool,
-                "input type %s not supported (float32, int8 or bool)", oc::TypeName(in->type));
-  LCE_OP_ENSURE(ctx, ops::QUANTIZE, out->type == kTfLiteInt32,
-                "output must be int32 (bit-packed), is %s", oc::TypeName(out->type));
-  const int rank = oc::Rank(in);
-  std::size_t elements = 0;
-  LCE_OP_ENSURE(ctx, ops::QUANTIZE, oc::NumElements(in, &elements), "input shape invalid");
-  const std::size_t esize = in->type == kTfLiteFloat32 ? 4u : 1u;
-  LCE_OP_ENSURE(ctx, ops::QUANTIZE, oc::HasBytes(in, elements, esize),
-                "input has %zu bytes, its shape needs %zu", in->bytes, elements * esize);
-  if (in->type == kTfLiteInt8) d->zero_point = in->params.zero_point;
-  d->n = in->dims->data[rank - 1];
-  LCE_OP_ENSURE(ctx, ops::QUANTIZE, d->n <= (1 << 30), "last dimension %d too large", d->n);
-  d->rows = d->n == 0 ? 0 : elements / static_cast<std::size_t>(d->n);
-  int dims[8];
-  for (int i = 0; i < rank; ++i) dims[i] = in->dims->data[i];
-  dims[rank - 1] = bp::PackedWords(d->n);
-  return oc::ResizeIfNeeded(ctx, out, dims, rank);
+                ov::ValidateQuantize(n, ov::OutputShape::kResize, &plan, &err), "%s",
+                err.c_str());
+  d->zero_point = plan.zero_point;
+  d->n = plan.n;
+  d->rows = plan.rows;
+  return oc::ResizeIfNeeded(ctx, oc::Output(ctx, node, 0), plan.out_dims, plan.rank);
 }
 
 TfLiteStatus QuantizeEval(TfLiteContext* ctx, TfLiteNode* node) {
@@ -117,50 +103,14 @@ TfLiteStatus QuantizeEval(TfLiteContext* ctx, TfLiteNode* node) {
 }
 
 TfLiteStatus DequantizePrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  LCE_PACK_COMMON(ctx, node, ops::DEQUANTIZE, d, in, out);
-  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, in->type == kTfLiteInt32,
-                "input must be int32 (bit-packed), is %s", oc::TypeName(in->type));
+  LCE_PACK_PREPARE(ctx, node, ops::DEQUANTIZE, d);
   LCE_OP_ENSURE(ctx, ops::DEQUANTIZE,
-                out->type == kTfLiteFloat32 || out->type == kTfLiteInt8 ||
-                    out->type == kTfLiteBool,
-                "output type %s not supported (float32, int8 or bool)", oc::TypeName(out->type));
-  const int rank = oc::Rank(in);
-  // The output shape cannot be inferred (the channel count is not in the packed input):
-  // it must be in the model.
-  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, oc::Rank(out) == rank,
-                "output rank %d differs from the input's %d (the model must give the output "
-                "shape)", oc::Rank(out), rank);
-  for (int i = 0; i < rank - 1; ++i) {
-    LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, out->dims->data[i] == in->dims->data[i],
-                  "output dim %d is %d, input's is %d", i, out->dims->data[i], in->dims->data[i]);
-  }
-  const int n = out->dims->data[rank - 1];
-  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, n >= 0 && n <= (1 << 30),
-                "output's last dimension %d invalid", n);
-  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, in->dims->data[rank - 1] == bp::PackedWords(n),
-                "input has %d words per row, %d output channels need %d",
-                in->dims->data[rank - 1], n, bp::PackedWords(n));
-  std::size_t in_elems = 0, out_elems = 0;
-  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE,
-                oc::NumElements(in, &in_elems) && oc::NumElements(out, &out_elems),
-                "input or output shape invalid");
-  LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, oc::HasBytes(in, in_elems, 4u),
-                "input has %zu bytes, its shape needs %zu", in->bytes, in_elems * 4u);
-  if (out->type == kTfLiteInt8) {
-    const float scale = out->params.scale;
-    const std::int32_t zp = out->params.zero_point;
-    LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, std::isfinite(scale) && scale > 0.0f,
-                  "int8 output needs a positive scale, has %g", static_cast<double>(scale));
-    LCE_OP_ENSURE(ctx, ops::DEQUANTIZE, zp >= -128 && zp <= 127,
-                  "int8 output zero point %d outside [-128, 127]", static_cast<int>(zp));
-    // As LCE: offset = round(1 / scale) (half away from zero), saturated to int8.
-    const float inv = std::round(1.0f / scale);
-    const std::int32_t offset = inv > 1000.0f ? 1000 : static_cast<std::int32_t>(inv);
-    d->zero_value = static_cast<std::int8_t>(zp + offset > 127 ? 127 : zp + offset);
-    d->one_value = static_cast<std::int8_t>(zp - offset < -128 ? -128 : zp - offset);
-  }
-  d->n = n;
-  d->rows = n == 0 ? 0 : out_elems / static_cast<std::size_t>(n);
+                ov::ValidateDequantize(n, ov::OutputShape::kResize, &plan, &err), "%s",
+                err.c_str());
+  d->zero_value = plan.zero_value;
+  d->one_value = plan.one_value;
+  d->n = plan.n;
+  d->rows = plan.rows;
   return kTfLiteOk;
 }
 
@@ -186,17 +136,12 @@ TfLiteStatus DequantizeEval(TfLiteContext* ctx, TfLiteNode* node) {
 }
 
 // -------------------------------------------------------------------------------- BCONV2D
-using ops::bconv2d::kFilter;
 using ops::bconv2d::kInput;
-using ops::bconv2d::kPostActivationBias;
-using ops::bconv2d::kPostActivationMultiplier;
-using ops::bconv2d::kThreshold;
-constexpr int kBconvInputs = ops::bconv2d::kNumInputs;
 
 struct BconvOpData {
   KernelPath path = KernelPath::kAuto;
   std::string init_error;
-  bconv2d_options::Options options;
+  ov::Bconv2dOptions options;
   bc::BConv2D conv;
   int batch = 0;
   bool prepared = false;
@@ -211,10 +156,20 @@ void* BconvInit(TfLiteContext* /*ctx*/, const char* buffer, std::size_t length) 
     d->init_error = err;
     return d;
   }
-  if (!bconv2d_options::Parse(reinterpret_cast<const std::uint8_t*>(buffer), length,
-                              &d->options, &err)) {
+  bconv2d_options::Options o;
+  if (!bconv2d_options::Parse(reinterpret_cast<const std::uint8_t*>(buffer), length, &o,
+                              &err)) {
     d->init_error = "cannot parse custom_options: " + err;
+    return d;
   }
+  d->options.stride_height = o.stride_height;
+  d->options.stride_width = o.stride_width;
+  d->options.dilation_height = o.dilation_height;
+  d->options.dilation_width = o.dilation_width;
+  d->options.padding = o.padding;
+  d->options.pad_value = o.pad_value;
+  d->options.channels_in = o.channels_in;
+  d->options.activation = o.activation;
   return d;
 }
 
@@ -222,135 +177,24 @@ void BconvFree(TfLiteContext* /*ctx*/, void* data) { delete static_cast<BconvOpD
 
 #define BC_ENSURE(ctx, cond, ...) LCE_OP_ENSURE(ctx, ops::BCONV2D, cond, __VA_ARGS__)
 
-// A constant rank-1 tensor of `n` values of `type`.
-TfLiteStatus CheckVector(TfLiteContext* ctx, const TfLiteTensor* t, const char* name,
-                         TfLiteType type, int n, const char* why) {
-  BC_ENSURE(ctx, t != nullptr, "input %s missing (%s)", name, why);
-  BC_ENSURE(ctx, t->type == type, "%s must be %s, is %s", name, oc::TypeName(type),
-            oc::TypeName(t->type));
-  BC_ENSURE(ctx, oc::Rank(t) == 1 && t->dims->data[0] == n, "%s must have shape [%d]", name, n);
-  BC_ENSURE(ctx, oc::HasBytes(t, static_cast<std::size_t>(n), 4u) && t->data.data != nullptr,
-            "%s has %zu bytes, expected %d", name, t->bytes, 4 * n);
-  BC_ENSURE(ctx, oc::IsConst(t), "%s must be a constant tensor", name);
-  return kTfLiteOk;
-}
-
-const char* ActivationName(int a) {
-  switch (a) {
-    case 4: return "TANH";
-    case 5: return "SIGN_BIT";
-    default: return "unknown";
-  }
-}
-
+// Every check (and building the kernel) is core/op_validate.h's, shared with the TFLM glue;
+// then the output is resized to the convolution's shape.
 TfLiteStatus BconvPrepare(TfLiteContext* ctx, TfLiteNode* node) {
   auto* d = static_cast<BconvOpData*>(node->user_data);
   BC_ENSURE(ctx, d != nullptr, "no op data (out of memory in Init)");
   d->prepared = false;
   BC_ENSURE(ctx, d->init_error.empty(), "%s", d->init_error.c_str());
-  const bconv2d_options::Options& o = d->options;
-  BC_ENSURE(ctx, node->inputs != nullptr && node->inputs->size == kBconvInputs,
-            "expected %d inputs, got %d", kBconvInputs, node->inputs ? node->inputs->size : -1);
-  BC_ENSURE(ctx, node->outputs != nullptr && node->outputs->size == 1, "expected 1 output");
-  BC_ENSURE(ctx, o.padding == bconv2d_options::kPaddingSame ||
-                     o.padding == bconv2d_options::kPaddingValid,
-            "padding %d not supported (SAME = 0 or VALID = 1)", o.padding);
-  BC_ENSURE(ctx, o.activation >= bconv2d_options::kActNone &&
-                     o.activation <= bconv2d_options::kActRelu6,
-            "fused_activation_function %d (%s) not supported (NONE, RELU, RELU_N1_TO_1, RELU6)",
-            o.activation, ActivationName(o.activation));
-
-  const TfLiteTensor* in = oc::Input(ctx, node, kInput);
-  const TfLiteTensor* filter = oc::Input(ctx, node, kFilter);
-  TfLiteTensor* out = oc::Output(ctx, node, 0);
-  BC_ENSURE(ctx, in != nullptr && filter != nullptr && out != nullptr,
-            "input, filter or output missing");
-  BC_ENSURE(ctx, in->type == kTfLiteInt32, "input must be int32 (bit-packed), is %s",
-            oc::TypeName(in->type));
-  BC_ENSURE(ctx, oc::Rank(in) == 4, "input must have rank 4 [B, H, W, words], has %d",
-            oc::Rank(in));
-  BC_ENSURE(ctx, filter->type == kTfLiteInt32, "filter must be int32 (bit-packed), is %s",
-            oc::TypeName(filter->type));
-  BC_ENSURE(ctx, oc::Rank(filter) == 4, "filter must have rank 4 [Cout, Fh, Fw, words], has %d",
-            oc::Rank(filter));
-  BC_ENSURE(ctx, oc::IsConst(filter), "filter must be a constant tensor");
-  const int cin = o.channels_in, words = bp::PackedWords(cin);
-  const int* id = in->dims->data;
-  const int* fd = filter->dims->data;
-  BC_ENSURE(ctx, fd[3] == words,
-            "filter has %d words per tap, channels_in %d needs %d (grouped binary "
-            "convolutions are not supported)", fd[3], cin, words);
-  BC_ENSURE(ctx, id[3] == words, "input has %d words per pixel, channels_in %d needs %d",
-            id[3], cin, words);
-  BC_ENSURE(ctx, id[0] >= 1 && id[1] >= 1 && id[2] >= 1, "input shape [%d, %d, %d, %d] invalid",
-            id[0], id[1], id[2], id[3]);
-  BC_ENSURE(ctx, fd[0] >= 1 && fd[1] >= 1 && fd[2] >= 1, "filter shape [%d, %d, %d, %d] invalid",
-            fd[0], fd[1], fd[2], fd[3]);
-  std::size_t in_elems = 0, f_elems = 0;
-  BC_ENSURE(ctx, oc::NumElements(in, &in_elems) && oc::HasBytes(in, in_elems, 4u),
-            "input byte size does not match its shape");
-  BC_ENSURE(ctx, oc::NumElements(filter, &f_elems) && oc::HasBytes(filter, f_elems, 4u) &&
-                 filter->data.data != nullptr,
-            "filter byte size does not match its shape");
-  const int cout = fd[0];
-
-  bc::Spec s;
-  s.input_height = id[1];
-  s.input_width = id[2];
-  s.channels_in = cin;
-  s.channels_out = cout;
-  s.filter_height = fd[1];
-  s.filter_width = fd[2];
-  s.stride_height = o.stride_height;
-  s.stride_width = o.stride_width;
-  s.dilation_height = o.dilation_height;
-  s.dilation_width = o.dilation_width;
-  s.padding = o.padding == bconv2d_options::kPaddingSame ? bc::Padding::kSame
-                                                         : bc::Padding::kValid;
-  s.pad_value = o.pad_value;
-  s.activation = static_cast<bc::Activation>(o.activation);
-  s.filter = filter->data.i32;
-  if (out->type == kTfLiteFloat32) {
-    const TfLiteTensor* m = oc::Input(ctx, node, kPostActivationMultiplier);
-    const TfLiteTensor* b = oc::Input(ctx, node, kPostActivationBias);
-    if (CheckVector(ctx, m, "post_activation_multiplier", kTfLiteFloat32, cout,
-                    "float output") != kTfLiteOk ||
-        CheckVector(ctx, b, "post_activation_bias", kTfLiteFloat32, cout, "float output") !=
-            kTfLiteOk) {
-      return kTfLiteError;
-    }
-    s.output = bc::Output::kFloat;
-    s.multiplier = m->data.f;
-    s.bias = b->data.f;
-  } else if (out->type == kTfLiteInt32) {
-    const TfLiteTensor* t = oc::Input(ctx, node, kThreshold);
-    if (CheckVector(ctx, t, "output threshold", kTfLiteInt32, cout, "bit-packed output") !=
-        kTfLiteOk) {
-      return kTfLiteError;
-    }
-    s.output = bc::Output::kBitpacked;
-    s.thresholds = t->data.i32;
-  } else {
-    BC_ENSURE(ctx, false, "output type %s not supported (float32, or int32 = bit-packed; int8 "
-              "output is not supported)", oc::TypeName(out->type));
-  }
-  // Zero padding: exactly what LCE accepts (its reference kernel with an even channels_in,
-  // its optimized kernels with float output and no fused activation).
-  if (s.padding == bc::Padding::kSame && s.pad_value == 0) {
-    BC_ENSURE(ctx, cin % 2 == 0 || (s.output == bc::Output::kFloat &&
-                                    s.activation == bc::Activation::kNone),
-              "zero padding (SAME, pad_values 0) with an odd channels_in (%d) is supported "
-              "only with float output and no fused activation", cin);
-  }
+  ov::Node n;
+  oc::DescribeNode(ctx, node, &n);
+  ov::Bconv2dPlan plan;
   std::string err;
-  BC_ENSURE(ctx, d->conv.Init(s, &err), "%s", err.c_str());
-
-  const int dims[4] = {id[0], d->conv.output_height(), d->conv.output_width(),
-                       d->conv.output_depth()};
-  const std::size_t out_elems = static_cast<std::size_t>(dims[0]) * dims[1] * dims[2] * dims[3];
-  BC_ENSURE(ctx, out_elems <= (std::size_t{1} << 31), "output too large");
-  if (oc::ResizeIfNeeded(ctx, out, dims, 4) != kTfLiteOk) return kTfLiteError;
-  d->batch = id[0];
+  BC_ENSURE(ctx, ov::ValidateBconv2d(d->options, n, ov::OutputShape::kResize, &d->conv, &plan,
+                                     &err),
+            "%s", err.c_str());
+  if (oc::ResizeIfNeeded(ctx, oc::Output(ctx, node, 0), plan.out_dims, 4) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  d->batch = plan.batch;
   d->prepared = true;
   return kTfLiteOk;
 }

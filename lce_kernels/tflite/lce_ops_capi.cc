@@ -4,20 +4,16 @@
 // registration point, lce_ops_register.h.
 //
 //   LceOpsRegisterer          every op of the project (ops::PROJECT_OPS in
-//                             core/op_contract.h), kernel path auto (deprecated
-//                             LCE_BDFSMN_PATH still honoured)
+//                             core/op_contract.h), kernel path auto
 //   LceOpsRegistererPortable  every op, portable path
 //   LceOpsRegistererNeon      every op, NEON path (portable where the build has none)
 //   LceOpsRegistererAvx512    every op, AVX-512 path (portable where the CPU has none)
 //   LceOpsKernelPath(name)    the path that runs for a registerer of path `name` ("auto",
 //                             "portable", ...) here: "portable", "neon", "avx512", or
-//                             "invalid" (unknown name, or auto with a bad LCE_BDFSMN_PATH)
+//                             "invalid" (unknown name)
 //   LceOpsTfliteHeaders()     which TFLite headers this library was compiled against
 //                             (tflite_c.h): "real" (tensorflow/lite/core/c/common.h) or
 //                             "abi" (the hand-declared fallback, tflite_abi.h)
-//   DEPRECATED, kept until every caller uses the functions above (their names predate the
-//   one-registerer design): the binary DFSMN op only, path auto (as before), and
-//   = LceOpsKernelPath("auto").
 #include <string>
 
 #include "lce_ops_register.h"
@@ -57,11 +53,3 @@ LCE_OPS_EXPORT const char* LceOpsKernelPath(const char* requested) {
 }
 
 LCE_OPS_EXPORT const char* LceOpsTfliteHeaders() { return LCE_KERNELS_TFLITE_HEADERS; }
-
-// DEPRECATED (see above).
-LCE_OPS_EXPORT void LceBDfsmnRegisterer(void* resolver) {
-  static_cast<::tflite::MutableOpResolver*>(resolver)->AddCustom(
-      ::compute_engine::ops::BDFSMN, cet::Register_BDFSMN(KernelPath::kAuto), 1);
-}
-
-LCE_OPS_EXPORT const char* LceBDfsmnKernelPath() { return LceOpsKernelPath("auto"); }

@@ -16,9 +16,8 @@
 //   compute_engine::tflite::RegisterLceOps(&resolver, KernelPath::kPortable);
 //
 // kAuto picks NEON on aarch64, AVX-512 on x86-64 CPUs that have it, else portable; a path
-// the build or CPU lacks runs as portable. DEPRECATED fallback: with kAuto, the environment
-// variable LCE_BDFSMN_PATH=auto|portable|neon|avx512 (read when the interpreter creates each
-// op) still overrides the choice; an unknown value fails Prepare.
+// the build or CPU lacks runs as portable. Nothing else picks the path (no environment
+// variable).
 //
 // TFLite headers: tflite_c.h (inside LCE's Bazel tree, LCE_KERNELS_IN_TFLITE_TREE set by
 // lce_kernels/BUILD: TFLite's own, the ones LCE's lce_ops_register.h includes). There, call

@@ -1,8 +1,7 @@
 // Helpers shared by the TFLite glue of the project's ops (tflite/lce_ops.cc,
-// tflite/bdfsmn_op.cc): the kernel path an op instance runs (registered path, deprecated
-// LCE_BDFSMN_PATH fallback), error reports prefixed with the op's name (LCE_OP_ENSURE), tensor
-// access that never trusts an index, constness, element counts without overflow, output
-// resizing.
+// tflite/bdfsmn_op.cc): the kernel path an op instance runs (the registered one), error reports prefixed with the op's name (LCE_OP_ENSURE), tensor
+// access that never trusts an index, constness, the node described for the shared Prepare
+// checks (core/op_validate.h), output resizing.
 #ifndef LCE_KERNELS_TFLITE_OP_COMMON_H_
 #define LCE_KERNELS_TFLITE_OP_COMMON_H_
 
@@ -13,24 +12,17 @@
 #include <cstdlib>
 #include <string>
 
+#include "../core/op_validate.h"
 #include "lce_ops_register.h"
 
 namespace compute_engine {
 namespace tflite {
 namespace op_common {
 
-// The path an op instance runs: the registered one; for kAuto the deprecated environment
-// variable LCE_BDFSMN_PATH may still override it (read when the op is created). False (with
-// *error) for an unknown value.
-inline bool EffectivePath(KernelPath registered, KernelPath* path, std::string* error) {
+// The path an op instance runs: the one it was registered with (never the environment).
+// Always true; the signature keeps room for a registration-time check (*error).
+inline bool EffectivePath(KernelPath registered, KernelPath* path, std::string* /*error*/) {
   *path = registered;
-  if (registered != KernelPath::kAuto) return true;
-  const char* v = std::getenv("LCE_BDFSMN_PATH");
-  if (v == nullptr || *v == '\0') return true;
-  if (!::compute_engine::core::ParseKernelPath(v, path)) {
-    *error = std::string("LCE_BDFSMN_PATH='") + v + "': expected auto, portable, neon or avx512";
-    return false;
-  }
   return true;
 }
 
@@ -67,29 +59,10 @@ inline bool IsConst(const TfLiteTensor* t) {
 
 inline int Rank(const TfLiteTensor* t) { return t->dims == nullptr ? -1 : t->dims->size; }
 
-// Product of the dims (every dim >= 0) if it stays <= 2^31; false otherwise.
-inline bool NumElements(const TfLiteTensor* t, std::size_t* n) {
-  if (t->dims == nullptr) return false;
-  std::size_t p = 1;
-  for (int i = 0; i < t->dims->size; ++i) {
-    const int d = t->dims->data[i];
-    if (d < 0) return false;
-    p *= static_cast<std::size_t>(d);
-    if (p > (std::size_t{1} << 31)) return false;
-  }
-  *n = p;
-  return true;
-}
-
-// True if the tensor's byte size is exactly `elements` values of `elem_size` bytes (arena
-// tensors have no data before allocation: check data only for constants).
-inline bool HasBytes(const TfLiteTensor* t, std::size_t elements, std::size_t elem_size) {
-  return t->bytes == elements * elem_size;
-}
-
-// Resizes `t` to `dims` (rank <= 8) unless it already has them.
+// Resizes `t` to `dims` (rank <= 8) unless it already has them (kTfLiteError if t is null).
 inline TfLiteStatus ResizeIfNeeded(TfLiteContext* ctx, TfLiteTensor* t, const int* dims,
                                    int rank) {
+  if (t == nullptr) return kTfLiteError;
   bool same = t->dims != nullptr && t->dims->size == rank;
   for (int i = 0; same && i < rank; ++i) same = t->dims->data[i] == dims[i];
   if (same) return kTfLiteOk;
@@ -102,18 +75,47 @@ inline TfLiteStatus ResizeIfNeeded(TfLiteContext* ctx, TfLiteTensor* t, const in
   return ctx->ResizeTensor(ctx, t, shape);
 }
 
-inline const char* TypeName(TfLiteType t) {
+// The node as the shared Prepare checks see it (core/op_validate.h): counts, and per tensor
+// presence, type, shape, bytes, data, constness (kTfLiteMmapRo or kTfLitePersistentRo) and
+// quantization.
+namespace ov = ::compute_engine::core::op_validate;
+
+inline ov::DType ToDType(TfLiteType t) {
   switch (t) {
-    case kTfLiteFloat32: return "float32";
-    case kTfLiteInt32: return "int32";
-    case kTfLiteUInt8: return "uint8";
-    case kTfLiteInt64: return "int64";
-    case kTfLiteBool: return "bool";
-    case kTfLiteInt16: return "int16";
-    case kTfLiteInt8: return "int8";
-    case kTfLiteFloat16: return "float16";
-    default: return "other";
+    case kTfLiteFloat32: return ov::DType::kFloat32;
+    case kTfLiteInt32: return ov::DType::kInt32;
+    case kTfLiteUInt8: return ov::DType::kUInt8;
+    case kTfLiteInt64: return ov::DType::kInt64;
+    case kTfLiteBool: return ov::DType::kBool;
+    case kTfLiteInt16: return ov::DType::kInt16;
+    case kTfLiteInt8: return ov::DType::kInt8;
+    case kTfLiteFloat16: return ov::DType::kFloat16;
+    default: return ov::DType::kOther;
   }
+}
+
+inline ov::Tensor Describe(const TfLiteTensor* t) {
+  ov::Tensor d;
+  if (t == nullptr) return d;
+  d.present = true;
+  d.type = ToDType(t->type);
+  d.rank = Rank(t);
+  d.dims = t->dims == nullptr ? nullptr : t->dims->data;
+  d.bytes = t->bytes;
+  d.data = t->data.data;
+  d.is_const = IsConst(t);
+  d.scale = t->params.scale;
+  d.zero_point = t->params.zero_point;
+  return d;
+}
+
+inline void DescribeNode(TfLiteContext* ctx, const TfLiteNode* node, ov::Node* n) {
+  n->num_inputs = node->inputs == nullptr ? -1 : node->inputs->size;
+  n->num_outputs = node->outputs == nullptr ? -1 : node->outputs->size;
+  for (int i = 0; i < n->num_inputs && i < ov::kMaxInputs; ++i) {
+    n->inputs[i] = Describe(Input(ctx, node, i));
+  }
+  n->output = Describe(Output(ctx, node, 0));
 }
 
 }  // namespace op_common

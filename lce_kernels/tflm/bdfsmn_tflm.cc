@@ -7,13 +7,15 @@
 // tflite/bdfsmn_options.h (bounded length, flexbuffers::VerifyBuffer, then typed reads).
 //
 // Init: op data in the arena, options parsed (problems kept for Prepare). Prepare: every
-// tensor checked (count, type, rank, shape, bytes, constness), the core layer built from the
+// tensor checked (count, type, rank, shape, bytes, constness) by core/op_validate.h (the
+// same checks and messages as the TFLite glue), the core layer built from the
 // constant tensors (core::Layer::Init copies and repacks them: heap) and its workspace sized
 // (core::Layer::Prepare: heap). Eval: the core once per batch element; allocates nothing.
 #include <cstdint>
 
 #include "../core/bdfsmn.h"
 #include "../core/op_contract.h"
+#include "../core/op_validate.h"
 #include "../tflite/bdfsmn_options.h"
 #include "lce_tflm_ops.h"
 #include "tflm_op_common.h"
@@ -25,12 +27,13 @@ namespace bdfsmn_tflm {
 namespace core = ::compute_engine::core::bdfsmn;
 namespace ops = ::compute_engine::ops;
 namespace cm = ::compute_engine::tflm::common;
-using namespace ::compute_engine::ops::bdfsmn;  // NOLINT: Input, MemRow, ThreshRow, PwRow
+namespace ov = ::compute_engine::core::op_validate;
+using ::compute_engine::ops::bdfsmn::kX;
 
 struct OpData {
   bool options_ok = false;
   cm::Message init_error;
-  ::compute_engine::tflite::bdfsmn_options::Options o;
+  ov::BdfsmnOptions o;
   core::Layer layer;
   core::Workspace ws;
   KernelPath path = KernelPath::kAuto;
@@ -46,9 +49,15 @@ void* Init(TfLiteContext* ctx, const char* buffer, size_t length) {
   if (d == nullptr) return nullptr;
   d->path = ::compute_engine::core::ResolveKernelPath(kPath);
   std::string err;
+  ::compute_engine::tflite::bdfsmn_options::Options o;
   if (::compute_engine::tflite::bdfsmn_options::Parse(
-          reinterpret_cast<const std::uint8_t*>(buffer), length, &d->o, &err)) {
+          reinterpret_cast<const std::uint8_t*>(buffer), length, &o, &err)) {
     d->options_ok = true;
+    d->o.channels = o.channels;
+    d->o.hidden = o.hidden;
+    d->o.left = o.left;
+    d->o.right = o.right;
+    d->o.dilation = o.dilation;
   } else {
     d->init_error.Set(("cannot parse custom_options: " + err).c_str());
   }
@@ -57,126 +66,23 @@ void* Init(TfLiteContext* ctx, const char* buffer, size_t length) {
 
 void Free(TfLiteContext* /*ctx*/, void* data) { cm::DeleteOpData<OpData>(data); }
 
-TfLiteStatus CheckParam(const TfLiteTensor* t, const char* name, TfLiteType type, int d0,
-                        int d1) {
-  BD_ENSURE(t != nullptr, "input %s missing", name);
-  BD_ENSURE(t->type == type, "%s has type %s, expected %s", name, cm::TypeName(t->type),
-            cm::TypeName(type));
-  BD_ENSURE(cm::Rank(t) == 2, "%s must be 2-D", name);
-  BD_ENSURE(t->dims->data[0] == d0 && t->dims->data[1] == d1,
-            "%s has shape [%d, %d], expected [%d, %d]", name, t->dims->data[0],
-            t->dims->data[1], d0, d1);
-  BD_ENSURE(cm::HasBytes(t, static_cast<std::size_t>(d0) * static_cast<std::size_t>(d1), 4u),
-            "%s has %zu bytes, expected %zu", name, t->bytes,
-            static_cast<std::size_t>(d0) * static_cast<std::size_t>(d1) * 4u);
-  BD_ENSURE(t->data.data != nullptr, "%s has no data", name);
-  BD_ENSURE(cm::IsConst(t), "%s must be a constant tensor", name);
-  return kTfLiteOk;
-}
-
+// Every check (and building the layer) is core/op_validate.h's, shared with the TFLite glue;
+// the output shape must already be x's (kFixed: TFLM never resizes).
 TfLiteStatus Prepare(TfLiteContext* ctx, TfLiteNode* node) {
   auto* d = static_cast<OpData*>(node->user_data);
   BD_ENSURE(d != nullptr, "no op data (arena full in Init)");
   d->prepared = false;
   BD_ENSURE(d->options_ok, "%s", d->init_error.text);
-  const int C = d->o.channels, H = d->o.hidden;
-  BD_ENSURE(C >= 1 && C <= core::kMaxChannels && H >= 1 && H <= core::kMaxChannels,
-            "channels/hidden out of range (%d, %d)", C, H);
-  BD_ENSURE(d->o.left >= 0 && d->o.right >= 0 && d->o.left + d->o.right + 1 <= core::kMaxTaps,
-            "left/right out of range (%d, %d)", d->o.left, d->o.right);
-  BD_ENSURE(d->o.dilation >= 1 && d->o.dilation <= (1 << 16), "dilation out of range (%d)",
-            d->o.dilation);
-  BD_ENSURE(node->inputs != nullptr && node->inputs->size == kNumInputs,
-            "expected %d inputs, got %d", static_cast<int>(kNumInputs),
-            node->inputs ? node->inputs->size : -1);
-  BD_ENSURE(node->outputs != nullptr && node->outputs->size == kNumOutputs,
-            "expected %d output", kNumOutputs);
-
   cm::TempTensors tt(ctx);
-  const TfLiteTensor* x = tt.Input(node, kX);
-  BD_ENSURE(x != nullptr, "input x missing");
-  BD_ENSURE(x->type == kTfLiteFloat32, "x must be float32, is %s", cm::TypeName(x->type));
-  const int rank = cm::Rank(x);
-  BD_ENSURE(rank >= 2 && rank <= 4, "x must have rank 2, 3 or 4, has %d", rank);
-  const int* xd = x->dims->data;
-  int batch = 1, frames = 0;
-  if (rank == 2) {
-    frames = xd[0];
-  } else {
-    batch = xd[0];
-    frames = xd[1];
-    BD_ENSURE(rank == 3 || xd[2] == 1, "x of rank 4 must be [B, T, 1, C]");
-  }
-  BD_ENSURE(xd[rank - 1] == C, "x has %d channels, options say %d", xd[rank - 1], C);
-  BD_ENSURE(batch >= 1 && frames >= 1 && frames <= (1 << 20), "bad batch/frames (%d, %d)",
-            batch, frames);
-  BD_ENSURE(cm::HasBytes(x, static_cast<std::size_t>(batch) * frames * C, 4u),
-            "x has %zu bytes, its shape needs %zu", x->bytes,
-            static_cast<std::size_t>(batch) * frames * C * 4u);
-
-  const int K = d->o.left + d->o.right + 1, wc = core::PackedWords32(C),
-            wh = core::PackedWords32(H);
-  const TfLiteTensor* t[kNumInputs] = {};
-  t[kX] = x;
-  for (int i = 1; i < kNumInputs; ++i) t[i] = tt.Input(node, i);
-  struct Param {
-    Input i;
-    TfLiteType type;
-    int d0, d1;
-  };
-  const Param params[] = {
-      {kMemW, kTfLiteInt32, K, wc},            {kMemP, kTfLiteFloat32, kMemRows, C},
-      {kPw1W, kTfLiteInt32, H, wc},            {kPw1T, kTfLiteFloat32, kThreshRows, C},
-      {kPw1P, kTfLiteFloat32, kPwRows, H},     {kPw2W, kTfLiteInt32, C, wh},
-      {kPw2T, kTfLiteFloat32, kThreshRows, H}, {kPw2P, kTfLiteFloat32, kPwRows, C}};
-  static_assert(sizeof(params) / sizeof(params[0]) == kNumInputs - 1, "every parameter input");
-  for (const Param& p : params) {
-    if (CheckParam(t[p.i], kInputNames[p.i], p.type, p.d0, p.d1) != kTfLiteOk) {
-      return kTfLiteError;
-    }
-  }
-
-  const TfLiteTensor* out = tt.Output(node, 0);
-  BD_ENSURE(out != nullptr, "output missing");
-  BD_ENSURE(out->type == kTfLiteFloat32, "output must be float32, is %s",
-            cm::TypeName(out->type));
-  char a[64], b[64];
-  BD_ENSURE(cm::SameDims(out->dims, xd, rank), "output shape %s differs from x's %s",
-            cm::ShapeString(out->dims, a, sizeof a), cm::ShapeString(x->dims, b, sizeof b));
-
-  auto f = [&](int i) { return static_cast<const float*>(t[i]->data.data); };
-  auto w = [&](int i) { return static_cast<const std::uint32_t*>(t[i]->data.data); };
-  auto row = [&](int i, int r, int n) { return f(i) + static_cast<std::size_t>(r) * n; };
-  core::LayerSpec s;
-  s.channels = C;
-  s.hidden = H;
-  s.left = d->o.left;
-  s.right = d->o.right;
-  s.dilation = d->o.dilation;
-  s.mem_weights = w(kMemW);
-  s.mem_t0 = row(kMemP, kMemT0, C);
-  s.mem_t1 = row(kMemP, kMemT1, C);
-  s.mem_t2 = row(kMemP, kMemT2, C);
-  s.mem_mul = row(kMemP, kMemMul, C);
-  s.mem_bias = row(kMemP, kMemBias, C);
-  s.mem_slope = row(kMemP, kMemSlope, C);
-  s.pw1_weights = w(kPw1W);
-  s.pw1_t0 = row(kPw1T, kT0, C);
-  s.pw1_t1 = row(kPw1T, kT1, C);
-  s.pw1_mul = row(kPw1P, kPwMul, H);
-  s.pw1_bias = row(kPw1P, kPwBias, H);
-  s.pw1_slope = row(kPw1P, kPwSlope, H);
-  s.pw2_weights = w(kPw2W);
-  s.pw2_t0 = row(kPw2T, kT0, H);
-  s.pw2_t1 = row(kPw2T, kT1, H);
-  s.pw2_mul = row(kPw2P, kPwMul, C);
-  s.pw2_bias = row(kPw2P, kPwBias, C);
-  s.pw2_slope = row(kPw2P, kPwSlope, C);
+  ov::Node n;
+  cm::DescribeNode(node, &tt, &n);
+  ov::BdfsmnPlan plan;
   std::string err;
-  BD_ENSURE(d->layer.Init(s, &err), "invalid parameters: %s", err.c_str());
-  d->layer.Prepare(frames, &d->ws);
-  d->batch = batch;
-  d->frames = frames;
+  BD_ENSURE(ov::ValidateBdfsmn(d->o, n, ov::OutputShape::kFixed, &d->layer, &plan, &err), "%s",
+            err.c_str());
+  d->layer.Prepare(plan.frames, &d->ws);
+  d->batch = plan.batch;
+  d->frames = plan.frames;
   d->prepared = true;
   return kTfLiteOk;
 }

@@ -22,8 +22,7 @@
 //     allocates nothing. The firmware (firmware_sim/firmware) measures the heap separately.
 //   * ops::QUANTIZE / ops::DEQUANTIZE have no weights and no scratch: everything is in the arena.
 // The kernel path (kAuto: NEON on aarch64, AVX-512 when the x86-64 CPU has it, else portable)
-// is fixed when registering; LCE_BDFSMN_PATH (the TFLite glue's deprecated override) is not
-// read here.
+// is fixed when registering, as in the TFLite glue.
 #ifndef LCE_KERNELS_TFLM_LCE_TFLM_OPS_H_
 #define LCE_KERNELS_TFLM_LCE_TFLM_OPS_H_
 

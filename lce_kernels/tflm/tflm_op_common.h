@@ -1,6 +1,7 @@
 // Helpers of the project's TensorFlow Lite Micro glue (lce_kernels/tflm/): tensor access
-// through MicroContext (temporary TfLiteTensors in Prepare, released by a scope guard),
-// checked shapes and sizes, op data in the arena, error reports prefixed with the op's name.
+// through MicroContext (temporary TfLiteTensors in Prepare, released by a scope guard), the
+// node described for the shared Prepare checks (core/op_validate.h), op data in the arena,
+// error reports prefixed with the op's name.
 //
 // TFLM differs from TFLite where the glue is concerned (TFLM at 90b983c,
 // TF_LITE_STATIC_MEMORY): kernels see tensors only through MicroContext in Prepare
@@ -19,6 +20,7 @@
 #include <cstring>
 #include <new>
 
+#include "../core/op_validate.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/micro_context.h"
@@ -104,6 +106,7 @@ inline bool IsConst(const TfLiteTensor* t) { return t->allocation_type == kTfLit
 
 inline int Rank(const TfLiteTensor* t) { return t->dims == nullptr ? -1 : t->dims->size; }
 
+// Shape / size helpers of the firmware's own kernels (firmware_sim/firmware/xnn_kernels.cc).
 // Element count of a shape with every dimension >= 0 (false on a negative dimension or
 // overflow past 2^31).
 inline bool NumElements(const TfLiteIntArray* dims, std::size_t* n) {
@@ -158,6 +161,49 @@ inline const char* TypeName(TfLiteType t) {
     case kTfLiteInt64: return "int64";
     default: return "other";
   }
+}
+
+// The node as the shared Prepare checks see it (core/op_validate.h): counts, and per tensor
+// presence, type, shape, bytes, data, constness (kTfLiteMmapRo: constants point into the
+// flatbuffer) and quantization. The views stay valid while `tt` holds the tensors.
+namespace ov = ::compute_engine::core::op_validate;
+
+inline ov::DType ToDType(TfLiteType t) {
+  switch (t) {
+    case kTfLiteFloat32: return ov::DType::kFloat32;
+    case kTfLiteInt32: return ov::DType::kInt32;
+    case kTfLiteInt8: return ov::DType::kInt8;
+    case kTfLiteUInt8: return ov::DType::kUInt8;
+    case kTfLiteBool: return ov::DType::kBool;
+    case kTfLiteInt16: return ov::DType::kInt16;
+    case kTfLiteInt64: return ov::DType::kInt64;
+    case kTfLiteFloat16: return ov::DType::kFloat16;
+    default: return ov::DType::kOther;
+  }
+}
+
+inline ov::Tensor Describe(const TfLiteTensor* t) {
+  ov::Tensor d;
+  if (t == nullptr) return d;
+  d.present = true;
+  d.type = ToDType(t->type);
+  d.rank = Rank(t);
+  d.dims = t->dims == nullptr ? nullptr : t->dims->data;
+  d.bytes = t->bytes;
+  d.data = t->data.data;
+  d.is_const = IsConst(t);
+  d.scale = t->params.scale;
+  d.zero_point = t->params.zero_point;
+  return d;
+}
+
+inline void DescribeNode(const TfLiteNode* node, TempTensors* tt, ov::Node* n) {
+  n->num_inputs = node->inputs == nullptr ? -1 : node->inputs->size;
+  n->num_outputs = node->outputs == nullptr ? -1 : node->outputs->size;
+  for (int i = 0; i < n->num_inputs && i < ov::kMaxInputs; ++i) {
+    n->inputs[i] = Describe(tt->Input(node, i));
+  }
+  n->output = Describe(tt->Output(node, 0));
 }
 
 // The two byte ranges overlap.
