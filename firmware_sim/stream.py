@@ -67,7 +67,8 @@ MEASURED instructions per invoke when the cost tool counted that model hop by ho
 the one ``streaming_models`` entry of the same arch and depth, e.g. for a run directory),
 and otherwise an ESTIMATE from firmware_sim.cost's measured parts of the windowed model
 (``streaming_hop_instructions``: one T-th of conv1, conv2, linear and the depth's layers, which
-all scale with the frames, plus the whole classifier). The table says which.
+all scale with the frames, plus the whole classifier). The table says which. A windowed
+.tflite counted by the cost tool takes its ``model_insns`` entry of the same file name.
 
 Prints a table and, last, one JSON line with hit_rate, false_accepts_per_hour, hits, misses,
 false_accepts, keywords, audio_seconds (metrics are null for a WAV without ground truth).
@@ -864,8 +865,11 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
                 estimate = streaming_hop_instructions(st.cost_json, int(pred.depth),
                                                       _is_binary_arch(pred.arch))
             n_instr = (measured or estimate)["total"]
-        else:
-            n_instr = read_cost_json(st.cost_json)
+        else:   # a windowed file counted by the cost tool by name, else its one count
+            counted = _cost_object(st.cost_json).get("model_insns") or {}
+            name = os.path.splitext(os.path.basename(str(model).rstrip("/")))[0]
+            n_instr = (float(counted[name]) if isinstance(counted.get(name), (int, float))
+                       else read_cost_json(st.cost_json))
     if runner is not None:   # one invoke per hop, state carried (issue 16)
         res = run_streaming_loop(runner, audio, detector, st.outputs, st.progress)
         stride_ms = runner.geometry.hop_ms
