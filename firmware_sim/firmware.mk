@@ -121,10 +121,11 @@ ARM_KFLAGS  := -march=armv8-a
 
 CORE_SRCS := $(addprefix ../lce_kernels/core/, bdfsmn.cc bitpack.cc bconv2d.cc op_validate.cc)
 CORE_HDRS := $(addprefix ../lce_kernels/core/, bdfsmn.h bitpack.h bconv2d.h kernel_path.h \
-             op_contract.h op_validate.h)
+             op_contract.h op_validate.h op_options.h)
 GLUE_SRCS := $(addprefix ../lce_kernels/tflm/, bdfsmn_tflm.cc lce_ops_tflm.cc)
 GLUE_HDRS := $(wildcard ../lce_kernels/tflm/*.h) ../lce_kernels/tflite/bdfsmn_options.h \
-             ../lce_kernels/tflite/bconv2d_options.h ../lce_kernels/tflite/lce_ops_options.h
+             ../lce_kernels/tflite/bconv2d_options.h ../lce_kernels/tflite/lce_ops_options.h \
+             ../lce_kernels/tflite/validate_glue.h
 FW_SRCS   := firmware/firmware.cc firmware/heap.cc firmware/xnn_kernels.cc
 FW_HDRS   := $(wildcard firmware/*.h) drivers/insn_region.h
 

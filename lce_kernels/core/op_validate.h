@@ -23,6 +23,7 @@
 
 #include "bconv2d.h"
 #include "bdfsmn.h"
+#include "op_options.h"
 
 namespace compute_engine {
 namespace core {
@@ -61,9 +62,7 @@ enum class OutputShape {
 };
 
 // ---------------------------------------------------------------------------- ops::BDFSMN
-struct BdfsmnOptions {
-  int channels = 0, hidden = 0, left = 0, right = 0, dilation = 0;
-};
+// (BdfsmnOptions: op_options.h)
 struct BdfsmnPlan {
   int batch = 0, frames = 0;
   int rank = 0;
@@ -89,10 +88,7 @@ bool ValidateDequantize(const Node& node, OutputShape shape, PackPlan* plan,
                         std::string* error);
 
 // --------------------------------------------------------------------------- ops::BCONV2D
-struct Bconv2dOptions {  // the eight ints of ops::bconv2d::kOptionKeys
-  int stride_height = 0, stride_width = 0, dilation_height = 0, dilation_width = 0;
-  int padding = 0, pad_value = 0, channels_in = 0, activation = 0;
-};
+// (Bconv2dOptions: op_options.h)
 struct Bconv2dPlan {
   int batch = 0;
   int out_dims[4] = {0, 0, 0, 0};

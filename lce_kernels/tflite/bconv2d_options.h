@@ -16,6 +16,7 @@
 #include <string>
 
 #include "../core/op_contract.h"
+#include "../core/op_options.h"
 #include "flatbuffers/flexbuffers.h"
 #include "lce_ops_options.h"
 
@@ -31,10 +32,8 @@ using keys::kActReluN1To1;
 using keys::kPaddingSame;
 using keys::kPaddingValid;
 
-struct Options {
-  int stride_height = 0, stride_width = 0, dilation_height = 0, dilation_width = 0;
-  int padding = 0, pad_value = 0, channels_in = 0, activation = 0;
-};
+// The validator's struct (core/op_options.h): parsed straight into what Prepare checks.
+using Options = ::compute_engine::core::op_validate::Bconv2dOptions;
 
 inline bool Parse(const std::uint8_t* buf, std::size_t len, Options* out, std::string* error) {
   if (buf == nullptr || len == 0) {

@@ -69,17 +69,11 @@ void* Init(TfLiteContext* /*context*/, const char* buffer, size_t length) {
     d->options_error = err;
     return d;
   }
-  bdfsmn_options::Options o;
-  if (!bdfsmn_options::Parse(reinterpret_cast<const std::uint8_t*>(buffer), length, &o,
-                             &err)) {
+  if (!bdfsmn_options::Parse(reinterpret_cast<const std::uint8_t*>(buffer), length,
+                             &d->options, &err)) {
     d->options_error = "cannot parse custom_options: " + err;
     return d;
   }
-  d->options.channels = o.channels;
-  d->options.hidden = o.hidden;
-  d->options.left = o.left;
-  d->options.right = o.right;
-  d->options.dilation = o.dilation;
   return d;
 }
 

@@ -22,6 +22,7 @@
 #include <string>
 
 #include "../core/op_contract.h"
+#include "../core/op_options.h"
 #include "flatbuffers/flexbuffers.h"
 
 namespace compute_engine {
@@ -32,9 +33,8 @@ namespace bdfsmn_options {
 constexpr std::size_t kMaxOptionsBytes = 4096;
 constexpr std::int64_t kMaxAbsValue = std::int64_t{1} << 30;
 
-struct Options {
-  int channels = 0, hidden = 0, left = 0, right = 0, dilation = 0;
-};
+// The validator's struct (core/op_options.h): parsed straight into what Prepare checks.
+using Options = ::compute_engine::core::op_validate::BdfsmnOptions;
 
 // Reads one integer entry of a verified map. False (with *error set) if it is missing,
 // not an integer, or out of +-kMaxAbsValue.

@@ -156,20 +156,11 @@ void* BconvInit(TfLiteContext* /*ctx*/, const char* buffer, std::size_t length) 
     d->init_error = err;
     return d;
   }
-  bconv2d_options::Options o;
-  if (!bconv2d_options::Parse(reinterpret_cast<const std::uint8_t*>(buffer), length, &o,
-                              &err)) {
+  if (!bconv2d_options::Parse(reinterpret_cast<const std::uint8_t*>(buffer), length,
+                              &d->options, &err)) {
     d->init_error = "cannot parse custom_options: " + err;
     return d;
   }
-  d->options.stride_height = o.stride_height;
-  d->options.stride_width = o.stride_width;
-  d->options.dilation_height = o.dilation_height;
-  d->options.dilation_width = o.dilation_width;
-  d->options.padding = o.padding;
-  d->options.pad_value = o.pad_value;
-  d->options.channels_in = o.channels_in;
-  d->options.activation = o.activation;
   return d;
 }
 

@@ -14,6 +14,7 @@
 
 #include "../core/op_validate.h"
 #include "lce_ops_register.h"
+#include "validate_glue.h"
 
 namespace compute_engine {
 namespace tflite {
@@ -57,7 +58,7 @@ inline bool IsConst(const TfLiteTensor* t) {
   return t->allocation_type == kTfLiteMmapRo || t->allocation_type == kTfLitePersistentRo;
 }
 
-inline int Rank(const TfLiteTensor* t) { return t->dims == nullptr ? -1 : t->dims->size; }
+using validate_glue::Rank;
 
 // Resizes `t` to `dims` (rank <= 8) unless it already has them (kTfLiteError if t is null).
 inline TfLiteStatus ResizeIfNeeded(TfLiteContext* ctx, TfLiteTensor* t, const int* dims,
@@ -76,38 +77,10 @@ inline TfLiteStatus ResizeIfNeeded(TfLiteContext* ctx, TfLiteTensor* t, const in
 }
 
 // The node as the shared Prepare checks see it (core/op_validate.h): counts, and per tensor
-// presence, type, shape, bytes, data, constness (kTfLiteMmapRo or kTfLitePersistentRo) and
-// quantization.
+// validate_glue.h's description with TFLite's constness (kTfLiteMmapRo or kTfLitePersistentRo).
 namespace ov = ::compute_engine::core::op_validate;
 
-inline ov::DType ToDType(TfLiteType t) {
-  switch (t) {
-    case kTfLiteFloat32: return ov::DType::kFloat32;
-    case kTfLiteInt32: return ov::DType::kInt32;
-    case kTfLiteUInt8: return ov::DType::kUInt8;
-    case kTfLiteInt64: return ov::DType::kInt64;
-    case kTfLiteBool: return ov::DType::kBool;
-    case kTfLiteInt16: return ov::DType::kInt16;
-    case kTfLiteInt8: return ov::DType::kInt8;
-    case kTfLiteFloat16: return ov::DType::kFloat16;
-    default: return ov::DType::kOther;
-  }
-}
-
-inline ov::Tensor Describe(const TfLiteTensor* t) {
-  ov::Tensor d;
-  if (t == nullptr) return d;
-  d.present = true;
-  d.type = ToDType(t->type);
-  d.rank = Rank(t);
-  d.dims = t->dims == nullptr ? nullptr : t->dims->data;
-  d.bytes = t->bytes;
-  d.data = t->data.data;
-  d.is_const = IsConst(t);
-  d.scale = t->params.scale;
-  d.zero_point = t->params.zero_point;
-  return d;
-}
+inline ov::Tensor Describe(const TfLiteTensor* t) { return validate_glue::Describe(t, IsConst); }
 
 inline void DescribeNode(TfLiteContext* ctx, const TfLiteNode* node, ov::Node* n) {
   n->num_inputs = node->inputs == nullptr ? -1 : node->inputs->size;

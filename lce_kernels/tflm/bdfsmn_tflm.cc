@@ -49,15 +49,9 @@ void* Init(TfLiteContext* ctx, const char* buffer, size_t length) {
   if (d == nullptr) return nullptr;
   d->path = ::compute_engine::core::ResolveKernelPath(kPath);
   std::string err;
-  ::compute_engine::tflite::bdfsmn_options::Options o;
   if (::compute_engine::tflite::bdfsmn_options::Parse(
-          reinterpret_cast<const std::uint8_t*>(buffer), length, &o, &err)) {
+          reinterpret_cast<const std::uint8_t*>(buffer), length, &d->o, &err)) {
     d->options_ok = true;
-    d->o.channels = o.channels;
-    d->o.hidden = o.hidden;
-    d->o.left = o.left;
-    d->o.right = o.right;
-    d->o.dilation = o.dilation;
   } else {
     d->init_error.Set(("cannot parse custom_options: " + err).c_str());
   }

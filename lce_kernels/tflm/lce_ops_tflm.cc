@@ -150,17 +150,8 @@ void* BconvInit(TfLiteContext* ctx, const char* buffer, std::size_t length) {
   if (d == nullptr) return nullptr;
   d->path = ::compute_engine::core::ResolveKernelPath(kPath);
   std::string err;
-  bo::Options o;
-  if (bo::Parse(reinterpret_cast<const std::uint8_t*>(buffer), length, &o, &err)) {
+  if (bo::Parse(reinterpret_cast<const std::uint8_t*>(buffer), length, &d->options, &err)) {
     d->options_ok = true;
-    d->options.stride_height = o.stride_height;
-    d->options.stride_width = o.stride_width;
-    d->options.dilation_height = o.dilation_height;
-    d->options.dilation_width = o.dilation_width;
-    d->options.padding = o.padding;
-    d->options.pad_value = o.pad_value;
-    d->options.channels_in = o.channels_in;
-    d->options.activation = o.activation;
   } else {
     d->init_error.Set(("cannot parse custom_options: " + err).c_str());
   }

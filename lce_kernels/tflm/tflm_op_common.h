@@ -21,6 +21,7 @@
 #include <new>
 
 #include "../core/op_validate.h"
+#include "../tflite/validate_glue.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/micro_context.h"
@@ -104,7 +105,7 @@ class TempTensors {
 
 inline bool IsConst(const TfLiteTensor* t) { return t->allocation_type == kTfLiteMmapRo; }
 
-inline int Rank(const TfLiteTensor* t) { return t->dims == nullptr ? -1 : t->dims->size; }
+using ::compute_engine::tflite::validate_glue::Rank;
 
 // Shape / size helpers of the firmware's own kernels (firmware_sim/firmware/xnn_kernels.cc).
 // Element count of a shape with every dimension >= 0 (false on a negative dimension or
@@ -164,37 +165,12 @@ inline const char* TypeName(TfLiteType t) {
 }
 
 // The node as the shared Prepare checks see it (core/op_validate.h): counts, and per tensor
-// presence, type, shape, bytes, data, constness (kTfLiteMmapRo: constants point into the
-// flatbuffer) and quantization. The views stay valid while `tt` holds the tensors.
+// validate_glue.h's description with TFLM's constness (kTfLiteMmapRo: constants point into the
+// flatbuffer). The views stay valid while `tt` holds the tensors.
 namespace ov = ::compute_engine::core::op_validate;
 
-inline ov::DType ToDType(TfLiteType t) {
-  switch (t) {
-    case kTfLiteFloat32: return ov::DType::kFloat32;
-    case kTfLiteInt32: return ov::DType::kInt32;
-    case kTfLiteInt8: return ov::DType::kInt8;
-    case kTfLiteUInt8: return ov::DType::kUInt8;
-    case kTfLiteBool: return ov::DType::kBool;
-    case kTfLiteInt16: return ov::DType::kInt16;
-    case kTfLiteInt64: return ov::DType::kInt64;
-    case kTfLiteFloat16: return ov::DType::kFloat16;
-    default: return ov::DType::kOther;
-  }
-}
-
 inline ov::Tensor Describe(const TfLiteTensor* t) {
-  ov::Tensor d;
-  if (t == nullptr) return d;
-  d.present = true;
-  d.type = ToDType(t->type);
-  d.rank = Rank(t);
-  d.dims = t->dims == nullptr ? nullptr : t->dims->data;
-  d.bytes = t->bytes;
-  d.data = t->data.data;
-  d.is_const = IsConst(t);
-  d.scale = t->params.scale;
-  d.zero_point = t->params.zero_point;
-  return d;
+  return ::compute_engine::tflite::validate_glue::Describe(t, IsConst);
 }
 
 inline void DescribeNode(const TfLiteNode* node, TempTensors* tt, ov::Node* n) {
