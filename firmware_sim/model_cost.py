@@ -102,6 +102,25 @@ def _load_counts(path: str, plug: str) -> dict:
     return counts["regions"]
 
 
+def _per_entry(regions: dict, rid: int, path: str) -> float:
+    """Mean instructions per entry of plugin region ``rid`` (an error naming ``path`` if the
+    plugin did not see it)."""
+    r = regions.get(str(rid))
+    if r is None:
+        raise fw.FirmwareError(f"{path}: region {rid} missing from the plugin output")
+    return r["insns"] / max(r["entries"], 1)
+
+
+def _by_type(ops: List[dict]) -> Dict[str, dict]:
+    """Per op type: instances, summed instructions, kernel."""
+    by_type: Dict[str, dict] = {}
+    for o in ops:
+        t = by_type.setdefault(o["op"], {"count": 0, "insns": 0.0, "kernel": o["kernel"]})
+        t["count"] += 1
+        t["insns"] += o["insns"] or 0.0
+    return by_type
+
+
 def count_streaming(path: str, work: str, hops: int = DEFAULT_HOPS,
                     float_kernels: str = "xnnpack", cpuinfo: Optional[str] = None) -> dict:
     """A streaming model MEASURED hop by hop (module doc): per hop, per second of audio, per op
@@ -131,10 +150,7 @@ def count_streaming(path: str, work: str, hops: int = DEFAULT_HOPS,
                 op_insns[i] = e["insns"] / max(e["entries"], 1)
 
     def per_entry(rid):
-        e = regions.get(str(rid))
-        if e is None:
-            raise fw.FirmwareError(f"{path}: region {rid} missing from the plugin output")
-        return e["insns"] / max(e["entries"], 1)
+        return _per_entry(regions, rid, path)
 
     whole = per_entry(WHOLE_REGION)
     if regions[str(WHOLE_REGION)]["entries"] != hops:
@@ -146,11 +162,7 @@ def count_streaming(path: str, work: str, hops: int = DEFAULT_HOPS,
                for h in range(rep["hop_regions"])]
     ops = [{"index": i, "op": name, "kernel": kernel, "insns": op_insns.get(i)}
            for i, (name, kernel) in enumerate(rep["ops"])]
-    by_type: Dict[str, dict] = {}
-    for o in ops:
-        t = by_type.setdefault(o["op"], {"count": 0, "insns": 0.0, "kernel": o["kernel"]})
-        t["count"] += 1
-        t["insns"] += o["insns"] or 0.0
+    by_type = _by_type(ops)
     hop_ms = float(d["streaming"]["hop_ms"])
     return dict(d, path=os.path.relpath(path, ROOT) if path.startswith(ROOT) else path,
                 insns=whole, hop_insns=per_hop, hops=hops, hop_ms=hop_ms,
@@ -173,17 +185,10 @@ def count_model(path: str, work: str, runs: int = 1, float_kernels: str = "xnnpa
     plug = os.path.join(work, f"{stem}.insn.json")
     _, rep = fw.run(path, x, target="aarch64", float_kernels=float_kernels, count=runs,
                     per_op=True, plugin_json=plug, cpuinfo=cpuinfo, build_first=False)
-    with open(plug) as f:
-        counts = json.load(f)
-    if counts.get("errors_total"):
-        raise fw.FirmwareError(f"{path}: marker errors {counts['errors']}")
-    regions = counts["regions"]
+    regions = _load_counts(path, plug)
 
     def per_entry(rid):
-        r = regions.get(str(rid))
-        if r is None:
-            raise fw.FirmwareError(f"{path}: region {rid} missing from the plugin output")
-        return r["insns"] / max(r["entries"], 1)
+        return _per_entry(regions, rid, path)
 
     whole = per_entry(WHOLE_REGION)
     ops = []
@@ -192,11 +197,7 @@ def count_model(path: str, work: str, runs: int = 1, float_kernels: str = "xnnpa
         rid = base + i
         ops.append({"index": i, "op": name, "kernel": kernel,
                     "insns": per_entry(rid) if str(rid) in regions else None})
-    by_type: Dict[str, dict] = {}
-    for o in ops:
-        t = by_type.setdefault(o["op"], {"count": 0, "insns": 0.0, "kernel": o["kernel"]})
-        t["count"] += 1
-        t["insns"] += o["insns"] or 0.0
+    by_type = _by_type(ops)
     d = describe(path)
     return dict(d, path=os.path.relpath(path, ROOT) if path.startswith(ROOT) else path,
                 insns=whole, ops_sum=sum(o["insns"] or 0.0 for o in ops), ops=ops,
