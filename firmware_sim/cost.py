@@ -566,7 +566,7 @@ def main(argv):
         "model_instruction_ratio_sum_of_regions": {
             k: round(v, 4) for k, v in comp["model_instruction_ratio"].items()},
         "binary_model_insns": {str(r["depth"]): r["insns"] for r in models
-                               if r["flavor"] == "binary"},
+                               if r["flavor"] == "binary" and not r.get("streaming")},
         "binary_model_insns_sum_of_regions": {
             str(d): m["insns"] for d, m in comp["binary_model"].items()},
         "model_insns": ms["model_insns"],

@@ -22,10 +22,12 @@ reference`` (TFLM's kernels, the default: bit-identical on both targets) or ``xn
 (aarch64 only: XNNPACK's float kernels for the float ops). ``--reference`` reports the per-clip
 top-1 agreement as pipeline.evaluate does (a checkpoint reference runs at the depth recorded in
 the .tflite). The JSON line is pipeline.evaluate's plus ``firmware``: target, kernels, kernel
-path, arena use, heap outside the arena.
+path, arena use, heap outside the arena, and ``logits_sha256`` (SHA-256 of every clip's float32
+logits in order: equal on two targets means bit-identical outputs).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -75,6 +77,15 @@ def run(model_path, cfg, split="testing", plot=None, batch_size=256, reference=N
         print(f"skipped {sum(index.ignored.values())} clip(s) of classes the model does not "
               "have (no _unknown_ class)")
     splits = ["training", "validation", "testing"] if split == "all" else [split]
+    logits = hashlib.sha256()  # of every clip's float32 logits, in order: targets compare
+    firmware_predict = pred.predict
+
+    def predict(x):
+        y = firmware_predict(x)
+        logits.update(np.ascontiguousarray(y, np.float32).tobytes())
+        return y
+
+    pred.predict = predict
     res = evaluate_predictor(pred, pipe, splits, batch_size)
     if reference:
         ref_depth = None if reference.endswith(".tflite") else (pred.description or {}).get(
@@ -101,7 +112,8 @@ def run(model_path, cfg, split="testing", plot=None, batch_size=256, reference=N
         "xnnpack_heap_bytes": first["heap"]["xnnpack_after_prepare"],
         "allocations_during_invoke": int(sum(r["allocations_during_invoke"] for r in reps)),
         "firmware_runs": len(reps),
-        "invoke_seconds": round(float(sum(r["invoke_seconds"] for r in reps)), 3)}
+        "invoke_seconds": round(float(sum(r["invoke_seconds"] for r in reps)), 3),
+        "logits_sha256": logits.hexdigest()}
     key = f"{pred.name} [firmware {target}, {float_kernels}]"
     print(format_report(res, key))
     if reference:

@@ -7,16 +7,17 @@ here; no other Python file spells an op name (tests/test_op_contract.py checks i
 Ops (TFLite custom ops; every one registered by ``lce_kernels/tflite/lce_ops_register.h``,
 reached from Python through the op library ``build/libbdfsmn_op.so``, ``registerer()``):
 
-=============  =================================================  ==========================
-op             inputs (in order)                                  options (FlexBuffers map)
-=============  =================================================  ==========================
-LceBDfsmn      x, mem_w, mem_p, pw1_w, pw1_t, pw1_p, pw2_w,       channels, hidden, left,
-               pw2_t, pw2_p                                       right, dilation (ints)
-LceQuantize    x                                                  none
-LceDequantize  x                                                  none
-LceBconv2d     input, filter, post_activation_multiplier,         the eight ints of LCE
-               post_activation_bias, output_threshold             0.16's converter
-=============  =================================================  ==========================
+===============  ===============================================  ==========================
+op               inputs (in order)                                options (FlexBuffers map)
+===============  ===============================================  ==========================
+LceBDfsmn        x, mem_w, mem_p, pw1_w, pw1_t, pw1_p, pw2_w,     channels, hidden, left,
+                 pw2_t, pw2_p                                     right, dilation (ints)
+LceQuantize      x                                                none
+LceDequantize    x                                                none
+LceBconv2d       input, filter, post_activation_multiplier,       the eight ints of LCE
+                 post_activation_bias, output_threshold           0.16's converter
+LceDualQuantize  x, thresholds (outputs: b1, b2, scale)           none
+===============  ===============================================  ==========================
 
 ``LceBDfsmn`` (``BDFSMN``): one binary DFSMN layer of the student, bitwise. Inputs
 (``BDfsmnInput``; all but ``x`` constant):
@@ -42,6 +43,22 @@ converter emits them (lce_kernels/README.md, "LCE-compatible ops"), with LCE's i
 ``FUSED_ACTIVATION``). ``LceBMaxPool2d`` (``BMAXPOOL2D``) is LCE's too: the project does not
 implement it; the model verifier knows its options.
 
+``LceDualQuantize`` (``DUAL_QUANTIZE``): the project's dual-scale binarization of an activation
+(``models.dual_scale.DualScaleActivation``) as one op, where LCE's converter emits a chain of
+eight (SUB, ``QUANTIZE``, ``DEQUANTIZE``, SUB, SUB, ABS, MEAN, ``QUANTIZE``). Inputs
+(``DualQuantizeInput``): ``x`` float32 [B, ..., C] (rank 2 to 4) and ``thresholds`` float32
+[2, C] (constant; rows ``THRESH_ROWS``: t0, t1). Outputs (``DualQuantizeOutput``)::
+
+    b1 = pack(x - t0 < 0)                 int32 [B, ..., ceil(C/32)]   (bit 1: -1)
+    r  = (x - v1) - t1, v1 = b1 ? -1 : +1  (float32, in this order, as the converter's SUBs)
+    b2 = pack(r < 0)                      int32 [B, ..., ceil(C/32)]
+    s  = mean |r| over the reduced axes   float32, x's rank
+
+``s``'s shape says which axes are averaged: its last dim is 1 (channels always reduced), its
+first is x's batch, every other dim either x's (kept) or 1 (reduced), e.g. [B, T, F, 1] per
+position (1x1 convs) or [B, 1, 1, 1] per sample (the 5x5 conv2). No options. Bits are exact;
+``s`` is float32 rounding of the mean (summation order free).
+
 Bit packing (LCE's bit-packed int32 layout): channel c is bit c % 32 of word c // 32 (LSB
 first), bit 1 means -1 (sign(0) = +1), rows padded to whole 32-bit words with zero pad bits
 (``pack_bits`` / ``unpack_bits``).
@@ -63,10 +80,14 @@ BDFSMN = "LceBDfsmn"
 QUANTIZE = "LceQuantize"
 DEQUANTIZE = "LceDequantize"
 BCONV2D = "LceBconv2d"
+DUAL_QUANTIZE = "LceDualQuantize"
 #: the ops the project's registerer provides, in registration order (op_contract.h PROJECT_OPS)
-ALL_OPS = (QUANTIZE, DEQUANTIZE, BCONV2D, BDFSMN)
-#: Larq Compute Engine's own ops among them (LCE's interpreter runs these, not ``BDFSMN``)
+ALL_OPS = (QUANTIZE, DEQUANTIZE, BCONV2D, BDFSMN, DUAL_QUANTIZE)
+#: Larq Compute Engine's own ops among them (LCE's interpreter runs these)
 LCE_OPS = (QUANTIZE, DEQUANTIZE, BCONV2D)
+#: the project's own ops (no LCE runtime has them: a model holding one needs the project's
+#: registerer, ``registerer()``)
+OWN_OPS = (BDFSMN, DUAL_QUANTIZE)
 #: LCE's binary max pool: not implemented here, only checked by the model verifier
 BMAXPOOL2D = "LceBMaxPool2d"
 #: every LCE op's custom code starts with this
@@ -75,8 +96,8 @@ LCE_PREFIX = "Lce"
 
 def is_lce_op(name) -> bool:
     """True for an op of Larq Compute Engine (needs LCE's runtime or the project's registerer);
-    the project's own ``BDFSMN`` is not one."""
-    return isinstance(name, str) and name.startswith(LCE_PREFIX) and name != BDFSMN
+    the project's own ops (``OWN_OPS``) are not."""
+    return isinstance(name, str) and name.startswith(LCE_PREFIX) and name not in OWN_OPS
 
 
 # -- bit packing --------------------------------------------------------------------------------
@@ -178,6 +199,36 @@ def read_options(options: bytes) -> dict:
     """A FlexBuffers map of ints (any op's custom_options here) -> {key: int}."""
     from flatbuffers import flexbuffers
     return {k: int(v) for k, v in flexbuffers.Loads(bytes(options)).items()}
+
+
+# -- LceDualQuantize: inputs, outputs --------------------------------------------------------
+class DualQuantizeInput(enum.IntEnum):
+    """Input order of ``DUAL_QUANTIZE`` (op_contract.h ``dual_quantize::Input``)."""
+    X = 0
+    THRESHOLDS = 1  # float32 [2, C], rows THRESH_ROWS (t0, t1); constant
+
+
+class DualQuantizeOutput(enum.IntEnum):
+    """Output order of ``DUAL_QUANTIZE`` (op_contract.h ``dual_quantize::Output``)."""
+    B1 = 0
+    B2 = 1
+    SCALE = 2
+
+
+DUAL_QUANTIZE_INPUTS = tuple(i.name.lower() for i in DualQuantizeInput)
+DUAL_QUANTIZE_OUTPUTS = tuple(o.name.lower() for o in DualQuantizeOutput)
+#: tensor names of the exporter: ``{scope}/dual_quantize/thresholds``
+TENSOR_TAG_DUAL = "dual_quantize"
+
+
+def dual_quantize_scale_shape(x_shape, reduce_axes):
+    """Shape of ``DUAL_QUANTIZE``'s ``s`` output for an ``x`` of ``x_shape`` averaged over
+    ``reduce_axes`` (axes >= 1; the channel axis is always reduced)."""
+    rank = len(x_shape)
+    axes = {a % rank for a in reduce_axes} | {rank - 1}
+    if 0 in axes:
+        raise ValueError("the batch axis is never reduced")
+    return [1 if a in axes else int(d) for a, d in enumerate(x_shape)]
 
 
 # -- LceBconv2d / LceBMaxPool2d: inputs and options (LCE 0.16) -----------------------------------

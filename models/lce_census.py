@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover
     from tensorflow.lite.python import schema_py_generated as _schema
 
 __all__ = ["op_census", "op_list", "float_weight_ops", "format_census", "has_lce_ops",
-           "custom_ops", "constant_bytes", "ops_in_scope", "has_bdfsmn_ops"]
+           "custom_ops", "constant_bytes", "ops_in_scope", "has_bdfsmn_ops", "has_own_ops"]
 
 _BUILTIN_NAMES = {v: k for k, v in vars(_schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(_schema.TensorType).items() if not k.startswith("_")}
@@ -129,7 +129,7 @@ def format_census(census: collections.Counter) -> str:
 def has_lce_ops(flatbuffer: bytes) -> bool:
     """True if any op is a Larq Compute Engine op (needs the LCE runtime); our own
     ``ops.BDFSMN`` (lce_kernels/: runs in TensorFlow's InterpreterWithCustomOps, not in the LCE
-    interpreter) is not one (see ``has_bdfsmn_ops``)."""
+    interpreter) is not one, nor is any of ``ops.OWN_OPS`` (see ``has_own_ops``)."""
     return any(ops.is_lce_op(name) for name in op_census(flatbuffer))
 
 
@@ -145,6 +145,13 @@ def custom_ops(flatbuffer: bytes) -> list:
 def has_bdfsmn_ops(flatbuffer: bytes) -> bool:
     """True if the model holds ``ops.BDFSMN`` custom ops (lce_kernels/, needs its registerer)."""
     return op_census(flatbuffer).get(ops.BDFSMN, 0) > 0
+
+
+def has_own_ops(flatbuffer: bytes) -> bool:
+    """True if the model holds any of the project's own ops (``ops.OWN_OPS``: no LCE runtime
+    has them; the model needs the project's registerer, ``ops.registerers()``)."""
+    census = op_census(flatbuffer)
+    return any(census.get(name, 0) > 0 for name in ops.OWN_OPS)
 
 
 @_reader

@@ -65,7 +65,7 @@ from absl import app, flags
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 from lce_kernels import ops
-from models.lce_census import constant_bytes, has_bdfsmn_ops, has_lce_ops
+from models.lce_census import constant_bytes, has_lce_ops, has_own_ops
 from pipeline import cli, cli_vocabulary, output_paths
 
 FLAGS = flags.FLAGS
@@ -116,7 +116,7 @@ class _Model:
         verify_model(data, path)  # before anything parses the bytes or builds an interpreter
         self.runtime = "lce" if has_lce_ops(data) else "tflite+xnnpack"
         registerers = None
-        if kernel_path or has_bdfsmn_ops(data):  # the project's ops: one registerer each
+        if kernel_path or has_own_ops(data):  # the project's ops: one registerer each
             registerers = [ops.registerer(kernel_path or "auto")]
             self.runtime = (f"tflite+{ops.BDFSMN}" if not has_lce_ops(data) else
                             "tflite+project_ops")

@@ -4,8 +4,11 @@ What it is: LCE's converter output for the binary student (``pipeline.export.con
 "lce")``: conv2 and linear as bit-packed ``ops.BCONV2D``, float conv1 and classifier) with
 every DFSMN layer's op chain (``ops.QUANTIZE`` / ``ops.DEQUANTIZE`` / ``ops.BCONV2D`` / SUB /
 ABS / MEAN / MUL / ADD / DEPTHWISE_CONV_2D / PRELU, about 40 ops a layer) replaced by ONE
-``ops.BDFSMN`` op, then every tensor, buffer and operator code no op uses any more removed
-and identical constant buffers stored once. On a device the file runs in LCE's runtime with
+``ops.BDFSMN`` op, each remaining dual-scale binarization (conv2's and linear's inputs: the
+converter's SUB / QUANTIZE / DEQUANTIZE / SUB / SUB / ABS / MEAN / QUANTIZE) by ONE
+``ops.DUAL_QUANTIZE`` (``fuse_dual_quantize``; the streaming ``binary`` export uses it too),
+then every tensor, buffer and operator code no op uses any more removed and identical
+constant buffers stored once. On a device the file runs in LCE's runtime with
 the op added through ``lce_kernels/BUILD``; on the host TensorFlow's
 ``InterpreterWithCustomOps`` runs it with the project's registerer (``ops.registerers()``,
 which registers every op of ``ops.ALL_OPS``; ``pipeline.predictors`` routes any model holding
@@ -122,6 +125,135 @@ def replace_layer(m, scope, inputs, options):
     return len(chain)
 
 
+def _const_array(m, t, dtype=np.float32):
+    b = m.buffers[t.buffer]
+    return np.frombuffer(np.asarray(b.data, np.uint8).tobytes(), dtype).reshape(
+        [int(d) for d in t.shape])
+
+
+def dual_quantize_chains(m):
+    """The converter's dual-scale binarizations in subgraph 0 of ModelT ``m``, each the chain
+
+        d = SUB(x, t0); b1 = QUANTIZE(d); v1 = DEQUANTIZE(b1); r = SUB(SUB(x, v1), t1);
+        s = MEAN(ABS(r), axes, keep_dims); b2 = QUANTIZE(r)
+
+    (``models.dual_scale.DualScaleActivation`` as LCE's converter lowers it; t0, t1 constant
+    [C]); a DEQUANTIZE whose v1 is also read elsewhere (a float memory block) is left in
+    place. Returns dicts: ``ops`` (the op indices to replace), ``x``, ``thresholds`` (float32 [2,
+    C]), ``outputs`` (tensor indices of b1, b2, s: ``ops.DualQuantizeOutput`` order). A chain
+    whose intermediate tensors are read outside it, or whose shapes do not follow the op
+    contract, is not one."""
+    S = _S()
+    sg = m.subgraphs[0]
+    names = [_op_name(m, op) for op in sg.operators]
+    producer = {int(t): i for i, op in enumerate(sg.operators) for t in op.outputs}
+    readers = collections.defaultdict(list)
+    for i, op in enumerate(sg.operators):
+        for t in op.inputs:
+            if t >= 0:
+                readers[int(t)].append(i)
+    graph_out = {int(t) for t in sg.outputs}
+
+    def only_reader(t, name):
+        r = readers.get(int(t), [])
+        if len(r) != 1 or names[r[0]] != name or int(t) in graph_out:
+            return None
+        return r[0]
+
+    def vector(t, c):
+        tt = sg.tensors[t]
+        if not _is_const(m, tt) or tt.type != S.TensorType.FLOAT32 or \
+                int(np.prod(tt.shape)) != c or (len(tt.shape) and int(tt.shape[-1]) != c):
+            return None
+        return _const_array(m, tt).reshape(c)
+
+    chains = []
+    for q1, name in enumerate(names):
+        if name != ops.QUANTIZE:
+            continue
+        sub0 = producer.get(int(sg.operators[q1].inputs[0]))
+        if sub0 is None or names[sub0] != "SUB" or only_reader(
+                sg.operators[sub0].outputs[0], ops.QUANTIZE) != q1:
+            continue
+        x, t0 = (int(t) for t in sg.operators[sub0].inputs)
+        xs = [int(d) for d in sg.tensors[x].shape]
+        if _is_const(m, sg.tensors[x]) or not 2 <= len(xs) <= 4:
+            continue
+        c = xs[-1]
+        b1 = int(sg.operators[q1].outputs[0])
+        deq = [i for i in readers.get(b1, []) if names[i] == ops.DEQUANTIZE]
+        if len(deq) != 1:
+            continue
+        v1 = int(sg.operators[deq[0]].outputs[0])
+        subs = [i for i in readers.get(v1, []) if names[i] == "SUB"
+                and [int(t) for t in sg.operators[i].inputs] == [x, v1]]
+        if len(subs) != 1:
+            continue
+        sub1 = subs[0]
+        # v1 read elsewhere too (a streaming memory block's float a = v1 + s v2 - t2): the
+        # DEQUANTIZE stays, reading the fused op's b1
+        keep_deq = len(readers[v1]) > 1 or v1 in graph_out
+        sub2 = only_reader(sg.operators[sub1].outputs[0], "SUB")
+        if sub2 is None or int(sg.operators[sub2].inputs[0]) != int(sg.operators[sub1].outputs[0]):
+            continue
+        t1 = int(sg.operators[sub2].inputs[1])
+        r = int(sg.operators[sub2].outputs[0])
+        users = sorted(readers.get(r, []))
+        if len(users) != 2 or {names[i] for i in users} != {"ABS", ops.QUANTIZE} or r in graph_out:
+            continue
+        ab = next(i for i in users if names[i] == "ABS")
+        q2 = next(i for i in users if names[i] == ops.QUANTIZE)
+        mean = only_reader(sg.operators[ab].outputs[0], "MEAN")
+        if mean is None:
+            continue
+        s = int(sg.operators[mean].outputs[0])
+        axes_t = int(sg.operators[mean].inputs[1])
+        opt = sg.operators[mean].builtinOptions
+        if not _is_const(m, sg.tensors[axes_t]) or not getattr(opt, "keepDims", False):
+            continue
+        axes = _const_array(m, sg.tensors[axes_t], np.int32).reshape(-1).tolist()
+        try:
+            want = ops.dual_quantize_scale_shape(xs, axes)
+        except ValueError:
+            continue
+        th0, th1 = vector(t0, c), vector(t1, c)
+        if th0 is None or th1 is None or [int(d) for d in sg.tensors[s].shape] != want:
+            continue
+        chain_ops = [sub0, q1, sub1, sub2, ab, mean, q2] + ([] if keep_deq else [deq[0]])
+        chains.append({"ops": sorted(chain_ops), "x": x,
+                       "thresholds": np.stack([th0, th1]).astype(np.float32),
+                       "outputs": [b1, int(sg.operators[q2].outputs[0]), s]})
+    return chains
+
+
+def fuse_dual_quantize(m):
+    """Replace every chain of ``dual_quantize_chains`` by one ``ops.DUAL_QUANTIZE`` (placed
+    where the chain began, writing the chain's b1, b2 and s tensors, so its readers, the
+    two ``ops.BCONV2D`` and the MUL by s, are unchanged). Returns the number of chains."""
+    S = _S()
+    sg = m.subgraphs[0]
+    chains = dual_quantize_chains(m)
+    g = ops.Graph(m)
+    new_ops = {}
+    for ch in chains:
+        scope = _name(sg.tensors[ch["outputs"][0]]).split(";")[0].rsplit("/", 1)[0]
+        th = g.tensor(f"{scope}/{ops.TENSOR_TAG_DUAL}/{ops.DUAL_QUANTIZE_INPUTS[1]}",
+                      ch["thresholds"].shape, np.float32, ch["thresholds"])
+        op = S.OperatorT()
+        op.opcodeIndex = g.custom_opcode(ops.DUAL_QUANTIZE)
+        op.inputs, op.outputs = [ch["x"], th], list(ch["outputs"])
+        new_ops[min(ch["ops"])] = op
+    drop = {i for ch in chains for i in ch["ops"]}
+    out = []
+    for i, op in enumerate(sg.operators):
+        if i in new_ops:
+            out.append(new_ops[i])
+        if i not in drop:
+            out.append(op)
+    sg.operators = out
+    return len(chains)
+
+
 def prune(m):
     """Drop tensors no op or signature uses, buffers no tensor / metadata uses, operator codes
     no op uses; store identical constant buffers once. Indices are remapped in place."""
@@ -191,8 +323,10 @@ def assemble(lce_flatbuffer: bytes, layers) -> bytes:
             if _op_name(m, m.subgraphs[0].operators[i]) != ops.BDFSMN]
     if left:
         raise ValueError(f"{len(left)} converter ops of the DFSMN layers left after replacing")
+    fused = fuse_dual_quantize(m)
     prune(m)
-    m.description = (f"binary: LCE converter output ({ops.BCONV2D} front end) with every "
+    m.description = (f"binary: LCE converter output ({ops.BCONV2D} front end, its {fused} "
+                     f"dual-scale binarizations each one {ops.DUAL_QUANTIZE}) with every "
                      f"DFSMN layer one {ops.BDFSMN}")
     return write_model(m)
 
@@ -235,6 +369,7 @@ def census_check(flatbuffer: bytes, depth: int) -> dict:
         "float_weight_ops_only_conv1_classifier": all(
             float_ops[k] == ALLOWED_FLOAT.get(k, 0) for k in FLOAT_WEIGHT_OPS),
         f"front_end_{ops.BCONV2D}": int(c.get(ops.BCONV2D, 0)),
+        f"front_end_{ops.DUAL_QUANTIZE}": int(c.get(ops.DUAL_QUANTIZE, 0)),
         "custom_ops": custom,
         "custom_ops_known": set(custom) <= set(ops.ALL_OPS),
     }
@@ -260,6 +395,8 @@ def byte_breakdown(flatbuffer: bytes) -> dict:
             elif name == ops.BCONV2D:
                 r = (f"{name} bit-packed filters" if k in ops.BCONV2D_BIT_INPUTS else
                      f"{name} multiplier / bias / threshold")
+            elif name == ops.DUAL_QUANTIZE:
+                r = f"{name} thresholds"
             elif name in ("CONV_2D", "FULLY_CONNECTED"):
                 r = f"float {name} {'kernel' if k == 1 else 'bias'}"
             else:

@@ -136,7 +136,7 @@ def define_flags():
                       "the model: input raw 16 kHz PCM [1, 16000] instead of features [1, 32, 32].")
     flags.DEFINE_bool("streaming", False, "One hop per invoke, state tensors in and out "
                       "(pipeline/streaming_export.py): for dfsmn_stream (--flavor float) and "
-                      "bifsmnv2_stream (--flavor lce) runs; name <...>_streaming.")
+                      "bifsmnv2_stream (--flavor lce or binary) runs; name <...>_streaming.")
     flags.DEFINE_bool("force", False, "Write the .tflite even if verification fails.")
     flags.DEFINE_integer("verify_clips", 500, "Validation clips for Keras-vs-tflite agreement.")
     flags.DEFINE_bool("test_accuracy", True, "Evaluate each .tflite on the test split.")
@@ -303,8 +303,8 @@ def convert(model, flavor, representative=None, audio_input=False):
 def io_details(flatbuffer):
     from pipeline.model_verify import verify_model
     verify_model(flatbuffer, "the exported model")  # what we wrote, before an interpreter
-    from models.lce_census import has_bdfsmn_ops
-    if has_bdfsmn_ops(flatbuffer):
+    from models.lce_census import has_own_ops
+    if has_own_ops(flatbuffer):
         from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
         it = InterpreterWithCustomOps(model_content=flatbuffer,
                                       custom_op_registerers=ops.registerers())

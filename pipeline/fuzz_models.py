@@ -112,8 +112,8 @@ def discover(exports_dir: str, depths="2", flavors=None) -> List[str]:
     return chosen
 
 
-def has_bdfsmn_ops(path: str) -> bool:
-    from models.lce_census import has_bdfsmn_ops as has
+def has_own_ops(path: str) -> bool:
+    from models.lce_census import has_own_ops as has
     with open(path, "rb") as f:
         return has(f.read())
 
@@ -733,9 +733,9 @@ def main(argv):
     else:
         paths = discover(FLAGS.exports_dir, FLAGS.depths, FLAGS.flavors)
     if FLAGS.sanitize:
-        paths = [p for p in paths if has_bdfsmn_ops(p)]
+        paths = [p for p in paths if has_own_ops(p)]
         if not paths:
-            raise HarnessError(f"--sanitize: none of the files holds {ops.BDFSMN} ops")
+            raise HarnessError(f"--sanitize: none of the files holds the project's own ops {ops.OWN_OPS}")
     summary = run(paths, FLAGS.variants, FLAGS.seed, FLAGS.timeout, only, FLAGS.sanitize,
                   FLAGS.op_lib, FLAGS.memory_gib, FLAGS.cli_sample, FLAGS.data_dir,
                   FLAGS.sidecar, FLAGS.out_dir)

@@ -194,6 +194,22 @@ def binarize(v, t0, t1):
     return neg1, neg2, np.mean(np.abs(r), axis=-1), d, r
 
 
+def dual_quantize(x, t0, t1, scale_shape):
+    """The dual-scale binarization op (``lce_kernels.ops.DUAL_QUANTIZE``) written out:
+    x float32 [B, ..., C], t0 / t1 [C], ``scale_shape`` the shape of its ``s`` output (x's
+    rank; 1 on the averaged axes) -> (b1, b2 int32 words [B, ..., ceil(C/32)], s float32).
+    The two signs in float32 as the converter's SUBs compute them; the mean in float64."""
+    x = np.asarray(x, np.float32)
+    t0, t1 = np.asarray(t0, np.float32), np.asarray(t1, np.float32)
+    neg1 = (x - t0) < 0
+    r = (x - np.where(neg1, np.float32(-1), np.float32(1))) - t1
+    axes = tuple(a for a, (n, m) in enumerate(zip(x.shape, scale_shape)) if m == 1 and n != 1)
+    s = np.mean(np.abs(r.astype(np.float64)), axis=axes, keepdims=True) if axes else \
+        np.abs(r.astype(np.float64))
+    return (pack_bits(neg1), pack_bits(r < 0),
+            np.asarray(s, np.float32).reshape([int(d) for d in scale_shape]))
+
+
 def packed_forward(x, p, left, right, dilation):
     """Float64 forward from the inference form, with every integer accumulator.
 

@@ -133,11 +133,12 @@ def tflite_sidecar(path) -> dict:
 def default_runtime(model_bytes, custom_op_registerers=None) -> str:
     """'lce' (LCE interpreter) for a model with Lce* ops, else 'tf' (TensorFlow's interpreter,
     XNNPACK; also handles int8 inputs / outputs); 'tf' whenever custom op registerers are
-    given (the LCE interpreter cannot register extra ops)."""
+    given or the model holds one of the project's own ops (``ops.OWN_OPS``: the LCE
+    interpreter cannot register extra ops; the project's registerer runs LCE's ops too)."""
     if custom_op_registerers:
         return "tf"
-    from models.lce_census import has_lce_ops
-    return "lce" if has_lce_ops(model_bytes) else "tf"
+    from models.lce_census import has_lce_ops, has_own_ops
+    return "lce" if has_lce_ops(model_bytes) and not has_own_ops(model_bytes) else "tf"
 
 
 class TFLiteRunner:
@@ -165,8 +166,8 @@ class TFLiteRunner:
 
     def _load(self, num_threads, runtime, custom_op_registerers):
         if not custom_op_registerers and runtime != "lce":
-            from models.lce_census import has_bdfsmn_ops
-            if has_bdfsmn_ops(self.model_bytes):
+            from models.lce_census import has_own_ops
+            if has_own_ops(self.model_bytes):
                 from lce_kernels import ops
                 custom_op_registerers = ops.registerers()
         if runtime == "auto":

@@ -3,6 +3,7 @@ explicitly, for the models of ``models/streaming.py`` (``dfsmn_stream``, ``bifsm
 
     python -m pipeline.export --model RUN_DIR --flavor float --streaming [--audio_input] ...
     python -m pipeline.export --model RUN_DIR --flavor lce --streaming [--audio_input] ...
+    python -m pipeline.export --model RUN_DIR --flavor binary --streaming [--audio_input] ...
 
 What is converted: ``models.streaming.StreamingDFSMN.step`` at one depth (with
 ``--audio_input`` preceded by ``pipeline.streaming_runner.log_mel_step``), traced once as a
@@ -14,7 +15,12 @@ state as outputs, then
   ``--audio_input``);
 * ``lce`` (student): the LCE converter: the binary convs (conv2, linear, every pw1 / pw2)
   become LCE's binary conv op after its quantize op, the memory blocks float depthwise convs
-  on the dual-scale activation, as in the windowed ``lce`` export.
+  on the dual-scale activation, as in the windowed ``lce`` export;
+* ``binary`` (student): the ``lce`` conversion with every dual-scale binarization (the
+  converter's eight-op chain SUB / QUANTIZE / DEQUANTIZE / SUB / SUB / ABS / MEAN / QUANTIZE
+  in front of each binary conv) one ``ops.DUAL_QUANTIZE``
+  (``pipeline.binary_artifact.fuse_dual_quantize``; a DEQUANTIZE a memory block still reads
+  stays).
 
 The subgraph's inputs and outputs are put in the documented order (input 0 the hop, input
 k + 1 state k; output 0 the logits, output k + 1 the new state k; ``pipeline.streaming_runner``)
@@ -28,8 +34,8 @@ input and output per op, the memory state [left * dilation, C] of past dual-scal
 (the op's ``a``, float32), read as the frames before x and written with the last left *
 dilation frames of [state, a], with right = 0 (no look-ahead) and T = 1 per invoke; its
 options would gain ``streaming`` (int 0/1) so that a windowed op keeps today's contract.
-Until the op has that (lce_kernels/ is owned elsewhere), the binary streaming export uses
-LCE's converter ops plus builtins (the ``lce`` flavor).
+Until the op has that, the binary streaming exports use LCE's converter ops plus builtins
+(``lce``), with the project's fused dual-scale binarization (``binary``).
 
 Verification (as ``pipeline.export``): the .tflite fed hop by hop, each validation clip from
 reset (``streaming_runner.clip_hops``), against the Keras non-streaming model on the same
@@ -52,7 +58,7 @@ from pipeline import export, model_contract, predictors, streaming_runner, tflit
 
 import tensorflow as tf  # noqa: E402  (after `models`, which pipeline.export imports: Keras 2)
 
-FLAVORS = ("float", "lce")
+FLAVORS = ("float", "lce", "binary")
 SUFFIX = "_streaming"
 
 
@@ -131,7 +137,7 @@ def convert(model, flavor, audio_input=False, cfg=None):
     module.serve = fn
     with tempfile.TemporaryDirectory() as directory:
         tf.saved_model.save(module, directory, signatures=fn.get_concrete_function())
-        if flavor == "lce":
+        if flavor in ("lce", "binary"):
             import larq_compute_engine as lce
             flatbuffer = lce.convert_saved_model(directory)
         else:
@@ -139,6 +145,12 @@ def convert(model, flavor, audio_input=False, cfg=None):
     names = [n for n, _ in specs]
     flatbuffer = order_io(flatbuffer, [x_name] + [f"state_{n}" for n in names],
                           ["logits"] + [f"new_state_{n}" for n in names])
+    if flavor == "binary":
+        from pipeline import binary_artifact
+        m = tflite_metadata.read_model(flatbuffer)
+        binary_artifact.fuse_dual_quantize(m)
+        binary_artifact.prune(m)
+        flatbuffer = tflite_metadata.write_model(m)
     return flatbuffer, specs
 
 
@@ -152,7 +164,8 @@ def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
     t0 = time.time()
     if flavor not in FLAVORS:
         raise StreamingExportError(f"--streaming exports the flavors {FLAVORS} (float: the "
-                                   f"teacher, lce: the binary student); got {flavor!r}")
+                                   f"teacher, lce / binary: the binary student); got "
+                                   f"{flavor!r}")
     base, spec = export.load_keras(checkpoint, depth, overrides, spec)
     if not is_streaming_arch(base):
         raise StreamingExportError(
@@ -160,12 +173,12 @@ def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
             "as a streaming architecture (--arch dfsmn_stream / bifsmnv2_stream, "
             "configs/real8_stream_*.flags)")
     binary = export.is_binary(base)
-    if flavor == "lce" and not binary:
+    if flavor in ("lce", "binary") and not binary:
         raise StreamingExportError(f"{checkpoint} is full precision ({spec['model']}): "
                                    "stream it with --flavor float")
     if flavor == "float" and binary:
         raise StreamingExportError(f"{checkpoint} is binary ({spec['model']}): stream it with "
-                                   "--flavor lce")
+                                   "--flavor lce or binary")
     name = export_name(spec["model"], flavor, depth, audio_input)
     print(f"== {name}: converting ({flavor}, one hop per invoke) ...", flush=True)
     features = getattr(cfg, "features", None)     # the data's FeatureConfig
@@ -186,8 +199,10 @@ def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
         "labels": list(spec["labels"]), "input": "audio" if audio_input else "features",
         "flavor": flavor, "streaming": True, "depth": depth, "model": spec["model"],
         "model_kwargs": spec["model_kwargs"], "checkpoint": os.path.abspath(checkpoint),
-        "converter": ("larq_compute_engine.convert_saved_model" if flavor == "lce" else
-                      "tf.lite.TFLiteConverter") + " of StreamingDFSMN.step (one hop)",
+        "converter": ("larq_compute_engine.convert_saved_model" if flavor != "float" else
+                      "tf.lite.TFLiteConverter") + " of StreamingDFSMN.step (one hop)"
+                     + (f", dual-scale binarizations fused ({ops.DUAL_QUANTIZE})"
+                        if flavor == "binary" else ""),
         **export.io_details(flatbuffer),
         "file_bytes": len(flatbuffer), "sha256": model_contract.sha256(flatbuffer),
         "weight_bytes": constant_bytes(flatbuffer),
@@ -220,7 +235,7 @@ def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
                              "hop by hop from reset" + (" (the .tflite gets the reflect-"
                                                         "padded PCM)" if audio_input else "")})
     checks = {"top1_agreement": ver["top1_agreement"] >= threshold}
-    if flavor == "lce":
+    if flavor in ("lce", "binary"):
         convs = [r for r in layers if r["kind"] == "conv"]
         report["binary_convs_lowered"] = bool(convs) and all(
             r["status"] == ops.BCONV2D for r in convs)   # the report's status word

@@ -308,8 +308,17 @@ class TFLiteStreamingRunner(StreamingRunner):
                 out_shapes = [tuple(s) for s in self._lce.output_shapes]
             else:
                 import tensorflow as tf
-                self._tf = tf.lite.Interpreter(model_content=model_bytes,
-                                               num_threads=num_threads)
+                from models.lce_census import has_own_ops
+                if has_own_ops(model_bytes):  # the project's ops (and LCE's): its registerer
+                    from tensorflow.lite.python.interpreter import InterpreterWithCustomOps
+                    from lce_kernels import ops
+                    self._tf = InterpreterWithCustomOps(
+                        model_content=model_bytes, num_threads=num_threads,
+                        custom_op_registerers=ops.registerers())
+                    self.runtime = "tf+custom_ops"
+                else:
+                    self._tf = tf.lite.Interpreter(model_content=model_bytes,
+                                                   num_threads=num_threads)
                 self._tf.allocate_tensors()
                 self._in = [d["index"] for d in self._tf.get_input_details()]
                 self._out = [d["index"] for d in self._tf.get_output_details()]

@@ -1,7 +1,8 @@
 """One-op (and small chain) .tflite models of LCE's ops, built with the TFLite schema's
 generated Python code, for tests/test_lce_ops.py: the project's ``ops.QUANTIZE`` /
 ``ops.DEQUANTIZE`` / ``ops.BCONV2D`` (lce_kernels/) against larq-compute-engine's own
-interpreter.
+interpreter; ``dual_quantize_model`` the project's ``ops.DUAL_QUANTIZE`` (no LCE counterpart:
+checked against ``pipeline.kernel_ref.dual_quantize``).
 
 The tensors, option keys and encodings are those LCE 0.16's converter writes (compare
 ``pretrained/real8/exports/bifsmnv2_lce_d8.tflite``), as the op contract states them
@@ -155,3 +156,21 @@ def chain_model(shape, layers):
         raise ValueError("end the chain with a float-output conv")
     del channels
     return g.build([x], [cur])
+
+
+def dual_quantize_model(x_shape, thresholds, scale_shape, out_shapes=None, out_dtypes=None,
+                        const=True, num_inputs=2, num_outputs=3, in_dtype=np.float32,
+                        options=None):
+    """One ``ops.DUAL_QUANTIZE``: graph input x, constant thresholds [2, C] (``const=False``:
+    a graph input); outputs b1, b2 (int32 words) and s (``scale_shape``). ``out_shapes`` /
+    ``out_dtypes`` override what the model states (malformed on purpose)."""
+    g = Graph()
+    x = g.tensor(ops.DUAL_QUANTIZE_INPUTS[0], x_shape, in_dtype)
+    th = np.asarray(thresholds)
+    t = g.tensor(ops.DUAL_QUANTIZE_INPUTS[1], th.shape, th.dtype, th if const else None)
+    words = (*x_shape[:-1], packed_words(x_shape[-1]))
+    shapes = list(out_shapes or (words, words, scale_shape))
+    dtypes = list(out_dtypes or (np.int32, np.int32, np.float32))
+    outs = [g.tensor(n, s, d) for n, s, d in zip(ops.DUAL_QUANTIZE_OUTPUTS, shapes, dtypes)]
+    g.op(ops.DUAL_QUANTIZE, [x, t][:num_inputs], outs[:num_outputs], options)
+    return g.build([x] if const else [x, t], outs[:num_outputs])

@@ -83,9 +83,13 @@ def test_census_and_bytes(built):
     assert census["CONV_2D"] == 1 and census["FULLY_CONNECTED"] == 1  # conv1, classifier
     assert "DEPTHWISE_CONV_2D" not in census and "PRELU" not in census
     assert census[ops.BCONV2D] == 4  # conv2 and linear, two bit planes each
+    # their dual-scale binarizations: one op each, no float op of the converter's chain left
+    assert census[ops.DUAL_QUANTIZE] == 2
+    assert not {"SUB", "ABS", "MEAN", ops.QUANTIZE, ops.DEQUANTIZE} & set(census), census
     chk = binary_artifact.census_check(data, D)
     assert chk[f"one_{ops.BDFSMN}_per_layer"] and chk["float_weight_ops_only_conv1_classifier"]
-    assert set(chk["custom_ops"]) == set(ops.ALL_OPS) and chk["custom_ops_known"]
+    assert set(chk["custom_ops"]) == {ops.BCONV2D, ops.BDFSMN, ops.DUAL_QUANTIZE}
+    assert chk["custom_ops_known"] and chk[f"front_end_{ops.DUAL_QUANTIZE}"] == 2
     assert len(data) < len(lce)
     b = binary_artifact.byte_breakdown(data)
     assert b["file_bytes"] == len(data)

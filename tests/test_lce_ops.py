@@ -397,6 +397,87 @@ def test_unsupported_and_malformed_fail_in_prepare(oplib):
                          "too large")
 
 
+# ---------------------------------------------------------------------- ops.DUAL_QUANTIZE
+#: (x shape, averaged axes): the models' two (conv2 per sample, linear per frame) and others
+DQ_CASES = [((1, 16, 16, 16), (1, 2, 3)), ((1, 8, 1, 256), (3,)), ((2, 5, 40), (2,)),
+            ((3, 33), (1,)), ((2, 4, 3, 70), (1, 3)), ((1, 7, 1, 32), (1, 2, 3)),
+            ((2, 6, 5, 1), (3,)), ((1, 3, 100), (1, 2)), ((2, 2, 2, 64), (2, 3))]
+
+
+def _dq_input(rng, shape, th):
+    """Random x with values exactly at t0, at t1 + 1 and t1 - 1 (r == 0 up to rounding) and
+    signed zeros, so every comparison edge is exercised."""
+    C = shape[-1]
+    x = rng.normal(0, 1.5, shape).astype(np.float32)
+    flat = x.reshape(-1, C)
+    flat[0] = th[0]
+    if len(flat) > 1:
+        flat[1] = np.where(th[0] <= th[1] + 1, th[1] + 1, th[1] - 1)
+    if len(flat) > 2:
+        flat[2, ::2], flat[2, 1::2] = 0.0, -0.0
+    return x
+
+
+def test_dual_quantize_matches_reference_on_every_path(oplib):
+    """``ops.DUAL_QUANTIZE`` one-op models against the NumPy statement of its math
+    (``pipeline.kernel_ref.dual_quantize``): bit planes identical, s within float rounding of
+    the mean, on every kernel path; the paths' bits identical to each other."""
+    from pipeline import kernel_ref as K
+
+    rng = np.random.default_rng(11)
+    for shape, axes in DQ_CASES:
+        C = shape[-1]
+        th = rng.normal(0, 0.5, (2, C)).astype(np.float32)
+        th[:, : C // 4] = 0.0  # thresholds of zero too (sign(0) = +1)
+        x = _dq_input(rng, shape, th)
+        s_shape = ops.dual_quantize_scale_shape(shape, axes)
+        want = K.dual_quantize(x, th[0], th[1], s_shape)
+        model = M.dual_quantize_model(shape, th, s_shape)
+        got = {k: run_ours(model, [x], k) for k in PATHS}
+        for k, (b1, b2, sc) in got.items():
+            what = f"{shape} axes {axes} path {k}"
+            assert b1.dtype == b2.dtype == np.int32 and sc.dtype == np.float32, what
+            np.testing.assert_array_equal(b1, want[0], err_msg=what)
+            np.testing.assert_array_equal(b2, want[1], err_msg=what)
+            assert sc.shape == want[2].shape, what
+            np.testing.assert_allclose(sc, want[2], rtol=1e-6, atol=0, err_msg=what)
+    # NaN in, no crash: its bits are +1 (as ops.QUANTIZE), its mean NaN
+    th = np.zeros((2, 40), np.float32)
+    x = np.ones((1, 3, 40), np.float32)
+    x[0, 1, 5] = np.nan
+    b1, b2, sc = run_ours(M.dual_quantize_model(x.shape, th, [1, 3, 1]), [x])
+    assert not (M.unpack_bits(b1, 40)[0, 1, 5] or M.unpack_bits(b2, 40)[0, 1, 5])
+    assert np.isnan(sc[0, 1, 0]) and np.isfinite(sc[0, [0, 2], 0]).all()
+
+
+def test_dual_quantize_malformed_fail_in_prepare(oplib):
+    C = 40
+    th = np.zeros((2, C), np.float32)
+    good = dict(x_shape=(1, 8, 1, C), thresholds=th, scale_shape=(1, 8, 1, 1))
+    run_ours(M.dual_quantize_model(**good), [np.zeros((1, 8, 1, C), np.float32)])
+
+    def bad(**kw):
+        expect_prepare_error(M.dual_quantize_model(**{**good, **kw}), ops.DUAL_QUANTIZE)
+
+    bad(thresholds=np.zeros((3, C), np.float32))
+    bad(thresholds=np.zeros((2, C + 1), np.float32))
+    bad(thresholds=np.zeros((2, C), np.int32))
+    bad(thresholds=np.zeros((2 * C,), np.float32))
+    bad(const=False)
+    bad(in_dtype=np.int32)
+    bad(x_shape=(C,), scale_shape=(1,))
+    bad(x_shape=(1, 2, 2, 2, C), scale_shape=(1, 1, 1, 1, 1))
+    bad(scale_shape=(1, 8, 1))             # rank differs
+    bad(scale_shape=(1, 8, 1, 2))          # channels not averaged
+    bad(scale_shape=(2, 8, 1, 1))          # batch reduced / changed
+    bad(scale_shape=(1, 4, 1, 1))          # neither kept nor averaged
+    bad(num_inputs=1)
+    bad(num_outputs=2)
+    bad(out_dtypes=(np.int32, np.float32, np.float32))
+    bad(out_dtypes=(np.int32, np.int32, np.int32))
+    bad(options=ops.bconv2d_options(C))
+
+
 # ------------------------------------------------------------ the committed lce exports
 def _lce_ops(flatbuffer):
     """(op index, custom code, input tensor ids, output tensor id, options bytes) of every
@@ -560,7 +641,7 @@ shapes = [(1, 5, 5, 2), (1, 5, 5, 1), (5, 5, 2), (1, 5, 5, 3), (2, 1, 1, 2), (1,
 dtypes = [np.int32, np.float32, np.int8, np.bool_]
 opts = M.bconv2d_options(40, padding="SAME")
 for i in range({n}):
-    kind = i % 4
+    kind = i % 5
     cout = int(rng.integers(1, 40))
     filt = M.pack_bits(rng.random((cout, 3, 3, 40)) < 0.5)
     vec = rng.normal(size=cout).astype(np.float32)
@@ -592,6 +673,20 @@ for i in range({n}):
                                    zero_point=int(rng.integers(-300, 300)),
                                    in_shape=tuple(int(v) for v in rng.integers(0, 4, rng.integers(1, 4))),
                                    in_dtype=dtypes[rng.integers(4)]))
+    elif kind == 4:        # dual-scale quantize with wrong shapes / dtypes / counts
+        C = int(rng.integers(0, 70))
+        xs = tuple(int(v) for v in rng.integers(0, 5, rng.integers(1, 6))) + (C,)
+        ss = tuple(int(rng.choice([1, d, d + 1])) for d in xs)
+        th = rng.normal(size=tuple(int(v) for v in rng.integers(0, C + 2, rng.integers(1, 3))))
+        run(M.dual_quantize_model(xs, th.astype(dtypes[rng.integers(4)]), ss,
+                                  out_dtypes=[dtypes[rng.integers(4)] for _ in range(3)]
+                                  if rng.random() < 0.3 else None,
+                                  out_shapes=[tuple(int(v) for v in rng.integers(0, 4, len(xs)))
+                                              for _ in range(3)] if rng.random() < 0.3 else None,
+                                  const=rng.random() < 0.8, in_dtype=dtypes[rng.integers(4)]
+                                  if rng.random() < 0.2 else np.float32,
+                                  num_inputs=int(rng.integers(1, 3)),
+                                  num_outputs=int(rng.integers(1, 4))))
     else:                  # the committed lce export, damaged, verified first as the tools do
         src = FV.Source({export!r})
         run(src.variant({seed}, i).data, verify=True)
@@ -654,9 +749,10 @@ def _runner(target, cmd_prefix=()):
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     m = re.search(r"all passed, checksum ([0-9a-f]{16})", proc.stdout)
-    assert m, proc.stdout
+    dual = re.search(r"passed, dual checksum ([0-9a-f]{16})", proc.stdout)
+    assert m and dual, proc.stdout
     print(proc.stdout.strip())
-    return m.group(1)
+    return m.group(1), dual.group(1)  # (pack + bconv2d, ops.DUAL_QUANTIZE incl. its s)
 
 
 def test_core_runner_host_and_sanitizers():

@@ -428,7 +428,7 @@ def _worker(path, seed, n, start):
             continue
         print(f"START {i} {kind}", flush=True)
         try:  # as predictors.TFLiteRunner builds it (LCE models: see the slow test)
-            if lce_census.has_bdfsmn_ops(b):
+            if lce_census.has_own_ops(b):
                 regs = regs or ops.registerers()
                 it = InterpreterWithCustomOps(model_content=b, custom_op_registerers=regs)
             elif lce_census.has_lce_ops(b):

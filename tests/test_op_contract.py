@@ -127,10 +127,20 @@ def _enum(text, name):
 def test_header_agrees_with_ops_py():
     h = _header()
     names = dict(re.findall(r'inline constexpr char (\w+)\[\]\s*=\s*"([^"]*)";', h))
-    for attr in ("BDFSMN", "QUANTIZE", "DEQUANTIZE", "BCONV2D", "BMAXPOOL2D", "LCE_PREFIX"):
+    for attr in ("BDFSMN", "QUANTIZE", "DEQUANTIZE", "BCONV2D", "DUAL_QUANTIZE", "BMAXPOOL2D",
+                 "LCE_PREFIX"):
         assert names.get(attr) == getattr(ops, attr), attr
-    project = re.search(r"PROJECT_OPS\[\]\s*=\s*\{([^}]*)\}", h).group(1)
-    assert tuple(names[n.strip()] for n in project.split(",")) == ops.ALL_OPS
+    for array, want in (("PROJECT_OPS", ops.ALL_OPS), ("LCE_OPS", ops.LCE_OPS),
+                        ("OWN_OPS", ops.OWN_OPS)):
+        listed = re.search(array + r"\[\]\s*=\s*\{([^}]*)\}", h).group(1)
+        assert tuple(names[n.strip()] for n in listed.split(",")) == want, array
+    assert set(ops.LCE_OPS) | set(ops.OWN_OPS) == set(ops.ALL_OPS)
+
+    dq = _namespace(h, "dual_quantize")
+    assert _strings(dq, "kInputNames") == ops.DUAL_QUANTIZE_INPUTS
+    assert _strings(dq, "kOutputNames") == ops.DUAL_QUANTIZE_OUTPUTS
+    assert len(_enum(dq, "Input")) - 1 == len(ops.DualQuantizeInput)
+    assert len(_enum(dq, "Output")) - 1 == len(ops.DualQuantizeOutput)
 
     bd = _namespace(h, "bdfsmn")
     assert _strings(bd, "kInputNames") == ops.BDFSMN_INPUTS
@@ -210,6 +220,11 @@ def test_library_arguments_are_checked_before_loading(tmp_path):
     with pytest.raises(ops.OpLibraryError, match="does not exist"):
         ops.op_library(str(tmp_path / "nope.so"), build=False)
     assert ops.is_lce_op(ops.BCONV2D) and not ops.is_lce_op(ops.BDFSMN)
+    assert not ops.is_lce_op(ops.DUAL_QUANTIZE)
+    assert ops.dual_quantize_scale_shape((1, 16, 16, 16), (1, 2, 3)) == [1, 1, 1, 1]
+    assert ops.dual_quantize_scale_shape((1, 8, 1, 256), (-1,)) == [1, 8, 1, 1]
+    with pytest.raises(ValueError, match="batch"):
+        ops.dual_quantize_scale_shape((2, 8, 4), (0,))
     assert not ops.is_lce_op("CONV_2D")
 
 

@@ -205,7 +205,7 @@ def make_run_dir(path, model, name, depths, labels):
 @pytest.fixture(scope="module")
 def exports(tiny_corpus, tmp_path_factory, teacher_model, student_model):
     """The module's teacher (depth 8) and student (depth 2) as run directories (5 classes),
-    exported --streaming: float and lce."""
+    exported --streaming: float, lce and binary (lce + ``ops.DUAL_QUANTIZE``)."""
     base = tmp_path_factory.mktemp("stream_runs")
     cfg = DataConfig(data_dir=tiny_corpus, wanted_words="yes,no,up")
     labels = index_from_config(cfg).labels
@@ -216,8 +216,8 @@ def exports(tiny_corpus, tmp_path_factory, teacher_model, student_model):
     out = str(base / "out")
     reps = export.run(teacher, out, cfg, flavors=["float"], verify_clips=VERIFY,
                       test_accuracy=False, streaming=True)
-    reps += export.run(student, out, cfg, depths=[2], flavors=["lce"], verify_clips=VERIFY,
-                       test_accuracy=False, streaming=True)
+    reps += export.run(student, out, cfg, depths=[2], flavors=["lce", "binary"],
+                       verify_clips=VERIFY, test_accuracy=False, streaming=True)
     feats = export.clips(InputPipeline(index_from_config(cfg), cfg), "validation", VERIFY)[1]
     return {"out": out, "teacher": teacher, "student": student, "cfg": cfg, "feats": feats,
             "reports": {r["name"]: r for r in reps}}
@@ -225,7 +225,8 @@ def exports(tiny_corpus, tmp_path_factory, teacher_model, student_model):
 
 def test_streaming_exports_are_verified_and_described(exports):
     reps = exports["reports"]
-    assert set(reps) == {"dfsmn_stream_float_d8_streaming", "bifsmnv2_stream_lce_d2_streaming"}
+    assert set(reps) == {"dfsmn_stream_float_d8_streaming", "bifsmnv2_stream_lce_d2_streaming",
+                         "bifsmnv2_stream_binary_d2_streaming"}
     for name, r in reps.items():
         v = r["verification"]
         print(name, v["top1_agreement"], v["max_abs_logit_diff"], r["op_census"])
@@ -244,6 +245,12 @@ def test_streaming_exports_are_verified_and_described(exports):
     assert census[ops.BCONV2D] == 2 * (2 + 2 * 2)
     assert reps["bifsmnv2_stream_lce_d2_streaming"]["binary_convs_lowered"]
     assert ops.BDFSMN not in census and "DEPTHWISE_CONV_2D" in census
+    # binary: every dual-scale binarization (conv2, linear; per layer the memory block's,
+    # pw1's and pw2's inputs) one op, none of the converter's ABS / MEAN left
+    fused = reps["bifsmnv2_stream_binary_d2_streaming"]["op_census"]
+    assert fused[ops.DUAL_QUANTIZE] == 2 + 3 * 2 and fused[ops.BCONV2D] == census[ops.BCONV2D]
+    assert "ABS" not in fused and "MEAN" not in fused
+    assert reps["bifsmnv2_stream_binary_d2_streaming"]["binary_convs_lowered"]
     index = export.load_index(exports["out"])["exports"]
     assert all(e["streaming"] for e in index.values())
 
@@ -310,6 +317,23 @@ def test_binary_tflite_hop_by_hop_equals_keras_except_ties(exports, student_mode
         carried = runner.step(x[1, 4 * h:4 * h + 4])
     assert np.abs(carried - got[1]).max() > 1e-4
     np.testing.assert_allclose(pred.predict(x[1:2])[0], got[1], rtol=0, atol=1e-6)
+
+
+def test_binary_stream_equals_lce_stream_except_ties(exports, student_model):
+    """The fused streaming export (``ops.DUAL_QUANTIZE`` on the project's registerer) hop by
+    hop against the lce export on LCE's interpreter: top-1 identical and logits to 1e-5 on
+    every tie-free clip."""
+    x = exports["feats"]
+    lce = predictors.load_predictor(os.path.join(exports["out"],
+                                                 "bifsmnv2_stream_lce_d2_streaming.tflite"))
+    path = os.path.join(exports["out"], "bifsmnv2_stream_binary_d2_streaming.tflite")
+    pred = predictors.load_predictor(path)
+    assert pred.runtime == "tf+custom_ops"
+    got, ref = pred.predict(x), lce.predict(x)
+    _, margin = ties.keras_with_margins(student_model, x)
+    _, clean = ties.assert_close_except_ties(got, ref, margin, tol=1e-5, label="binary stream")
+    assert clean.sum() >= len(x) // 2 and np.array_equal(got[clean].argmax(-1),
+                                                         ref[clean].argmax(-1))
 
 
 def test_stream_tool_runs_the_streaming_tflite(exports, tmp_path):
@@ -437,6 +461,22 @@ def test_firmware_lce_streaming_equals_lce_interpreter_except_ties(exports, stud
 
 
 @needs_fw
+def test_firmware_binary_streaming_equals_tflite_except_ties(exports, student_model):
+    """The fused streaming export hop by hop in the host firmware (TFLite Micro with the
+    project's ops) against TensorFlow's interpreter with the project's registerer."""
+    from firmware_sim import firmware_runner as fw
+    path = os.path.join(exports["out"], "bifsmnv2_stream_binary_d2_streaming.tflite")
+    x = exports["feats"]
+    ref = predictors.load_predictor(path).predict(x)
+    got = fw.predictor(path, target="host").predict(x)
+    _, margin = ties.keras_with_margins(student_model, x)
+    _, clean = ties.assert_close_except_ties(got, ref, margin, tol=1e-5,
+                                             label="binary stream firmware")
+    assert clean.sum() >= len(x) // 2
+    assert np.array_equal(got[clean].argmax(-1), ref[clean].argmax(-1))
+
+
+@needs_fw
 @pytest.mark.parametrize("target", ["host", "asan"])
 def test_firmware_refuses_unsupported_streaming_models(exports, tmp_path, target):
     """An op the firmware lacks: every missing op named (exit 1, JSON error), never a crash,
@@ -547,6 +587,11 @@ def test_streaming_cost_measured_on_aarch64(exports, tmp_path):
     assert set(summ["streaming_hop_insns"]) == {"dfsmn_stream_float_d8_streaming",
                                                 "bifsmnv2_stream_lce_d2_streaming"}
     assert summ["model_instruction_ratio"] == {}   # no windowed teacher among them
+    # a streaming binary export (--flavor binary --streaming) is not the windowed artifact:
+    # the whole-model ratio never takes it
+    fake = [dict(res[0], streaming=None, name="t", flavor="float", depth=8),
+            dict(res[1], flavor="binary")]
+    assert model_cost.summary(fake, "generic")["model_instruction_ratio"] == {}
     cost_json = str(tmp_path / "cost.json")
     with open(cost_json, "w") as f:
         f.write("tables\n" + json.dumps(summ) + "\n")

@@ -18,10 +18,12 @@
 //                                                                       padding, pad_values,
 //                                                                       channels_in,
 //                                                                       fused_activation_function
+//   LceDualQuantize    x, thresholds  -> outputs b1, b2, scale          (none)
 //
 // LceQuantize / LceDequantize / LceBconv2d (and LceBMaxPool2d, known to the model verifier
 // only) are Larq Compute Engine 0.16's ops as its converter emits them; LceBDfsmn is the
-// project's binary DFSMN layer (lce_kernels/README.md "Op interface").
+// project's binary DFSMN layer (lce_kernels/README.md "Op interface"); LceDualQuantize is the
+// project's dual-scale binarization (lce_kernels/ops.py has its math), OWN_OPS the two.
 #ifndef LCE_KERNELS_CORE_OP_CONTRACT_H_
 #define LCE_KERNELS_CORE_OP_CONTRACT_H_
 
@@ -39,6 +41,7 @@ inline constexpr char BDFSMN[] = "LceBDfsmn";
 inline constexpr char QUANTIZE[] = "LceQuantize";
 inline constexpr char DEQUANTIZE[] = "LceDequantize";
 inline constexpr char BCONV2D[] = "LceBconv2d";
+inline constexpr char DUAL_QUANTIZE[] = "LceDualQuantize";
 // LCE's binary max pool: not implemented by the project, only checked by the model verifier.
 inline constexpr char BMAXPOOL2D[] = "LceBMaxPool2d";
 // Every LCE op's custom code starts with this (the verifier treats them as LCE's).
@@ -46,9 +49,12 @@ inline constexpr char LCE_PREFIX[] = "Lce";
 
 // The ops the project's registerer provides (tflite/lce_ops_register.h), in registration
 // order (ops.py: ALL_OPS), and the LCE-compatible ones among them (ops.py: LCE_OPS).
-inline constexpr const char* PROJECT_OPS[] = {QUANTIZE, DEQUANTIZE, BCONV2D, BDFSMN};
+inline constexpr const char* PROJECT_OPS[] = {QUANTIZE, DEQUANTIZE, BCONV2D, BDFSMN,
+                                               DUAL_QUANTIZE};
 inline constexpr std::size_t kNumProjectOps = sizeof(PROJECT_OPS) / sizeof(PROJECT_OPS[0]);
 inline constexpr const char* LCE_OPS[] = {QUANTIZE, DEQUANTIZE, BCONV2D};
+// The project's own ops (no LCE runtime has them; ops.py: OWN_OPS).
+inline constexpr const char* OWN_OPS[] = {BDFSMN, DUAL_QUANTIZE};
 
 // ------------------------------------------------------------------------- bit packing
 // LCE's bit-packed int32 layout: channel c is bit c % 32 of word c / 32 (LSB first); bit 1
@@ -147,6 +153,21 @@ inline constexpr int kPaddingSame = 0, kPaddingValid = 1;
 inline constexpr int kActNone = 0, kActRelu = 1, kActReluN1To1 = 2, kActRelu6 = 3;
 
 }  // namespace bconv2d
+
+// ---------------------------------------------------------------------- LceDualQuantize
+// The dual-scale binarization of an activation (models/dual_scale.py), one op:
+//   b1 = pack(x - t0 < 0); v1 = b1 ? -1 : +1; r = (x - v1) - t1 (float32, in this order);
+//   b2 = pack(r < 0); s = mean |r| over the axes where s's dim is 1.
+//   kX          f32 [B, ..., C] (rank 2..4)
+//   kThresholds f32 [kThreshRows, C] constant (rows bdfsmn::ThreshRow: t0, t1)
+//   kB1, kB2    i32 [B, ..., PackedWords(C)]
+//   kScale      f32, x's rank: last dim 1, first dim B, every other dim x's or 1
+namespace dual_quantize {
+enum Input : int { kX = 0, kThresholds, kNumInputs };
+enum Output : int { kB1 = 0, kB2, kScale, kNumOutputs };
+inline constexpr const char* kInputNames[kNumInputs] = {"x", "thresholds"};
+inline constexpr const char* kOutputNames[kNumOutputs] = {"b1", "b2", "scale"};
+}  // namespace dual_quantize
 
 // ---------------------------------------------------------- LceBMaxPool2d (verifier only)
 namespace bmaxpool2d {

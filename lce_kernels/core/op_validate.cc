@@ -22,8 +22,10 @@ namespace bd = ::compute_engine::core::bdfsmn;
 
 static_assert(kMaxInputs >= ops::bdfsmn::kNumInputs && kMaxInputs >= ops::bconv2d::kNumInputs &&
                   kMaxInputs >= ops::quantize::kNumInputs &&
-                  kMaxInputs >= ops::dequantize::kNumInputs,
+                  kMaxInputs >= ops::dequantize::kNumInputs &&
+                  kMaxInputs >= ops::dual_quantize::kNumInputs,
               "Node holds every input of every op");
+static_assert(kMaxOutputs >= ops::dual_quantize::kNumOutputs, "Node holds every output");
 
 // *error = printf(fmt, ...) (cut at 1 KiB); returns false.
 __attribute__((format(printf, 2, 3))) bool Fail(std::string* error, const char* fmt, ...) {
@@ -499,6 +501,109 @@ bool ValidateBconv2d(const Bconv2dOptions& o, const Node& node, OutputShape shap
   }
   plan->batch = id[0];
   for (int i = 0; i < 4; ++i) plan->out_dims[i] = dims[i];
+  return true;
+}
+
+// ---------------------------------------------------------------------- ops::DUAL_QUANTIZE
+bool ValidateDualQuantize(const Node& node, OutputShape shape, DualQuantizePlan* plan,
+                          std::string* error) {
+  namespace c = ops::dual_quantize;
+  namespace dq = ::compute_engine::core::dual_quantize;
+  if (node.num_inputs != c::kNumInputs) {
+    return Fail(error, "expected %d inputs, got %d", static_cast<int>(c::kNumInputs),
+                node.num_inputs);
+  }
+  if (node.num_outputs != c::kNumOutputs) {
+    return Fail(error, "expected %d outputs, got %d", static_cast<int>(c::kNumOutputs),
+                node.num_outputs);
+  }
+  const Tensor& x = node.inputs[c::kX];
+  const char* xn = c::kInputNames[c::kX];
+  if (!x.present) return Fail(error, "input %s missing", xn);
+  if (x.type != DType::kFloat32) {
+    return Fail(error, "%s must be float32, is %s", xn, DTypeName(x.type));
+  }
+  if (x.dims == nullptr || x.rank < 2 || x.rank > dq::kMaxRank) {
+    return Fail(error, "%s must have rank 2, 3 or 4, has %d", xn,
+                x.dims == nullptr ? -1 : x.rank);
+  }
+  const int rank = x.rank;
+  for (int i = 0; i < rank; ++i) {
+    if (x.dims[i] < 1) {
+      return Fail(error, "%s has shape %s (every dimension must be >= 1)", xn,
+                  ShapeString(x.dims, rank).c_str());
+    }
+  }
+  std::size_t elements = 0;
+  if (!NumElements(x, &elements)) {
+    return Fail(error, "%s shape %s too large", xn, ShapeString(x.dims, rank).c_str());
+  }
+  if (!HasBytes(x, elements, 4u)) {
+    return Fail(error, "%s has %zu bytes, its shape needs %zu", xn, x.bytes, elements * 4u);
+  }
+  if (x.is_const) return Fail(error, "%s must not be a constant tensor", xn);
+  const int C = x.dims[rank - 1];
+  if (!CheckParam(node.inputs[c::kThresholds], c::kInputNames[c::kThresholds],
+                  DType::kFloat32, ops::bdfsmn::kThreshRows, C, error)) {
+    return false;
+  }
+
+  DualQuantizePlan p;
+  p.rank = rank;
+  p.geometry.rank = rank;
+  for (int i = 0; i < rank; ++i) {
+    p.geometry.dims[i] = x.dims[i];
+    p.bits_dims[i] = x.dims[i];
+  }
+  p.bits_dims[rank - 1] = static_cast<int>(ops::PackedWords(C));
+  const std::size_t positions = elements / static_cast<std::size_t>(C);
+  const std::size_t bits_elems = positions * static_cast<std::size_t>(p.bits_dims[rank - 1]);
+  for (int o = c::kB1; o <= c::kB2; ++o) {
+    const Tensor& b = node.outputs[o];
+    const char* bn = c::kOutputNames[o];
+    if (!b.present) return Fail(error, "output %s missing", bn);
+    if (b.type != DType::kInt32) {
+      return Fail(error, "%s must be int32 (bit-packed), is %s", bn, DTypeName(b.type));
+    }
+    if (shape == OutputShape::kFixed) {
+      if (!SameDims(b, p.bits_dims, rank)) {
+        return Fail(error, "%s has shape %s, expected %s", bn,
+                    ShapeString(b.dims, b.rank).c_str(),
+                    ShapeString(p.bits_dims, rank).c_str());
+      }
+      if (!HasBytes(b, bits_elems, 4u)) {
+        return Fail(error, "%s has %zu bytes, its shape needs %zu", bn, b.bytes,
+                    bits_elems * 4u);
+      }
+    }
+  }
+  const Tensor& s = node.outputs[c::kScale];
+  const char* sn = c::kOutputNames[c::kScale];
+  if (!s.present) return Fail(error, "output %s missing", sn);
+  if (s.type != DType::kFloat32) {
+    return Fail(error, "%s must be float32, is %s", sn, DTypeName(s.type));
+  }
+  // The shape rule: x's rank, last dim 1, first dim x's, every other x's or 1.
+  bool rule = s.dims != nullptr && s.rank == rank && s.dims[rank - 1] == 1 &&
+              s.dims[0] == x.dims[0];
+  for (int i = 1; rule && i + 1 < rank; ++i) rule = s.dims[i] == x.dims[i] || s.dims[i] == 1;
+  if (!rule) {
+    return Fail(error,
+                "%s has shape %s; for %s %s it must have rank %d, last dim 1, first dim %d "
+                "and every other dim %s's or 1",
+                sn, ShapeString(s.dims, s.rank).c_str(), xn, ShapeString(x.dims, rank).c_str(),
+                rank, x.dims[0], xn);
+  }
+  for (int i = 0; i < rank; ++i) {
+    p.geometry.reduced[i] = i == rank - 1 || (i > 0 && s.dims[i] == 1);
+    p.scale_dims[i] = s.dims[i];
+  }
+  const std::size_t scales = dq::ScaleElements(p.geometry);
+  if (!HasBytes(s, scales, 4u) && (shape == OutputShape::kFixed || s.bytes != 0)) {
+    return Fail(error, "%s has %zu bytes, its shape needs %zu", sn, s.bytes, scales * 4u);
+  }
+  p.thresholds = static_cast<const float*>(node.inputs[c::kThresholds].data);
+  *plan = p;
   return true;
 }
 

@@ -1,4 +1,5 @@
-// The Prepare checks of every op of the project (ops::BDFSMN, QUANTIZE, DEQUANTIZE, BCONV2D),
+// The Prepare checks of every op of the project (ops::BDFSMN, QUANTIZE, DEQUANTIZE, BCONV2D,
+// DUAL_QUANTIZE),
 // written once for both runtimes: the TFLite glue (tflite/bdfsmn_op.cc, tflite/lce_ops.cc)
 // and the TensorFlow Lite Micro glue (tflm/bdfsmn_tflm.cc, tflm/lce_ops_tflm.cc) describe the
 // node as plain structs (tensor counts; per tensor presence, element type, shape, byte size,
@@ -23,6 +24,7 @@
 
 #include "bconv2d.h"
 #include "bdfsmn.h"
+#include "dual_quantize.h"
 #include "op_options.h"
 
 namespace compute_engine {
@@ -48,12 +50,14 @@ struct Tensor {
 };
 
 // The node: its input / output counts (-1: no list) and tensors.
-constexpr int kMaxInputs = 9;  // the most inputs of any op (ops::bdfsmn::kNumInputs)
+constexpr int kMaxInputs = 9;   // the most inputs of any op (ops::bdfsmn::kNumInputs)
+constexpr int kMaxOutputs = 3;  // the most outputs of any op (ops::dual_quantize::kNumOutputs)
 struct Node {
   int num_inputs = -1;
   int num_outputs = -1;
-  Tensor inputs[kMaxInputs];  // the first min(num_inputs, kMaxInputs)
-  Tensor output;              // output 0
+  Tensor inputs[kMaxInputs];    // the first min(num_inputs, kMaxInputs)
+  Tensor outputs[kMaxOutputs];  // the first min(num_outputs, kMaxOutputs)
+  Tensor output;                // output 0 (= outputs[0]; the one-output ops read this)
 };
 
 enum class OutputShape {
@@ -97,6 +101,22 @@ struct Bconv2dPlan {
 // then builds *conv (bconv2d::BConv2D::Init). False with *error otherwise.
 bool ValidateBconv2d(const Bconv2dOptions& options, const Node& node, OutputShape shape,
                      bconv2d::BConv2D* conv, Bconv2dPlan* plan, std::string* error);
+
+// ---------------------------------------------------------------------- ops::DUAL_QUANTIZE
+// (no options: the glue accepts absent or empty custom options, refuses any other)
+struct DualQuantizePlan {
+  dual_quantize::Geometry geometry;   // x's shape, the axes s averages over
+  int rank = 0;
+  int bits_dims[4] = {0, 0, 0, 0};    // b1's and b2's shape: x's, last dim PackedWords(C)
+  int scale_dims[4] = {0, 0, 0, 0};   // s's shape (the model's)
+  const float* thresholds = nullptr;  // [2, C]: t0 = thresholds, t1 = thresholds + C
+};
+// Checks counts, x (float32, rank 2..4, not constant), the constant thresholds [2, C], b1 /
+// b2 (int32; kFixed: shape and bytes) and s (float32, the shape rule of op_contract.h, in
+// both runtimes: its shape says which axes are averaged; kFixed: bytes). False with *error
+// otherwise. kResize: the glue resizes b1 / b2 to bits_dims (s keeps its shape).
+bool ValidateDualQuantize(const Node& node, OutputShape shape, DualQuantizePlan* plan,
+                          std::string* error);
 
 }  // namespace op_validate
 }  // namespace core

@@ -8,9 +8,17 @@
 //     0 / 1, fused activations, float and bit-packed outputs, with garbage in every pad bit
 //     of the inputs and filters: every kernel path against a naive reference computed from
 //     the op's definition on +-1 integers (bconv2d.h), exactly (bit-identical floats);
-//   * invalid specs are refused by Init with a message.
+//   * invalid specs are refused by Init with a message;
+//   * the dual-scale binarization (ops::DUAL_QUANTIZE, core/dual_quantize.h) over random
+//     ranks, channel counts and s layouts, with values at the thresholds, +-0, NaN, +-inf,
+//     huge and denormal: the portable path against a scalar re-statement of the math (bit by
+//     bit packing, s accumulated in double), every other path against the portable one
+//     (identical bits, s within 1e-6 relative); its shared Prepare checks
+//     (core/op_validate.h: ValidateDualQuantize) refuse every malformed node with a message.
 // Prints one line with the number of cases and an FNV-1a checksum of every output; equal
-// checksums on x86-64 and aarch64 mean the builds are bit-identical.
+// checksums on x86-64 and aarch64 mean the builds are bit-identical. The dual-scale cases
+// print their own line and checksum before it (the first line's checksum covers the
+// packing and convolution cases only).
 //
 // Usage: lce_ops_test [--cases N] [--seed S] [--verbose]    exit 0 = all passed
 //        lce_ops_test --bench   times the kernels of the project's lce exports per path
@@ -33,13 +41,17 @@
 
 #include "../core/bconv2d.h"
 #include "../core/bitpack.h"
+#include "../core/dual_quantize.h"
 #include "../core/op_contract.h"
+#include "../core/op_validate.h"
 
 namespace {
 
 using compute_engine::core::KernelPath;
 namespace bp = compute_engine::core::bitpack;
 namespace bc = compute_engine::core::bconv2d;
+namespace dq = compute_engine::core::dual_quantize;
+namespace ov = compute_engine::core::op_validate;
 
 struct Rng {
   std::uint64_t s;
@@ -377,6 +389,283 @@ void InvalidSpecs() {
   }
 }
 
+// ------------------------------------------------------------ dual-scale binarization
+// The op's math restated per element (op_contract.h): float subtractions one statement at a
+// time, the bits collected one by one, s accumulated in double per s element (its index
+// computed from the full multi-index), then rounded to float.
+void DualReference(const std::vector<float>& x, const std::vector<int>& xd,
+                   const std::vector<int>& sd, const std::vector<float>& t0,
+                   const std::vector<float>& t1, std::vector<std::int32_t>* b1,
+                   std::vector<std::int32_t>* b2, std::vector<float>* s) {
+  const int rank = static_cast<int>(xd.size()), C = xd[rank - 1];
+  const int words = (C + 31) / 32;
+  std::size_t positions = 1, scales = 1;
+  for (int i = 0; i + 1 < rank; ++i) positions *= static_cast<std::size_t>(xd[i]);
+  for (int i = 0; i < rank; ++i) scales *= static_cast<std::size_t>(sd[i]);
+  b1->assign(positions * words, 0);
+  b2->assign(positions * words, 0);
+  std::vector<double> sum(scales, 0.0);
+  std::vector<double> cnt(scales, 0.0);
+  for (std::size_t p = 0; p < positions; ++p) {
+    // multi-index of p over x's leading axes -> s's flat index
+    std::size_t rest = p, si = 0, sstride = 1;
+    std::vector<int> idx(static_cast<std::size_t>(rank - 1));
+    for (int i = rank - 2; i >= 0; --i) {
+      idx[static_cast<std::size_t>(i)] = static_cast<int>(rest % static_cast<std::size_t>(xd[i]));
+      rest /= static_cast<std::size_t>(xd[i]);
+    }
+    for (int i = rank - 2; i >= 0; --i) {
+      const int k = sd[i] == 1 ? 0 : idx[static_cast<std::size_t>(i)];
+      si += static_cast<std::size_t>(k) * sstride;
+      sstride *= static_cast<std::size_t>(sd[i]);
+    }
+    for (int c = 0; c < C; ++c) {
+      const float xv = x[p * C + c];
+      float d = xv;
+      d -= t0[c];
+      const bool bit1 = d < 0.0f;
+      float r = xv;
+      r -= bit1 ? -1.0f : 1.0f;
+      r -= t1[c];
+      const bool bit2 = r < 0.0f;
+      const std::uint32_t mask = 1u << (c % 32);
+      std::uint32_t* w1 = reinterpret_cast<std::uint32_t*>(&(*b1)[p * words + c / 32]);
+      std::uint32_t* w2 = reinterpret_cast<std::uint32_t*>(&(*b2)[p * words + c / 32]);
+      if (bit1) *w1 |= mask;
+      if (bit2) *w2 |= mask;
+      sum[si] += std::fabs(static_cast<double>(r));
+      cnt[si] += 1.0;
+    }
+  }
+  s->resize(scales);
+  for (std::size_t i = 0; i < scales; ++i) (*s)[i] = static_cast<float>(sum[i] / cnt[i]);
+}
+
+// |got - want| within rel * |want| (NaN and inf must match exactly).
+bool Close(float got, float want, double rel) {
+  if (std::isnan(want)) return std::isnan(got);
+  if (std::isinf(want)) return got == want;
+  return std::fabs(static_cast<double>(got) - static_cast<double>(want)) <=
+         rel * std::fabs(static_cast<double>(want)) + 1e-37;
+}
+
+void DualCase(Rng& rng, int id, Fnv* fnv) {
+  const int channels[] = {1, 5, 16, 31, 32, 33, 64, 100, 256};
+  const int C = channels[rng.Int(0, 8)];
+  const int rank = rng.Int(2, 4);
+  const int layout = rng.Int(0, 2);  // 0 per sample, 1 per position, 2 mixed
+  dq::Geometry g;
+  g.rank = rank;
+  std::vector<int> xd(static_cast<std::size_t>(rank)), sd(static_cast<std::size_t>(rank));
+  for (int i = 0; i < rank; ++i) {
+    xd[i] = i == rank - 1 ? C : rng.Int(1, i == 0 ? 3 : 5);
+    g.dims[i] = xd[i];
+    const bool red = i == rank - 1 || (i > 0 && (layout == 0 || (layout == 2 && rng.Int(0, 1))));
+    g.reduced[i] = red;
+    sd[i] = red ? 1 : xd[i];
+  }
+  std::vector<int> sd_core(static_cast<std::size_t>(rank));
+  dq::ScaleDims(g, sd_core.data());
+  if (sd_core != sd) Fail("ScaleDims case " + std::to_string(id));
+  const std::size_t positions = dq::Positions(g);
+  std::vector<float> t0(static_cast<std::size_t>(C)), t1(static_cast<std::size_t>(C));
+  for (int c = 0; c < C; ++c) {
+    t0[c] = rng.Int(0, 7) == 0 ? (rng.Int(0, 1) ? 0.0f : -0.0f) : rng.Float(-1.0f, 1.0f);
+    t1[c] = rng.Int(0, 7) == 0 ? (rng.Int(0, 1) ? 0.0f : -0.0f) : rng.Float(-1.0f, 1.0f);
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  const bool finite_only = rng.Int(0, 3) != 0;  // most cases: s finite, compared closely
+  std::vector<float> x(positions * static_cast<std::size_t>(C));
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const int c = static_cast<int>(i % static_cast<std::size_t>(C));
+    float v = rng.Float(-3.0f, 3.0f);
+    switch (rng.Int(0, 15)) {
+      case 0: v = t0[c]; break;             // d == 0 exactly: bit 0
+      case 1: v = t1[c] + 1.0f; break;      // r at (or next to) 0
+      case 2: v = t1[c] - 1.0f; break;
+      case 3: v = rng.Int(0, 1) ? 0.0f : -0.0f; break;
+      case 4: v = rng.Int(0, 1) ? 1e30f : -1e30f; break;      // huge
+      case 5: v = rng.Int(0, 1) ? 1e-40f : -1e-40f; break;    // denormal
+      case 6:
+        if (!finite_only) {
+          const float sp[] = {std::numeric_limits<float>::quiet_NaN(), inf, -inf};
+          v = sp[rng.Int(0, 2)];
+        }
+        break;
+      default: break;
+    }
+    x[i] = v;
+  }
+  std::vector<std::int32_t> w1, w2;
+  std::vector<float> ws;
+  DualReference(x, xd, sd, t0, t1, &w1, &w2, &ws);
+  if (ws.size() != dq::ScaleElements(g)) Fail("ScaleElements case " + std::to_string(id));
+  const double rel = static_cast<double>(dq::ScaleCount(g) + 32) * 1.2e-7;
+  std::vector<float> portable_s;
+  for (KernelPath p : Paths()) {
+    const std::string where = "dual case " + std::to_string(id) + " path " +
+                              compute_engine::core::KernelPathName(p) + " C " +
+                              std::to_string(C) + " rank " + std::to_string(rank);
+    std::vector<std::int32_t> g1(w1.size(), 0x5A5A5A5A), g2(w2.size(), 0x5A5A5A5A);
+    std::vector<float> gs(ws.size(), 123.0f);
+    dq::DualQuantize(x.data(), g, t0.data(), t1.data(), g1.data(), g2.data(), gs.data(), p);
+    if (g1 != w1) Fail(where + ": b1 differs");
+    if (g2 != w2) Fail(where + ": b2 differs");
+    for (std::size_t i = 0; i < ws.size(); ++i) {
+      if (!Close(gs[i], ws[i], rel)) {
+        Fail(where + ": s[" + std::to_string(i) + "] " + std::to_string(gs[i]) + " vs " +
+             std::to_string(ws[i]));
+        break;
+      }
+    }
+    if (p == KernelPath::kPortable) {
+      portable_s = gs;
+    } else {
+      for (std::size_t i = 0; i < ws.size(); ++i) {
+        if (!Close(gs[i], portable_s[i], 1e-6)) {
+          Fail(where + ": s differs from the portable path");
+          break;
+        }
+      }
+    }
+  }
+  fnv->Add(w1.data(), w1.size() * 4);
+  fnv->Add(w2.data(), w2.size() * 4);
+  fnv->Add(portable_s.data(), portable_s.size() * 4);
+}
+
+// The shared Prepare checks of ops::DUAL_QUANTIZE: a valid node passes in both runtimes'
+// modes; every malformed variant is refused with a message (and never crashes).
+void DualValidate() {
+  namespace c = compute_engine::ops::dual_quantize;
+  struct Fixture {
+    int xd[4] = {2, 3, 4, 40}, td[2] = {2, 40}, bd[4] = {2, 3, 4, 2}, sd[4] = {2, 1, 4, 1};
+    std::vector<float> xv = std::vector<float>(2 * 3 * 4 * 40, 0.5f);
+    std::vector<float> tv = std::vector<float>(80, 0.25f);
+    std::vector<std::int32_t> b1 = std::vector<std::int32_t>(2 * 3 * 4 * 2),
+                              b2 = std::vector<std::int32_t>(2 * 3 * 4 * 2);
+    std::vector<float> sv = std::vector<float>(8);
+    ov::Node n;
+    Fixture() {
+      n.num_inputs = c::kNumInputs;
+      n.num_outputs = c::kNumOutputs;
+      auto set = [](ov::Tensor* t, ov::DType type, const int* d, int r, std::size_t bytes,
+                    const void* data, bool cst) {
+        t->present = true;
+        t->type = type;
+        t->dims = d;
+        t->rank = r;
+        t->bytes = bytes;
+        t->data = data;
+        t->is_const = cst;
+      };
+      set(&n.inputs[c::kX], ov::DType::kFloat32, xd, 4, xv.size() * 4, xv.data(), false);
+      set(&n.inputs[c::kThresholds], ov::DType::kFloat32, td, 2, tv.size() * 4, tv.data(), true);
+      set(&n.outputs[c::kB1], ov::DType::kInt32, bd, 4, b1.size() * 4, b1.data(), false);
+      set(&n.outputs[c::kB2], ov::DType::kInt32, bd, 4, b2.size() * 4, b2.data(), false);
+      set(&n.outputs[c::kScale], ov::DType::kFloat32, sd, 4, sv.size() * 4, sv.data(), false);
+      n.output = n.outputs[0];
+    }
+  };
+  const ov::OutputShape modes[] = {ov::OutputShape::kResize, ov::OutputShape::kFixed};
+  for (ov::OutputShape mode : modes) {
+    Fixture f;
+    ov::DualQuantizePlan plan;
+    std::string err;
+    if (!ov::ValidateDualQuantize(f.n, mode, &plan, &err)) {
+      Fail("valid dual-quantize node refused: " + err);
+    } else {
+      const bool want[4] = {false, true, false, true};
+      for (int i = 0; i < 4; ++i) {
+        if (plan.geometry.reduced[i] != want[i] || plan.bits_dims[i] != f.bd[i] ||
+            plan.scale_dims[i] != f.sd[i]) {
+          Fail("dual-quantize plan wrong");
+        }
+      }
+      if (plan.thresholds != f.tv.data()) Fail("dual-quantize plan thresholds");
+    }
+  }
+  static const int kRank1[1] = {40}, kRank5[5] = {2, 3, 4, 1, 40}, kZero[4] = {2, 0, 4, 40},
+                   kNeg[4] = {2, -3, 4, 40}, kT1[1] = {80}, kT3[2] = {3, 40}, kT39[2] = {2, 39},
+                   kS3[3] = {2, 1, 1}, kSLast[4] = {2, 1, 4, 40}, kSFirst[4] = {1, 1, 4, 1},
+                   kSMid[4] = {2, 2, 4, 1}, kBBad[4] = {2, 3, 4, 1};
+  struct Bad {
+    const char* what;
+    void (*edit)(ov::Node*);
+    bool fixed_only;
+  };
+  const Bad bad[] = {
+      {"1 input", [](ov::Node* n) { n->num_inputs = 1; }, false},
+      {"3 inputs", [](ov::Node* n) { n->num_inputs = 3; }, false},
+      {"no input list", [](ov::Node* n) { n->num_inputs = -1; }, false},
+      {"1 output", [](ov::Node* n) { n->num_outputs = 1; }, false},
+      {"2 outputs", [](ov::Node* n) { n->num_outputs = 2; }, false},
+      {"4 outputs", [](ov::Node* n) { n->num_outputs = 4; }, false},
+      {"x absent", [](ov::Node* n) { n->inputs[c::kX].present = false; }, false},
+      {"x int32", [](ov::Node* n) { n->inputs[c::kX].type = ov::DType::kInt32; }, false},
+      {"x int8", [](ov::Node* n) { n->inputs[c::kX].type = ov::DType::kInt8; }, false},
+      {"x no shape", [](ov::Node* n) { n->inputs[c::kX].dims = nullptr; }, false},
+      {"x rank 1", [](ov::Node* n) { n->inputs[c::kX].dims = kRank1; n->inputs[c::kX].rank = 1; },
+       false},
+      {"x rank 5", [](ov::Node* n) { n->inputs[c::kX].dims = kRank5; n->inputs[c::kX].rank = 5; },
+       false},
+      {"x dim 0", [](ov::Node* n) { n->inputs[c::kX].dims = kZero; }, false},
+      {"x dim -3", [](ov::Node* n) { n->inputs[c::kX].dims = kNeg; }, false},
+      {"x truncated", [](ov::Node* n) { n->inputs[c::kX].bytes -= 4; }, false},
+      {"x constant", [](ov::Node* n) { n->inputs[c::kX].is_const = true; }, false},
+      {"thresholds absent", [](ov::Node* n) { n->inputs[c::kThresholds].present = false; },
+       false},
+      {"thresholds int32",
+       [](ov::Node* n) { n->inputs[c::kThresholds].type = ov::DType::kInt32; }, false},
+      {"thresholds rank 1",
+       [](ov::Node* n) { n->inputs[c::kThresholds].dims = kT1; n->inputs[c::kThresholds].rank = 1; },
+       false},
+      {"thresholds [3, C]", [](ov::Node* n) { n->inputs[c::kThresholds].dims = kT3; }, false},
+      {"thresholds [2, C-1]", [](ov::Node* n) { n->inputs[c::kThresholds].dims = kT39; }, false},
+      {"thresholds truncated", [](ov::Node* n) { n->inputs[c::kThresholds].bytes -= 1; }, false},
+      {"thresholds no data", [](ov::Node* n) { n->inputs[c::kThresholds].data = nullptr; },
+       false},
+      {"thresholds not constant",
+       [](ov::Node* n) { n->inputs[c::kThresholds].is_const = false; }, false},
+      {"b1 absent", [](ov::Node* n) { n->outputs[c::kB1].present = false; }, false},
+      {"b1 float32", [](ov::Node* n) { n->outputs[c::kB1].type = ov::DType::kFloat32; }, false},
+      {"b2 int8", [](ov::Node* n) { n->outputs[c::kB2].type = ov::DType::kInt8; }, false},
+      {"s absent", [](ov::Node* n) { n->outputs[c::kScale].present = false; }, false},
+      {"s int32", [](ov::Node* n) { n->outputs[c::kScale].type = ov::DType::kInt32; }, false},
+      {"s no shape", [](ov::Node* n) { n->outputs[c::kScale].dims = nullptr; }, false},
+      {"s rank 3",
+       [](ov::Node* n) { n->outputs[c::kScale].dims = kS3; n->outputs[c::kScale].rank = 3; },
+       false},
+      {"s last dim C", [](ov::Node* n) { n->outputs[c::kScale].dims = kSLast; }, false},
+      {"s batch reduced", [](ov::Node* n) { n->outputs[c::kScale].dims = kSFirst; }, false},
+      {"s dim neither x's nor 1", [](ov::Node* n) { n->outputs[c::kScale].dims = kSMid; },
+       false},
+      {"s truncated", [](ov::Node* n) { n->outputs[c::kScale].bytes -= 4; }, false},
+      {"b1 shape", [](ov::Node* n) { n->outputs[c::kB1].dims = kBBad; }, true},
+      {"b2 truncated", [](ov::Node* n) { n->outputs[c::kB2].bytes -= 4; }, true},
+  };
+  int refused = 0;
+  for (const Bad& b : bad) {
+    for (ov::OutputShape mode : modes) {
+      Fixture f;
+      b.edit(&f.n);
+      f.n.output = f.n.outputs[0];
+      ov::DualQuantizePlan plan;
+      std::string err;
+      const bool ok = ov::ValidateDualQuantize(f.n, mode, &plan, &err);
+      const bool expect_refused = !b.fixed_only || mode == ov::OutputShape::kFixed;
+      if (expect_refused && (ok || err.empty())) {
+        Fail(std::string("dual-quantize Prepare accepted: ") + b.what);
+      } else if (!expect_refused && !ok) {
+        Fail(std::string("dual-quantize Prepare (resize) refused: ") + b.what + ": " + err);
+      }
+      if (!ok) ++refused;
+      if (g_verbose && !ok) std::printf("  %s: %s\n", b.what, err.c_str());
+    }
+  }
+  if (g_verbose) std::printf("dual-quantize Prepare: %d malformed nodes refused\n", refused);
+}
+
 // One instruction-count region of firmware_sim/qemu_plugin/insn_count.c around fn() (its
 // markers: movz xzr, #(0xB000 | id) / #(0xE000 | id), no-ops on hardware); on other hosts
 // just fn().
@@ -513,6 +802,16 @@ int main(int argc, char** argv) {
   for (int i = 0; i < cases; ++i) PackCase(rng, i, &fnv);
   for (int i = 0; i < cases; ++i) ConvCase(rng, i, &fnv);
   InvalidSpecs();
+  {  // own generator and checksum: the cases and checksum above stay as they were
+    Rng drng{seed ^ 0xD0A1D0A1D0A1D0A1ull};
+    Fnv dfnv;
+    const int failures_before = g_failures;
+    for (int i = 0; i < cases; ++i) DualCase(drng, i, &dfnv);
+    DualValidate();
+    std::printf("lce_ops_test: %d %s cases + Prepare checks, %s, dual checksum %016" PRIx64 "\n",
+                cases, compute_engine::ops::DUAL_QUANTIZE,
+                g_failures == failures_before ? "passed" : "FAILED", dfnv.h);
+  }
   std::string paths;
   for (KernelPath p : Paths()) paths += std::string(paths.empty() ? "" : ",") +
                                         compute_engine::core::KernelPathName(p);

@@ -1,6 +1,7 @@
 // TFLite glue of the LCE-compatible ops ops::QUANTIZE, ops::DEQUANTIZE and ops::BCONV2D
 // (names, input order and option keys: core/op_contract.h; kernels in core/bitpack.h and
-// core/bconv2d.h; semantics and what is supported: README.md, "LCE-compatible ops").
+// core/bconv2d.h; semantics and what is supported: README.md, "LCE-compatible ops"), and of
+// the project's ops::DUAL_QUANTIZE (kernel: core/dual_quantize.h).
 // Registered through lce_ops_register.h, one registration per kernel path.
 //
 // Init never fails hard (it cannot report errors): it parses the options and remembers any
@@ -16,6 +17,9 @@
 //               kPostActivationBias float32 [Cout] (constant; float output)
 //               kThreshold int32 [Cout] (constant; bit-packed output)
 //               out: float32 [B, OH, OW, Cout] | int32 [B, OH, OW, ceil(Cout/32)]
+//   DUAL_QUANTIZE  in: kX float32 [B, ..., C] (rank 2..4)  kThresholds float32 [2, C]
+//               (constant)  out: kB1, kB2 int32 [B, ..., ceil(C/32)]  kScale float32 (its
+//               shape, from the model, says which axes are averaged); no options
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -23,6 +27,7 @@
 
 #include "../core/bconv2d.h"
 #include "../core/bitpack.h"
+#include "../core/dual_quantize.h"
 #include "../core/op_validate.h"
 #include "bconv2d_options.h"
 #include "op_common.h"
@@ -205,6 +210,80 @@ TfLiteStatus BconvEval(TfLiteContext* ctx, TfLiteNode* node) {
   return kTfLiteOk;
 }
 
+// -------------------------------------------------------------------------- DUAL_QUANTIZE
+namespace dqc = ::compute_engine::ops::dual_quantize;
+namespace dq = ::compute_engine::core::dual_quantize;
+
+struct DualOpData {
+  KernelPath path = KernelPath::kAuto;
+  std::string init_error;
+  ov::DualQuantizePlan plan;
+  bool prepared = false;
+};
+
+template <KernelPath kPath>
+void* DualInit(TfLiteContext* /*ctx*/, const char* /*buffer*/, std::size_t length) {
+  auto* d = new (std::nothrow) DualOpData;
+  if (d == nullptr) return nullptr;
+  if (!oc::EffectivePath(kPath, &d->path, &d->init_error)) return d;
+  if (length != 0) d->init_error = "takes no options (custom_options must be empty)";
+  return d;
+}
+
+void DualFree(TfLiteContext* /*ctx*/, void* data) { delete static_cast<DualOpData*>(data); }
+
+#define DQ_ENSURE(ctx, cond, ...) LCE_OP_ENSURE(ctx, ops::DUAL_QUANTIZE, cond, __VA_ARGS__)
+
+// Every check is core/op_validate.h's, shared with the TFLM glue; then b1 / b2 are resized
+// to x's shape with the packed last dimension, s to its own (the model's) shape.
+TfLiteStatus DualPrepare(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* d = static_cast<DualOpData*>(node->user_data);
+  DQ_ENSURE(ctx, d != nullptr, "no op data (out of memory in Init)");
+  d->prepared = false;
+  DQ_ENSURE(ctx, d->init_error.empty(), "%s", d->init_error.c_str());
+  ov::Node n;
+  oc::DescribeNode(ctx, node, &n);
+  std::string err;
+  DQ_ENSURE(ctx, ov::ValidateDualQuantize(n, ov::OutputShape::kResize, &d->plan, &err), "%s",
+            err.c_str());
+  const int rank = d->plan.rank;
+  for (int o = dqc::kB1; o <= dqc::kB2; ++o) {
+    if (oc::ResizeIfNeeded(ctx, oc::Output(ctx, node, o), d->plan.bits_dims, rank) !=
+        kTfLiteOk) {
+      return kTfLiteError;
+    }
+  }
+  if (oc::ResizeIfNeeded(ctx, oc::Output(ctx, node, dqc::kScale), d->plan.scale_dims, rank) !=
+      kTfLiteOk) {
+    return kTfLiteError;
+  }
+  d->prepared = true;
+  return kTfLiteOk;
+}
+
+TfLiteStatus DualEval(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* d = static_cast<DualOpData*>(node->user_data);
+  DQ_ENSURE(ctx, d != nullptr && d->prepared, "Eval before a successful Prepare");
+  const TfLiteTensor* x = oc::Input(ctx, node, dqc::kX);
+  TfLiteTensor* b1 = oc::Output(ctx, node, dqc::kB1);
+  TfLiteTensor* b2 = oc::Output(ctx, node, dqc::kB2);
+  TfLiteTensor* s = oc::Output(ctx, node, dqc::kScale);
+  DQ_ENSURE(ctx, x != nullptr && b1 != nullptr && b2 != nullptr && s != nullptr &&
+                     x->data.data != nullptr && b1->data.data != nullptr &&
+                     b2->data.data != nullptr && s->data.data != nullptr,
+            "unallocated tensors");
+  const dq::Geometry& g = d->plan.geometry;
+  const std::size_t bits =
+      dq::Positions(g) * static_cast<std::size_t>(bp::PackedWords(g.channels())) * 4u;
+  DQ_ENSURE(ctx, b1->bytes >= bits && b2->bytes >= bits &&
+                     s->bytes >= dq::ScaleElements(g) * 4u,
+            "outputs smaller than their shapes");
+  const float* t = d->plan.thresholds;
+  dq::DualQuantize(x->data.f, g, t, t + g.channels(), b1->data.i32, b2->data.i32, s->data.f,
+                   d->path);
+  return kTfLiteOk;
+}
+
 template <typename InitFn>
 TfLiteRegistration MakeRegistration(InitFn init, void (*free_fn)(TfLiteContext*, void*),
                                     TfLiteStatus (*prepare)(TfLiteContext*, TfLiteNode*),
@@ -240,6 +319,13 @@ TfLiteRegistration* BconvRegistration() {
   return &r;
 }
 
+template <KernelPath kPath>
+TfLiteRegistration* DualRegistration() {
+  static TfLiteRegistration r =
+      MakeRegistration(DualInit<kPath>, DualFree, DualPrepare, DualEval);
+  return &r;
+}
+
 }  // namespace lce_ops
 
 #define LCE_OPS_BY_PATH(fn, path)                                        \
@@ -261,6 +347,10 @@ TfLiteRegistration* Register_LCE_DEQUANTIZE(KernelPath path) {
 
 TfLiteRegistration* Register_LCE_BCONV_2D(KernelPath path) {
   LCE_OPS_BY_PATH(lce_ops::BconvRegistration, path);
+}
+
+TfLiteRegistration* Register_LCE_DUAL_QUANTIZE(KernelPath path) {
+  LCE_OPS_BY_PATH(lce_ops::DualRegistration, path);
 }
 
 }  // namespace tflite

@@ -7,10 +7,14 @@
 //   ops::DEQUANTIZE                   Register_LCE_DEQUANTIZE(path) core/bitpack.h  (lce_ops.cc)
 //   ops::BCONV2D                      Register_LCE_BCONV_2D(path)   core/bconv2d.h  (lce_ops.cc)
 //   ops::BDFSMN                       Register_BDFSMN(path)         core/bdfsmn.h   (bdfsmn_op.cc)
+//   ops::DUAL_QUANTIZE                Register_LCE_DUAL_QUANTIZE(path)
+//                                                                   core/dual_quantize.h
+//                                                                                   (lce_ops.cc)
 //
 // The first three have the semantics of LCE 0.16's ops of the same names as its converter
 // emits them (README.md: "LCE-compatible ops"); ops::BDFSMN is the project's binary DFSMN
-// layer. The kernel path is chosen here, when registering:
+// layer, ops::DUAL_QUANTIZE its dual-scale binarization (one op for the converter's chain
+// of eight; no LCE runtime has either). The kernel path is chosen here, when registering:
 //
 //   compute_engine::tflite::RegisterLceOps(&resolver);                        // kAuto
 //   compute_engine::tflite::RegisterLceOps(&resolver, KernelPath::kPortable);
@@ -23,7 +27,8 @@
 // lce_kernels/BUILD: TFLite's own, the ones LCE's lce_ops_register.h includes). There, call
 // RegisterLceOps(resolver) after RegisterLCECustomOps(resolver): the later AddCustom wins,
 // so the project's bit-packing and bconv2d ops replace LCE's (register only
-// ops::BDFSMN, with Register_BDFSMN(), to keep LCE's own). From Python
+// ops::BDFSMN and ops::DUAL_QUANTIZE, with Register_BDFSMN() and
+// Register_LCE_DUAL_QUANTIZE(), to keep LCE's own). From Python
 // (InterpreterWithCustomOps), use the C registerers of tflite/lce_ops_capi.cc
 // (pipeline/bdfsmn.py: registerer()).
 #ifndef LCE_KERNELS_TFLITE_LCE_OPS_REGISTER_H_
@@ -42,6 +47,7 @@ TfLiteRegistration* Register_LCE_QUANTIZE(KernelPath path = KernelPath::kAuto);
 TfLiteRegistration* Register_LCE_DEQUANTIZE(KernelPath path = KernelPath::kAuto);
 TfLiteRegistration* Register_LCE_BCONV_2D(KernelPath path = KernelPath::kAuto);
 TfLiteRegistration* Register_BDFSMN(KernelPath path = KernelPath::kAuto);
+TfLiteRegistration* Register_LCE_DUAL_QUANTIZE(KernelPath path = KernelPath::kAuto);
 
 // Registers every op of the project (ops::PROJECT_OPS) with kernel path `path`.
 inline void RegisterLceOps(::tflite::MutableOpResolver* resolver,
@@ -50,6 +56,7 @@ inline void RegisterLceOps(::tflite::MutableOpResolver* resolver,
   resolver->AddCustom(::compute_engine::ops::DEQUANTIZE, Register_LCE_DEQUANTIZE(path));
   resolver->AddCustom(::compute_engine::ops::BCONV2D, Register_LCE_BCONV_2D(path));
   resolver->AddCustom(::compute_engine::ops::BDFSMN, Register_BDFSMN(path));
+  resolver->AddCustom(::compute_engine::ops::DUAL_QUANTIZE, Register_LCE_DUAL_QUANTIZE(path));
 }
 
 }  // namespace tflite

@@ -61,6 +61,15 @@ bool IsLceOp(const std::string& name) {
   return name.compare(0, n, ops::LCE_PREFIX) == 0;
 }
 
+// True for the project's own ops (ops::OWN_OPS): they share LCE's prefix but check their own
+// operands (Prepare) and are verified by their own rules here.
+bool IsOwnOp(const std::string& name) {
+  for (const char* own : ops::OWN_OPS) {
+    if (name == own) return true;
+  }
+  return false;
+}
+
 std::string Quote(const fb::String* s) {
   if (s == nullptr) return "''";
   std::string v(s->c_str(), s->size());
@@ -714,12 +723,14 @@ class Checker {
   // read their inputs and output 0 through GetInput / GetOutput without a null check: they
   // need exactly one output and no -1 input, except the bconv2d op's optional
   // post_activation_multiplier / bias (unused for a bitpacked int32 output) or thresholds
-  // (used only then). Our ops::BDFSMN checks its own inputs in Prepare.
+  // (used only then). Our ops::BDFSMN checks its own inputs in Prepare; ops::DUAL_QUANTIZE
+  // reads three outputs: DualQuantizeIo.
   bool CustomIo(const std::string& where, const tfl::Operator* op,
                 const tfl::OperatorCode* code) {
     const fb::String* custom = code->custom_code();
     const std::string name = custom ? std::string(custom->c_str(), custom->size()) : "";
-    if (!IsLceOp(name) || name == ops::BDFSMN) return true;
+    if (name == ops::DUAL_QUANTIZE) return DualQuantizeIo(where, op);
+    if (!IsLceOp(name) || IsOwnOp(name)) return true;
     const auto* outs = op->outputs();
     if (outs == nullptr || outs->size() != 1) {
       return Fail(where + ": expected exactly one output");
@@ -749,6 +760,97 @@ class Checker {
     return true;
   }
 
+  // ops::DUAL_QUANTIZE (op_contract.h): 2 inputs, 3 outputs, none -1; x float32 of rank 2..4,
+  // thresholds float32 [2, C], b1 / b2 int32 [x dims..., PackedWords(C)], s float32 of x's
+  // rank, last dim 1, first dim x's, every other x's or 1. Dims the shape_signature marks
+  // dynamic (-1) are not compared.
+  bool DualQuantizeIo(const std::string& where, const tfl::Operator* op) {
+    namespace c = ops::dual_quantize;
+    const std::string& op_where = where;  // names the op already
+    const auto* ins = op->inputs();
+    const auto* outs = op->outputs();
+    if (ins == nullptr || ins->size() != c::kNumInputs) {
+      return Fail(op_where + ": expected " + std::to_string(c::kNumInputs) + " inputs");
+    }
+    if (outs == nullptr || outs->size() != c::kNumOutputs) {
+      return Fail(op_where + ": expected " + std::to_string(c::kNumOutputs) + " outputs");
+    }
+    if (tensors_ == nullptr) return Fail(op_where + ": subgraph has no tensors");
+    struct Operand {
+      const tfl::Tensor* t;
+      const char* name;
+      tfl::TensorType type;
+    };
+    Operand v[c::kNumInputs + c::kNumOutputs];
+    for (int k = 0; k < c::kNumInputs + c::kNumOutputs; ++k) {
+      const bool in = k < c::kNumInputs;
+      const std::int32_t idx = in ? ins->Get(static_cast<fb::uoffset_t>(k))
+                                  : outs->Get(static_cast<fb::uoffset_t>(k - c::kNumInputs));
+      const char* nm = in ? c::kInputNames[k] : c::kOutputNames[k - c::kNumInputs];
+      if (idx < 0 || static_cast<fb::uoffset_t>(idx) >= tensors_->size()) {
+        return Fail(op_where + ": " + nm + " is tensor " + std::to_string(idx) +
+                    " (no tensor)");
+      }
+      const bool bits = !in && (k - c::kNumInputs == c::kB1 || k - c::kNumInputs == c::kB2);
+      v[k] = {tensors_->Get(static_cast<fb::uoffset_t>(idx)), nm,
+              bits ? tfl::TensorType_INT32 : tfl::TensorType_FLOAT32};
+      if (v[k].t->type() != v[k].type) {
+        return Fail(op_where + ": " + nm + " is " + tfl::EnumNameTensorType(v[k].t->type()) +
+                    ", expected " + tfl::EnumNameTensorType(v[k].type));
+      }
+    }
+    // Static dim i of a tensor, or -1 (dynamic: shape_signature -1, or no such dim).
+    auto dim = [](const tfl::Tensor* t, int i) -> std::int64_t {
+      const auto* sh = t->shape();
+      if (sh == nullptr || i < 0 || static_cast<fb::uoffset_t>(i) >= sh->size()) return -1;
+      const auto* sig = t->shape_signature();
+      if (sig != nullptr && static_cast<fb::uoffset_t>(i) < sig->size() &&
+          sig->Get(static_cast<fb::uoffset_t>(i)) == -1) {
+        return -1;
+      }
+      return sh->Get(static_cast<fb::uoffset_t>(i));
+    };
+    auto rank = [](const tfl::Tensor* t) -> int {
+      return t->shape() == nullptr ? 0 : static_cast<int>(t->shape()->size());
+    };
+    const tfl::Tensor* x = v[c::kX].t;
+    const int r = rank(x);
+    if (r < 2 || r > 4) {
+      return Fail(op_where + ": x must have rank 2, 3 or 4, has " + std::to_string(r));
+    }
+    const std::int64_t C = dim(x, r - 1);
+    const tfl::Tensor* th = v[c::kThresholds].t;
+    if (rank(th) != 2 || th->shape()->Get(0) != ops::bdfsmn::kThreshRows ||
+        (C > 0 && th->shape()->Get(1) != C)) {
+      return Fail(op_where + ": thresholds must have shape [" +
+                  std::to_string(ops::bdfsmn::kThreshRows) + ", " + std::to_string(C) + "]");
+    }
+    for (int o = c::kB1; o <= c::kB2; ++o) {
+      const tfl::Tensor* b = v[c::kNumInputs + o].t;
+      bool ok = rank(b) == r;
+      for (int i = 0; ok && i < r; ++i) {
+        const std::int64_t want = i == r - 1 ? (C > 0 ? ops::PackedWords(C) : -1) : dim(x, i);
+        const std::int64_t got = dim(b, i);
+        ok = want < 0 || got < 0 || got == want;
+      }
+      if (!ok) {
+        return Fail(op_where + ": " + c::kOutputNames[o] +
+                    " must have x's shape with the last dim PackedWords(C)");
+      }
+    }
+    const tfl::Tensor* sc = v[c::kNumInputs + c::kScale].t;
+    bool ok = rank(sc) == r && dim(sc, r - 1) == 1;
+    for (int i = 0; ok && i + 1 < r; ++i) {
+      const std::int64_t got = dim(sc, i), want = dim(x, i);
+      ok = got < 0 || want < 0 || got == want || (i > 0 && got == 1);
+    }
+    if (!ok) {
+      return Fail(op_where + ": scale must have x's rank, last dim 1, first dim x's and every "
+                  "other dim x's or 1");
+    }
+    return true;
+  }
+
   // Custom ops: options inside the file; ours (ops::BDFSMN) and LCE's are FlexBuffers
   // maps that must verify (their Init reads them without checking).
   bool CustomOptions(const std::string& where, const tfl::Operator* op,
@@ -767,7 +869,11 @@ class Checker {
       p = data_ + op->large_custom_options_offset();
       n = op->large_custom_options_size();
     }
-    if (name == ops::BDFSMN) {
+    if (name == ops::DUAL_QUANTIZE) {
+      if (n != 0) {
+        return Fail(where + ": " + name + " takes no options (custom_options not empty)");
+      }
+    } else if (name == ops::BDFSMN) {
       bdfsmn_options::Options o;
       std::string why;
       if (!bdfsmn_options::Parse(p, static_cast<std::size_t>(n), &o, &why)) {

@@ -88,6 +88,9 @@ inline void DescribeNode(TfLiteContext* ctx, const TfLiteNode* node, ov::Node* n
   for (int i = 0; i < n->num_inputs && i < ov::kMaxInputs; ++i) {
     n->inputs[i] = Describe(Input(ctx, node, i));
   }
+  for (int i = 0; i < n->num_outputs && i < ov::kMaxOutputs; ++i) {
+    n->outputs[i] = Describe(Output(ctx, node, i));
+  }
   n->output = Describe(Output(ctx, node, 0));
 }
 

@@ -11,10 +11,15 @@
 //               float32 [Cout] (constant; float output), kThreshold int32 [Cout] (constant;
 //               bit-packed output); out float32 [B, OH, OW, Cout] | int32 [.., ceil(Cout/32)]
 // Options of BCONV2D: LCE's FlexBuffers map, parsed by tflite/bconv2d_options.h.
+//
+// Also the project's ops::DUAL_QUANTIZE (core/dual_quantize.h): in x float32 [B, ..., C],
+// thresholds float32 [2, C] (constant); out b1, b2 int32 [B, ..., ceil(C/32)], s float32 (the
+// model's shape says which axes are averaged); no options, no heap, nothing resized.
 #include <cstdint>
 
 #include "../core/bconv2d.h"
 #include "../core/bitpack.h"
+#include "../core/dual_quantize.h"
 #include "../core/op_contract.h"
 #include "../core/op_validate.h"
 #include "../tflite/bconv2d_options.h"
@@ -193,6 +198,65 @@ TfLiteStatus BconvEval(TfLiteContext* ctx, TfLiteNode* node) {
   return kTfLiteOk;
 }
 
+// -------------------------------------------------------------------------- DUAL_QUANTIZE
+namespace dqc = ::compute_engine::ops::dual_quantize;
+namespace dq = ::compute_engine::core::dual_quantize;
+
+struct DualOpData {
+  KernelPath path = KernelPath::kAuto;
+  bool options_ok = false;
+  ov::DualQuantizePlan plan;
+  bool prepared = false;
+};
+
+template <KernelPath kPath>
+void* DualInit(TfLiteContext* ctx, const char* /*buffer*/, std::size_t length) {
+  DualOpData* d = cm::NewOpData<DualOpData>(ctx);
+  if (d == nullptr) return nullptr;
+  d->path = ::compute_engine::core::ResolveKernelPath(kPath);
+  d->options_ok = length == 0;
+  return d;
+}
+
+void DualFree(TfLiteContext* /*ctx*/, void* data) { cm::DeleteOpData<DualOpData>(data); }
+
+#define DUAL_ENSURE(cond, ...) LCE_TFLM_ENSURE(ops::DUAL_QUANTIZE, cond, __VA_ARGS__)
+
+// Every check is core/op_validate.h's, shared with the TFLite glue; every output shape and
+// byte size must already be the model's (kFixed: TFLM never resizes).
+TfLiteStatus DualPrepare(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* d = static_cast<DualOpData*>(node->user_data);
+  DUAL_ENSURE(d != nullptr, "no op data (arena full in Init)");
+  d->prepared = false;
+  DUAL_ENSURE(d->options_ok, "takes no options (custom_options must be empty)");
+  cm::TempTensors tt(ctx);
+  ov::Node n;
+  cm::DescribeNode(node, &tt, &n);
+  std::string err;
+  DUAL_ENSURE(ov::ValidateDualQuantize(n, ov::OutputShape::kFixed, &d->plan, &err), "%s",
+              err.c_str());
+  d->prepared = true;
+  return kTfLiteOk;
+}
+
+TfLiteStatus DualEval(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* d = static_cast<DualOpData*>(node->user_data);
+  DUAL_ENSURE(d != nullptr && d->prepared, "Eval before a successful Prepare");
+  const TfLiteEvalTensor* x = ::tflite::micro::GetEvalInput(ctx, node, dqc::kX);
+  TfLiteEvalTensor* b1 = ::tflite::micro::GetEvalOutput(ctx, node, dqc::kB1);
+  TfLiteEvalTensor* b2 = ::tflite::micro::GetEvalOutput(ctx, node, dqc::kB2);
+  TfLiteEvalTensor* s = ::tflite::micro::GetEvalOutput(ctx, node, dqc::kScale);
+  DUAL_ENSURE(x != nullptr && b1 != nullptr && b2 != nullptr && s != nullptr &&
+                  x->data.data != nullptr && b1->data.data != nullptr &&
+                  b2->data.data != nullptr && s->data.data != nullptr,
+              "unallocated tensors");
+  const dq::Geometry& g = d->plan.geometry;
+  const float* t = d->plan.thresholds;
+  dq::DualQuantize(x->data.f, g, t, t + g.channels(), b1->data.i32, b2->data.i32, s->data.f,
+                   d->path);
+  return kTfLiteOk;
+}
+
 template <KernelPath kPath>
 TFLMRegistration Quantize() {
   return ::tflite::micro::RegisterOp(PackInit<kPath>, QuantizePrepare, QuantizeEval, PackFree);
@@ -205,6 +269,11 @@ TFLMRegistration Dequantize() {
 template <KernelPath kPath>
 TFLMRegistration Bconv() {
   return ::tflite::micro::RegisterOp(BconvInit<kPath>, BconvPrepare, BconvEval, BconvFree);
+}
+
+template <KernelPath kPath>
+TFLMRegistration Dual() {
+  return ::tflite::micro::RegisterOp(DualInit<kPath>, DualPrepare, DualEval, DualFree);
 }
 
 // One registration per kernel path (the path is a template argument of Init).
@@ -226,6 +295,9 @@ TFLMRegistration Register_DEQUANTIZE(KernelPath path) {
   LCE_TFLM_BY_PATH(lce_ops_tflm::Dequantize);
 }
 TFLMRegistration Register_BCONV_2D(KernelPath path) { LCE_TFLM_BY_PATH(lce_ops_tflm::Bconv); }
+TFLMRegistration Register_DUAL_QUANTIZE(KernelPath path) {
+  LCE_TFLM_BY_PATH(lce_ops_tflm::Dual);
+}
 
 }  // namespace tflm
 }  // namespace compute_engine

@@ -6,8 +6,9 @@
 //   compute_engine::tflm::AddLceOps(&resolver, KernelPath::kPortable);
 //
 // registers every op of core/op_contract.h's PROJECT_OPS under its custom name:
-// ops::QUANTIZE, ops::DEQUANTIZE, ops::BCONV2D (Larq Compute Engine 0.16's ops) and
-// ops::BDFSMN (the binary DFSMN layer), each around the same kernel core as the TFLite glue
+// ops::QUANTIZE, ops::DEQUANTIZE, ops::BCONV2D (Larq Compute Engine 0.16's ops),
+// ops::BDFSMN (the binary DFSMN layer) and ops::DUAL_QUANTIZE (the dual-scale binarization),
+// each around the same kernel core as the TFLite glue
 // (lce_kernels/core). Semantics, supported configurations and error cases follow the TFLite
 // glue (tflite/lce_ops.cc, tflite/bdfsmn_op.cc); what differs in TFLM:
 //   * output shapes are never resized: the model must hold them, Prepare checks them;
@@ -20,7 +21,8 @@
 //     are and takes caller-provided scratch), so those bytes come from the heap at Prepare,
 //     not from the arena, and the weights are not read in place from the flatbuffer; Eval
 //     allocates nothing. The firmware (firmware_sim/firmware) measures the heap separately.
-//   * ops::QUANTIZE / ops::DEQUANTIZE have no weights and no scratch: everything is in the arena.
+//   * ops::QUANTIZE / ops::DEQUANTIZE / ops::DUAL_QUANTIZE have no weights copied and no
+//     scratch: everything is in the arena (ops::DUAL_QUANTIZE reads its thresholds in place).
 // The kernel path (kAuto: NEON on aarch64, AVX-512 when the x86-64 CPU has it, else portable)
 // is fixed when registering, as in the TFLite glue.
 #ifndef LCE_KERNELS_TFLM_LCE_TFLM_OPS_H_
@@ -42,6 +44,7 @@ TFLMRegistration Register_QUANTIZE(KernelPath path = KernelPath::kAuto);
 TFLMRegistration Register_DEQUANTIZE(KernelPath path = KernelPath::kAuto);
 TFLMRegistration Register_BCONV_2D(KernelPath path = KernelPath::kAuto);
 TFLMRegistration Register_BDFSMN(KernelPath path = KernelPath::kAuto);
+TFLMRegistration Register_DUAL_QUANTIZE(KernelPath path = KernelPath::kAuto);
 
 // Registration of project op `name` (one of ops::PROJECT_OPS); false for any other name.
 inline bool RegistrationFor(const char* name, KernelPath path, TFLMRegistration* out) {
@@ -54,6 +57,8 @@ inline bool RegistrationFor(const char* name, KernelPath path, TFLMRegistration*
     *out = Register_BCONV_2D(path);
   } else if (std::strcmp(name, ops::BDFSMN) == 0) {
     *out = Register_BDFSMN(path);
+  } else if (std::strcmp(name, ops::DUAL_QUANTIZE) == 0) {
+    *out = Register_DUAL_QUANTIZE(path);
   } else {
     return false;
   }

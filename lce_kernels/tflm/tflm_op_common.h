@@ -179,7 +179,10 @@ inline void DescribeNode(const TfLiteNode* node, TempTensors* tt, ov::Node* n) {
   for (int i = 0; i < n->num_inputs && i < ov::kMaxInputs; ++i) {
     n->inputs[i] = Describe(tt->Input(node, i));
   }
-  n->output = Describe(tt->Output(node, 0));
+  for (int i = 0; i < n->num_outputs && i < ov::kMaxOutputs; ++i) {
+    n->outputs[i] = Describe(tt->Output(node, i));
+  }
+  n->output = n->num_outputs >= 1 ? n->outputs[0] : Describe(tt->Output(node, 0));
 }
 
 // The two byte ranges overlap.

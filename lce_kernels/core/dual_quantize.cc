@@ -1,0 +1,271 @@
+// The dual-scale binarization (dual_quantize.h): portable, AVX-512 (x86-64, run time) and
+// NEON (aarch64) row kernels; the positions and the means of s are shared.
+//
+// Built with -ffp-contract=off everywhere (Makefile, firmware_sim/firmware.mk, BUILD): the
+// two subtractions of r are never fused or reordered.
+//
+// The sum of |r| is the same float operations on every path. A run of consecutive positions
+// sharing one element of s goes to the row kernel in one call; row k of the run adds channel
+// c into lane c % 16 of lane set k % 4 (channels in order; four independent add chains:
+// AVX-512's four registers, NEON's four x four, the portable loop's arrays); at the end of
+// the run the sets are added lane by lane in set order, the lanes 0..15 in order, and that
+// sum is added to its element of s. So s is bit-identical across paths (x86-64 and aarch64
+// firmware agree bit for bit; the contract itself allows rounding). Conv2's per-sample s
+// (256 rows of 16 channels) reduces once, not 256 times.
+#include "dual_quantize.h"
+
+#include <cmath>
+#include <cstring>
+
+#if LCE_KERNELS_HAVE_NEON
+#include <arm_neon.h>
+#endif
+#if LCE_KERNELS_HAVE_AVX512
+#include <immintrin.h>
+#define LCE_AVX512_FN __attribute__((target("avx512f")))
+#endif
+
+namespace compute_engine {
+namespace core {
+namespace dual_quantize {
+
+namespace {
+
+inline int Words(int n) { return (n + 31) / 32; }
+
+inline std::int32_t AsWord(std::uint32_t w) {
+  std::int32_t s;
+  std::memcpy(&s, &w, sizeof s);
+  return s;
+}
+
+// The sum of a run: lane sets 0..3 added lane by lane in set order, then lanes 0..15 in order.
+inline float SumSets(const float (*sets)[16]) {
+  float sum = 0.0f;
+  for (int l = 0; l < 16; ++l) sum += ((sets[0][l] + sets[1][l]) + sets[2][l]) + sets[3][l];
+  return sum;
+}
+
+// A run of `rows` consecutive rows of C channels (one element of s): writes their words of
+// b1 / b2 and returns the float sum of |r|: row k adds channel c into lane c % 16 of lane
+// set k % 4 (four independent add chains), channels in order (SumSets).
+float RowsPortable(const float* x, std::size_t rows, int n, const float* t0, const float* t1,
+                   std::int32_t* b1, std::int32_t* b2) {
+  float sets[4][16] = {};
+  const int words = Words(n);
+  for (std::size_t k = 0; k < rows; ++k, x += n, b1 += words, b2 += words) {
+    float* lanes = sets[k & 3];
+    for (int j = 0; j < words; ++j) {
+      const int c0 = 32 * j, c1 = c0 + 32 < n ? c0 + 32 : n;
+      std::uint32_t w1 = 0, w2 = 0;
+      for (int c = c0; c < c1; ++c) {
+        const float d = x[c] - t0[c];
+        const bool neg1 = d < 0.0f;
+        const float v1 = neg1 ? -1.0f : 1.0f;
+        const float r = (x[c] - v1) - t1[c];
+        w1 |= static_cast<std::uint32_t>(neg1) << (c - c0);
+        w2 |= static_cast<std::uint32_t>(r < 0.0f) << (c - c0);
+        lanes[c & 15] += std::fabs(r);
+      }
+      b1[j] = AsWord(w1);
+      b2[j] = AsWord(w2);
+    }
+  }
+  return SumSets(sets);
+}
+
+#if LCE_KERNELS_HAVE_AVX512
+// GCC 12's AVX-512 intrinsics trip -Wmaybe-uninitialized in its own headers (bitpack.cc).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+LCE_AVX512_FN inline __mmask16 Lanes(int n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF)
+                 : static_cast<__mmask16>(n <= 0 ? 0u : (1u << n) - 1u);
+}
+
+// 16 channels (lanes outside `v` read nothing, give bit 0 and add nothing).
+LCE_AVX512_FN inline void Half(const float* x, const float* t0, const float* t1, __mmask16 v,
+                               __mmask16* m1, __mmask16* m2, __m512* acc) {
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 xv = _mm512_maskz_loadu_ps(v, x);
+  const __m512 d = _mm512_sub_ps(xv, _mm512_maskz_loadu_ps(v, t0));
+  *m1 = _mm512_mask_cmp_ps_mask(v, d, zero, _CMP_LT_OQ);
+  const __m512 v1 = _mm512_mask_blend_ps(*m1, _mm512_set1_ps(1.0f), _mm512_set1_ps(-1.0f));
+  const __m512 r = _mm512_sub_ps(_mm512_sub_ps(xv, v1), _mm512_maskz_loadu_ps(v, t1));
+  *m2 = _mm512_mask_cmp_ps_mask(v, r, zero, _CMP_LT_OQ);
+  *acc = _mm512_mask_add_ps(*acc, v, *acc, _mm512_abs_ps(r));
+}
+
+LCE_AVX512_FN float RowsAvx512(const float* x, std::size_t rows, int n, const float* t0,
+                               const float* t1, std::int32_t* b1, std::int32_t* b2) {
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  const int words = Words(n);
+  const __mmask16 last_lo = Lanes(n - 32 * (words - 1)), last_hi = Lanes(n - 32 * (words - 1) - 16);
+  for (std::size_t k = 0; k < rows; ++k, x += n, b1 += words, b2 += words) {
+    __m512* a = &acc[k & 3];
+    for (int j = 0; j < words; ++j) {
+      const int c0 = 32 * j;
+      const bool last = j + 1 == words;
+      __mmask16 lo1, lo2, hi1 = 0, hi2 = 0;
+      Half(x + c0, t0 + c0, t1 + c0, last ? last_lo : static_cast<__mmask16>(0xFFFF), &lo1,
+           &lo2, a);
+      if (!last || last_hi != 0) {
+        Half(x + c0 + 16, t0 + c0 + 16, t1 + c0 + 16,
+             last ? last_hi : static_cast<__mmask16>(0xFFFF), &hi1, &hi2, a);
+      }
+      b1[j] = AsWord(static_cast<std::uint32_t>(lo1) | (static_cast<std::uint32_t>(hi1) << 16));
+      b2[j] = AsWord(static_cast<std::uint32_t>(lo2) | (static_cast<std::uint32_t>(hi2) << 16));
+    }
+  }
+  float sets[4][16];
+  for (int q = 0; q < 4; ++q) _mm512_storeu_ps(sets[q], acc[q]);
+  return SumSets(sets);
+}
+#pragma GCC diagnostic pop
+#endif
+
+#if LCE_KERNELS_HAVE_NEON
+// Bit values of channels 4g .. 4g + 3 of a word (g = 0..7).
+const std::uint32_t kNeonBits[32] = {
+    1u << 0,  1u << 1,  1u << 2,  1u << 3,  1u << 4,  1u << 5,  1u << 6,  1u << 7,
+    1u << 8,  1u << 9,  1u << 10, 1u << 11, 1u << 12, 1u << 13, 1u << 14, 1u << 15,
+    1u << 16, 1u << 17, 1u << 18, 1u << 19, 1u << 20, 1u << 21, 1u << 22, 1u << 23,
+    1u << 24, 1u << 25, 1u << 26, 1u << 27, 1u << 28, 1u << 29, 1u << 30, 1u << 31};
+
+float RowsNeon(const float* x, std::size_t rows, int n, const float* t0, const float* t1,
+               std::int32_t* b1, std::int32_t* b2) {
+  const float32x4_t plus = vdupq_n_f32(1.0f), minus = vdupq_n_f32(-1.0f);
+  float32x4_t acc[4][4];  // [lane set][lanes 4g .. 4g + 3]
+  for (int q = 0; q < 4; ++q)
+    for (int g = 0; g < 4; ++g) acc[q][g] = vdupq_n_f32(0.0f);
+  const int words = Words(n);
+  for (std::size_t k = 0; k < rows; ++k, x += n, b1 += words, b2 += words) {
+    float32x4_t* a = acc[k & 3];
+    for (int j = 0; j < words; ++j) {
+      const int c0 = 32 * j, c1 = c0 + 32 < n ? c0 + 32 : n;
+      uint32x4_t p1 = vdupq_n_u32(0), p2 = vdupq_n_u32(0);
+      int c = c0;
+      for (; c + 4 <= c1; c += 4) {
+        const uint32x4_t bits = vld1q_u32(kNeonBits + (c - c0));
+        const float32x4_t xv = vld1q_f32(x + c);
+        const uint32x4_t m1 = vcltzq_f32(vsubq_f32(xv, vld1q_f32(t0 + c)));
+        const float32x4_t r = vsubq_f32(vsubq_f32(xv, vbslq_f32(m1, minus, plus)),
+                                        vld1q_f32(t1 + c));
+        p1 = vorrq_u32(p1, vandq_u32(m1, bits));
+        p2 = vorrq_u32(p2, vandq_u32(vcltzq_f32(r), bits));
+        const int g = (c & 15) >> 2;
+        a[g] = vaddq_f32(a[g], vabsq_f32(r));
+      }
+      std::uint32_t w1 = vaddvq_u32(p1), w2 = vaddvq_u32(p2);
+      if (c < c1) {  // the row's last 1..3 channels (only in its last word), lane by lane
+        const int g = (c & 15) >> 2;
+        float lane[4];
+        vst1q_f32(lane, a[g]);
+        for (; c < c1; ++c) {
+          const bool neg1 = x[c] - t0[c] < 0.0f;
+          const float r = (x[c] - (neg1 ? -1.0f : 1.0f)) - t1[c];
+          w1 |= static_cast<std::uint32_t>(neg1) << (c - c0);
+          w2 |= static_cast<std::uint32_t>(r < 0.0f) << (c - c0);
+          lane[c & 3] += std::fabs(r);
+        }
+        a[g] = vld1q_f32(lane);
+      }
+      b1[j] = AsWord(w1);
+      b2[j] = AsWord(w2);
+    }
+  }
+  float sets[4][16];
+  for (int q = 0; q < 4; ++q)
+    for (int g = 0; g < 4; ++g) vst1q_f32(sets[q] + 4 * g, acc[q][g]);
+  return SumSets(sets);
+}
+#endif
+
+using RowFn = float (*)(const float*, std::size_t, int, const float*, const float*,
+                        std::int32_t*, std::int32_t*);
+
+RowFn RowFor(KernelPath path) {
+  const KernelPath p = ResolveKernelPath(path);
+#if LCE_KERNELS_HAVE_AVX512
+  if (p == KernelPath::kAvx512) return RowsAvx512;
+#endif
+#if LCE_KERNELS_HAVE_NEON
+  if (p == KernelPath::kNeon) return RowsNeon;
+#endif
+  (void)p;
+  return RowsPortable;
+}
+
+}  // namespace
+
+std::size_t Positions(const Geometry& g) {
+  std::size_t n = 1;
+  for (int i = 0; i + 1 < g.rank; ++i) n *= static_cast<std::size_t>(g.dims[i]);
+  return n;
+}
+
+std::size_t ScaleElements(const Geometry& g) {
+  std::size_t n = 1;
+  for (int i = 0; i + 1 < g.rank; ++i) {
+    if (!g.reduced[i]) n *= static_cast<std::size_t>(g.dims[i]);
+  }
+  return n;
+}
+
+std::size_t ScaleCount(const Geometry& g) {
+  std::size_t n = static_cast<std::size_t>(g.channels());
+  for (int i = 0; i + 1 < g.rank; ++i) {
+    if (g.reduced[i]) n *= static_cast<std::size_t>(g.dims[i]);
+  }
+  return n;
+}
+
+void ScaleDims(const Geometry& g, int* dims) {
+  for (int i = 0; i + 1 < g.rank; ++i) dims[i] = g.reduced[i] ? 1 : g.dims[i];
+  dims[g.rank - 1] = 1;
+}
+
+void DualQuantize(const float* x, const Geometry& g, const float* t0, const float* t1,
+                  std::int32_t* b1, std::int32_t* b2, float* s, KernelPath path) {
+  const RowFn row = RowFor(path);
+  const int n = g.channels(), words = Words(n);
+  const int axes = g.rank - 1;
+  const std::size_t scales = ScaleElements(g), positions = Positions(g);
+  for (std::size_t i = 0; i < scales; ++i) s[i] = 0.0f;
+  // Position counter over the leading axes and the matching index into s.
+  int idx[kMaxRank] = {0, 0, 0, 0};
+  std::size_t sstride[kMaxRank] = {0, 0, 0, 0};
+  std::size_t acc = 1;
+  for (int i = axes - 1; i >= 0; --i) {
+    sstride[i] = g.reduced[i] ? 0 : acc;
+    if (!g.reduced[i]) acc *= static_cast<std::size_t>(g.dims[i]);
+  }
+  // The reduced axes at the end of the leading ones make runs of consecutive rows that share
+  // one element of s: the rows of a run go to the row kernel in one call.
+  int first = axes;
+  std::size_t run = 1;
+  while (first > 0 && g.reduced[first - 1]) {
+    --first;
+    run *= static_cast<std::size_t>(g.dims[first]);
+  }
+  const std::size_t runs = run == 0 ? 0 : positions / run;
+  const std::size_t row_words = static_cast<std::size_t>(words) * run;
+  std::size_t si = 0;
+  for (std::size_t k = 0; k < runs; ++k) {
+    s[si] += row(x + k * run * static_cast<std::size_t>(n), run, n, t0, t1, b1 + k * row_words,
+                 b2 + k * row_words);
+    for (int i = first - 1; i >= 0; --i) {  // next run
+      si += sstride[i];
+      if (++idx[i] < g.dims[i]) break;
+      si -= sstride[i] * static_cast<std::size_t>(g.dims[i]);
+      idx[i] = 0;
+    }
+  }
+  const float count = static_cast<float>(ScaleCount(g));
+  for (std::size_t i = 0; i < scales; ++i) s[i] /= count;
+}
+
+}  // namespace dual_quantize
+}  // namespace core
+}  // namespace compute_engine
