@@ -273,9 +273,14 @@ def _damaged_models():
     variant("bdfsmn pw1_p wrong shape", shape(ops.BDFSMN, 5, [3, 255]))
     variant("bdfsmn x wrong channels", shape(ops.BDFSMN, 0, [1, 8, 1, 64]))
     variant("bconv filter wrong depth", shape(ops.BCONV2D, 1, [32, 5, 5, 2]))
-    variant("quantize output wrong shape",
-            lambda m: setattr(m.subgraphs[0].tensors[_ops(m, ops.QUANTIZE)[0].outputs[0]],
+    variant("dual quantize output wrong shape",
+            lambda m: setattr(m.subgraphs[0].tensors[_ops(m, ops.DUAL_QUANTIZE)[0].outputs[0]],
                               "shape", np.array([1, 16, 16, 2], np.int32)))
+    variant("dual quantize thresholds wrong shape", shape(ops.DUAL_QUANTIZE, 1, [3, 16]))
+    variant("dual quantize scale wrong shape",
+            lambda m: setattr(m.subgraphs[0].tensors[_ops(m, ops.DUAL_QUANTIZE)[0].outputs[2]],
+                              "shape", np.array([1, 16, 1, 2], np.int32)))
+    variant("dual quantize options", opts(ops.DUAL_QUANTIZE, b"\x01\x02\x03"))
 
     def drop_input(m):
         op = _ops(m, ops.BDFSMN)[0]
@@ -323,7 +328,10 @@ def test_malformed_models_give_errors(tmp_path, target):
               "bdfsmn mem_w wrong shape": "mem_w has shape [5, 3], expected [5, 4]",
               "bdfsmn x wrong channels": "x has 64 channels",
               "bconv filter wrong depth": "filter has 2 words per tap",
-              "quantize output wrong shape": f"{ops.QUANTIZE}: output shape",
+              "dual quantize output wrong shape": f"{ops.DUAL_QUANTIZE}: b1 has shape",
+              "dual quantize thresholds wrong shape": f"{ops.DUAL_QUANTIZE}: thresholds",
+              "dual quantize scale wrong shape": f"{ops.DUAL_QUANTIZE}: scale has shape",
+              "dual quantize options": f"{ops.DUAL_QUANTIZE}: takes no options",
               "bdfsmn too few inputs": "expected 9 inputs",
               "bdfsmn weights float": "pw1_w has type float32",
               "unknown custom op": "LceNope is not one of the project's ops"}

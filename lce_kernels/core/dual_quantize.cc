@@ -96,30 +96,50 @@ LCE_AVX512_FN inline void Half(const float* x, const float* t0, const float* t1,
   *acc = _mm512_mask_add_ps(*acc, v, *acc, _mm512_abs_ps(r));
 }
 
+// One row into accumulator `acc`.
+LCE_AVX512_FN inline void RowAvx512(const float* x, int words, __mmask16 last_lo,
+                                    __mmask16 last_hi, const float* t0, const float* t1,
+                                    std::int32_t* b1, std::int32_t* b2, __m512* acc) {
+  for (int j = 0; j < words; ++j) {
+    const int c0 = 32 * j;
+    const bool last = j + 1 == words;
+    __mmask16 lo1, lo2, hi1 = 0, hi2 = 0;
+    Half(x + c0, t0 + c0, t1 + c0, last ? last_lo : static_cast<__mmask16>(0xFFFF), &lo1,
+         &lo2, acc);
+    if (!last || last_hi != 0) {
+      Half(x + c0 + 16, t0 + c0 + 16, t1 + c0 + 16,
+           last ? last_hi : static_cast<__mmask16>(0xFFFF), &hi1, &hi2, acc);
+    }
+    b1[j] = AsWord(static_cast<std::uint32_t>(lo1) | (static_cast<std::uint32_t>(hi1) << 16));
+    b2[j] = AsWord(static_cast<std::uint32_t>(lo2) | (static_cast<std::uint32_t>(hi2) << 16));
+  }
+}
+
 LCE_AVX512_FN float RowsAvx512(const float* x, std::size_t rows, int n, const float* t0,
                                const float* t1, std::int32_t* b1, std::int32_t* b2) {
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                   _mm512_setzero_ps()};
+  // four named accumulators (lane sets 0..3) stay in registers: rows in groups of four
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
   const int words = Words(n);
-  const __mmask16 last_lo = Lanes(n - 32 * (words - 1)), last_hi = Lanes(n - 32 * (words - 1) - 16);
-  for (std::size_t k = 0; k < rows; ++k, x += n, b1 += words, b2 += words) {
-    __m512* a = &acc[k & 3];
-    for (int j = 0; j < words; ++j) {
-      const int c0 = 32 * j;
-      const bool last = j + 1 == words;
-      __mmask16 lo1, lo2, hi1 = 0, hi2 = 0;
-      Half(x + c0, t0 + c0, t1 + c0, last ? last_lo : static_cast<__mmask16>(0xFFFF), &lo1,
-           &lo2, a);
-      if (!last || last_hi != 0) {
-        Half(x + c0 + 16, t0 + c0 + 16, t1 + c0 + 16,
-             last ? last_hi : static_cast<__mmask16>(0xFFFF), &hi1, &hi2, a);
-      }
-      b1[j] = AsWord(static_cast<std::uint32_t>(lo1) | (static_cast<std::uint32_t>(hi1) << 16));
-      b2[j] = AsWord(static_cast<std::uint32_t>(lo2) | (static_cast<std::uint32_t>(hi2) << 16));
-    }
+  const __mmask16 last_lo = Lanes(n - 32 * (words - 1));
+  const __mmask16 last_hi = Lanes(n - 32 * (words - 1) - 16);
+  const std::size_t xs = static_cast<std::size_t>(n), ws = static_cast<std::size_t>(words);
+  std::size_t k = 0;
+  for (; k + 4 <= rows; k += 4, x += 4 * xs, b1 += 4 * ws, b2 += 4 * ws) {
+    RowAvx512(x, words, last_lo, last_hi, t0, t1, b1, b2, &acc0);
+    RowAvx512(x + xs, words, last_lo, last_hi, t0, t1, b1 + ws, b2 + ws, &acc1);
+    RowAvx512(x + 2 * xs, words, last_lo, last_hi, t0, t1, b1 + 2 * ws, b2 + 2 * ws, &acc2);
+    RowAvx512(x + 3 * xs, words, last_lo, last_hi, t0, t1, b1 + 3 * ws, b2 + 3 * ws, &acc3);
   }
+  const std::size_t left = rows - k;  // 0..3 rows: lane sets 0, 1, 2
+  if (left > 0) RowAvx512(x, words, last_lo, last_hi, t0, t1, b1, b2, &acc0);
+  if (left > 1) RowAvx512(x + xs, words, last_lo, last_hi, t0, t1, b1 + ws, b2 + ws, &acc1);
+  if (left > 2)
+    RowAvx512(x + 2 * xs, words, last_lo, last_hi, t0, t1, b1 + 2 * ws, b2 + 2 * ws, &acc2);
   float sets[4][16];
-  for (int q = 0; q < 4; ++q) _mm512_storeu_ps(sets[q], acc[q]);
+  _mm512_storeu_ps(sets[0], acc0);
+  _mm512_storeu_ps(sets[1], acc1);
+  _mm512_storeu_ps(sets[2], acc2);
+  _mm512_storeu_ps(sets[3], acc3);
   return SumSets(sets);
 }
 #pragma GCC diagnostic pop
