@@ -122,7 +122,7 @@ ARM_KFLAGS  := -march=armv8-a
 CORE_SRCS := $(addprefix ../lce_kernels/core/, bdfsmn.cc bitpack.cc bconv2d.cc dual_quantize.cc \
              op_validate.cc)
 CORE_HDRS := $(addprefix ../lce_kernels/core/, bdfsmn.h bitpack.h bconv2d.h dual_quantize.h \
-             kernel_path.h op_contract.h op_validate.h op_options.h)
+             kernel_path.h simd.h op_contract.h op_validate.h op_options.h)
 GLUE_SRCS := $(addprefix ../lce_kernels/tflm/, bdfsmn_tflm.cc lce_ops_tflm.cc)
 GLUE_HDRS := $(wildcard ../lce_kernels/tflm/*.h) ../lce_kernels/tflite/bdfsmn_options.h \
              ../lce_kernels/tflite/bconv2d_options.h ../lce_kernels/tflite/lce_ops_options.h \

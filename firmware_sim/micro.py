@@ -45,7 +45,8 @@ the binary exports) the memory budget and a TFLM attempt (the deprecated ``--int
    each binary model in TFLM and prints the error TFLM gives. The project's FIRMWARE
    (firmware_sim/firmware: TFLM built from the pinned sources with lce_kernels/tflm) runs them:
    ``firmware_arena`` finds each binary model's minimal arena there (bisection to the byte, as
-   for the int8 teacher) and reports the heap its ops hold outside the arena and the flash.
+   for the int8 teacher) and reports the heap its ops hold outside the arena, the flash, and
+   the arena's head / tail split from TFLM's RecordingMicroAllocator (``firmware_recording``).
 
 2. MEMORY BUDGET (models with custom ops; the int8 models get the same analysis for comparison),
    from the flatbuffer alone (``tensorflow.lite.python.schema_py_generated`` via
@@ -782,13 +783,30 @@ def firmware_arena(path: str, scan_above: int = 32) -> dict:
     if below or above_fail:
         raise MicroError(f"{path}: firmware arena search not monotonic around {hi} bytes")
     _, at_min = fw.run(path, x, arena=hi, build_first=False)
+    _, rec = fw.run(path, x, recording=True, build_first=False)
     return {"runs": True, "min_arena": hi, "steps": steps, "one_byte_less_fails": not below,
+            "recording": firmware_recording(rec["recording"]),
             "checked_above": scan_above, "crashed_at": sorted(set(crashes)),
             "arena_used_at_min": at_min["arena_used_bytes"],
             "arena_used_at_1MiB": rep["arena_used_bytes"],
             "heap_ops_after_prepare": at_min["heap"]["ops_after_prepare"],
             "flash_bytes": os.path.getsize(path),
             "kernels": sorted({f"{n}: {k}" for n, k in rep["ops"]})}
+
+
+# What TFLM's RecordingMicroAllocator files under the arena's tail (persistent allocations,
+# from the arena's end); everything else it counts is the head (planned tensors + scratch).
+TAIL_TYPES = ("eval_tensors", "persistent_tensors", "quantization", "persistent_buffers",
+              "variable_buffers", "nodes_and_registrations", "op_data")
+
+
+def firmware_recording(rec: dict) -> dict:
+    """The firmware's ``recording`` JSON (firmware.cc --recording, 1 MiB arena) ->
+    {'total', 'tail', 'head', 'by_type': {type: used bytes}}."""
+    by_type = {k: int(v["used"]) for k, v in rec.items() if isinstance(v, dict)}
+    tail = sum(by_type.get(k, 0) for k in TAIL_TYPES)
+    total = int(rec["total"])
+    return {"total": total, "tail": tail, "head": total - tail, "by_type": by_type}
 
 
 # ============================================================================ report
@@ -911,6 +929,11 @@ def format_budget(budgets: Dict[str, dict], attempts: Dict[str, str],
                 f"{fwr['min_arena']:,d} B (bisection, {fwr['steps']} steps; one byte less "
                 f"fails), heap of the ops {fwr['heap_ops_after_prepare']:,d} B (kernel core "
                 f"copies + scratch), flash {fwr['flash_bytes']:,d} B")
+            r = fwr["recording"]
+            lines.append(
+                f"    recorder (1 MiB arena): total {r['total']:,d} B = head {r['head']:,d} "
+                f"(planned tensors + scratch) + tail {r['tail']:,d} (persistent: " +
+                ", ".join(f"{k} {v:,d}" for k, v in r["by_type"].items() if v) + ")")
         elif fwr is not None:
             lines.append(f"  TFLM firmware: {fwr['error']}")
     lines += ["", "Notes: the live sum counts every live tensor separately, so it is an upper "

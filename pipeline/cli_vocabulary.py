@@ -134,7 +134,7 @@ TOOLS: Dict[str, Tool] = {t.module: t for t in (
          data_flags=True, aliases=(("checkpoint", "model"),)),
     Tool("pipeline.tflite_metadata", ("models",), ("stamp",)),
     Tool("pipeline.benchmark", ("models", "teacher", "out_dir"),
-         ("threads", "runs", "warmup", "seed", "backbone", "bdfsmn_paths",
+         ("threads", "runs", "warmup", "burst", "seed", "backbone", "bdfsmn_paths",
           "project_ops"),
          aliases=(("backbone_teacher", "teacher"), ("backbone_dir", "out_dir"))),
     Tool("pipeline.device_profile", ("models", "out_dir"),

@@ -44,6 +44,30 @@ def test_benchmark_function(tiny_models):
         assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] and r["runs"] == 8
 
 
+def test_burst_runs_models_in_turns(tiny_models, monkeypatch):
+    """--burst N: each model runs N times in a row per turn, turns still rotate; every run is
+    timed, a last short turn completes --runs."""
+    order = []
+    real_model = benchmark._Model
+
+    class Traced(real_model):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            inner = self.run
+            self.run = lambda: (order.append(self.name), inner())[1]
+
+    monkeypatch.setattr(benchmark, "_Model", Traced)
+    res = benchmark.benchmark(list(tiny_models), threads=1, runs=7, warmup=1, burst=3)
+    timed = order[2:]  # after one warm-up run of each
+    lce_name, flt_name = "tiny_lce.tflite", "tiny_float.tflite"
+    assert timed == ([lce_name] * 3 + [flt_name] * 3 + [flt_name] * 3 + [lce_name] * 3 +
+                     [lce_name] + [flt_name])
+    for r in res.values():
+        assert r["runs"] == 7 and r["burst"] == 3
+    with pytest.raises(benchmark.BenchmarkError, match="burst"):
+        benchmark.benchmark(list(tiny_models), runs=4, burst=0)
+
+
 def test_cli_json_last_line(tiny_models):
     proc = subprocess.run([sys.executable, "-m", "pipeline.benchmark", "--models",
                            tiny_models[0], tiny_models[1], "--runs", "5", "--warmup", "1",

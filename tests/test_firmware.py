@@ -213,6 +213,10 @@ def test_minimal_arena(built):
     r = micro.firmware_arena(BINARY[2], scan_above=4)
     assert r["runs"] and r["one_byte_less_fails"] and r["min_arena"] == r["arena_used_at_min"]
     assert r["flash_bytes"] == os.path.getsize(BINARY[2]) and r["heap_ops_after_prepare"] > 0
+    rec = r["recording"]  # head + tail = what the recording allocator counted, one node per op
+    assert rec["head"] > 0 and rec["tail"] > 0 and rec["head"] + rec["tail"] == rec["total"]
+    assert rec["by_type"]["nodes_and_registrations"] > 0
+    assert abs(rec["total"] - r["min_arena"]) < 1024  # alignment of the 1 MiB arena only
     x = np.zeros((1, 1, 32, 32), np.float32)
     fw.run(BINARY[2], x, target="aarch64", arena=r["min_arena"], build_first=False)
     with pytest.raises(fw.FirmwareError, match="AllocateTensors failed|too small"):

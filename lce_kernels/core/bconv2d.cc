@@ -18,11 +18,9 @@
 #include <cstring>
 #include <limits>
 
-#if LCE_KERNELS_HAVE_NEON
-#include <arm_neon.h>
-#endif
+#include "simd.h"
+
 #if LCE_KERNELS_HAVE_AVX512
-#include <immintrin.h>
 #define LCE_AVX512_FN __attribute__((target("avx512f,avx512vpopcntdq")))
 #endif
 
@@ -445,9 +443,7 @@ struct BConv2D::Kernels {
 #pragma GCC unroll 2
       for (int q = 0; q < OB; ++q) {
         const int o0 = ob + 16 * q;
-        const int left = c.cout_ - o0;
-        const __mmask16 valid = left >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                           : static_cast<__mmask16>((1u << left) - 1u);
+        const __mmask16 valid = simd::TailMask16(c.cout_ - o0);
         __m512i x = _mm512_slli_epi32(acc[q][p], 1);
         if (c.zero_pad_)
           x = _mm512_add_epi32(

@@ -13,21 +13,12 @@
 #include <cmath>
 #include <cstring>
 
-#if defined(__aarch64__)
-#include <arm_neon.h>
-#define BDFSMN_HAVE_NEON 1
-#else
-#define BDFSMN_HAVE_NEON 0
-#endif
+#include "simd.h"
 
-// AVX-512 path: GCC / Clang on x86-64 only (function target attributes + cpu_supports);
-// define BDFSMN_NO_AVX512 to leave it out.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(BDFSMN_NO_AVX512)
-#include <immintrin.h>
-#define BDFSMN_HAVE_AVX512 1
+// AVX-512 path: GCC / Clang on x86-64 only (function target attributes + cpu_supports;
+// kernel_path.h: define LCE_KERNELS_NO_AVX512 to leave it out).
+#if LCE_KERNELS_HAVE_AVX512
 #define BDFSMN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,fma")))
-#else
-#define BDFSMN_HAVE_AVX512 0
 #endif
 
 namespace compute_engine {
@@ -104,10 +95,10 @@ void RepackRows(const std::uint32_t* src, int rows, int n, int words64, std::uin
   }
 }
 
-bool HasNeon() { return BDFSMN_HAVE_NEON != 0; }
+bool HasNeon() { return LCE_KERNELS_HAVE_NEON != 0; }
 
 bool HasAvx512() {
-#if BDFSMN_HAVE_AVX512
+#if LCE_KERNELS_HAVE_AVX512
   static const bool has = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -272,7 +263,7 @@ struct Kernels {
     }
   }
 
-#if BDFSMN_HAVE_NEON
+#if LCE_KERNELS_HAVE_NEON
   // ---------------- NEON ----------------
   // ---- NEON dual-scale binarization and memory block (fused with the pw1 binarization) ----
   // Sign patterns: per 4 channels the two compare masks are ANDed with their channels' bit
@@ -1145,9 +1136,9 @@ struct Kernels {
     if (a.nb1 == nullptr) return PointwiseNeonQ<false, false, false>(a, w, frames);
     PointwiseNeonQ<false, true, true>(a, w, frames);
   }
-#endif  // BDFSMN_HAVE_NEON
+#endif  // LCE_KERNELS_HAVE_NEON
 
-#if BDFSMN_HAVE_AVX512
+#if LCE_KERNELS_HAVE_AVX512
 // GCC 12's AVX-512 intrinsics fill "don't care" operands with _mm512_undefined_*(), which
 // -Wmaybe-uninitialized flags inside the compiler's own headers (GCC bug 105593); the
 // warning is silenced for this block only.
@@ -1159,10 +1150,7 @@ struct Kernels {
   // processed in blocks of 4 (a short last block re-reads its last frame and stores
   // nothing for the missing ones), so that the |r| sums of 4 frames share one register:
   // lanes 4f..4f+3 hold frame f's four partial sums (acc[c % 4] of the portable order).
-  BDFSMN_AVX512 static inline __mmask16 TailMask(int lanes) {
-    return lanes >= 16 ? static_cast<__mmask16>(0xFFFF)
-                       : static_cast<__mmask16>((1u << lanes) - 1u);
-  }
+  static inline __mmask16 TailMask(int lanes) { return simd::TailMask16(lanes); }
 
   // Dual-scale binarization of 16 lanes (the portable formulas): sign masks of both planes
   // and |r| (0 in lanes outside km).
@@ -1606,15 +1594,15 @@ struct Kernels {
   }
 
 #pragma GCC diagnostic pop
-#endif  // BDFSMN_HAVE_AVX512
+#endif  // LCE_KERNELS_HAVE_AVX512
 
   // ---------------- dispatch ----------------
   static void Binarize(const float* v, int frames, int n, const float* t0, const float* t1,
                        std::uint64_t* b1, std::uint64_t* b2, float* s, Path path) {
-#if BDFSMN_HAVE_NEON
+#if LCE_KERNELS_HAVE_NEON
     if (UseNeon(path)) return BinarizeNeon(v, frames, n, t0, t1, b1, b2, s);
 #endif
-#if BDFSMN_HAVE_AVX512
+#if LCE_KERNELS_HAVE_AVX512
     if (UseAvx512(path)) return BinarizeAvx512(v, frames, n, t0, t1, b1, b2, s);
 #endif
     (void)path;
@@ -1625,11 +1613,11 @@ struct Kernels {
   static void MemoryCounts(const Layer& L, const std::uint64_t* b1, const std::uint64_t* b2,
                            const float* s, int frames, std::int32_t* d1o, std::int32_t* wso,
                            float* s2o, Path path) {
-#if BDFSMN_HAVE_NEON
+#if LCE_KERNELS_HAVE_NEON
     if (UseNeon(path))
       return MemoryNeon<true>(L, nullptr, b1, b2, s, frames, nullptr, d1o, wso, s2o);
 #endif
-#if BDFSMN_HAVE_AVX512
+#if LCE_KERNELS_HAVE_AVX512
     if (UseAvx512(path))
       return MemoryAvx512<true>(L, nullptr, b1, b2, s, frames, nullptr, d1o, wso, s2o, nullptr,
                                 nullptr, nullptr, nullptr);
@@ -1645,7 +1633,7 @@ struct Kernels {
     const std::uint64_t* w = which == 1 ? L.pw1_w_.data() : L.pw2_w_.data();
     const int O = which == 1 ? L.h_ : L.c_, K = which == 1 ? L.c_ : L.h_;
     const int W = which == 1 ? L.wc_ : L.wh_;
-#if BDFSMN_HAVE_NEON
+#if LCE_KERNELS_HAVE_NEON
     if (UseNeon(path)) {
       PwArgs a{};
       a.O = O;
@@ -1658,7 +1646,7 @@ struct Kernels {
       return PointwiseNeon2(a, w, frames);
     }
 #endif
-#if BDFSMN_HAVE_AVX512
+#if LCE_KERNELS_HAVE_AVX512
     const std::vector<std::uint32_t>& wt = which == 1 ? L.pw1_wt_ : L.pw2_wt_;
     if (UseAvx512(path) && !wt.empty()) {
       PwArgs a{};
@@ -1683,7 +1671,7 @@ struct Kernels {
   // out. The AVX-512 path fuses each binarization into the pass that produces its input.
   static void Stage(const Layer& L, Layer::Stage stage, const float* x, int frames, float* out,
                     Workspace* ws, Path path) {
-#if BDFSMN_HAVE_AVX512
+#if LCE_KERNELS_HAVE_AVX512
     if (UseAvx512(path) && !L.pw1_wt_.empty()) return StageAvx512(L, stage, x, frames, out, ws);
 #endif
     const std::size_t T = static_cast<std::size_t>(frames);
@@ -1694,7 +1682,7 @@ struct Kernels {
                  ws->mem_b2.data(), ws->mem_s.data(), path);
         return;
       case Layer::Stage::kMemory:
-#if BDFSMN_HAVE_NEON
+#if LCE_KERNELS_HAVE_NEON
         if (UseNeon(path)) {
           if (MemoryTableNeon(L, x, ws->mem_b1.data(), ws->mem_b2.data(), ws->mem_s.data(),
                               frames, ws->m.data(), ws->pw1_b1.data(), ws->pw1_b2.data(),
@@ -1712,7 +1700,7 @@ struct Kernels {
                  ws->pw1_b1.data(), ws->pw1_b2.data(), ws->pw1_s.data(), path);
         return;
       case Layer::Stage::kPw1:
-#if BDFSMN_HAVE_NEON
+#if LCE_KERNELS_HAVE_NEON
         if (UseNeon(path)) {
           PwArgs a{};
           a.O = L.h_;
@@ -1741,7 +1729,7 @@ struct Kernels {
                  ws->pw2_b1.data(), ws->pw2_b2.data(), ws->pw2_s.data(), path);
         return;
       case Layer::Stage::kPw2:
-#if BDFSMN_HAVE_NEON
+#if LCE_KERNELS_HAVE_NEON
         if (UseNeon(path)) {
           PwArgs a{};
           a.O = L.c_;
@@ -1770,7 +1758,7 @@ struct Kernels {
                          const std::uint64_t* b2, const float* s, int frames, const float* mul,
                          const float* bias, const float* slope, const float* res, float* out,
                          Path path) {
-#if BDFSMN_HAVE_NEON
+#if LCE_KERNELS_HAVE_NEON
     if (UseNeon(path))
       return PointwiseNeon<false>(w, O, K, W, b1, b2, s, frames, mul, bias, slope, res, out,
                                   nullptr, nullptr);
@@ -1780,7 +1768,7 @@ struct Kernels {
                              nullptr);
   }
 
-#if BDFSMN_HAVE_AVX512
+#if LCE_KERNELS_HAVE_AVX512
   static void StageAvx512(const Layer& L, Layer::Stage stage, const float* x, int frames,
                           float* out, Workspace* ws) {
     switch (stage) {

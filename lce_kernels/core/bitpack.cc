@@ -4,11 +4,9 @@
 
 #include <cstring>
 
-#if LCE_KERNELS_HAVE_NEON
-#include <arm_neon.h>
-#endif
+#include "simd.h"
+
 #if LCE_KERNELS_HAVE_AVX512
-#include <immintrin.h>
 #define LCE_AVX512_FN __attribute__((target("avx512f")))
 #endif
 
@@ -75,10 +73,7 @@ LCE_AVX512_FN inline std::uint32_t Pack32(const float* p, __mmask16 v0, __mmask1
   return static_cast<std::uint32_t>(lo) | (static_cast<std::uint32_t>(hi) << 16);
 }
 
-LCE_AVX512_FN inline __mmask16 Lanes(int n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF)
-                 : static_cast<__mmask16>(n <= 0 ? 0u : (1u << n) - 1u);
-}
+using simd::TailMask16;
 
 LCE_AVX512_FN void PackFloatAvx512(const float* in, std::size_t rows, int n, std::int32_t* out) {
   const int words = PackedWords(n);
@@ -94,7 +89,7 @@ LCE_AVX512_FN void PackFloatAvx512(const float* in, std::size_t rows, int n, std
           _mm512_cmp_ps_mask(_mm512_loadu_ps(in + 16 * r), zero, _CMP_LT_OQ)));
     return;
   }
-  const __mmask16 t0 = Lanes(n % 32), t1 = Lanes(n % 32 - 16);
+  const __mmask16 t0 = TailMask16(n % 32), t1 = TailMask16(n % 32 - 16);
   for (std::size_t r = 0; r < rows; ++r) {
     const float* row = in + r * static_cast<std::size_t>(n);
     std::int32_t* o = out + r * static_cast<std::size_t>(words);
@@ -126,7 +121,7 @@ LCE_AVX512_FN void UnpackFloatAvx512(const std::int32_t* in, std::size_t rows, i
     for (int c0 = 0; c0 < n; c0 += 16) {
       const std::uint32_t word = FromWord(w[c0 >> 5]);
       const __mmask16 bits = static_cast<__mmask16>(word >> (c0 & 31));
-      _mm512_mask_storeu_ps(o + c0, Lanes(n - c0), _mm512_mask_blend_ps(bits, plus, minus));
+      _mm512_mask_storeu_ps(o + c0, TailMask16(n - c0), _mm512_mask_blend_ps(bits, plus, minus));
     }
   }
 }

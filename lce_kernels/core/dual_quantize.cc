@@ -17,11 +17,9 @@
 #include <cmath>
 #include <cstring>
 
-#if LCE_KERNELS_HAVE_NEON
-#include <arm_neon.h>
-#endif
+#include "simd.h"
+
 #if LCE_KERNELS_HAVE_AVX512
-#include <immintrin.h>
 #define LCE_AVX512_FN __attribute__((target("avx512f")))
 #endif
 
@@ -78,10 +76,7 @@ float RowsPortable(const float* x, std::size_t rows, int n, const float* t0, con
 // GCC 12's AVX-512 intrinsics trip -Wmaybe-uninitialized in its own headers (bitpack.cc).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-LCE_AVX512_FN inline __mmask16 Lanes(int n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF)
-                 : static_cast<__mmask16>(n <= 0 ? 0u : (1u << n) - 1u);
-}
+using simd::TailMask16;
 
 // 16 channels (lanes outside `v` read nothing, give bit 0 and add nothing).
 LCE_AVX512_FN inline void Half(const float* x, const float* t0, const float* t1, __mmask16 v,
@@ -120,8 +115,8 @@ LCE_AVX512_FN float RowsAvx512(const float* x, std::size_t rows, int n, const fl
   // four named accumulators (lane sets 0..3) stay in registers: rows in groups of four
   __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
   const int words = Words(n);
-  const __mmask16 last_lo = Lanes(n - 32 * (words - 1));
-  const __mmask16 last_hi = Lanes(n - 32 * (words - 1) - 16);
+  const __mmask16 last_lo = TailMask16(n - 32 * (words - 1));
+  const __mmask16 last_hi = TailMask16(n - 32 * (words - 1) - 16);
   const std::size_t xs = static_cast<std::size_t>(n), ws = static_cast<std::size_t>(words);
   std::size_t k = 0;
   for (; k + 4 <= rows; k += 4, x += 4 * xs, b1 += 4 * ws, b2 += 4 * ws) {
