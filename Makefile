@@ -92,13 +92,17 @@ bench: setup
 
 # Copy the finished real-pack runs into pretrained/ (committed): model.json, flags, metrics,
 # history and ONE model.weights.h5 (teacher: best validation epoch; student: the last epoch, the end
-# of its cosine schedule; README shows the best-validation epoch's numbers too), not ckpt/, tb/.
+# of its cosine schedule), not ckpt/, tb/. Runs of a queue: make publish-real8
+# TEACHER_RUN=RUNS/teacher_adam100 STUDENT_RUN=RUNS/student_d0e300_s1 (the published pair).
+TEACHER_RUN ?= runs/real8/teacher
+STUDENT_RUN ?= runs/real8/bifsmnv2
 publish-real8:
-	@for r in teacher bifsmnv2; do mkdir -p pretrained/real8/$$r; \
-	  for f in model.json flags.json metrics.json history.json; do \
-	    cp runs/real8/$$r/$$f pretrained/real8/$$r/; done; done
-	cp runs/real8/teacher/best.weights.h5 pretrained/real8/teacher/model.weights.h5
-	cp runs/real8/bifsmnv2/last.weights.h5 pretrained/real8/bifsmnv2/model.weights.h5
+	@mkdir -p pretrained/real8/teacher pretrained/real8/bifsmnv2
+	@for f in model.json flags.json metrics.json history.json; do \
+	  cp $(TEACHER_RUN)/$$f pretrained/real8/teacher/ && \
+	  cp $(STUDENT_RUN)/$$f pretrained/real8/bifsmnv2/ || exit 1; done
+	cp $(TEACHER_RUN)/best.weights.h5 pretrained/real8/teacher/model.weights.h5
+	cp $(STUDENT_RUN)/last.weights.h5 pretrained/real8/bifsmnv2/model.weights.h5
 
 clean:
 	rm -rf build firmware_sim/build

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from models.dual_scale import QuantConvBN, build_sublayer
 from models.memory_block import MemoryBlock
+from models.quantizers import MIN_WEIGHT_SCALE
 from models.thinnable import MAX_DEPTH_INDEX, depth_index, layer_set
 
 __all__ = ["DFSMNLayer", "DFSMNBackbone", "build_dfsmn", "split_training_outputs"]
@@ -100,8 +101,9 @@ class DFSMNLayer(tf.keras.layers.Layer):
         - ``mem_weights`` / ``pw1_weights`` / ``pw2_weights``: bit-packed signs (uint32 words,
           ``lce_kernels.ops.pack_bits``; rows: taps, pw1 outputs, pw2 outputs);
         - ``mem_t0/t1/t2``, ``pw1_t0/t1``, ``pw2_t0/t1``: the dual-scale thresholds;
-        - ``mem_mul = g * mean_k |w|``, ``mem_bias = beta - mu * g``; for pw1 / pw2
-          ``mul = g * mean_i |W|`` and ``bias = beta - mu * g - mul * sum_i sign(W) t2``;
+        - ``mem_mul = g * max(mean_k |w|, s_min)``, ``mem_bias = beta - mu * g``; for pw1 /
+          pw2 ``mul = g * max(mean_i |W|, s_min)`` (``s_min``: ``MIN_WEIGHT_SCALE``, the
+          quantizer's floor) and ``bias = beta - mu * g - mul * sum_i sign(W) t2``;
         - ``mem_slope``, ``pw1_slope``, ``pw2_slope``: PReLU slopes (pw2: ``act{d}``).
 
         float64 vectors. ``lce_kernels.ops.bdfsmn_inputs`` turns the dict into the op's
@@ -134,7 +136,7 @@ class DFSMNLayer(tf.keras.layers.Layer):
         p["mem_weights"] = ops.pack_bits(mw < 0, np.uint32)
         p["mem_t0"], p["mem_t1"], p["mem_t2"] = (f64(t) for t in (
             mem.dual_scale.t0, mem.dual_scale.t1, mem.dual_scale.t2))
-        p["mem_mul"] = g * np.mean(np.abs(mw), axis=0)
+        p["mem_mul"] = g * np.maximum(np.mean(np.abs(mw), axis=0), MIN_WEIGHT_SCALE)
         p["mem_bias"] = shift
         p["mem_slope"] = f64(mem.act.alpha).reshape(-1)
         for name, conv, act in (("pw1", self.pw1, self.pw1_act),
@@ -143,7 +145,7 @@ class DFSMNLayer(tf.keras.layers.Layer):
             t0, t1, t2 = (f64(t) for t in (conv.dual_scale.t0, conv.dual_scale.t1,
                                            conv.dual_scale.t2))
             g, shift = bn_of(conv.bns)
-            mul = g * np.mean(np.abs(w), axis=0)
+            mul = g * np.maximum(np.mean(np.abs(w), axis=0), MIN_WEIGHT_SCALE)
             p[f"{name}_weights"] = ops.pack_bits((w < 0).T, np.uint32)
             p[f"{name}_t0"], p[f"{name}_t1"] = t0, t1
             p[f"{name}_mul"] = mul

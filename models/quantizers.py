@@ -20,12 +20,21 @@ __all__ = [
     "LPBSign",
     "ScaledSignWeight",
     "ALPHA_NAME",
+    "MIN_WEIGHT_SCALE",
     "get_activation_binarizer",
 ]
 
 #: Name of every learnable LPB input scale (used by `models.quant_variables`).
 ALPHA_NAME = "lpb_alpha"
 _ALPHA_MIN = 1e-3
+
+#: Floor of a binary weight's per-output-channel scale (`ScaledSignWeight`): 2^-20, 8x float32
+#: epsilon. LCE's converter lowers a conv to its binary conv only when every output channel's
+#: scale exceeds float32 epsilon (IsBinaryFilter, larq_compute_engine/mlir/transforms/
+#: prepare_tf.cc); weight decay drives the latent weights of a channel that gets no gradient
+#: (a dead channel) toward 0 (~1e-31 after 300 epochs), which would keep the whole layer in
+#: float. At the floor a dead channel adds at most K * 2^-20 to its output before BN.
+MIN_WEIGHT_SCALE = 2.0 ** -20
 
 
 def lpb_sign(x: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
@@ -151,11 +160,13 @@ class ScaledSignWeight(lq.quantizers._BaseQuantizer):
 
     \\[
     q(w)_{\dots, o} = \operatorname{sign}(w_{\dots, o}) \cdot
-        \operatorname{mean}_{\text{all axes but } o} |w_{\dots, o}|
+        \max\left(\operatorname{mean}_{\text{all axes but } o} |w_{\dots, o}|,\;
+        s_{\min}\right)
     \\]
 
     (as larq's `magnitude_aware_sign`; the scale is treated as a constant in the backward
-    pass). The sign's gradient is the LPB one (`learnable=True`,
+    pass; \\(s_{\min}\\) is `MIN_WEIGHT_SCALE`, reached only by dead channels). The sign's
+    gradient is the LPB one (`learnable=True`,
     \\(\partial q / \partial w = \alpha s\, 1_{|\alpha w| \le 1}\\) with its own learnable
     `lpb_alpha`) or plain STE (`learnable=False`, \\(\alpha = 1\\)).
 
@@ -188,9 +199,9 @@ class ScaledSignWeight(lq.quantizers._BaseQuantizer):
         rank = inputs.shape.rank
         axis = self.channel_axis % rank
         reduce_axes = [i for i in range(rank) if i != axis]
-        scale = tf.stop_gradient(
-            tf.reduce_mean(tf.abs(inputs), axis=reduce_axes, keepdims=True)
-        )
+        scale = tf.stop_gradient(tf.maximum(
+            tf.reduce_mean(tf.abs(inputs), axis=reduce_axes, keepdims=True),
+            MIN_WEIGHT_SCALE))
         if self.learnable:
             b = lpb_sign(inputs, tf.convert_to_tensor(self.alpha))
         else:

@@ -33,6 +33,17 @@ import numpy as np
 # below (raw forward, folding, packed forward) is this module's own, independent of it
 from lce_kernels.ops import pack_bits, unpack_bits
 
+#: The binary weights' per-output-channel scale floor, written out here so that this module
+#: needs no TensorFlow: models.quantizers.MIN_WEIGHT_SCALE (tests/test_models.py checks the two
+#: are equal).
+MIN_WEIGHT_SCALE = 2.0 ** -20
+
+
+def weight_scale(w):
+    """mean |w| over axis 0 (the inputs / taps), per output channel, floored at
+    MIN_WEIGHT_SCALE; shape (1, out)."""
+    return np.maximum(np.mean(np.abs(w), axis=0, keepdims=True), MIN_WEIGHT_SCALE)
+
 EPS = 1e-5  # BatchNorm epsilon of the model (models.dfsmn / QuantConvBN default)
 NUM_DEPTHS = 4
 MAGIC = b"BDFV1\0\0\0"
@@ -125,7 +136,7 @@ def raw_forward(x, raw, left, right, dilation, depth):
     T = x.shape[0]
     a = _dual(x, raw["mem_t"])
     w = raw["mem_w"]
-    w = sign(w) * np.mean(np.abs(w), axis=0, keepdims=True)
+    w = sign(w) * weight_scale(w)
     h = np.zeros_like(x)
     for t in range(T):
         for k in range(left + right + 1):
@@ -133,10 +144,10 @@ def raw_forward(x, raw, left, right, dilation, depth):
             if 0 <= tau < T:
                 h[t] += w[k] * a[tau]
     m = x + prelu(batch_norm(h, raw["mem_bn"][depth]), raw["mem_slope"])
-    w1 = sign(raw["pw1_w"]) * np.mean(np.abs(raw["pw1_w"]), axis=0, keepdims=True)
+    w1 = sign(raw["pw1_w"]) * weight_scale(raw["pw1_w"])
     hid = prelu(batch_norm(_dual(m, raw["pw1_t"]) @ w1, raw["pw1_bn"][depth]),
                 raw["pw1_slope"])
-    w2 = sign(raw["pw2_w"]) * np.mean(np.abs(raw["pw2_w"]), axis=0, keepdims=True)
+    w2 = sign(raw["pw2_w"]) * weight_scale(raw["pw2_w"])
     o = batch_norm(_dual(hid, raw["pw2_t"]) @ w2, raw["pw2_bn"][depth])
     return m + prelu(o, raw["act_slope"][depth])
 
@@ -153,14 +164,14 @@ def fold(raw, depth, eps=EPS):
     g = g_of(mbn)
     p["mem_weights"] = pack_bits(mw < 0, np.uint32)           # (K, ceil(C/32))
     p["mem_t0"], p["mem_t1"], p["mem_t2"] = raw["mem_t"]
-    p["mem_mul"] = g * np.mean(np.abs(mw), axis=0)
+    p["mem_mul"] = g * weight_scale(mw)[0]
     p["mem_bias"] = mbn["beta"] - mbn["moving_mean"] * g
     p["mem_slope"] = raw["mem_slope"]
     for name, w, t, bn, slope in (
             ("pw1", raw["pw1_w"], raw["pw1_t"], raw["pw1_bn"][depth], raw["pw1_slope"]),
             ("pw2", raw["pw2_w"], raw["pw2_t"], raw["pw2_bn"][depth], raw["act_slope"][depth])):
         g = g_of(bn)
-        mul = g * np.mean(np.abs(w), axis=0)                 # (out,)
+        mul = g * weight_scale(w)[0]                         # (out,)
         k = sign(w).T @ t[2]                                 # sum_c sigma[c, o] t2[c]
         p[f"{name}_weights"] = pack_bits((w < 0).T, np.uint32)  # (out, ceil(in/32))
         p[f"{name}_t0"], p[f"{name}_t1"] = t[0], t[1]

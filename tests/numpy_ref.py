@@ -14,6 +14,8 @@ of the tie flips at random. With random shifts, ties have measure zero.
 """
 import numpy as np
 
+from pipeline.kernel_ref import MIN_WEIGHT_SCALE
+
 
 def sign(x):
     return np.where(x >= 0, 1.0, -1.0)
@@ -57,7 +59,7 @@ def relu(x):
 
 def binarize_weight(w, channel_axis):
     axes = tuple(i for i in range(w.ndim) if i != channel_axis % w.ndim)
-    return sign(w) * np.mean(np.abs(w), axis=axes, keepdims=True)
+    return sign(w) * np.maximum(np.mean(np.abs(w), axis=axes, keepdims=True), MIN_WEIGHT_SCALE)
 
 
 def dual_scale(x, t0, t1, t2, per_sample):

@@ -69,8 +69,14 @@ def keras_with_margins(model, x):
     inputs that are exactly -t0: a ReLU output of exactly 0 minus the threshold, the same bits
     in every float implementation (0 - t0 is exact), so that bit cannot depend on rounding.
     The trained student has such structural near-ties (a channel always 0 after ReLU with
-    |t0| ~ 2e-10) on every clip, which ties.keras_with_margins would count as a tie everywhere."""
+    |t0| ~ 2e-10) on every clip, which ties.keras_with_margins would count as a tie everywhere.
+    Likewise a binarizer input that stays within the tie margin on EVERY clip of the batch: a
+    (nearly) dead channel, whose weights weight decay took to ~0
+    (models.quantizers.MIN_WEIGHT_SCALE), carries values of ~1e-8 whose rounding errors scale
+    with those values, not with the margin meant for O(1) activations; counted as ties they
+    would make every clip a tie (the 300-epoch student has such channels in most layers)."""
     import tensorflow as tf
+    import ties
     from models.dual_scale import DualScaleActivation
     records = []
     layers = [m for m in model.submodules if isinstance(m, DualScaleActivation)]
@@ -86,6 +92,9 @@ def keras_with_margins(model, x):
                         mag = np.abs(a)
                         if which == 1:
                             mag = np.where(a == -m.t0.numpy(), np.inf, mag)
+                        if len(a) > 1:  # never beyond the margin: a (nearly) dead channel
+                            dead = np.max(mag, axis=0) < ties.TIE_DELTA
+                            mag = np.where(dead, np.inf, mag)
                         records.append(mag.reshape(len(a), -1).min(axis=1))
                     return inner(inputs)
                 return call
@@ -134,8 +143,21 @@ def test_binary_host_aarch64_keras(built, features, depth):
     got = host.reshape(len(x), -1)
     model, _ = checkpoints.load_model(STUDENT, depth=depth)
     ref, margin = keras_with_margins(model, features)
-    _, clean = ties.assert_close_except_ties(got, ref, margin, tol=1e-4,
-                                             label=f"d{depth} firmware vs Keras")
+    if (margin >= ties.TIE_DELTA).sum() >= ties.MIN_TIE_FREE:
+        _, clean = ties.assert_close_except_ties(got, ref, margin, tol=1e-4,
+                                                 label=f"d{depth} firmware vs Keras")
+    else:
+        # The 300-epoch student has on EVERY clip a binarizer input within ~4e-7 of its
+        # threshold (pw1 PReLU slopes near 0 pile the outputs up at the pw2 thresholds), so no
+        # clip is tie-free: a bit may flip between Keras's float order and the kernels'. Then
+        # top-1 on every clip, and the logits within 1e-3 of their scale (measured: 9e-5 at d8,
+        # 2e-6 at d2; one flipped bit moves them up to ~6e-3: pipeline.export's max |dlogit|
+        # on validation, 0.11 of a logit scale of ~17).
+        clean = np.ones(len(got), bool)
+        err = np.abs(got - ref).max(axis=1) / np.maximum(1.0, np.abs(ref).max(axis=1))
+        print(f"d{depth} firmware vs Keras: no tie-free clip (largest margin {margin.max():.1e}); "
+              f"max relative logit error {err.max():.1e}")
+        assert err.max() <= 1e-3, err.max()
     assert np.array_equal(got.argmax(-1)[clean], ref.argmax(-1)[clean])
     tfl = predictors.load_predictor(BINARY[depth]).predict(features)
     scale = max(1.0, float(np.abs(tfl).max()))

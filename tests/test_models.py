@@ -173,6 +173,30 @@ def test_weight_quantizer_is_one_bit_per_output_channel():
         np.testing.assert_allclose(vals[0], np.mean(np.abs(w.numpy()[..., o])), rtol=1e-6)
 
 
+def test_weight_scale_floor_keeps_dead_channels_binary():
+    """A dead output channel (latent weights decayed to ~1e-31) gets the scale floor, so LCE's
+    converter still lowers the conv to its binary conv (it refuses any channel scale at or
+    below float32 epsilon); the live channels keep mean |w|."""
+    from models.lce_census import op_census
+    from models.quantizers import MIN_WEIGHT_SCALE
+    from pipeline import kernel_ref
+    lce = pytest.importorskip("larq_compute_engine")
+    assert MIN_WEIGHT_SCALE == kernel_ref.MIN_WEIGHT_SCALE > np.finfo(np.float32).eps
+    w = np.random.default_rng(0).normal(size=(1, 1, 64, 8)).astype(np.float32)
+    w[..., 3] *= 1e-30
+    wq = models.ScaledSignWeight()(tf.constant(w)).numpy()
+    assert np.all(np.abs(wq[..., 3]) == np.float32(MIN_WEIGHT_SCALE))
+    np.testing.assert_allclose(np.abs(wq[0, 0, 0, :3]), np.mean(np.abs(w[..., :3]), (0, 1, 2)),
+                               rtol=1e-6)
+    inp = tf.keras.Input((4, 4, 64))
+    conv = lq.layers.QuantConv2D(8, 1, use_bias=False, input_quantizer="ste_sign",
+                                 kernel_quantizer=models.ScaledSignWeight(learnable=False))
+    model = tf.keras.Model(inp, conv(inp))
+    conv.set_weights([w])
+    census = op_census(lce.convert_keras_model(model))
+    assert census["LceBconv2d"] == 1 and census["CONV_2D"] == 0, census
+
+
 def test_gradients_reach_alpha_and_thresholds():
     model = models.get_model("bifsmnv2", depth=8)
     # the classifier is zero-initialised (training stability), which zeroes every upstream

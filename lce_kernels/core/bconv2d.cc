@@ -683,6 +683,7 @@ struct BConv2D::Kernels {
 };
 
 void BConv2D::Eval(const std::int32_t* input, int batch, void* output, KernelPath path) {
+  const simd::ScopedFlushDenormals ftz;  // simd.h: the float transform flushes on every path
   KernelPath p = ResolveKernelPath(path);
   if (p == KernelPath::kAvx512 && filter_t_.empty()) p = KernelPath::kPortable;
 #if LCE_KERNELS_HAVE_AVX512

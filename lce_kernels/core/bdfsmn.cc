@@ -1967,6 +1967,7 @@ void Layer::Prepare(int frames, Workspace* ws) const {
 
 bool Layer::Eval(const float* x, int frames, float* out, Workspace* ws, Path path) const {
   if (frames < 1 || ws == nullptr || ws->frames < frames || c_ < 1) return false;
+  const simd::ScopedFlushDenormals ftz;  // simd.h: the same bits on every path
   for (Stage st : {Stage::kBinarize, Stage::kMemory, Stage::kPw1, Stage::kPw2})
     Kernels::Stage(*this, st, x, frames, out, ws, path);
   return true;
@@ -1975,18 +1976,21 @@ bool Layer::Eval(const float* x, int frames, float* out, Workspace* ws, Path pat
 bool Layer::EvalStage(Stage stage, const float* x, int frames, float* out, Workspace* ws,
                       Path path) const {
   if (frames < 1 || ws == nullptr || ws->frames < frames || c_ < 1) return false;
+  const simd::ScopedFlushDenormals ftz;
   Kernels::Stage(*this, stage, x, frames, out, ws, path);
   return true;
 }
 
 void Layer::Binarize(const float* v, int frames, int n, const float* t0, const float* t1,
                      std::uint64_t* b1, std::uint64_t* b2, float* s, Path path) {
+  const simd::ScopedFlushDenormals ftz;
   Kernels::Binarize(v, frames, n, t0, t1, b1, b2, s, path);
 }
 
 void Layer::MemoryCounts(const std::uint64_t* b1, const std::uint64_t* b2, const float* s,
                          int frames, std::int32_t* d1, std::int32_t* wsum, float* s2,
                          Path path) const {
+  const simd::ScopedFlushDenormals ftz;
   Kernels::MemoryCounts(*this, b1, b2, s, frames, d1, wsum, s2, path);
 }
 
@@ -2001,6 +2005,7 @@ void Layer::Pointwise(const std::uint64_t* w, int O, int K, int W, const std::ui
                       Path path) {
   // res == nullptr (no residual: the drivers' layers) compiled as its own case, as when the
   // caller's null residual is a constant.
+  const simd::ScopedFlushDenormals ftz;
   if (res == nullptr) {
     Kernels::PointwiseF(w, O, K, W, b1, b2, s, frames, mul, bias, slope, nullptr, out, path);
   } else {

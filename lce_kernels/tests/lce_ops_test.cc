@@ -44,6 +44,7 @@
 #include "../core/dual_quantize.h"
 #include "../core/op_contract.h"
 #include "../core/op_validate.h"
+#include "../core/simd.h"
 
 namespace {
 
@@ -534,6 +535,20 @@ void DualCase(Rng& rng, int id, Fnv* fnv) {
   fnv->Add(portable_s.data(), portable_s.size() * 4);
 }
 
+// simd::ScopedFlushDenormals: inside the scope a product that underflows is +-0 and a
+// denormal operand counts as 0 (x86 FTZ + DAZ, AArch64 FZ); after it, IEEE again.
+void FlushDenormalsScope() {
+  volatile float tiny = 1e-30f, small = 1e-10f, denormal = 1e-40f, one = 1.0f;
+  const auto product = [&] { return tiny * small; };  // 1e-40: denormal in IEEE
+  if (!(product() > 0.0f)) Fail("IEEE mode expected before the flush scope");
+  {
+    const compute_engine::core::simd::ScopedFlushDenormals ftz;
+    if (product() != 0.0f) Fail("ScopedFlushDenormals: an underflowing product is not flushed");
+    if (denormal * one != 0.0f) Fail("ScopedFlushDenormals: a denormal operand is not flushed");
+  }
+  if (!(product() > 0.0f)) Fail("ScopedFlushDenormals: the previous mode is not restored");
+}
+
 // The shared Prepare checks of ops::DUAL_QUANTIZE: a valid node passes in both runtimes'
 // modes; every malformed variant is refused with a message (and never crashes).
 void DualValidate() {
@@ -802,6 +817,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < cases; ++i) PackCase(rng, i, &fnv);
   for (int i = 0; i < cases; ++i) ConvCase(rng, i, &fnv);
   InvalidSpecs();
+  FlushDenormalsScope();
   {  // own generator and checksum: the cases and checksum above stay as they were
     Rng drng{seed ^ 0xD0A1D0A1D0A1D0A1ull};
     Fnv dfnv;
