@@ -177,6 +177,7 @@ def test_weight_scale_floor_keeps_dead_channels_binary():
     """A dead output channel (latent weights decayed to ~1e-31) gets the scale floor, so LCE's
     converter still lowers the conv to its binary conv (it refuses any channel scale at or
     below float32 epsilon); the live channels keep mean |w|."""
+    from lce_kernels import ops
     from models.lce_census import op_census
     from models.quantizers import MIN_WEIGHT_SCALE
     from pipeline import kernel_ref
@@ -194,7 +195,7 @@ def test_weight_scale_floor_keeps_dead_channels_binary():
     model = tf.keras.Model(inp, conv(inp))
     conv.set_weights([w])
     census = op_census(lce.convert_keras_model(model))
-    assert census["LceBconv2d"] == 1 and census["CONV_2D"] == 0, census
+    assert census[ops.BCONV2D] == 1 and census["CONV_2D"] == 0, census
 
 
 def test_gradients_reach_alpha_and_thresholds():

@@ -43,8 +43,8 @@ inline __mmask16 TailMask16(int n) {
 // one, so every path (portable, NEON, AVX-512) gives the same bits also where a value
 // underflows, as TensorFlow's CPU kernels and XNNPACK flush too, and no path slows down: an x86
 // core takes a microcode assist per denormal result (a student whose dead channels weight
-// decay had taken to ~1e-31 ran 17 % slower). The stand-alone binarizers (LceQuantize,
-// DualQuantize) keep IEEE semantics: a denormal input keeps its sign.
+// decay had taken to ~1e-31 ran 17 % slower). The stand-alone binarizers (bitpack's
+// quantize, DualQuantize) keep IEEE semantics: a denormal input keeps its sign.
 class ScopedFlushDenormals {
  public:
   ScopedFlushDenormals() {
