@@ -11,7 +11,8 @@ reached from Python through the op library ``build/libbdfsmn_op.so``, ``register
 op               inputs (in order)                                options (FlexBuffers map)
 ===============  ===============================================  ==========================
 LceBDfsmn        x, mem_w, mem_p, pw1_w, pw1_t, pw1_p, pw2_w,     channels, hidden, left,
-                 pw2_t, pw2_p                                     right, dilation (ints)
+                 pw2_t, pw2_p (streaming: + state; outputs out,   right, dilation (ints)
+                 new_state)
 LceQuantize      x                                                none
 LceDequantize    x                                                none
 LceBconv2d       input, filter, post_activation_multiplier,       the eight ints of LCE
@@ -28,6 +29,12 @@ LceDualQuantize  x, thresholds (outputs: b1, b2, scale)           none
 - ``pw1_w``  int32 [H, ceil(C/32)]; ``pw1_t`` float32 [2, C] (t0, t1); ``pw1_p`` float32
   [3, H] (mul, bias, slope);
 - ``pw2_w``  int32 [C, ceil(H/32)]; ``pw2_t`` float32 [2, H]; ``pw2_p`` float32 [3, C].
+
+Streaming form (one hop of a stream, ``right`` = 0): a tenth input ``state`` float32 of x's
+rank, [S, C] / [B, S, C] / [B, S, 1, C] with S = left * dilation (``BDFSMN_STATE_INPUT``), the
+memory block's inputs a of the S frames before x (zeros at reset), and a second output
+``new_state`` of the state's shape (``BDFSMN_OUTPUTS``): the layer of ``models.streaming``, math
+in ``lce_kernels/core/bdfsmn.h`` (``Layer::EvalStream``) and ``pipeline.kernel_ref.layer_stream``.
 
 Options: a FlexBuffers map (``flatbuffers.flexbuffers``, as LCE's converter writes its ops')
 of the five ints ``BDFSMN_OPTION_KEYS``. The math the op computes, and the folding of the
@@ -155,6 +162,16 @@ MEM_P_ROWS = ("t0", "t1", "t2", "mul", "bias", "slope")
 THRESH_ROWS = ("t0", "t1")
 PW_P_ROWS = ("mul", "bias", "slope")
 BDFSMN_OPTION_KEYS = ("channels", "hidden", "left", "right", "dilation")
+#: the streaming form's extra input (after the nine of ``BDfsmnInput``), its name, and the
+#: streaming form's outputs (op_contract.h ``bdfsmn::kState``, ``kStateName``, ``kOutputNames``)
+BDFSMN_STATE_INPUT = len(BDfsmnInput)
+BDFSMN_STATE = "state"
+BDFSMN_OUTPUTS = ("out", "new_state")
+
+
+def bdfsmn_state_frames(left: int, dilation: int = 1) -> int:
+    """Rows S of the streaming form's state: ``left * dilation``."""
+    return int(left) * int(dilation)
 #: tensor names of the exporter: ``{scope}/bdfsmn/{input name}`` and ``{scope}/bdfsmn/out``
 TENSOR_TAG = "bdfsmn"
 
@@ -457,16 +474,23 @@ class Graph:
         self.sg.tensors.append(t)
         return len(self.sg.tensors) - 1
 
-    def add_bdfsmn(self, x, scope, inputs, options):
+    def add_bdfsmn(self, x, scope, inputs, options, state=None):
         """One ``BDFSMN`` op on tensor index x (constant ``inputs`` 1..8, custom ``options``)
-        appended to the subgraph; returns its output tensor index."""
+        appended to the subgraph; returns its output tensor index. ``state``: a tensor index,
+        the streaming form (input ``BDFSMN_STATE_INPUT``; a second output ``new_state`` of the
+        state's shape is added)."""
         S = self.S
         shape = list(self.sg.tensors[x].shape)
         ins = [x] + [self.tensor(bdfsmn_tensor_name(scope, n), a.shape, a.dtype, a)
                      for n, a in zip(BDFSMN_INPUTS[1:], inputs)]
         out = self.tensor(bdfsmn_tensor_name(scope, "out"), shape, np.float32)
+        outs = [out]
+        if state is not None:
+            ins.append(state)
+            outs.append(self.tensor(bdfsmn_tensor_name(scope, BDFSMN_OUTPUTS[1]),
+                                    list(self.sg.tensors[state].shape), np.float32))
         op = S.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = self.custom_opcode(BDFSMN), ins, [out]
+        op.opcodeIndex, op.inputs, op.outputs = self.custom_opcode(BDFSMN), ins, outs
         op.customOptions = np.frombuffer(options, np.uint8).copy()
         op.customOptionsFormat = S.CustomOptionsFormat.FLEXBUFFERS
         self.sg.operators.append(op)
@@ -501,14 +525,16 @@ class Graph:
         return tmap
 
 
-def bdfsmn_model(x_shape, params, options, const_inputs=True):
+def bdfsmn_model(x_shape, params, options, const_inputs=True, state_shape=None,
+                 new_state_shape=None):
     """A ModelT with one subgraph holding one ``BDFSMN`` op (serialize it with
     ``pipeline.tflite_metadata.write_model``).
 
     x_shape: input shape (e.g. (B, T, 1, C)); params: the 8 arrays of ``bdfsmn_inputs`` (any
     dtype float32/int32, any shape: malformed ones are allowed on purpose); options: bytes
     (empty / None: no custom_options). const_inputs=False makes the parameters graph inputs
-    instead of constants."""
+    instead of constants. ``state_shape``: the streaming form (graph input 1 ``state``, output
+    1 ``new_state`` of ``new_state_shape``, default the state's)."""
     S = schema()
     ttype = {np.dtype(np.float32): S.TensorType.FLOAT32, np.dtype(np.int32): S.TensorType.INT32}
     buffers = [S.BufferT()]
@@ -529,16 +555,21 @@ def bdfsmn_model(x_shape, params, options, const_inputs=True):
     for name, arr in zip(BDFSMN_INPUTS[1:], params):
         arr = np.asarray(arr)
         inputs.append(add(name, arr.shape, arr.dtype, arr if const_inputs else None))
-    out = add("y", x_shape, np.float32)
+    outs = [add("y", x_shape, np.float32)]
+    if state_shape is not None:
+        inputs.append(add(BDFSMN_STATE, state_shape, np.float32))
+        outs.append(add(BDFSMN_OUTPUTS[1], state_shape if new_state_shape is None
+                        else new_state_shape, np.float32))
 
     op = S.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, inputs, [out]
+    op.opcodeIndex, op.inputs, op.outputs = 0, inputs, outs
     op.customOptions = np.frombuffer(options, np.uint8).copy() if options else None
     op.customOptionsFormat = S.CustomOptionsFormat.FLEXBUFFERS
     sg = S.SubGraphT()
     sg.tensors, sg.operators, sg.name = tensors, [op], "main"
-    sg.inputs = inputs if not const_inputs else [inputs[0]]
-    sg.outputs = [out]
+    sg.inputs = inputs if not const_inputs else (
+        [inputs[0]] + ([inputs[-1]] if state_shape is not None else []))
+    sg.outputs = outs
     model = S.ModelT()
     model.version, model.description = 3, f"{BDFSMN} test model"
     model.operatorCodes, model.subgraphs, model.buffers = [custom_opcode(BDFSMN)], [sg], buffers

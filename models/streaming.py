@@ -156,9 +156,17 @@ class CausalConvBN(QuantConvBN):
     def step(self, x, state):
         """Streaming: ``x`` (B, n, F, C) new frames (n a multiple of the stride), ``state``
         (B, k - s, F, C) the frames before them -> (output (B, n / s, F', filters), new
-        state). Inference only (folded BN)."""
-        buf = tf.concat([state, x], axis=1)
-        return self.valid(self._padded(buf, False), 0, False), buf[:, -self.time_pad:]
+        state). Inference only (folded BN). The zeros over F join the buffer in the same
+        CONCATENATION as the state (what `_padded` does with a PAD, which the firmware's
+        float PAD ran at ~21k instructions a hop for these few hundred floats)."""
+        frames = tf.concat([state, x], axis=1)
+        lo, hi = same_padding(int(x.shape[2]), self.k, self.s)
+        buf = frames
+        if lo or hi:
+            shape = tf.shape(frames)
+            zeros = [tf.zeros(tf.concat([shape[:2], [n], shape[3:]], 0)) for n in (lo, hi)]
+            buf = tf.concat([zeros[0]] * bool(lo) + [frames] + [zeros[1]] * bool(hi), axis=2)
+        return self.valid(buf, 0, False), frames[:, -self.time_pad:]
 
     def valid(self, x, bn_index=0, training=None):
         """The convolution of an already padded input (no padding in time or frequency)."""
@@ -285,8 +293,10 @@ def build_dfsmn_stream(
 
 class StreamingDFSMN(tf.Module):
     """The streaming form of a single-depth model built by `build_dfsmn_stream`: one hop
-    (`TIME_STRIDE` = 4 feature frames) per `step`, state explicit. Shares the model's
-    variables (nothing is copied: weights loaded into the model are what it runs).
+    (``hop_frames`` feature frames, a multiple of `TIME_STRIDE` = 4: 4 = one backbone frame =
+    128 ms, 8 = 256 ms, the windowed loop's decision rate) per `step`, state explicit. The
+    states do not depend on the hop. Shares the model's variables (nothing is copied: weights
+    loaded into the model are what it runs).
 
         stream = StreamingDFSMN(model)
         states = stream.initial_states()
@@ -296,8 +306,12 @@ class StreamingDFSMN(tf.Module):
     ``state_specs``: [(name, shape without the batch axis)] in the order of ``states``.
     """
 
-    def __init__(self, model: tf.keras.Model, name=None):
+    def __init__(self, model: tf.keras.Model, name=None, hop_frames: int = TIME_STRIDE):
         super().__init__(name=name or f"{model.name}_streaming")
+        if hop_frames < TIME_STRIDE or hop_frames % TIME_STRIDE:
+            raise ValueError(f"hop of {hop_frames} feature frames: a streaming hop is a "
+                             f"positive multiple of {TIME_STRIDE} (one backbone frame per "
+                             f"{TIME_STRIDE})")
         if not is_streaming_arch(model):
             raise ValueError(f"{model.name} is not a streaming model (build_dfsmn_stream)")
         self.model = model
@@ -313,7 +327,7 @@ class StreamingDFSMN(tf.Module):
         self.depth_index = self.backbone.depth_indices[0]
         self.layers = layer_set(self.depth_index, self.backbone.num_layers)
         frames, self.mels = model.input_shape[1:]
-        self.hop_frames = TIME_STRIDE
+        self.hop_frames = int(hop_frames)
         c1 = int(self.conv1.conv.kernel.shape[-1])
         f_mid = -(-self.mels // FRONT_STRIDE)
         mem = self.backbone.left * self.backbone.dilation
@@ -329,7 +343,8 @@ class StreamingDFSMN(tf.Module):
         return [tf.zeros((batch,) + tuple(shape)) for _, shape in self.state_specs]
 
     def step(self, features, states):
-        """features (B, 4, mels), states -> (logits (B, classes), new states)."""
+        """features (B, hop_frames, mels), states -> (logits (B, classes) of the window
+        ending with the hop, new states)."""
         st = list(states)
         if len(st) != len(self.state_specs):
             raise ValueError(f"{len(st)} states given, the model has {len(self.state_specs)}")

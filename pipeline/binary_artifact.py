@@ -125,6 +125,78 @@ def replace_layer(m, scope, inputs, options):
     return len(chain)
 
 
+def stream_layer_ops(m, scope):
+    """The op chain of streaming DFSMN layer ``scope`` (``layer_ops``) plus the ops that only
+    carry its state on: those whose non-constant inputs all come from the chain and whose
+    outputs are all graph outputs (the converter's slice of the memory buffer into the new
+    state, named after the signature, not the layer)."""
+    sg = m.subgraphs[0]
+    chain = layer_ops(m, scope)
+    produced = {int(o) for i in chain for o in sg.operators[i].outputs}
+    graph_out = {int(t) for t in sg.outputs}
+    for i, op in enumerate(sg.operators):
+        if i in chain:
+            continue
+        ins = [int(t) for t in op.inputs if t >= 0 and not _is_const(m, sg.tensors[int(t)])]
+        if ins and all(t in produced for t in ins) and \
+                all(int(o) in graph_out for o in op.outputs):
+            chain.append(i)
+    return sorted(chain)
+
+
+def replace_stream_layer(m, scope, inputs, options):
+    """Replace the op chain of streaming DFSMN layer ``scope`` (``stream_layer_ops``) by one
+    ``ops.BDFSMN`` in its streaming form: inputs x, the eight constants, and the layer's state
+    (a graph input); outputs the layer's output and the new state (a graph output), both the
+    chain's own tensors so that readers and the signature are unchanged. ValueError when the
+    chain does not read exactly one activation and one state input and write one activation
+    and one graph output of the state's shape. Returns the number of ops removed."""
+    sg = m.subgraphs[0]
+    chain = stream_layer_ops(m, scope)
+    if not chain:
+        raise ValueError(f"{scope}: no op of this layer in the converter's output")
+    inside = set(chain)
+    produced = {int(o) for i in chain for o in sg.operators[i].outputs}
+    entering = []
+    for i in chain:
+        for t in sg.operators[i].inputs:
+            t = int(t)
+            if t >= 0 and t not in produced and not _is_const(m, sg.tensors[t]) \
+                    and t not in entering:
+                entering.append(t)
+    graph_in, graph_out = {int(t) for t in sg.inputs}, {int(t) for t in sg.outputs}
+    read_outside = {int(t) for i, op in enumerate(sg.operators) if i not in inside
+                    for t in op.inputs if t >= 0} | graph_out
+    leaving = sorted(produced & read_outside)
+    states = [t for t in entering if t in graph_in]
+    xs = [t for t in entering if t not in graph_in]
+    new_states = [t for t in leaving if t in graph_out]
+    ys = [t for t in leaving if t not in graph_out]
+    if len(states) != 1 or len(xs) != 1 or len(new_states) != 1 or len(ys) != 1:
+        raise ValueError(
+            f"{scope}: the streaming layer's op chain ({len(chain)} ops) reads "
+            f"{[_name(sg.tensors[t]) for t in entering]} and writes "
+            f"{[_name(sg.tensors[t]) for t in leaving]}; expected an activation and the "
+            "layer's state in, an activation and the new state (a graph output) out")
+    x, y, st, ns = xs[0], ys[0], states[0], new_states[0]
+    shape = lambda t: [int(d) for d in sg.tensors[t].shape]  # noqa: E731
+    opts = ops.read_options(options)
+    want_state = shape(x)[:1] + [ops.bdfsmn_state_frames(opts["left"], opts["dilation"])] + \
+        shape(x)[2:]
+    if shape(x) != shape(y) or shape(st) != want_state or shape(ns) != want_state:
+        raise ValueError(f"{scope}: x {shape(x)}, y {shape(y)}, state {shape(st)}, new state "
+                         f"{shape(ns)}; expected y = x and states {want_state}")
+    g = ops.Graph(m)
+    g.add_bdfsmn(x, scope, inputs, options, state=st)
+    op = sg.operators.pop()
+    op.outputs = [y, ns]
+    sg.tensors[y].name = ops.bdfsmn_tensor_name(scope, ops.BDFSMN_OUTPUTS[0])
+    keep = [o for i, o in enumerate(sg.operators) if i not in inside]
+    keep.insert(chain[0], op)
+    sg.operators = keep
+    return len(chain)
+
+
 def _const_array(m, t, dtype=np.float32):
     b = m.buffers[t.buffer]
     return np.frombuffer(np.asarray(b.data, np.uint8).tobytes(), dtype).reshape(

@@ -129,7 +129,7 @@ TOOLS: Dict[str, Tool] = {t.module: t for t in (
     Tool("pipeline.evaluate", ("model", "data_dir"),
          ("split", "depth", "plot", "batch_size", "reference"), data_flags=True),
     Tool("pipeline.export", ("model", "teacher", "arch", "data_dir", "out_dir"),
-         ("depth", "flavor", "audio_input", "streaming", "force", "verify_clips",
+         ("depth", "flavor", "audio_input", "streaming", "hop_frames", "force", "verify_clips",
           "test_accuracy", "representative_clips", "min_agreement") + _MODEL_SIZE,
          data_flags=True, aliases=(("checkpoint", "model"),)),
     Tool("pipeline.tflite_metadata", ("models",), ("stamp",)),

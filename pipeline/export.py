@@ -137,6 +137,9 @@ def define_flags():
     flags.DEFINE_bool("streaming", False, "One hop per invoke, state tensors in and out "
                       "(pipeline/streaming_export.py): for dfsmn_stream (--flavor float) and "
                       "bifsmnv2_stream (--flavor lce or binary) runs; name <...>_streaming.")
+    flags.DEFINE_integer("hop_frames", 4, "--streaming: feature frames per invoke, a multiple "
+                         "of 4 (4: one backbone frame, 128 ms; 8: 256 ms, the windowed loop's "
+                         "decision rate); names other than 4 end in _hop<frames>.")
     flags.DEFINE_bool("force", False, "Write the .tflite even if verification fails.")
     flags.DEFINE_integer("verify_clips", 500, "Validation clips for Keras-vs-tflite agreement.")
     flags.DEFINE_bool("test_accuracy", True, "Evaluate each .tflite on the test split.")
@@ -228,6 +231,15 @@ def bdfsmn_layer_report(model, flatbuffer, depth, num_layers):
         rows.append({"layer": scope, "kind": kind, "status": status, "lce_bconv2d": 0,
                      "float_ops": [], "reason": reason})
     return rows
+
+
+def binary_artifact_layer_report(model, flatbuffer, depth, num_layers):
+    """binary flavor (windowed or streaming): the front end's binary convs ``ops.BCONV2D``
+    (``binary_layer_report``), every DFSMN layer one ``ops.BDFSMN`` (``bdfsmn_layer_report``)."""
+    return [r for r in binary_layer_report(model, flatbuffer, depth, num_layers)
+            if not r["layer"].startswith("dfsmn/")] + [
+        r for r in bdfsmn_layer_report(model, flatbuffer, depth, num_layers)
+        if r["layer"].startswith("dfsmn/")]
 
 
 def binary_layer_report(model, flatbuffer, depth, num_layers):
@@ -425,11 +437,8 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
     num_layers = spec["model_kwargs"].get("num_layers", 8)
     if flavor == "bdfsmn":
         layers = bdfsmn_layer_report(base, flatbuffer, depth, num_layers)
-    elif flavor == "binary":  # DFSMN layers: ops.BDFSMN; front end: ops.BCONV2D
-        layers = [r for r in binary_layer_report(base, flatbuffer, depth, num_layers)
-                  if not r["layer"].startswith("dfsmn/")] + [
-            r for r in bdfsmn_layer_report(base, flatbuffer, depth, num_layers)
-            if r["layer"].startswith("dfsmn/")]
+    elif flavor == "binary":
+        layers = binary_artifact_layer_report(base, flatbuffer, depth, num_layers)
     else:
         layers = binary_layer_report(base, flatbuffer, depth, num_layers) if binary else []
     report = {
@@ -727,10 +736,13 @@ def update_index(out_dir, reports):
 # -- the whole run -----------------------------------------------------------------------------
 def run(checkpoint, out_dir, cfg, depths=None, flavors=None, teacher=None, audio_input=False,
         force=False, verify_clips=500, test_accuracy=True, representative_clips=200,
-        min_agreement=None, overrides=None, streaming=False):
+        min_agreement=None, overrides=None, streaming=False, hop_frames=4):
     """Export every (checkpoint, flavor, depth) requested; returns the list of reports. Each
     run directory's model.json is read once (``specs``) and handed to every export of it.
-    ``streaming``: one hop per invoke (``pipeline.streaming_export``; float and lce)."""
+    ``streaming``: one hop of ``hop_frames`` feature frames per invoke
+    (``pipeline.streaming_export``; float, lce and binary)."""
+    if not streaming and hop_frames != 4:
+        raise ExportError("--hop_frames is the hop of a --streaming export")
     spec = checkpoints.read_model_json(checkpoint)
     specs = {checkpoint: spec}
     trained = sorted(spec.get("training_depths") or [spec["model_kwargs"].get("num_layers", 8)],
@@ -788,7 +800,7 @@ def run(checkpoint, out_dir, cfg, depths=None, flavors=None, teacher=None, audio
             reports.append(streaming_export.export_one(
                 ckpt, fl, d, out_dir, cfg, data, audio_input,
                 overrides if ckpt == checkpoint else None, force, test_accuracy,
-                min_agreement, spec=specs[ckpt]))
+                min_agreement, spec=specs[ckpt], hop_frames=hop_frames))
             continue
         ref = None
         if fl != "float":
@@ -835,7 +847,7 @@ def main(argv):
     reports = run(model, FLAGS.out_dir, cfg, FLAGS.depth, FLAGS.flavor,
                   FLAGS.teacher, FLAGS.audio_input, FLAGS.force, FLAGS.verify_clips,
                   FLAGS.test_accuracy, FLAGS.representative_clips, FLAGS.min_agreement,
-                  overrides, FLAGS.streaming)
+                  overrides, FLAGS.streaming, FLAGS.hop_frames)
     print()
     with open(os.path.join(FLAGS.out_dir, INDEX_MD)) as f:
         print(f.read())

@@ -254,24 +254,62 @@ def packed_forward(x, p, left, right, dilation):
     m = x + prelu(z, p["mem_slope"])
     res["m"] = m
 
-    def pointwise(name, v):
-        n_in = v.shape[1]
-        a1, a2, sv, dd, rr = binarize(v, p[f"{name}_t0"], p[f"{name}_t1"])
-        margins.extend([np.abs(dd).min(), np.abs(rr).min()])
-        wn = unpack_bits(p[f"{name}_weights"], n_in)              # (out, in)
-        p1 = n_in - 2 * np.sum(wn[None] ^ a1[:, None], axis=-1)   # (T, out)
-        p2 = n_in - 2 * np.sum(wn[None] ^ a2[:, None], axis=-1)
-        res[f"{name}_b1"], res[f"{name}_b2"] = pack_bits(a1, np.uint32), pack_bits(a2, np.uint32)
-        res[f"{name}_s"] = sv
-        res[f"{name}_p1"], res[f"{name}_p2"] = p1.astype(np.int32), p2.astype(np.int32)
-        z = (p1 + sv[:, None] * p2) * p[f"{name}_mul"] + p[f"{name}_bias"]
-        return prelu(z, p[f"{name}_slope"])
-
-    h = pointwise("pw1", m)
+    h = _pointwise(p, "pw1", m, res, margins)
     res["h"] = h
-    res["out"] = m + pointwise("pw2", h)
+    res["out"] = m + _pointwise(p, "pw2", h, res, margins)
     res["margin"] = float(min(margins))
     return res
+
+
+def layer_stream(x, state, p, left, dilation=1):
+    """The streaming form of the layer (``lce_kernels.ops.BDFSMN`` with a state; right = 0),
+    float64, written from its definition: ``x`` (T, C) the new frames, ``state`` (S, C) with
+    S = left * dilation the memory block's inputs a of the frames before them (zeros at the
+    start of a stream). Returns a dict: out (T, C), new_state (S, C), m (T, C), and
+    ``margin`` (the smallest |argument| of any sign(), for tie-free inputs)::
+
+        a = (v1 + s v2) - t2           v1, v2 = +-1 from the dual-scale binarization of x
+        A = [state; a]
+        m[t] = x[t] + PReLU(sum_k sign(w_k) A[S + t - (left - k) dil] * mul + bias)
+        out = m + pw2(pw1(m))          (as ``packed_forward``)
+        new_state = A[T:]
+    """
+    x = np.asarray(x, np.float64)
+    state = np.asarray(state, np.float64)
+    T, C = x.shape
+    S = left * dilation
+    if state.shape != (S, C):
+        raise ValueError(f"state {state.shape}, expected {(S, C)}")
+    n1, n2, s, d, r = binarize(x, p["mem_t0"], p["mem_t1"])
+    margins = [np.abs(d).min(), np.abs(r).min()]
+    a = (np.where(n1, -1.0, 1.0) + s[:, None] * np.where(n2, -1.0, 1.0)) - p["mem_t2"]
+    A = np.concatenate([state, a], axis=0)
+    sigma = np.where(unpack_bits(p["mem_weights"], C), -1.0, 1.0)      # (K, C)
+    acc = np.zeros((T, C))
+    for t in range(T):
+        for k in range(left + 1):
+            acc[t] += sigma[k] * A[S + t - (left - k) * dilation]
+    m = x + prelu(acc * p["mem_mul"] + p["mem_bias"], p["mem_slope"])
+    res = {"m": m, "new_state": A[T:]}
+    h = _pointwise(p, "pw1", m, res, margins)
+    res["out"] = m + _pointwise(p, "pw2", h, res, margins)
+    res["margin"] = float(min(margins))
+    return res
+
+
+def _pointwise(p, name, v, res, margins):
+    """One binary 1x1 conv of the layer on v (T, n_in), its counts stored in ``res``."""
+    n_in = v.shape[1]
+    a1, a2, sv, dd, rr = binarize(v, p[f"{name}_t0"], p[f"{name}_t1"])
+    margins.extend([np.abs(dd).min(), np.abs(rr).min()])
+    wn = unpack_bits(p[f"{name}_weights"], n_in)              # (out, in)
+    p1 = n_in - 2 * np.sum(wn[None] ^ a1[:, None], axis=-1)   # (T, out)
+    p2 = n_in - 2 * np.sum(wn[None] ^ a2[:, None], axis=-1)
+    res[f"{name}_b1"], res[f"{name}_b2"] = pack_bits(a1, np.uint32), pack_bits(a2, np.uint32)
+    res[f"{name}_s"] = sv
+    res[f"{name}_p1"], res[f"{name}_p2"] = p1.astype(np.int32), p2.astype(np.int32)
+    z = (p1 + sv[:, None] * p2) * p[f"{name}_mul"] + p[f"{name}_bias"]
+    return prelu(z, p[f"{name}_slope"])
 
 
 # ------------------------------------------------------------------ test vectors

@@ -60,22 +60,27 @@ import tensorflow as tf  # noqa: E402  (after `models`, which pipeline.export im
 
 FLAVORS = ("float", "lce", "binary")
 SUFFIX = "_streaming"
+#: feature frames per invoke by default: one backbone frame (128 ms)
+DEFAULT_HOP_FRAMES = 4
 
 
 class StreamingExportError(export.ExportError):
     """A streaming export that cannot be made (not a streaming model, wrong flavor...)."""
 
 
-def export_name(model_name, flavor, depth, audio_input):
-    return export.export_name(model_name, flavor, depth, audio_input) + SUFFIX
+def export_name(model_name, flavor, depth, audio_input, hop_frames=DEFAULT_HOP_FRAMES):
+    """``<windowed name>_streaming``, plus ``_hop<frames>`` for a hop other than the default."""
+    return export.export_name(model_name, flavor, depth, audio_input) + SUFFIX + (
+        "" if hop_frames == DEFAULT_HOP_FRAMES else f"_hop{hop_frames}")
 
 
-def step_function(model, audio_input=False, cfg=None):
+def step_function(model, audio_input=False, cfg=None, hop_frames=DEFAULT_HOP_FRAMES):
     """(tf.function with a fixed signature, state specs [(name, shape)], input name): one hop
-    of ``model`` (a single-depth ``build_dfsmn_stream`` model), optionally from audio."""
+    of ``hop_frames`` feature frames of ``model`` (a single-depth ``build_dfsmn_stream``
+    model), optionally from audio."""
     from models.streaming import StreamingDFSMN
-    geometry = streaming_runner.StreamGeometry.from_config(cfg)
-    stream = StreamingDFSMN(model)
+    geometry = streaming_runner.StreamGeometry.from_config(cfg, hop_frames)
+    stream = StreamingDFSMN(model, hop_frames=hop_frames)
     specs = list(stream.state_specs)
     if audio_input:
         specs = [("audio", (geometry.audio_state,))] + specs
@@ -129,9 +134,9 @@ def order_io(flatbuffer: bytes, input_names, output_names) -> bytes:
     return tflite_metadata.write_model(model)
 
 
-def convert(model, flavor, audio_input=False, cfg=None):
+def convert(model, flavor, audio_input=False, cfg=None, hop_frames=DEFAULT_HOP_FRAMES):
     """(.tflite bytes with the documented I/O order, state specs)."""
-    fn, specs, x_name = step_function(model, audio_input, cfg)
+    fn, specs, x_name = step_function(model, audio_input, cfg, hop_frames)
     module = tf.Module()
     module.variables_ = list(model.variables)
     module.serve = fn
@@ -146,16 +151,37 @@ def convert(model, flavor, audio_input=False, cfg=None):
     flatbuffer = order_io(flatbuffer, [x_name] + [f"state_{n}" for n in names],
                           ["logits"] + [f"new_state_{n}" for n in names])
     if flavor == "binary":
-        from pipeline import binary_artifact
-        m = tflite_metadata.read_model(flatbuffer)
-        binary_artifact.fuse_dual_quantize(m)
-        binary_artifact.prune(m)
-        flatbuffer = tflite_metadata.write_model(m)
+        flatbuffer = binary_stream_artifact(model, flatbuffer, hop_frames)
     return flatbuffer, specs
 
 
+def binary_stream_artifact(model, lce_flatbuffer: bytes,
+                           hop_frames=DEFAULT_HOP_FRAMES) -> bytes:
+    """LCE's converter output of one hop -> the streaming binary artifact: every DFSMN layer's
+    op chain (its state slice included) one ``ops.BDFSMN`` in its streaming form (state in,
+    new state out: ``pipeline.binary_artifact.replace_stream_layer``), every remaining
+    dual-scale binarization one ``ops.DUAL_QUANTIZE``, unused tensors / buffers dropped."""
+    from models.streaming import StreamingDFSMN
+    from pipeline import binary_artifact
+    stream = StreamingDFSMN(model, hop_frames=hop_frames)
+    bb = stream.backbone
+    opts = ops.bdfsmn_options(bb.channels, bb.hidden, bb.left, 0, bb.dilation)
+    m = tflite_metadata.read_model(lce_flatbuffer)
+    for j in stream.layers:
+        binary_artifact.replace_stream_layer(
+            m, f"dfsmn/layer{j}", ops.bdfsmn_inputs(bb.blocks[j].folded_params(stream.depth_index)),
+            opts)
+    fused = binary_artifact.fuse_dual_quantize(m)
+    binary_artifact.prune(m)
+    m.description = (f"binary streaming: LCE converter output of one hop ({ops.BCONV2D} front "
+                     f"end, its {fused} dual-scale binarizations each one {ops.DUAL_QUANTIZE}) "
+                     f"with every DFSMN layer one {ops.BDFSMN} carrying its state")
+    return tflite_metadata.write_model(m)
+
+
 def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
-               overrides=None, force=False, test_accuracy=True, min_agreement=None, spec=None):
+               overrides=None, force=False, test_accuracy=True, min_agreement=None, spec=None,
+               hop_frames=DEFAULT_HOP_FRAMES):
     """Convert, describe, census, verify hop by hop, write; the report (``pipeline.export``'s
     fields plus ``streaming``)."""
     from models.lce_census import constant_bytes, op_census
@@ -179,11 +205,15 @@ def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
     if flavor == "float" and binary:
         raise StreamingExportError(f"{checkpoint} is binary ({spec['model']}): stream it with "
                                    "--flavor lce or binary")
-    name = export_name(spec["model"], flavor, depth, audio_input)
-    print(f"== {name}: converting ({flavor}, one hop per invoke) ...", flush=True)
+    name = export_name(spec["model"], flavor, depth, audio_input, hop_frames)
+    print(f"== {name}: converting ({flavor}, one hop of {hop_frames} feature frames per "
+          "invoke) ...", flush=True)
     features = getattr(cfg, "features", None)     # the data's FeatureConfig
-    flatbuffer, specs = convert(base, flavor, audio_input, features)
-    geometry = streaming_runner.StreamGeometry.from_config(features)
+    geometry = streaming_runner.StreamGeometry.from_config(features, hop_frames)
+    if geometry.window_frames % hop_frames:
+        raise StreamingExportError(f"--hop_frames {hop_frames} does not divide the "
+                                   f"{geometry.window_frames}-frame window")
+    flatbuffer, specs = convert(base, flavor, audio_input, features, hop_frames)
     description = export.export_description(spec, flavor, depth, audio_input)
     description[streaming_runner.KEY] = streaming_runner.streaming_description(
         specs, description["input"], geometry)
@@ -192,7 +222,9 @@ def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
 
     census = op_census(flatbuffer)
     num_layers = spec["model_kwargs"].get("num_layers", 8)
-    layers = export.binary_layer_report(base, flatbuffer, depth, num_layers) if binary else []
+    layers = (export.binary_artifact_layer_report(base, flatbuffer, depth, num_layers)
+              if flavor == "binary" else
+              export.binary_layer_report(base, flatbuffer, depth, num_layers) if binary else [])
     state = streaming_runner.states_summary(specs)
     report = {
         "name": name, "file": f"{name}.tflite", "written": False, "forced": False,
@@ -201,7 +233,8 @@ def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
         "model_kwargs": spec["model_kwargs"], "checkpoint": os.path.abspath(checkpoint),
         "converter": ("larq_compute_engine.convert_saved_model" if flavor != "float" else
                       "tf.lite.TFLiteConverter") + " of StreamingDFSMN.step (one hop)"
-                     + (f", dual-scale binarizations fused ({ops.DUAL_QUANTIZE})"
+                     + (f", every DFSMN layer one {ops.BDFSMN} with its state, dual-scale "
+                        f"binarizations fused ({ops.DUAL_QUANTIZE})"
                         if flavor == "binary" else ""),
         **export.io_details(flatbuffer),
         "file_bytes": len(flatbuffer), "sha256": model_contract.sha256(flatbuffer),
@@ -236,10 +269,21 @@ def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
                                                         "padded PCM)" if audio_input else "")})
     checks = {"top1_agreement": ver["top1_agreement"] >= threshold}
     if flavor in ("lce", "binary"):
-        convs = [r for r in layers if r["kind"] == "conv"]
+        # lce: every binary conv one ops.BCONV2D; binary: the front end's, and every DFSMN
+        # layer one ops.BDFSMN in its streaming form (the report's status words)
+        convs = [r for r in layers if r["kind"] == "conv" or (
+            flavor == "binary" and r["layer"].startswith("dfsmn/"))]
         report["binary_convs_lowered"] = bool(convs) and all(
-            r["status"] == ops.BCONV2D for r in convs)   # the report's status word
+            r["status"] == (ops.BDFSMN if flavor == "binary" and r["layer"].startswith("dfsmn/")
+                            else ops.BCONV2D) for r in convs)
         checks["binary_convs_lowered"] = report["binary_convs_lowered"]
+    if flavor == "binary":
+        from pipeline import binary_artifact
+        bd = binary_artifact.byte_breakdown(flatbuffer)
+        report["binary"] = {**binary_artifact.census_check(flatbuffer, depth),
+                            "bytes": {k: v for k, v in bd.items() if k != "constant_tensors"},
+                            "constant_tensors": bd["constant_tensors"]}
+        checks[f"one_{ops.BDFSMN}_per_layer"] = report["binary"][f"one_{ops.BDFSMN}_per_layer"]
     ver["checks"] = checks
     ver["passed"] = all(checks.values())
     report["verification"] = ver

@@ -227,3 +227,102 @@ def test_op_kernel_path_by_registerer(oplib, monkeypatch):
     assert _scaled_err(outs["auto"], ref) <= TOL
     monkeypatch.setenv("LCE_BDFSMN_PATH", "fastest")  # the old override: no effect now
     assert np.array_equal(_run(model, x), outs["auto"])
+
+
+# ------------------------------------------------------------------ the streaming form
+def _stream_case(seed, hops, hop, C=100, H=200, left=4, dil=1, d=1, margin=5e-5):
+    """A random layer (right = 0) and hops x (hops, hop, C) whose chained float64 reference
+    (``kernel_ref.layer_stream`` from zero state) is tie-free: (p, x, outs, states)."""
+    rng = np.random.default_rng(seed)
+    p = K.to_float32(K.fold(K.random_raw_layer(rng, C, H, left, 0), d))
+    for _ in range(200):
+        x = rng.normal(0.0, 1.0, (hops, hop, C)).astype(np.float32)
+        state = np.zeros((left * dil, C))
+        outs, states, ok = [], [], True
+        for xh in x:
+            r = K.layer_stream(xh, state, p, left, dil)
+            ok = ok and r["margin"] > margin
+            state = r["new_state"]
+            outs.append(r["out"])
+            states.append(state)
+        if ok:
+            return p, x, np.stack(outs), np.stack(states)
+    raise AssertionError("no tie-free input found")
+
+
+def _stream_model(p, hop, C, H, left, dil, batch=1, **kw):
+    S = ops.bdfsmn_state_frames(left, dil)
+    return _model_stream((batch, hop, 1, C), ops.bdfsmn_inputs(p),
+                         ops.bdfsmn_options(C, H, left, 0, dil), (batch, S, 1, C), **kw)
+
+
+def _model_stream(x_shape, params, options, state_shape, **kw):
+    from pipeline.tflite_metadata import write_model
+    return write_model(ops.bdfsmn_model(x_shape, params, options, state_shape=state_shape, **kw))
+
+
+def _run_stream(model, x, registerer=REGISTERER):
+    """Feed x (hops, hop, C) hop by hop, the new state back as the next state: (outs, states)."""
+    it = _interpreter(model, registerer)
+    it.allocate_tensors()
+    ins, outs_d = it.get_input_details(), it.get_output_details()
+    state = np.zeros(ins[1]["shape"], np.float32)
+    outs, states = [], []
+    for xh in x:
+        it.set_tensor(ins[0]["index"], xh[None, :, None, :])
+        it.set_tensor(ins[1]["index"], state)
+        it.invoke()
+        outs.append(it.get_tensor(outs_d[0]["index"])[0, :, 0])
+        state = it.get_tensor(outs_d[1]["index"]).copy()
+        states.append(state[0, :, 0])
+    return np.stack(outs), np.stack(states)
+
+
+@pytest.mark.parametrize("hop,left,dil", [(1, 4, 1), (2, 4, 1), (3, 2, 2)])
+def test_streaming_op_matches_reference(oplib, hop, left, dil):
+    """The streaming form hop by hop (state fed back) equals the float64 reference of its
+    definition (``kernel_ref.layer_stream``) and, from zero state, the windowed layer with
+    right = 0 on the whole sequence (``kernel_ref.packed_forward``: zero padding of a); every
+    kernel path bit-identical."""
+    C, H, hops = 100, 200, 5
+    p, x, ref, ref_states = _stream_case(11 + hop, hops, hop, C, H, left, dil)
+    model = _stream_model(p, hop, C, H, left, dil)
+    got = {path: _run_stream(model, x, ops.REGISTERERS[path]) for path in ops.REGISTERERS}
+    out, states = got["auto"]
+    assert _scaled_err(out, ref) <= TOL
+    assert _scaled_err(states, ref_states) <= TOL
+    for path, (o, s) in got.items():
+        assert np.array_equal(o, out) and np.array_equal(s, states), path
+    window = K.packed_forward(x.reshape(-1, C), p, left, 0, dil)["out"]
+    assert _scaled_err(out.reshape(-1, C), window) <= TOL
+
+
+def test_streaming_op_rejects_malformed_models(oplib):
+    C, H, left, dil = 40, 70, 3, 1
+    p, x, _, _ = _stream_case(5, 2, 1, C, H, left, dil)
+    good = ops.bdfsmn_inputs(p)
+    _run_stream(_stream_model(p, 1, C, H, left, dil), x)  # the unmodified model works
+    S = left * dil
+    bad = [
+        _model_stream((1, 1, 1, C), good, ops.bdfsmn_options(C, H, left, 1, dil),
+                      (1, S, 1, C)),                                   # right != 0
+        _model_stream((1, 1, 1, C), good, ops.bdfsmn_options(C, H, left, 0, dil),
+                      (1, S + 1, 1, C)),                               # state rows
+        _model_stream((1, 1, 1, C), good, ops.bdfsmn_options(C, H, left, 0, dil),
+                      (1, S, C)),                                      # state rank
+        _model_stream((1, 1, 1, C), good, ops.bdfsmn_options(C, H, left, 0, dil),
+                      (2, S, 1, C)),                                   # state batch
+        _model_stream((1, 1, 1, C), good, ops.bdfsmn_options(C, H, left, 0, dil),
+                      (1, S, 1, C - 1)),                               # state channels
+        _model_stream((1, 1, 1, C), good, ops.bdfsmn_options(C, H, 0, 0, dil),
+                      (1, 0, 1, C)),                                   # no state (left 0)
+    ]
+    for model in bad:
+        _expect_error(model)
+    # a second output without a state input, and a state without a second output
+    from pipeline.tflite_metadata import write_model
+    m = ops.bdfsmn_model((1, 1, 1, C), good, ops.bdfsmn_options(C, H, left, 0, dil),
+                         state_shape=(1, S, 1, C))
+    m.subgraphs[0].operators[0].outputs = m.subgraphs[0].operators[0].outputs[:1]
+    m.subgraphs[0].outputs = m.subgraphs[0].outputs[:1]
+    _expect_error(write_model(m))

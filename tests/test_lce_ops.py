@@ -750,9 +750,12 @@ def _runner(target, cmd_prefix=()):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     m = re.search(r"all passed, checksum ([0-9a-f]{16})", proc.stdout)
     dual = re.search(r"passed, dual checksum ([0-9a-f]{16})", proc.stdout)
-    assert m and dual, proc.stdout
+    stream = re.search(r"passed, stream checksum ([0-9a-f]{16})", proc.stdout)
+    assert m and dual and stream, proc.stdout
     print(proc.stdout.strip())
-    return m.group(1), dual.group(1)  # (pack + bconv2d, ops.DUAL_QUANTIZE incl. its s)
+    # (pack + bconv2d, ops.DUAL_QUANTIZE incl. its s, the streaming ops.BDFSMN: outputs and
+    # final states)
+    return m.group(1), dual.group(1), stream.group(1)
 
 
 def test_core_runner_host_and_sanitizers():

@@ -146,6 +146,11 @@ def test_header_agrees_with_ops_py():
     assert _strings(bd, "kInputNames") == ops.BDFSMN_INPUTS
     assert len(_enum(bd, "Input")) == len(ops.BDfsmnInput) + 1  # + kNumInputs
     assert _strings(bd, "kOptionKeys") == ops.BDFSMN_OPTION_KEYS
+    # the streaming form: the state after the nine inputs, outputs out and new_state
+    assert re.search(r'char kStateName\[\]\s*=\s*"([^"]*)"', bd).group(1) == ops.BDFSMN_STATE
+    assert _strings(bd, "kOutputNames") == ops.BDFSMN_OUTPUTS
+    assert re.search(r"kState = kNumInputs;", bd) and ops.BDFSMN_STATE_INPUT == len(ops.BDfsmnInput)
+    assert len(_enum(bd, "Output")) - 1 == len(ops.BDFSMN_OUTPUTS)
     assert len(_enum(bd, "MemRow")) - 1 == len(ops.MEM_P_ROWS)
     assert len(_enum(bd, "ThreshRow")) - 1 == len(ops.THRESH_ROWS)
     assert len(_enum(bd, "PwRow")) - 1 == len(ops.PW_P_ROWS)

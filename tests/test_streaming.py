@@ -218,6 +218,8 @@ def exports(tiny_corpus, tmp_path_factory, teacher_model, student_model):
                       test_accuracy=False, streaming=True)
     reps += export.run(student, out, cfg, depths=[2], flavors=["lce", "binary"],
                        verify_clips=VERIFY, test_accuracy=False, streaming=True)
+    reps += export.run(student, out, cfg, depths=[2], flavors=["binary"], verify_clips=VERIFY,
+                       test_accuracy=False, streaming=True, hop_frames=8)
     feats = export.clips(InputPipeline(index_from_config(cfg), cfg), "validation", VERIFY)[1]
     return {"out": out, "teacher": teacher, "student": student, "cfg": cfg, "feats": feats,
             "reports": {r["name"]: r for r in reps}}
@@ -226,16 +228,19 @@ def exports(tiny_corpus, tmp_path_factory, teacher_model, student_model):
 def test_streaming_exports_are_verified_and_described(exports):
     reps = exports["reports"]
     assert set(reps) == {"dfsmn_stream_float_d8_streaming", "bifsmnv2_stream_lce_d2_streaming",
-                         "bifsmnv2_stream_binary_d2_streaming"}
+                         "bifsmnv2_stream_binary_d2_streaming",
+                         "bifsmnv2_stream_binary_d2_streaming_hop8"}
     for name, r in reps.items():
         v = r["verification"]
         print(name, v["top1_agreement"], v["max_abs_logit_diff"], r["op_census"])
+        hop = 8 if name.endswith("_hop8") else 4
         assert r["written"] and v["passed"] and r["streaming"]
-        assert v["invokes"] == 8 * v["clips"]           # 8 hops per 1 s clip
-        assert r["input_shape"] == [1, 4, 32] and r["output_shape"] == [1, 5]
+        assert v["invokes"] == 32 // hop * v["clips"]     # 8 (4) hops per 1 s clip
+        assert r["input_shape"] == [1, hop, 32] and r["output_shape"] == [1, 5]
         pred = predictors.load_predictor(os.path.join(exports["out"], name + ".tflite"))
         d = pred.description["streaming"]
-        assert d["hop_samples"] == 2048 and d["states"][0]["name"] == "conv1"
+        assert d["hop_samples"] == 512 * hop and d["states"][0]["name"] == "conv1"
+        assert d["window_hops"] == 32 // hop
         runner = pred.streaming
         assert runner.input_shapes[1:] == [tuple(s["shape"]) for s in d["states"]]
         assert runner.output_shapes[1:] == runner.input_shapes[1:]
@@ -245,12 +250,31 @@ def test_streaming_exports_are_verified_and_described(exports):
     assert census[ops.BCONV2D] == 2 * (2 + 2 * 2)
     assert reps["bifsmnv2_stream_lce_d2_streaming"]["binary_convs_lowered"]
     assert ops.BDFSMN not in census and "DEPTHWISE_CONV_2D" in census
-    # binary: every dual-scale binarization (conv2, linear; per layer the memory block's,
-    # pw1's and pw2's inputs) one op, none of the converter's ABS / MEAN left
-    fused = reps["bifsmnv2_stream_binary_d2_streaming"]["op_census"]
-    assert fused[ops.DUAL_QUANTIZE] == 2 + 3 * 2 and fused[ops.BCONV2D] == census[ops.BCONV2D]
-    assert "ABS" not in fused and "MEAN" not in fused
-    assert reps["bifsmnv2_stream_binary_d2_streaming"]["binary_convs_lowered"]
+    # binary: every DFSMN layer one ops.BDFSMN in its streaming form (state in, new state
+    # out), the front end's two dual-scale binarizations (conv2, linear) one op each, none of
+    # the converter's ABS / MEAN, no float memory block, no PAD (the mel padding joins the
+    # state's CONCATENATION)
+    for name in ("bifsmnv2_stream_binary_d2_streaming", "bifsmnv2_stream_binary_d2_streaming_hop8"):
+        fused = reps[name]["op_census"]
+        assert fused[ops.BDFSMN] == 2 and fused[ops.DUAL_QUANTIZE] == 2
+        assert fused[ops.BCONV2D] == 2 * 2
+        for gone in ("ABS", "MEAN", "DEPTHWISE_CONV_2D", "PAD", "PRELU"):
+            assert gone not in fused, (name, gone)
+        assert reps[name]["binary_convs_lowered"]
+        assert reps[name]["binary"][f"one_{ops.BDFSMN}_per_layer"]
+        assert reps[name]["verification"]["checks"][f"one_{ops.BDFSMN}_per_layer"]
+    # the streaming ops: 10 inputs (the state last, a graph input), 2 outputs (the new state
+    # a graph output)
+    from pipeline.tflite_metadata import read_model
+    m = read_model(open(os.path.join(exports["out"],
+                                     "bifsmnv2_stream_binary_d2_streaming.tflite"), "rb").read())
+    sg = m.subgraphs[0]
+    bd = [op for op in sg.operators if ops.custom_code(m.operatorCodes[op.opcodeIndex])
+          == ops.BDFSMN]
+    for op in bd:
+        assert len(op.inputs) == ops.BDFSMN_STATE_INPUT + 1 and len(op.outputs) == 2
+        assert int(op.inputs[ops.BDFSMN_STATE_INPUT]) in set(int(t) for t in sg.inputs)
+        assert int(op.outputs[1]) in set(int(t) for t in sg.outputs)
     index = export.load_index(exports["out"])["exports"]
     assert all(e["streaming"] for e in index.values())
 
@@ -334,6 +358,34 @@ def test_binary_stream_equals_lce_stream_except_ties(exports, student_model):
     _, clean = ties.assert_close_except_ties(got, ref, margin, tol=1e-5, label="binary stream")
     assert clean.sum() >= len(x) // 2 and np.array_equal(got[clean].argmax(-1),
                                                          ref[clean].argmax(-1))
+
+
+def test_hop8_stream_equals_hop4_stream_except_ties(exports, student_model):
+    """--hop_frames 8 (256 ms per invoke) computes the same function as the 128 ms hop: its
+    logits after each hop are the 128 ms model's after every second hop (each clip from
+    reset), to float rounding on every tie-free clip."""
+    x = exports["feats"]
+    p4, p8 = (predictors.load_predictor(os.path.join(exports["out"], n + ".tflite")) for n in (
+        "bifsmnv2_stream_binary_d2_streaming", "bifsmnv2_stream_binary_d2_streaming_hop8"))
+    assert p8.streaming.geometry.hop_frames == 8
+    _, margin = ties.keras_with_margins(student_model, x)
+    got, ref = [], []
+    for clip in x[:6]:
+        p4.streaming.reset()
+        p8.streaming.reset()
+        h4 = [p4.streaming.step(clip[4 * h:4 * h + 4]) for h in range(8)]
+        h8 = [p8.streaming.step(clip[8 * h:8 * h + 8]) for h in range(4)]
+        got.append(np.stack(h8))
+        ref.append(np.stack(h4[1::2]))
+    got, ref = np.stack(got), np.stack(ref)
+    _, clean = ties.assert_close_except_ties(got[:, -1], ref[:, -1], margin[:6], tol=1e-5,
+                                             label="hop 8 vs hop 4")
+    assert clean.sum() >= 3
+    # the hops before the last (prefixes of the clip): the same to rounding but where a
+    # prefix has a sign tie of its own
+    close = np.abs(got - ref).max(-1) <= 1e-4 * np.abs(ref).max()
+    print(f"hop 8 vs hop 4: {close.sum()} of {close.size} (clip, hop) logits within 1e-4")
+    assert close.mean() >= 0.8
 
 
 def test_stream_tool_runs_the_streaming_tflite(exports, tmp_path):
@@ -554,7 +606,8 @@ def test_streaming_cost_measured_on_aarch64(exports, tmp_path):
     fw.build("host")
     fw.build("aarch64")
     hops = _stream_hops(5)
-    for p in paths:
+    binary = os.path.join(exports["out"], "bifsmnv2_stream_binary_d2_streaming.tflite")
+    for p in paths + [binary]:   # the binary one: the streaming ops.BDFSMN, NEON vs x86-64
         host = fw.run_stream(p, hops, target="host")
         arm = fw.run_stream(p, hops, target="aarch64", build_first=False)
         assert host[0].tobytes() == arm[0].tobytes(), p

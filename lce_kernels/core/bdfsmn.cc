@@ -1596,6 +1596,102 @@ struct Kernels {
 #pragma GCC diagnostic pop
 #endif  // LCE_KERNELS_HAVE_AVX512
 
+  // ---------------- streaming memory block (Layer::EvalStream) ----------------
+  // ws->a rows [0, S) hold the state; writes a of the T new frames into rows [S, S + T) and
+  // m [T][C]. The float order of bdfsmn.h (EvalStream) on every path: a = (v1 + v2) - t2
+  // with v1 = +-1 and v2 = +-s from the signs of d = x - t0 and r = (x - v1) - t1 (Binarize's
+  // own float ops, so the same signs), acc = sum of the taps' sign-flipped a in k order
+  // (first term assigned), z = acc * mul + bias, m = x + PReLU(z).
+  static void StreamMemoryPortable(const Layer& L, const float* x, int frames, Workspace* ws) {
+    const std::size_t C = static_cast<std::size_t>(L.c_), Cp = static_cast<std::size_t>(Round16(L.c_));
+    const std::size_t S = static_cast<std::size_t>(L.state_frames());
+    const int K = L.taps();
+    float* A = ws->a.data();
+    for (std::size_t t = 0; t < static_cast<std::size_t>(frames); ++t) {
+      const float* xt = x + t * C;
+      const float st = ws->mem_s[t];
+      float* at = A + (S + t) * C;
+      for (std::size_t c = 0; c < C; ++c) {
+        const float v1 = xt[c] - L.mem_t0_[c] < 0.0f ? -1.0f : 1.0f;
+        const float v2 = (xt[c] - v1) - L.mem_t1_[c] < 0.0f ? -st : st;
+        at[c] = (v1 + v2) - L.mem_t2_[c];
+      }
+    }
+    for (std::size_t t = 0; t < static_cast<std::size_t>(frames); ++t) {
+      float* mt = ws->m.data() + t * C;
+      const float* xt = x + t * C;
+      for (int k = 0; k < K; ++k) {
+        const float* src = A + (S + t - static_cast<std::size_t>((L.l_ - k) * L.dil_)) * C;
+        const std::uint32_t* sg = L.mem_sgn_.data() + static_cast<std::size_t>(k) * Cp;
+        for (std::size_t c = 0; c < C; ++c) {
+          std::uint32_t u;
+          std::memcpy(&u, src + c, 4);
+          u ^= sg[c];
+          float v;
+          std::memcpy(&v, &u, 4);
+          mt[c] = k == 0 ? v : mt[c] + v;
+        }
+      }
+      for (std::size_t c = 0; c < C; ++c) {
+        const float z = mt[c] * L.mem_mul_[c] + L.mem_bias_[c];
+        mt[c] = xt[c] + PRelu(z, L.mem_slope_[c]);
+      }
+    }
+  }
+
+#if LCE_KERNELS_HAVE_NEON
+  // The same, 4 channels per instruction (C % 4 == 0; the caller falls back otherwise).
+  static void StreamMemoryNeon(const Layer& L, const float* x, int frames, Workspace* ws) {
+    const std::size_t C = static_cast<std::size_t>(L.c_), Cp = static_cast<std::size_t>(Round16(L.c_));
+    const std::size_t S = static_cast<std::size_t>(L.state_frames());
+    const int K = L.taps();
+    float* A = ws->a.data();
+    const float32x4_t one = vdupq_n_f32(1.0f), zero = vdupq_n_f32(0.0f);
+    const uint32x4_t sbit = vdupq_n_u32(0x80000000u);
+    for (std::size_t t = 0; t < static_cast<std::size_t>(frames); ++t) {
+      const float* xt = x + t * C;
+      const float32x4_t sv = vdupq_n_f32(ws->mem_s[t]);
+      float* at = A + (S + t) * C;
+      float* mt = ws->m.data() + t * C;
+      for (std::size_t c = 0; c < C; c += 4) {
+        const float32x4_t xv = vld1q_f32(xt + c);
+        // v1 = d < 0 ? -1 : 1; r = (x - v1) - t1; v2 = r < 0 ? -s : s
+        const uint32x4_t n1 = vcltq_f32(vsubq_f32(xv, vld1q_f32(L.mem_t0_.data() + c)), zero);
+        const float32x4_t v1 = vreinterpretq_f32_u32(
+            veorq_u32(vreinterpretq_u32_f32(one), vandq_u32(n1, sbit)));
+        const uint32x4_t n2 =
+            vcltq_f32(vsubq_f32(vsubq_f32(xv, v1), vld1q_f32(L.mem_t1_.data() + c)), zero);
+        const float32x4_t v2 = vreinterpretq_f32_u32(
+            veorq_u32(vreinterpretq_u32_f32(sv), vandq_u32(n2, sbit)));
+        vst1q_f32(at + c, vsubq_f32(vaddq_f32(v1, v2), vld1q_f32(L.mem_t2_.data() + c)));
+      }
+      for (std::size_t c = 0; c < C; c += 4) {
+        float32x4_t acc = zero;
+        for (int k = 0; k < K; ++k) {
+          const float* src = A + (S + t - static_cast<std::size_t>((L.l_ - k) * L.dil_)) * C;
+          const float32x4_t v = vreinterpretq_f32_u32(veorq_u32(
+              vreinterpretq_u32_f32(vld1q_f32(src + c)),
+              vld1q_u32(L.mem_sgn_.data() + static_cast<std::size_t>(k) * Cp + c)));
+          acc = k == 0 ? v : vaddq_f32(acc, v);
+        }
+        const float32x4_t z =
+            vaddq_f32(vmulq_f32(acc, vld1q_f32(L.mem_mul_.data() + c)), vld1q_f32(L.mem_bias_.data() + c));
+        const float32x4_t zs = vmulq_f32(z, vld1q_f32(L.mem_slope_.data() + c));
+        const float32x4_t p = vbslq_f32(vcltq_f32(z, zero), zs, z);
+        vst1q_f32(mt + c, vaddq_f32(vld1q_f32(xt + c), p));
+      }
+    }
+  }
+#endif
+
+  static void StreamMemory(const Layer& L, const float* x, int frames, Workspace* ws, Path path) {
+#if LCE_KERNELS_HAVE_NEON
+    if (UseNeon(path) && L.c_ % 4 == 0) return StreamMemoryNeon(L, x, frames, ws);
+#endif
+    (void)path;
+    StreamMemoryPortable(L, x, frames, ws);
+  }
+
   // ---------------- dispatch ----------------
   static void Binarize(const float* v, int frames, int n, const float* t0, const float* t1,
                        std::uint64_t* b1, std::uint64_t* b2, float* s, Path path) {
@@ -1873,6 +1969,18 @@ bool Layer::Init(const LayerSpec& spec, std::string* error) {
                                      (c % 64)) & 1u);
     }
   }
+  // streaming memory block (EvalStream): the sign of tap k, channel c as a float sign mask
+  mem_sgn_.clear();
+  if (spec.right == 0) {
+    mem_sgn_.assign(static_cast<std::size_t>(K) * Round16(C), 0u);
+    for (int k = 0; k < K; ++k) {
+      for (int c = 0; c < C; ++c) {
+        mem_sgn_[static_cast<std::size_t>(k) * Round16(C) + c] =
+            ((mem_w_[static_cast<std::size_t>(k) * wc_ + c / 64] >> (c % 64)) & 1u) ? 0x80000000u
+                                                                                  : 0u;
+      }
+    }
+  }
   // t2 * float(W) per window [klo, khi) of valid taps (the W term of the memory block;
   // filled below, after the vectors), unless that table would be large
   mem_tw_.clear();
@@ -1963,6 +2071,7 @@ void Layer::Prepare(int frames, Workspace* ws) const {
   ws->m.assign(T * c_, 0.0f);
   ws->h.assign(T * h_, 0.0f);
   ws->rabs.assign(4 * static_cast<std::size_t>(Round16(c_ > h_ ? c_ : h_)), 0.0f);
+  if (r_ == 0) ws->a.assign((static_cast<std::size_t>(state_frames()) + T) * c_, 0.0f);
 }
 
 bool Layer::Eval(const float* x, int frames, float* out, Workspace* ws, Path path) const {
@@ -1970,6 +2079,28 @@ bool Layer::Eval(const float* x, int frames, float* out, Workspace* ws, Path pat
   const simd::ScopedFlushDenormals ftz;  // simd.h: the same bits on every path
   for (Stage st : {Stage::kBinarize, Stage::kMemory, Stage::kPw1, Stage::kPw2})
     Kernels::Stage(*this, st, x, frames, out, ws, path);
+  return true;
+}
+
+bool Layer::EvalStream(const float* x, int frames, const float* state, float* out,
+                       float* new_state, Workspace* ws, Path path) const {
+  const std::size_t S = static_cast<std::size_t>(state_frames());
+  const std::size_t C = static_cast<std::size_t>(c_), T = static_cast<std::size_t>(frames);
+  if (r_ != 0 || frames < 1 || ws == nullptr || ws->frames < frames || c_ < 1 ||
+      ws->a.size() < (S + T) * C) {
+    return false;
+  }
+  const simd::ScopedFlushDenormals ftz;
+  // a of the new frames from the memory-block binarization of x (Eval's pass kBinarize),
+  // the memory block on [state; a] -> m
+  Kernels::Stage(*this, Stage::kBinarize, x, frames, out, ws, path);
+  std::memcpy(ws->a.data(), state, S * C * sizeof(float));
+  Kernels::StreamMemory(*this, x, frames, ws, path);
+  Kernels::Binarize(ws->m.data(), frames, c_, pw1_t0_.data(), pw1_t1_.data(),
+                    ws->pw1_b1.data(), ws->pw1_b2.data(), ws->pw1_s.data(), path);
+  Kernels::Stage(*this, Stage::kPw1, x, frames, out, ws, path);
+  Kernels::Stage(*this, Stage::kPw2, x, frames, out, ws, path);
+  std::memmove(new_state, ws->a.data() + T * C, S * C * sizeof(float));
   return true;
 }
 

@@ -151,6 +151,9 @@ struct Workspace {
   std::vector<float> m;                       // [T][C]
   std::vector<float> h;                       // [T][H]
   std::vector<float> rabs;                    // scratch: |r| of 4 frames [4][Round16(C)]
+  // EvalStream: the memory block's inputs a of the state frames and the new ones,
+  // [left * dilation + T][C] (sized by Prepare when right == 0)
+  std::vector<float> a;
 };
 
 // Owning, validated, repacked layer.
@@ -175,6 +178,28 @@ class Layer {
   // frames; returns false (computing nothing) if it is not, or if frames < 1.
   bool Eval(const float* x, int frames, float* out, Workspace* ws,
             Path path = Path::kAuto) const;
+
+  // ---- streaming form (right == 0 only) ----
+  // One hop of a stream: the layer on `frames` new frames x [T][C], with the memory block's
+  // inputs a of the S = left * dilation frames before them in `state` [S][C] (zeros at the
+  // start of a stream: the zero padding of the windowed layer). Computes
+  //   a[t][c]   = (v1 + s[t] * v2) - t2m[c]     v1, v2 = +-1: the memory-block binarization
+  //                                             of x[t] (b1, b2, s as in Eval), float32
+  //   A         = [state; a]                    [S + T][C]
+  //   acc[t][c] = sum_{k = 0..K-1, ascending} sigma[k][c] * A[S + t - (l - k) * dil][c]
+  //               (float32, acc = first term, then +=; sigma = +-1: a sign flip, exact)
+  //   z         = acc * mem_mul[c] + mem_bias[c];  m = x + PReLU(z; mem_slope)
+  // then pw1 and pw2 exactly as Eval (their passes are Eval's), out [T][C]; and
+  //   new_state = A[T .. T + S)                 (the last S rows: the next hop's state)
+  // This is the causal layer of models/streaming.py (the state holds a, not x, so that a
+  // zero state is the zero padding of a the windowed layer uses). Every path gives the same
+  // bits (the float stages above run in this fixed order on every path). state and
+  // new_state may alias each other, not x or out. ws: Prepare()d for >= T frames.
+  // Returns false (computing nothing) if right != 0 or the workspace is too small.
+  bool EvalStream(const float* x, int frames, const float* state, float* out,
+                  float* new_state, Workspace* ws, Path path = Path::kAuto) const;
+  // S: rows of the streaming state (left * dilation).
+  int state_frames() const { return l_ * dil_; }
 
   // The passes of Eval, in order (Eval = all four; exposed for per-stage measurement):
   //   kBinarize  dual-scale binarization of x (memory-block bit planes, frame scales)
@@ -222,6 +247,9 @@ class Layer {
   // t2[c] * float(W) of every window [klo, khi) of valid taps (klo <= l < khi):
   // [(l + 1) * (r + 1)][Round16(C)], empty if larger than kMaxMemTw floats.
   static constexpr std::size_t kMaxMemTw = std::size_t{1} << 18;
+  // EvalStream (right == 0): the float sign mask (0x80000000 for a negative weight) of tap k,
+  // channel c: [K][Round16(C)]
+  std::vector<std::uint32_t> mem_sgn_;
   std::vector<float> mem_tw_;
   const float* MemTw(int klo, int khi) const;
   // AVX-512 layout (x86-64 only, built by Init when the CPU has it): 32-bit weight words

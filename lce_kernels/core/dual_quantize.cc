@@ -197,6 +197,72 @@ float RowsNeon(const float* x, std::size_t rows, int n, const float* t0, const f
 }
 #endif
 
+#if LCE_KERNELS_HAVE_NEON
+// 4 channels c .. c + 3 of rows k .. k + 3 (row stride xs): their bit values OR-ed into p1 /
+// p2 (per row), |r| transposed (a lane per row) and added into the lane accumulators
+// L[0..3] (channels c % 16 .. c % 16 + 3). Inlined with constant L so that the 16
+// accumulators stay in registers.
+inline void EachRowBlock(const float* x, std::size_t xs, int c, int cw, const float* t0,
+                         const float* t1, uint32x4_t* p1, uint32x4_t* p2, float32x4_t* L) {
+  const float32x4_t plus = vdupq_n_f32(1.0f), minus = vdupq_n_f32(-1.0f);
+  const uint32x4_t bits = vld1q_u32(kNeonBits + cw);
+  const float32x4_t tv0 = vld1q_f32(t0 + c), tv1 = vld1q_f32(t1 + c);
+  float32x4_t a[4];
+  for (int i = 0; i < 4; ++i) {
+    const float32x4_t xv = vld1q_f32(x + static_cast<std::size_t>(i) * xs + c);
+    const uint32x4_t m1 = vcltzq_f32(vsubq_f32(xv, tv0));
+    const float32x4_t r = vsubq_f32(vsubq_f32(xv, vbslq_f32(m1, minus, plus)), tv1);
+    p1[i] = vorrq_u32(p1[i], vandq_u32(m1, bits));
+    p2[i] = vorrq_u32(p2[i], vandq_u32(vcltzq_f32(r), bits));
+    a[i] = vabsq_f32(r);
+  }
+  // 4x4 transpose: channel c + q of the 4 rows
+  const float32x4x2_t u = vtrnq_f32(a[0], a[1]), v = vtrnq_f32(a[2], a[3]);
+  L[0] = vaddq_f32(L[0], vcombine_f32(vget_low_f32(u.val[0]), vget_low_f32(v.val[0])));
+  L[1] = vaddq_f32(L[1], vcombine_f32(vget_low_f32(u.val[1]), vget_low_f32(v.val[1])));
+  L[2] = vaddq_f32(L[2], vcombine_f32(vget_high_f32(u.val[0]), vget_high_f32(v.val[0])));
+  L[3] = vaddq_f32(L[3], vcombine_f32(vget_high_f32(u.val[1]), vget_high_f32(v.val[1])));
+}
+
+// Every row its own element of s (no leading axis reduced; n % 16 == 0), four rows at a
+// time: the |r| of 4 channels of the 4 rows transposed so that a lane is a row, then added
+// into the row's lane accumulator c % 16 (lane set 0: a run of one row), and s = the 16
+// accumulators added in order: RowsPortable's float order exactly, for 4 rows per
+// instruction. Writes s (sums, not yet divided) for `rows` rows.
+void EachRowNeon(const float* x, std::size_t rows, int n, const float* t0, const float* t1,
+                 std::int32_t* b1, std::int32_t* b2, float* s) {
+  const int words = Words(n);
+  const std::size_t xs = static_cast<std::size_t>(n), ws = static_cast<std::size_t>(words);
+  std::size_t k = 0;
+  for (; k + 4 <= rows; k += 4) {
+    float32x4_t L[16];
+    for (int l = 0; l < 16; ++l) L[l] = vdupq_n_f32(0.0f);
+    const float* xk = x + k * xs;
+    for (int j = 0; j < words; ++j) {
+      const int c0 = 32 * j, c1 = c0 + 32 < n ? c0 + 32 : n;
+      uint32x4_t p1[4], p2[4];
+      for (int i = 0; i < 4; ++i) p1[i] = p2[i] = vdupq_n_u32(0);
+      for (int c = c0; c < c1; c += 16) {  // 16 channels: lanes 0..15 (c % 16 == 0)
+        EachRowBlock(xk, xs, c, c - c0, t0, t1, p1, p2, L + 0);
+        EachRowBlock(xk, xs, c + 4, c + 4 - c0, t0, t1, p1, p2, L + 4);
+        EachRowBlock(xk, xs, c + 8, c + 8 - c0, t0, t1, p1, p2, L + 8);
+        EachRowBlock(xk, xs, c + 12, c + 12 - c0, t0, t1, p1, p2, L + 12);
+      }
+      for (int i = 0; i < 4; ++i) {
+        b1[(k + i) * ws + j] = AsWord(vaddvq_u32(p1[i]));
+        b2[(k + i) * ws + j] = AsWord(vaddvq_u32(p2[i]));
+      }
+    }
+    float32x4_t sum = L[0];  // (0 + lane 0) = lane 0: the portable sum's first step
+    for (int l = 1; l < 16; ++l) sum = vaddq_f32(sum, L[l]);
+    vst1q_f32(s + k, sum);
+  }
+  for (; k < rows; ++k) {
+    s[k] = RowsPortable(x + k * xs, 1, n, t0, t1, b1 + k * ws, b2 + k * ws);
+  }
+}
+#endif
+
 using RowFn = float (*)(const float*, std::size_t, int, const float*, const float*,
                         std::int32_t*, std::int32_t*);
 
@@ -266,6 +332,14 @@ void DualQuantize(const float* x, const Geometry& g, const float* t0, const floa
   }
   const std::size_t runs = run == 0 ? 0 : positions / run;
   const std::size_t row_words = static_cast<std::size_t>(words) * run;
+#if LCE_KERNELS_HAVE_NEON
+  if (ResolveKernelPath(path) == KernelPath::kNeon && scales == positions && n % 16 == 0) {
+    EachRowNeon(x, positions, n, t0, t1, b1, b2, s);  // one s per row (per position)
+    const float count = static_cast<float>(ScaleCount(g));
+    for (std::size_t i = 0; i < scales; ++i) s[i] /= count;
+    return;
+  }
+#endif
   std::size_t si = 0;
   for (std::size_t k = 0; k < runs; ++k) {
     s[si] += row(x + k * run * static_cast<std::size_t>(n), run, n, t0, t1, b1 + k * row_words,

@@ -9,6 +9,7 @@
 //   op (custom code)   inputs                                          options (FlexBuffers map)
 //   LceBDfsmn          x, mem_w, mem_p, pw1_w, pw1_t, pw1_p,            channels, hidden, left,
 //                      pw2_w, pw2_t, pw2_p                              right, dilation
+//                      (streaming form: + state -> outputs out, new_state)
 //   LceQuantize        x                                                (none)
 //   LceDequantize      x                                                (none)
 //   LceBconv2d         input, filter, post_activation_multiplier,       stride_height,
@@ -93,6 +94,18 @@ inline constexpr int kNumOutputs = 1;
 // Names of the inputs in order (tensor names written by the exporter; lce_kernels/ops.py).
 inline constexpr const char* kInputNames[kNumInputs] = {
     "x", "mem_w", "mem_p", "pw1_w", "pw1_t", "pw1_p", "pw2_w", "pw2_t", "pw2_p"};
+
+// Streaming form (one hop of a stream; right must be 0): one more input after the nine, the
+// memory block's state, and one more output (core/bdfsmn.h Layer::EvalStream has the math):
+//   kState     f32 x's rank: [S, C] | [B, S, C] | [B, S, 1, C], S = left * dilation, not
+//              constant: the memory-block inputs a of the S frames before x (zeros at reset)
+//   outputs    kOut (x's shape), kNewState (state's shape: the next hop's state)
+// The op is in its streaming form exactly when it has kNumStreamingInputs inputs.
+inline constexpr int kState = kNumInputs;
+inline constexpr int kNumStreamingInputs = kNumInputs + 1;
+enum Output : int { kOut = 0, kNewState, kNumStreamingOutputs };
+inline constexpr char kStateName[] = "state";
+inline constexpr const char* kOutputNames[kNumStreamingOutputs] = {"out", "new_state"};
 
 // Rows of the float parameter tensors.
 enum MemRow : int { kMemT0 = 0, kMemT1, kMemT2, kMemMul, kMemBias, kMemSlope, kMemRows };

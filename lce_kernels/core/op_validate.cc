@@ -20,7 +20,7 @@ namespace bp = ::compute_engine::core::bitpack;
 namespace bc = ::compute_engine::core::bconv2d;
 namespace bd = ::compute_engine::core::bdfsmn;
 
-static_assert(kMaxInputs >= ops::bdfsmn::kNumInputs && kMaxInputs >= ops::bconv2d::kNumInputs &&
+static_assert(kMaxInputs >= ops::bdfsmn::kNumStreamingInputs && kMaxInputs >= ops::bconv2d::kNumInputs &&
                   kMaxInputs >= ops::quantize::kNumInputs &&
                   kMaxInputs >= ops::dequantize::kNumInputs &&
                   kMaxInputs >= ops::dual_quantize::kNumInputs,
@@ -163,12 +163,24 @@ bool ValidateBdfsmn(const BdfsmnOptions& o, const Node& node, OutputShape shape,
   if (o.dilation < 1 || o.dilation > (1 << 16)) {
     return Fail(error, "%s out of range (%d)", c::kDilation, o.dilation);
   }
-  if (node.num_inputs != c::kNumInputs) {
-    return Fail(error, "expected %d inputs, got %d", static_cast<int>(c::kNumInputs),
+  const bool streaming = node.num_inputs == c::kNumStreamingInputs;
+  if (node.num_inputs != c::kNumInputs && !streaming) {
+    return Fail(error, "expected %d inputs (or %d: the streaming form), got %d",
+                static_cast<int>(c::kNumInputs), static_cast<int>(c::kNumStreamingInputs),
                 node.num_inputs);
   }
-  if (node.num_outputs != c::kNumOutputs) {
+  if (!streaming && node.num_outputs != c::kNumOutputs) {
     return Fail(error, "expected %d output", c::kNumOutputs);
+  }
+  if (streaming && node.num_outputs != c::kNumStreamingOutputs) {
+    return Fail(error, "the streaming form (%d inputs) has %d outputs (%s, %s), got %d",
+                static_cast<int>(c::kNumStreamingInputs),
+                static_cast<int>(c::kNumStreamingOutputs), c::kOutputNames[c::kOut],
+                c::kOutputNames[c::kNewState], node.num_outputs);
+  }
+  if (streaming && o.right != 0) {
+    return Fail(error, "the streaming form needs %s = 0 (causal memory block), got %d",
+                c::kRight, o.right);
   }
 
   const Tensor& x = node.inputs[c::kX];
@@ -226,6 +238,44 @@ bool ValidateBdfsmn(const BdfsmnOptions& o, const Node& node, OutputShape shape,
                 ShapeString(out.dims, out.rank).c_str(), ShapeString(xd, rank).c_str());
   }
 
+  // streaming: the state (x's rank and batch, S = left * dilation rows, C channels) and the
+  // new state output of the same shape
+  const int S = o.left * o.dilation;
+  int sd[4] = {0, 0, 0, 0};
+  if (streaming) {
+    const Tensor& st = node.inputs[c::kState];
+    if (!st.present) return Fail(error, "input %s missing", c::kStateName);
+    if (st.type != DType::kFloat32) {
+      return Fail(error, "%s must be float32, is %s", c::kStateName, DTypeName(st.type));
+    }
+    if (st.is_const) return Fail(error, "%s must not be a constant tensor", c::kStateName);
+    if (S < 1) return Fail(error, "the streaming form needs %s >= 1 (no state)", c::kLeft);
+    for (int i = 0; i < rank; ++i) sd[i] = xd[i];
+    sd[rank == 2 ? 0 : 1] = S;
+    if (!SameDims(st, sd, rank)) {
+      return Fail(error, "%s has shape %s, expected %s (x's rank, %s * %s rows)",
+                  c::kStateName, ShapeString(st.dims, st.rank).c_str(),
+                  ShapeString(sd, rank).c_str(), c::kLeft, c::kDilation);
+    }
+    const std::size_t s_bytes = static_cast<std::size_t>(batch) * static_cast<std::size_t>(S) *
+                                static_cast<std::size_t>(C) * 4u;
+    if (st.bytes != s_bytes) {
+      return Fail(error, "%s has %zu bytes, its shape needs %zu", c::kStateName, st.bytes,
+                  s_bytes);
+    }
+    const Tensor& ns = node.outputs[c::kNewState];
+    if (!ns.present) return Fail(error, "output %s missing", c::kOutputNames[c::kNewState]);
+    if (ns.type != DType::kFloat32) {
+      return Fail(error, "%s must be float32, is %s", c::kOutputNames[c::kNewState],
+                  DTypeName(ns.type));
+    }
+    if (shape == OutputShape::kFixed && (!SameDims(ns, sd, rank) || ns.bytes != s_bytes)) {
+      return Fail(error, "%s shape %s differs from the state's %s",
+                  c::kOutputNames[c::kNewState], ShapeString(ns.dims, ns.rank).c_str(),
+                  ShapeString(sd, rank).c_str());
+    }
+  }
+
   const Tensor* t = node.inputs;
   auto w = [&](int i) { return static_cast<const std::uint32_t*>(t[i].data); };
   // Row r of the [rows, n] float parameter tensor i.
@@ -264,6 +314,9 @@ bool ValidateBdfsmn(const BdfsmnOptions& o, const Node& node, OutputShape shape,
   plan->frames = frames;
   plan->rank = rank;
   for (int i = 0; i < rank; ++i) plan->out_dims[i] = xd[i];
+  plan->streaming = streaming;
+  plan->state_frames = streaming ? S : 0;
+  for (int i = 0; i < 4; ++i) plan->state_dims[i] = sd[i];
   return true;
 }
 

@@ -50,7 +50,7 @@ struct Tensor {
 };
 
 // The node: its input / output counts (-1: no list) and tensors.
-constexpr int kMaxInputs = 9;   // the most inputs of any op (ops::bdfsmn::kNumInputs)
+constexpr int kMaxInputs = 10;  // the most inputs of any op (ops::bdfsmn::kNumStreamingInputs)
 constexpr int kMaxOutputs = 3;  // the most outputs of any op (ops::dual_quantize::kNumOutputs)
 struct Node {
   int num_inputs = -1;
@@ -71,8 +71,12 @@ struct BdfsmnPlan {
   int batch = 0, frames = 0;
   int rank = 0;
   int out_dims[4] = {0, 0, 0, 0};  // = x's shape
+  bool streaming = false;          // the streaming form (state in, new_state out)
+  int state_frames = 0;            // S = left * dilation (streaming)
+  int state_dims[4] = {0, 0, 0, 0};  // = the state's shape (streaming)
 };
-// Checks options, inputs (x, the eight constant parameter tensors) and the output, then
+// Checks options, inputs (x, the eight constant parameter tensors, and in the streaming form
+// the state: ops::bdfsmn::kNumStreamingInputs inputs, right == 0) and the outputs, then
 // builds *layer (bdfsmn::Layer::Init from the constants). False with *error otherwise.
 bool ValidateBdfsmn(const BdfsmnOptions& options, const Node& node, OutputShape shape,
                     bdfsmn::Layer* layer, BdfsmnPlan* plan, std::string* error);

@@ -14,7 +14,13 @@
 //     huge and denormal: the portable path against a scalar re-statement of the math (bit by
 //     bit packing, s accumulated in double), every other path against the portable one
 //     (identical bits, s within 1e-6 relative); its shared Prepare checks
-//     (core/op_validate.h: ValidateDualQuantize) refuse every malformed node with a message.
+//     (core/op_validate.h: ValidateDualQuantize) refuse every malformed node with a message;
+//   * the streaming form of the binary DFSMN layer (core/bdfsmn.h Layer::EvalStream) over
+//     random layers (right = 0, left 1..4, dilation 1..2) and sequences fed in hops of 1..3
+//     frames from zero state: every path and every hop size bit-identical (outputs and final
+//     state), the memory block's m within float rounding of the windowed Eval's on the same
+//     sequence (zero state = the windowed layer's zero padding), the state = the last S rows
+//     of a, and the streaming node's Prepare checks (ValidateBdfsmn) refusing malformed ones.
 // Prints one line with the number of cases and an FNV-1a checksum of every output; equal
 // checksums on x86-64 and aarch64 mean the builds are bit-identical. The dual-scale cases
 // print their own line and checksum before it (the first line's checksum covers the
@@ -40,6 +46,7 @@
 #include <vector>
 
 #include "../core/bconv2d.h"
+#include "../core/bdfsmn.h"
 #include "../core/bitpack.h"
 #include "../core/dual_quantize.h"
 #include "../core/op_contract.h"
@@ -52,6 +59,7 @@ using compute_engine::core::KernelPath;
 namespace bp = compute_engine::core::bitpack;
 namespace bc = compute_engine::core::bconv2d;
 namespace dq = compute_engine::core::dual_quantize;
+namespace bd = compute_engine::core::bdfsmn;
 namespace ov = compute_engine::core::op_validate;
 
 struct Rng {
@@ -528,11 +536,188 @@ void DualCase(Rng& rng, int id, Fnv* fnv) {
           break;
         }
       }
+      // finite inputs: s bit-identical too (every path adds in the portable order)
+      if (finite_only && std::memcmp(gs.data(), portable_s.data(), gs.size() * 4) != 0) {
+        Fail(where + ": s not bit-identical to the portable path");
+      }
     }
   }
   fnv->Add(w1.data(), w1.size() * 4);
   fnv->Add(w2.data(), w2.size() * 4);
   fnv->Add(portable_s.data(), portable_s.size() * 4);
+}
+
+// ------------------------------------------------------------ streaming binary DFSMN layer
+struct RandomLayer {
+  int C, H, left, dil;
+  std::vector<std::uint32_t> mem_w, pw1_w, pw2_w;
+  std::vector<float> v[17];  // mem t0 t1 t2 mul bias slope, pw1 t0 t1 mul bias slope, pw2 ...
+  bd::LayerSpec spec;
+};
+
+void MakeLayer(Rng& rng, RandomLayer* r) {
+  const int channels[] = {5, 16, 33, 64, 128}, hidden[] = {7, 32, 70, 256};
+  r->C = channels[rng.Int(0, 4)];
+  r->H = hidden[rng.Int(0, 3)];
+  r->left = rng.Int(1, 4);
+  r->dil = rng.Int(1, 2);
+  const int C = r->C, H = r->H, K = r->left + 1;
+  auto words = [&](std::vector<std::uint32_t>* w, int rows, int n) {
+    w->resize(static_cast<std::size_t>(rows) * bd::PackedWords32(n));
+    for (auto& x : *w) x = static_cast<std::uint32_t>(rng.Next());
+  };
+  words(&r->mem_w, K, C);
+  words(&r->pw1_w, H, C);
+  words(&r->pw2_w, C, H);
+  const int n[17] = {C, C, C, C, C, C, C, C, H, H, H, H, H, C, C, C, 0};
+  for (int i = 0; i < 16; ++i) {
+    r->v[i].resize(static_cast<std::size_t>(n[i]));
+    for (float& f : r->v[i]) f = rng.Float(-0.5f, 0.5f);
+  }
+  for (int i : {3, 10, 15}) {  // the muls: positive scales
+    for (float& f : r->v[i]) f = rng.Float(0.05f, 0.5f);
+  }
+  bd::LayerSpec& s = r->spec;
+  s.channels = C;
+  s.hidden = H;
+  s.left = r->left;
+  s.right = 0;
+  s.dilation = r->dil;
+  s.mem_weights = r->mem_w.data();
+  s.mem_t0 = r->v[0].data();
+  s.mem_t1 = r->v[1].data();
+  s.mem_t2 = r->v[2].data();
+  s.mem_mul = r->v[3].data();
+  s.mem_bias = r->v[4].data();
+  s.mem_slope = r->v[5].data();
+  s.pw1_weights = r->pw1_w.data();
+  s.pw1_t0 = r->v[6].data();
+  s.pw1_t1 = r->v[7].data();
+  s.pw1_mul = r->v[10].data();
+  s.pw1_bias = r->v[8].data();
+  s.pw1_slope = r->v[9].data();
+  s.pw2_weights = r->pw2_w.data();
+  s.pw2_t0 = r->v[11].data();
+  s.pw2_t1 = r->v[12].data();
+  s.pw2_mul = r->v[15].data();
+  s.pw2_bias = r->v[13].data();
+  s.pw2_slope = r->v[14].data();
+}
+
+void StreamCase(Rng& rng, int id, Fnv* fnv) {
+  RandomLayer r;
+  MakeLayer(rng, &r);
+  bd::Layer L;
+  std::string err;
+  const std::string where = "stream case " + std::to_string(id);
+  if (!L.Init(r.spec, &err)) return Fail(where + ": Init: " + err);
+  const int C = r.C, S = L.state_frames(), N = rng.Int(1, 9);
+  if (S != r.left * r.dil) Fail(where + ": state_frames");
+  std::vector<float> x(static_cast<std::size_t>(N) * C);
+  for (float& v : x) v = rng.Float(-2.0f, 2.0f);
+  const std::size_t Cz = static_cast<std::size_t>(C);
+  // windowed Eval on the whole sequence: its m (zero padding of a) is the reference for m
+  bd::Workspace wws;
+  L.Prepare(N, &wws);
+  std::vector<float> wout(x.size());
+  if (!L.Eval(x.data(), N, wout.data(), &wws, KernelPath::kPortable)) {
+    return Fail(where + ": windowed Eval refused");
+  }
+  std::vector<float> ref_out, ref_state;
+  for (KernelPath p : Paths()) {
+    for (int hop = 1; hop <= 3; ++hop) {
+      const std::string w = where + " path " + compute_engine::core::KernelPathName(p) +
+                            " hop " + std::to_string(hop);
+      bd::Workspace ws;
+      L.Prepare(hop, &ws);
+      std::vector<float> state(static_cast<std::size_t>(S) * Cz, 0.0f), out(x.size(), 7.0f);
+      std::vector<float> m(x.size());
+      for (int t = 0; t < N; t += hop) {
+        const int n = N - t < hop ? N - t : hop;
+        // state and new_state aliased (allowed)
+        if (!L.EvalStream(x.data() + t * Cz, n, state.data(), out.data() + t * Cz,
+                          state.data(), &ws, p)) {
+          return Fail(w + ": EvalStream refused");
+        }
+        std::memcpy(m.data() + t * Cz, ws.m.data(), static_cast<std::size_t>(n) * Cz * 4);
+      }
+      if (ref_out.empty()) {
+        ref_out = out;
+        ref_state = state;
+        // m against the windowed layer's (a different float order: rounding only)
+        for (std::size_t i = 0; i < m.size(); ++i) {
+          const double d = std::fabs(static_cast<double>(m[i]) - static_cast<double>(wws.m[i]));
+          if (d > 1e-5 * (1.0 + std::fabs(static_cast<double>(wws.m[i])))) {
+            Fail(w + ": m[" + std::to_string(i) + "] " + std::to_string(m[i]) +
+                 " vs windowed " + std::to_string(wws.m[i]));
+            break;
+          }
+        }
+        // the state: a of the last S frames (zero rows for frames before the stream)
+        for (int j = 0; j < S; ++j) {
+          const int t = N - S + j;
+          for (int c = 0; c < C; ++c) {
+            float want = 0.0f;
+            if (t >= 0) {  // a = (v1 + s v2) - t2 from the binarization of x[t]
+              const float* xt = x.data() + static_cast<std::size_t>(t) * Cz;
+              double acc = 0.0;
+              for (int k = 0; k < C; ++k) {
+                const float b = xt[k] - r.v[0][k] < 0.0f ? -1.0f : 1.0f;
+                acc += std::fabs(static_cast<double>((xt[k] - b) - r.v[1][k]));
+              }
+              const float sv = static_cast<float>(acc / C);
+              const float v1 = xt[c] - r.v[0][c] < 0.0f ? -1.0f : 1.0f;
+              const float v2 = (xt[c] - v1) - r.v[1][c] < 0.0f ? -sv : sv;
+              want = (v1 + v2) - r.v[2][c];
+            }
+            const float got = state[static_cast<std::size_t>(j) * Cz + c];
+            const double dw = static_cast<double>(want);
+            if (std::fabs(static_cast<double>(got) - dw) > 1e-5 * (1.0 + std::fabs(dw))) {
+              Fail(w + ": state[" + std::to_string(j) + "][" + std::to_string(c) + "]");
+              j = S;
+              break;
+            }
+          }
+        }
+      } else if (out != ref_out || state != ref_state) {
+        Fail(w + ": differs from the portable path with one-frame hops");
+      }
+    }
+  }
+  // windowed Eval refuses nothing here; EvalStream refuses right != 0
+  fnv->Add(ref_out.data(), ref_out.size() * 4);
+  fnv->Add(ref_state.data(), ref_state.size() * 4);
+}
+
+// EvalStream refuses a layer with look-ahead, a small workspace and zero frames.
+void StreamRefusals() {
+  Rng rng{99};
+  RandomLayer r;
+  MakeLayer(rng, &r);
+  std::vector<std::uint32_t> mw(static_cast<std::size_t>(r.left + 2) * bd::PackedWords32(r.C));
+  r.spec.right = 1;
+  r.spec.mem_weights = mw.data();
+  bd::Layer L;
+  std::string err;
+  if (!L.Init(r.spec, &err)) return Fail("stream refusals: Init: " + err);
+  bd::Workspace ws;
+  L.Prepare(2, &ws);
+  std::vector<float> x(2 * static_cast<std::size_t>(r.C)), st(16 * static_cast<std::size_t>(r.C));
+  std::vector<float> out(x.size());
+  if (L.EvalStream(x.data(), 1, st.data(), out.data(), st.data(), &ws, KernelPath::kPortable)) {
+    Fail("EvalStream accepted right = 1");
+  }
+  r.spec.right = 0;
+  bd::Layer L0;
+  if (!L0.Init(r.spec, &err)) return Fail("stream refusals: Init: " + err);
+  bd::Workspace ws0;
+  L0.Prepare(1, &ws0);
+  if (L0.EvalStream(x.data(), 2, st.data(), out.data(), st.data(), &ws0, KernelPath::kPortable)) {
+    Fail("EvalStream accepted 2 frames with a 1-frame workspace");
+  }
+  if (L0.EvalStream(x.data(), 0, st.data(), out.data(), st.data(), &ws0, KernelPath::kPortable)) {
+    Fail("EvalStream accepted 0 frames");
+  }
 }
 
 // simd::ScopedFlushDenormals: inside the scope a product that underflows is +-0 and a
@@ -703,7 +888,8 @@ void RegionById(int id, Fn fn) {
     LCE_REGION_CASE(10) LCE_REGION_CASE(11) LCE_REGION_CASE(12) LCE_REGION_CASE(20)
     LCE_REGION_CASE(21) LCE_REGION_CASE(22) LCE_REGION_CASE(30) LCE_REGION_CASE(31)
     LCE_REGION_CASE(32) LCE_REGION_CASE(40) LCE_REGION_CASE(41) LCE_REGION_CASE(42)
-    LCE_REGION_CASE(50) LCE_REGION_CASE(51) LCE_REGION_CASE(52)
+    LCE_REGION_CASE(50) LCE_REGION_CASE(51) LCE_REGION_CASE(52) LCE_REGION_CASE(60)
+    LCE_REGION_CASE(61) LCE_REGION_CASE(62)
 #undef LCE_REGION_CASE
     default: fn();
   }
@@ -784,6 +970,24 @@ int Bench() {
   for (KernelPath p : Paths()) {
     std::printf(" %10.2f", MedianMicros([&] { bp::PackFloat(x.data(), 8, 256, q.data(), p); }, 5000));
   }
+  // the streaming binary export's conv2 input: [1, 7, 19, 16], s per position
+  dq::Geometry dg;
+  dg.rank = 4;
+  const int ddims[4] = {1, 7, 19, 16};
+  for (int i = 0; i < 4; ++i) dg.dims[i] = ddims[i];
+  dg.reduced[3] = true;
+  std::vector<float> dx(7 * 19 * 16), dt(32, 0.1f), dsc(7 * 19);
+  for (float& v : dx) v = rng.Float(-1.0f, 1.0f);
+  std::vector<std::int32_t> db1(7 * 19), db2(7 * 19);
+  mark([&](KernelPath p) {
+    dq::DualQuantize(dx.data(), dg, dt.data(), dt.data() + 16, db1.data(), db2.data(), dsc.data(), p);
+  });
+  std::printf("%-40s", (std::string(compute_engine::ops::DUAL_QUANTIZE) + " 7x19x16 per position").c_str());
+  for (KernelPath p : Paths()) {
+    std::printf(" %10.2f", MedianMicros([&] {
+      dq::DualQuantize(dx.data(), dg, dt.data(), dt.data() + 16, db1.data(), db2.data(), dsc.data(), p);
+    }, 2000));
+  }
   std::printf("\n%-40s",
               (std::string(compute_engine::ops::DEQUANTIZE) + " 8 x 256 floats").c_str());
   for (KernelPath p : Paths()) {
@@ -827,6 +1031,17 @@ int main(int argc, char** argv) {
     std::printf("lce_ops_test: %d %s cases + Prepare checks, %s, dual checksum %016" PRIx64 "\n",
                 cases, compute_engine::ops::DUAL_QUANTIZE,
                 g_failures == failures_before ? "passed" : "FAILED", dfnv.h);
+  }
+  {  // own generator and checksum, as the dual-scale cases
+    Rng srng{seed ^ 0x5743A11B5743A11Bull};
+    Fnv sfnv;
+    const int failures_before = g_failures;
+    const int n = cases / 8 > 0 ? cases / 8 : 1;
+    for (int i = 0; i < n; ++i) StreamCase(srng, i, &sfnv);
+    StreamRefusals();
+    std::printf("lce_ops_test: %d %s streaming cases, %s, stream checksum %016" PRIx64 "\n", n,
+                compute_engine::ops::BDFSMN,
+                g_failures == failures_before ? "passed" : "FAILED", sfnv.h);
   }
   std::string paths;
   for (KernelPath p : Paths()) paths += std::string(paths.empty() ? "" : ",") +

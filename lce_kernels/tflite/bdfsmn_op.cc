@@ -13,6 +13,9 @@
 //   kPw2T  float32 [kThreshRows, H]
 //   kPw2P  float32 [kPwRows, C]
 // Output 0: float32, same shape as x.
+// Streaming form (ops::bdfsmn::kNumStreamingInputs inputs, right == 0): input kState float32
+// [S, C] | [B, S, C] | [B, S, 1, C] (S = left * dilation, x's rank; not constant), output
+// kNewState of the state's shape; core::Layer::EvalStream per batch element.
 // Bit words: LCE's bitpacked int32 layout (LSB first, bit = 1 <=> -1; pad bits ignored).
 // custom_options: a FlexBuffers map with int entries ops::bdfsmn::kOptionKeys (all required;
 // verified and parsed with flexbuffers.h, see bdfsmn_options.h).
@@ -55,6 +58,8 @@ struct OpData {
   core::Workspace ws;
   core::Path path = core::Path::kAuto;
   int batch = 0, frames = 0;
+  bool streaming = false;
+  int state_frames = 0;
 };
 
 #define BD_ENSURE(ctx, cond, ...) LCE_OP_ENSURE(ctx, ops::BDFSMN, cond, __VA_ARGS__)
@@ -97,6 +102,14 @@ TfLiteStatus Prepare(TfLiteContext* ctx, TfLiteNode* node) {
   if (op_common::ResizeIfNeeded(ctx, out, plan.out_dims, plan.rank) != kTfLiteOk) {
     return kTfLiteError;
   }
+  if (plan.streaming) {
+    TfLiteTensor* ns = op_common::Output(ctx, node, ops::bdfsmn::kNewState);
+    if (op_common::ResizeIfNeeded(ctx, ns, plan.state_dims, plan.rank) != kTfLiteOk) {
+      return kTfLiteError;
+    }
+  }
+  d->streaming = plan.streaming;
+  d->state_frames = plan.state_frames;
   d->layer.Prepare(plan.frames, &d->ws);
   d->ws.keep_h = false;  // nothing reads the intermediate h (core/bdfsmn.h, Workspace)
   d->batch = plan.batch;
@@ -114,6 +127,23 @@ TfLiteStatus Eval(TfLiteContext* ctx, TfLiteNode* node) {
   const size_t per = static_cast<size_t>(d->frames) * static_cast<size_t>(d->options.channels);
   const float* xp = static_cast<const float*>(x->data.data);
   float* op = static_cast<float*>(out->data.data);
+  if (d->streaming) {
+    const TfLiteTensor* st = op_common::Input(ctx, node, ops::bdfsmn::kState);
+    TfLiteTensor* ns = &ctx->tensors[node->outputs->data[ops::bdfsmn::kNewState]];
+    BD_ENSURE(ctx, st != nullptr && st->data.data != nullptr && ns->data.data != nullptr,
+              "unallocated state tensors");
+    const size_t sper =
+        static_cast<size_t>(d->state_frames) * static_cast<size_t>(d->options.channels);
+    const float* sp = static_cast<const float*>(st->data.data);
+    float* nsp = static_cast<float*>(ns->data.data);
+    for (int b = 0; b < d->batch; ++b) {
+      BD_ENSURE(ctx,
+                d->layer.EvalStream(xp + b * per, d->frames, sp + b * sper, op + b * per,
+                                    nsp + b * sper, &d->ws, d->path),
+                "kernel rejected the call");
+    }
+    return kTfLiteOk;
+  }
   for (int b = 0; b < d->batch; ++b) {
     BD_ENSURE(ctx, d->layer.Eval(xp + b * per, d->frames, op + b * per, &d->ws, d->path),
               "kernel rejected the call");

@@ -3,6 +3,8 @@
 // (tflite/bdfsmn_op.cc, core/op_contract.h):
 //   kX float32 [T, C] | [B, T, C] | [B, T, 1, C]; the eight parameter tensors constant, of
 //   the shapes op_contract.h gives; output float32, the shape of x (held by the model).
+//   Streaming form (ops::bdfsmn::kNumStreamingInputs inputs, right == 0): input kState and
+//   output kNewState, float32 [.., S, .., C] (S = left * dilation), core::Layer::EvalStream.
 // Options: a FlexBuffers map of the five ints ops::bdfsmn::kOptionKeys, parsed by
 // tflite/bdfsmn_options.h (bounded length, flexbuffers::VerifyBuffer, then typed reads).
 //
@@ -38,6 +40,8 @@ struct OpData {
   core::Workspace ws;
   KernelPath path = KernelPath::kAuto;
   int batch = 0, frames = 0;
+  bool streaming = false;
+  int state_frames = 0;
   bool prepared = false;
 };
 
@@ -77,6 +81,8 @@ TfLiteStatus Prepare(TfLiteContext* ctx, TfLiteNode* node) {
   d->layer.Prepare(plan.frames, &d->ws);
   d->batch = plan.batch;
   d->frames = plan.frames;
+  d->streaming = plan.streaming;
+  d->state_frames = plan.state_frames;
   d->prepared = true;
   return kTfLiteOk;
 }
@@ -95,6 +101,27 @@ TfLiteStatus Eval(TfLiteContext* ctx, TfLiteNode* node) {
             "input and output share memory (the kernel needs separate buffers)");
   const float* xp = ::tflite::micro::GetTensorData<float>(x);
   float* op = ::tflite::micro::GetTensorData<float>(out);
+  if (d->streaming) {
+    const TfLiteEvalTensor* st = ::tflite::micro::GetEvalInput(ctx, node, ops::bdfsmn::kState);
+    TfLiteEvalTensor* ns = ::tflite::micro::GetEvalOutput(ctx, node, ops::bdfsmn::kNewState);
+    BD_ENSURE(st != nullptr && ns != nullptr && st->data.data != nullptr &&
+                  ns->data.data != nullptr,
+              "unallocated state tensors");
+    const std::size_t sper = static_cast<std::size_t>(d->state_frames) * d->o.channels;
+    const std::size_t sbytes = sper * d->batch * sizeof(float);
+    BD_ENSURE(!cm::Overlap(st->data.data, sbytes, out->data.data, bytes) &&
+                  !cm::Overlap(x->data.data, bytes, ns->data.data, sbytes) &&
+                  !cm::Overlap(ns->data.data, sbytes, out->data.data, bytes),
+              "state, input and outputs share memory (the kernel needs separate buffers)");
+    const float* sp = ::tflite::micro::GetTensorData<float>(st);
+    float* nsp = ::tflite::micro::GetTensorData<float>(ns);
+    for (int b = 0; b < d->batch; ++b) {
+      BD_ENSURE(d->layer.EvalStream(xp + b * per, d->frames, sp + b * sper, op + b * per,
+                                    nsp + b * sper, &d->ws, d->path),
+                "kernel rejected the call");
+    }
+    return kTfLiteOk;
+  }
   for (int b = 0; b < d->batch; ++b) {
     BD_ENSURE(d->layer.Eval(xp + b * per, d->frames, op + b * per, &d->ws, d->path),
               "kernel rejected the call");
