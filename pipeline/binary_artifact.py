@@ -74,10 +74,10 @@ def layer_ops(m, scope):
     return out
 
 
-def chain_io(m, ops, scope):
-    """(input tensor, output tensor) of the op chain ``ops``: the one non-constant tensor it
-    reads that it does not produce, and the one tensor it produces that something outside
-    reads (or that is a graph output). ValueError otherwise."""
+def chain_boundary(m, ops):
+    """(entering, leaving) tensors of the op chain ``ops`` in subgraph 0: the non-constant
+    tensors it reads but does not produce (in order of first use), and the tensors it produces
+    that an op outside it reads or that are graph outputs (sorted)."""
     sg = m.subgraphs[0]
     inside = set(ops)
     produced = {int(o) for i in ops for o in sg.operators[i].outputs}
@@ -91,7 +91,15 @@ def chain_io(m, ops, scope):
     read_outside = {int(t) for i, op in enumerate(sg.operators) if i not in inside
                     for t in op.inputs if t >= 0}
     read_outside |= {int(t) for t in sg.outputs}
-    leaving = sorted(produced & read_outside)
+    return entering, sorted(produced & read_outside)
+
+
+def chain_io(m, ops, scope):
+    """(input tensor, output tensor) of the op chain ``ops``: the one non-constant tensor it
+    reads that it does not produce, and the one tensor it produces that something outside
+    reads (or that is a graph output). ValueError otherwise."""
+    sg = m.subgraphs[0]
+    entering, leaving = chain_boundary(m, ops)
     if len(entering) != 1 or len(leaving) != 1:
         raise ValueError(
             f"{scope}: the converter's op chain ({len(ops)} ops) reads "
@@ -156,18 +164,8 @@ def replace_stream_layer(m, scope, inputs, options):
     if not chain:
         raise ValueError(f"{scope}: no op of this layer in the converter's output")
     inside = set(chain)
-    produced = {int(o) for i in chain for o in sg.operators[i].outputs}
-    entering = []
-    for i in chain:
-        for t in sg.operators[i].inputs:
-            t = int(t)
-            if t >= 0 and t not in produced and not _is_const(m, sg.tensors[t]) \
-                    and t not in entering:
-                entering.append(t)
+    entering, leaving = chain_boundary(m, chain)
     graph_in, graph_out = {int(t) for t in sg.inputs}, {int(t) for t in sg.outputs}
-    read_outside = {int(t) for i, op in enumerate(sg.operators) if i not in inside
-                    for t in op.inputs if t >= 0} | graph_out
-    leaving = sorted(produced & read_outside)
     states = [t for t in entering if t in graph_in]
     xs = [t for t in entering if t not in graph_in]
     new_states = [t for t in leaving if t in graph_out]
