@@ -91,6 +91,22 @@ def is_streaming_arch(model_or_name) -> bool:
     return True
 
 
+def last_frames(x, n: int, flat: bool = False):
+    """``x[:, -n:]`` of a (B, T, ...) tensor with static T and inner dims, taken as one
+    contiguous run: reshaped to (B, T * inner), sliced, reshaped back (``flat``: left
+    (B, n * inner)). The same values; but TFLite's and TFLM's STRIDED_SLICE copy the
+    innermost axis run by run, which for conv1's state (3 frames x 32 mels x 1 channel) is 96
+    copies of one float, and a row-major tensor's last frames are one run."""
+    if x.shape[1] is None or any(d is None for d in x.shape[2:]):  # not static: plain slice
+        tail = x[:, -n:]
+        return tf.reshape(tail, [tf.shape(x)[0], -1]) if flat else tail
+    inner = 1
+    for d in x.shape[2:]:
+        inner *= int(d)
+    tail = tf.reshape(x, [-1, int(x.shape[1]) * inner])[:, -n * inner:]
+    return tail if flat else tf.reshape(tail, [-1, n] + [int(d) for d in x.shape[2:]])
+
+
 def same_padding(n: int, kernel: int, stride: int):
     """TensorFlow's 'same' padding (before, after) of an axis of length n."""
     out = -(-n // stride)
@@ -166,7 +182,7 @@ class CausalConvBN(QuantConvBN):
             shape = tf.shape(frames)
             zeros = [tf.zeros(tf.concat([shape[:2], [n], shape[3:]], 0)) for n in (lo, hi)]
             buf = tf.concat([zeros[0]] * bool(lo) + [frames] + [zeros[1]] * bool(hi), axis=2)
-        return self.valid(buf, 0, False), frames[:, -self.time_pad:]
+        return self.valid(buf, 0, False), last_frames(frames, self.time_pad)
 
     def valid(self, x, bn_index=0, training=None):
         """The convolution of an already padded input (no padding in time or frequency)."""
@@ -367,11 +383,10 @@ class StreamingDFSMN(tf.Module):
         with tf.name_scope("ring"):
             if self.ring > 1:
                 buf = tf.concat([st.pop(0), h], axis=1)
-                frames = buf[:, -self.ring:]
-                new.append(buf[:, -(self.ring - 1):])
+                flat = last_frames(buf, self.ring, flat=True)
+                new.append(last_frames(buf, self.ring - 1))
             else:
-                frames = h[:, -1:]
-            flat = tf.reshape(frames, [-1, self.ring * frames.shape[-1]])
+                flat = tf.reshape(h[:, -1:], [-1, h.shape[-1]])
         return self.classifier(flat), new
 
     def _layer_step(self, layer, x, state):

@@ -16,6 +16,9 @@ resumed run sees exactly the augmentation it would have seen.
   nothing with the quiet recordings of the data set;
 * silence examples are replaced by a fresh noise crop scaled to an RMS drawn log-uniformly over
   ``SILENCE_RMS_DB_RANGE`` (-80..-15 dBFS), so the silence class covers loud noise too;
+* history (streaming models, issue 16): with probability ``history_prob`` per batch, the
+  features of ``history_clips`` other examples of the batch in front of every example
+  (``prepend_history``), the label still the last clip's;
 * SpecAugment (optional, on features): per example, ``n`` frequency and time masks of width
   U{0..W} filled with the example's mean. tensorflow-io's masks draw one mask per call, which
   would give a whole batch the same mask, hence these few lines.
@@ -37,6 +40,8 @@ class AugmentConfig:
     speed_change: float = 0.1           # f ~ U(1 - a, 1 + a)
     gain_db: float = 6.0
     spec_augment: bool = False
+    history_clips: int = 0              # streaming models: other clips' features in front
+    history_prob: float = 0.5           # probability that a batch gets that history
     freq_masks: int = 2
     freq_mask_width: int = 4
     time_masks: int = 2
@@ -118,6 +123,34 @@ def silence_like(noise_bank, rng: SeedStream, batch):
     noise = noise_crops(noise_bank, rng, batch)
     target = tf.pow(10.0, rng.uniform([batch, 1], lo, hi) / 20.0)
     return noise * target / _rms(noise)
+
+
+def prepend_history(x, rng: SeedStream, cfg: AugmentConfig):
+    r"""Streaming-aware training: what an always-on stream shows a causal model and a 1 s
+    clip does not.
+
+    A streaming model (`models.streaming`) decides on its last second, but its memory blocks
+    and front end carry state from everything before: in a continuous stream the layers'
+    inputs before the window are real audio (earlier keywords, speech, noise), where training
+    on clips only ever showed the zero padding of a stream start. Measured on a 60-minute
+    stream, that mismatch turns into false accepts and wrong words a windowed loop of the same
+    weights does not make. Here, with probability ``history_prob`` per batch, every example
+    gets the features of ``history_clips`` other examples in front of it:
+
+        x [B, T, F] -> [concat(x rolled by n, ..., x rolled by 1, x) over time]  [B, (n+1) T, F]
+
+    (example i is preceded by examples i - n .. i - 1 of the shuffled batch, so by other
+    clips, keywords included), the label still example i's: the model learns to answer for the
+    last second whatever came before. The other batches keep the bare clips (a stream from
+    reset). No history (n = 0): ``x`` unchanged and no random number drawn."""
+    n = int(cfg.history_clips)
+    if n <= 0:
+        return x
+
+    def with_history():
+        return tf.concat([tf.roll(x, shift=k, axis=0) for k in range(n, 0, -1)] + [x], axis=1)
+
+    return tf.cond(rng.uniform([]) < cfg.history_prob, with_history, lambda: x)
 
 
 def augment_batch(audio, source, noise_bank, rng: SeedStream, cfg: AugmentConfig,

@@ -73,7 +73,7 @@ DATA_FLAGS: Tuple[str, ...] = (
     "task", "wanted_words", "protocol", "silence_percentage", "unknown_percentage",
     "validation_percentage", "testing_percentage", "split_salt", "seed", "cache_dir",
     "background_frequency", "background_volume", "time_shift_ms", "speed_change", "gain_db",
-    "spec_augment")
+    "spec_augment", "history_clips", "history_prob")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +119,7 @@ TOOLS: Dict[str, Tool] = {t.module: t for t in (
          _MODEL_SIZE + ("left", "right", "dilation", "dropout", "epochs", "steps_per_epoch",
                         "batch_size", "lr", "weight_decay", "optimizer", "lr_schedule",
                         "quant_lr_multiplier", "label_smoothing", "clip_norm",
-                        "init_from_teacher", "distill", "distill_alpha", "select_pass", "J",
+                        "init_from", "init_from_teacher", "distill", "distill_alpha", "select_pass", "J",
                         "thin_n", "resume", "overwrite", "eval_batch_size", "strategy"),
          data_flags=True,
          aliases=(("model", "arch"), ("teacher_checkpoint", "teacher"))),

@@ -44,6 +44,16 @@ def define_flags(data_dir_default=None):
     flags.DEFINE_float("speed_change", d.speed_change, "Speed/pitch factor range 1 +- this.")
     flags.DEFINE_float("gain_db", d.gain_db, "Random amplitude change range +- dB.")
     flags.DEFINE_bool("spec_augment", d.spec_augment, "SpecAugment masks on the features.")
+    flags.DEFINE_integer("history_clips", d.history_clips,
+                         "Streaming models: put the features of this many other clips of the "
+                         "batch in front of each training clip (the label stays the clip's), "
+                         "so the model learns to decide on its last second with real audio "
+                         "before it, as in an always-on stream (pipeline/augment.py: "
+                         "prepend_history).", lower_bound=0)
+    flags.DEFINE_float("history_prob", d.history_prob,
+                       "Probability that a training batch gets --history_clips (the others "
+                       "keep the bare clips: a stream from reset).", lower_bound=0.0,
+                       upper_bound=1.0)
 
 
 def config_from_flags() -> DataConfig:
@@ -52,7 +62,8 @@ def config_from_flags() -> DataConfig:
     augment = aug.AugmentConfig(
         background_frequency=FLAGS.background_frequency,
         background_volume=FLAGS.background_volume, time_shift_ms=FLAGS.time_shift_ms,
-        speed_change=FLAGS.speed_change, gain_db=FLAGS.gain_db, spec_augment=FLAGS.spec_augment)
+        speed_change=FLAGS.speed_change, gain_db=FLAGS.gain_db, spec_augment=FLAGS.spec_augment,
+        history_clips=FLAGS.history_clips, history_prob=FLAGS.history_prob)
     words = ",".join(FLAGS.wanted_words) if FLAGS.wanted_words else None
     return DataConfig(
         data_dir=FLAGS.data_dir, task=FLAGS.task, wanted_words=words, protocol=FLAGS.protocol,

@@ -138,7 +138,7 @@ class InputPipeline:
             rng = aug.SeedStream(tf.stack([tf.constant(seed * 1000 + epoch, tf.int64), batch_index]))
             audio = aug.augment_batch(batch["audio"], batch["source"], bank, rng, acfg,
                                       fcfg.sample_rate)
-            x = feat.log_mel(audio, fcfg)
+            x = aug.prepend_history(feat.log_mel(audio, fcfg), rng, acfg)
             if acfg.spec_augment:
                 x = aug.spec_augment(x, rng, acfg)
             return x, batch["label"]

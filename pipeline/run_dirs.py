@@ -45,16 +45,16 @@ COMPARED = (
     "data_dir", "task", "wanted_words", "protocol", "silence_percentage", "unknown_percentage",
     "validation_percentage", "testing_percentage", "split_salt", "seed",
     "background_frequency", "background_volume", "time_shift_ms", "speed_change", "gain_db",
-    "spec_augment",
+    "spec_augment", "history_clips", "history_prob",
     "arch", "channels", "hidden", "num_layers", "left", "right", "dilation", "dropout",
     "thin_n", "batch_size", "steps_per_epoch", "optimizer", "weight_decay", "lr_schedule",
-    "quant_lr_multiplier", "label_smoothing", "teacher", "init_from_teacher",
+    "quant_lr_multiplier", "label_smoothing", "teacher", "init_from", "init_from_teacher",
     "distill", "distill_alpha", "select_pass", "J")
 #: what train writes into a run directory (what --overwrite may remove)
 RUN_FLAGFILE = "run.flags"
 TRAIN_OUTPUTS = (CKPT_DIR, "tb", "history.json", "metrics.json", "last.weights.h5",
                  "best.weights.h5", FLAGS_JSON, RUN_FLAGFILE, checkpoints.MODEL_JSON)
-_PATH_FLAGS = ("data_dir", "teacher")
+_PATH_FLAGS = ("data_dir", "teacher", "init_from")
 _LABEL_FLAGS = ("task", "wanted_words", "silence_percentage", "unknown_percentage")
 
 

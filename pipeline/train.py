@@ -54,6 +54,7 @@ from pipeline import checkpoints, cli, cli_vocabulary, data_flags, distill, outp
 from pipeline.input_pipeline import InputPipeline, index_from_config
 from pipeline import run_dirs
 from pipeline import speech_commands as sc
+from models.streaming import is_streaming_arch
 
 import tensorflow as tf  # noqa: E402  (after `models`: Keras 2)
 
@@ -91,6 +92,10 @@ def define_flags():
     flags.DEFINE_string("teacher", None,
                         "Teacher run directory: initialises a binary student and, with --distill, "
                         "teaches it.")
+    flags.DEFINE_string("init_from", None,
+                        "Start from the weights of this run directory (its best.weights.h5; "
+                        "the same --arch, sizes and labels): fine-tuning, e.g. a streaming "
+                        "student continued with --history_clips. Replaces --init_from_teacher.")
     flags.DEFINE_bool("init_from_teacher", True, "Copy matching teacher weights into the student.")
     flags.DEFINE_bool("distill", True, "Distil from --teacher (logits MSE + FID).")
     flags.DEFINE_float("distill_alpha", 0.01, "Weight of the distillation terms.")
@@ -114,7 +119,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 #: flags of one invocation, not of the run: left out of run.flags
 INVOCATION_FLAGS = ("resume", "overwrite")
 #: path flags: written absolute to run.flags, so that it works from any folder
-PATH_FLAGS = ("data_dir", "cache_dir", "out_dir", "teacher")
+PATH_FLAGS = ("data_dir", "cache_dir", "out_dir", "teacher", "init_from")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -239,6 +244,7 @@ def run_settings(cfg, model_name, model_kwargs, **training) -> dict:
         "background_volume": aug.background_volume, "time_shift_ms": aug.time_shift_ms,
         "speed_change": aug.speed_change, "gain_db": aug.gain_db,
         "spec_augment": aug.spec_augment,
+        "history_clips": aug.history_clips, "history_prob": aug.history_prob,
         "arch": model_name, **model_kwargs, **training}
 
 
@@ -250,7 +256,7 @@ class Trainer:
                  label_smoothing=0.0, clip_norm=5.0, teacher_dir=None, init_from_teacher=True,
                  use_distill=True, distill_alpha=0.01, select_pass="fid", levels=1, thin_n=3,
                  steps_per_epoch=None, eval_batch_size=256, resume=False, overwrite=False,
-                 flag_values=None, strategy=None, run_flagfile=None):
+                 flag_values=None, strategy=None, run_flagfile=None, init_from=None):
         self.cfg, self.out_dir = cfg, out_dir
         self.epochs, self.batch_size, self.base_lr = epochs, batch_size, lr
         self.weight_decay, self.lr_schedule = weight_decay, lr_schedule
@@ -282,12 +288,23 @@ class Trainer:
             steps_per_epoch=steps_per_epoch, thin_n=thin_n, optimizer=optimizer,
             weight_decay=weight_decay, lr_schedule=lr_schedule, quant_lr_multiplier=quant_lr,
             label_smoothing=label_smoothing, clip_norm=clip_norm, teacher=teacher_dir,
-            init_from_teacher=init_from_teacher, distill=use_distill,
+            init_from=init_from, init_from_teacher=init_from_teacher, distill=use_distill,
             distill_alpha=distill_alpha, select_pass=select_pass, J=levels,
             eval_batch_size=eval_batch_size)
         labels = sc.class_labels(cfg.task, cfg.wanted_words, cfg.silence_percentage,
                                  cfg.unknown_percentage)[0]
         self.spec = checkpoints.model_spec(model_name, model_kwargs, labels, self.depths)
+        # --history_clips: longer training inputs, only for the causal streaming models (a
+        # windowed model's every output depends on its 1 s window's edges)
+        self.build_overrides = {}
+        if cfg.augment.history_clips > 0:
+            if not is_streaming_arch(model_name):
+                raise cli.UserError(
+                    f"--history_clips {cfg.augment.history_clips} with --arch {model_name}: "
+                    "history is for the streaming models (dfsmn_stream, bifsmnv2_stream), "
+                    "which take any number of frames; expected --history_clips 0")
+            self.build_overrides = {"input_shape": (None, cfg.features.shape[1])}
+        self.init_from = init_from
         self.plan = run_dirs.check(out_dir, self.spec, self.settings, resume, overwrite)
         # the chief writes the run directory; the other workers of a multi-worker cluster run
         # every save too (saving reads distributed variables, which takes all workers) but
@@ -333,7 +350,8 @@ class Trainer:
                optimizer, lr, quant_lr):
         """Model, teacher, optimizers and checkpointed state (in the strategy's scope, so that
         with several replicas every variable is mirrored)."""
-        self.model = checkpoints.build_from_spec(self.spec, training_depths=self.depths)
+        self.model = checkpoints.build_from_spec(self.spec, training_depths=self.depths,
+                                                 **self.build_overrides)
         if self.replicas > 1:
             synchronize_batch_norms(self.model)
 
@@ -344,9 +362,15 @@ class Trainer:
                 raise checkpoints.CheckpointError(
                     f"teacher {teacher_dir} was trained on {tspec['labels']}, this run has "
                     f"{self.labels}")
-            teacher = checkpoints.build_from_spec(tspec, training_depths=[num_layers])
+            if self.build_overrides and not is_streaming_arch(tspec["model"]):
+                raise cli.UserError(
+                    f"--history_clips: the teacher {teacher_dir} is a {tspec['model']}, "
+                    "which cannot take the longer inputs; expected a streaming teacher "
+                    "(dfsmn_stream)")
+            teacher = checkpoints.build_from_spec(tspec, training_depths=[num_layers],
+                                                  **self.build_overrides)
             checkpoints.load_weights(teacher, checkpoints.weights_path(teacher_dir))
-            if init_from_teacher and not resume:
+            if init_from_teacher and not resume and not self.init_from:
                 report = models.init_student_from_teacher(self.model, teacher, verbose=False)
                 logging.info("student initialised from %s: %d variables copied, %d left at init",
                              teacher_dir, len(report["copied"]), len(report["student_only"]))
@@ -373,6 +397,8 @@ class Trainer:
             self.qopt.build(self.quant_vars)
         # initialise the dropout generators (created lazily on first call)
         self.model(tf.zeros((1,) + tuple(cfg.features.shape)), training=True)
+        if self.init_from and not resume:  # after that call: it moves the BN statistics
+            self._init_from_run(self.init_from)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_accuracy")
         self.plateau = tf.Variable(1.0, dtype=tf.float64, trainable=False, name="plateau_scale")
@@ -382,6 +408,21 @@ class Trainer:
                                         since_best=self.since_best)
         self.manager = tf.train.CheckpointManager(
             self.ckpt, os.path.join(self.write_dir, run_dirs.CKPT_DIR), 2)
+
+    def _init_from_run(self, run_dir):
+        """--init_from: the weights of another run of the same model (fine-tuning)."""
+        spec = checkpoints.read_model_json(run_dir)
+        same = (spec.get("model") == self.spec["model"] and
+                spec.get("model_kwargs") == self.spec["model_kwargs"] and
+                spec.get("labels") == self.spec["labels"])
+        if not same:
+            raise checkpoints.CheckpointError(
+                f"--init_from {run_dir}: a {spec.get('model')} {spec.get('model_kwargs')} on "
+                f"{spec.get('labels')}; this run is a {self.spec['model']} "
+                f"{self.spec['model_kwargs']} on {self.spec['labels']}; expected the same "
+                "architecture, sizes and labels")
+        checkpoints.load_weights(self.model, checkpoints.weights_path(run_dir))
+        logging.info("initialised from %s", checkpoints.weights_path(run_dir))
 
     def _restore(self, out_dir):
         """--resume: the checkpoint and history.json, read only (run_dirs.check matched the
@@ -611,6 +652,7 @@ def trainer_from_flags(strategy=None):
         FLAGS.label_smoothing, FLAGS.clip_norm, FLAGS.teacher,
         FLAGS.init_from_teacher, FLAGS.distill, FLAGS.distill_alpha, FLAGS.select_pass, FLAGS.J, FLAGS.thin_n, FLAGS.steps_per_epoch,
         FLAGS.eval_batch_size, FLAGS.resume, FLAGS.overwrite,
+        init_from=FLAGS.init_from,
         flag_values={f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])
                      + FLAGS.get_key_flags_for_module(data_flags)
                      if f.name not in cli_vocabulary.COMMON_FLAGS},  # not --json_out, --debug

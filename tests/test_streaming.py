@@ -697,3 +697,60 @@ def test_train_export_stream_end_to_end(tiny_corpus, tmp_path):
     close = np.abs(a - b).max(axis=1) < 1e-3
     print(f"pcm .tflite vs Keras streaming: {close.mean():.1%} of {len(a)} hops within 1e-3")
     assert close.mean() > 0.9 and np.mean(a.argmax(1) == b.argmax(1)) > 0.9
+
+
+# -- streaming-aware training: history in front of the clips (--history_clips) ------------------
+class _FixedDraw:
+    """A SeedStream stand-in whose uniform draws are all ``value``."""
+
+    def __init__(self, value):
+        self.value, self.calls = value, 0
+
+    def uniform(self, shape, minval=0.0, maxval=1.0, dtype=tf.float32):
+        self.calls += 1
+        return tf.fill(shape, tf.constant(self.value, dtype))
+
+
+def test_prepend_history_puts_other_clips_in_front():
+    from pipeline import augment as aug
+    x = tf.constant(np.arange(4 * 8 * 3, dtype=np.float32).reshape(4, 8, 3))
+    cfg = aug.AugmentConfig(history_clips=2, history_prob=0.5)
+    on = aug.prepend_history(x, _FixedDraw(0.1), cfg).numpy()   # 0.1 < 0.5: history
+    assert on.shape == (4, 24, 3)
+    xn = x.numpy()
+    for i in range(4):  # example i: examples i - 2, i - 1 of the batch, then itself
+        np.testing.assert_array_equal(on[i, :8], xn[(i - 2) % 4])
+        np.testing.assert_array_equal(on[i, 8:16], xn[(i - 1) % 4])
+        np.testing.assert_array_equal(on[i, 16:], xn[i])
+    off = aug.prepend_history(x, _FixedDraw(0.9), cfg).numpy()  # 0.9 >= 0.5: the bare clips
+    np.testing.assert_array_equal(off, xn)
+    none = _FixedDraw(0.0)
+    assert aug.prepend_history(x, none, aug.AugmentConfig()) is x and none.calls == 0
+
+
+def test_history_training_and_fine_tuning(tiny_corpus, tmp_path):
+    """--history_clips trains the streaming models on longer inputs (windowed archs refuse
+    it); --init_from starts from another run's weights and refuses a different model."""
+    from pipeline import cli
+    from pipeline.train import Trainer
+    base = DataConfig(data_dir=tiny_corpus, wanted_words="yes,no,up,down")
+    hist = dataclasses.replace(base, augment=dataclasses.replace(base.augment, history_clips=1,
+                                                                 history_prob=1.0))
+    args = dict(epochs=1, batch_size=16, lr=5e-3, steps_per_epoch=2, eval_batch_size=64)
+    with pytest.raises(cli.UserError, match="history is for the streaming models"):
+        Trainer(hist, "dfsmn", dict(TINY, left=2, right=2), str(tmp_path / "w"), thin_n=1, **args)
+    run = str(tmp_path / "run")
+    first = Trainer(base, "dfsmn_stream", dict(TINY), run, thin_n=1, **args)
+    first.fit()
+    x, _ = next(iter(InputPipeline(first.index, hist).train(16)))
+    assert x.shape[1] == 64  # one clip of history (32 frames) before each 1 s clip
+    tuned = Trainer(hist, "dfsmn_stream", dict(TINY), str(tmp_path / "tuned"), thin_n=1,
+                    init_from=run, **dict(args, lr=0.0))
+    assert tuned.model.input_shape[1] is None
+    for va, vb in zip(first.model.weights, tuned.model.weights):  # --init_from's weights
+        np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.name)
+    m = tuned.fit()
+    assert np.isfinite(m["best_val_acc"]) and tuned.settings["history_clips"] == 1
+    with pytest.raises(checkpoints.CheckpointError, match="expected the same architecture"):
+        Trainer(base, "dfsmn_stream", dict(TINY, hidden=32), str(tmp_path / "x"), thin_n=1,
+                init_from=run, **args)

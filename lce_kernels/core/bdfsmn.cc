@@ -1640,45 +1640,80 @@ struct Kernels {
   }
 
 #if LCE_KERNELS_HAVE_NEON
-  // The same, 4 channels per instruction (C % 4 == 0; the caller falls back otherwise).
+  // The same, 4 channels per instruction (C % 4 == 0; the caller falls back otherwise): the
+  // taps of 16 channels accumulated in 4 q registers (one LD1 of 4 registers per tap for a
+  // and for the sign masks), 4 channels at a time for the rest. Every pointer is a local:
+  // the build has -fno-strict-aliasing, so a store would otherwise reload the vectors' data
+  // pointers from the Layer in every iteration.
   static void StreamMemoryNeon(const Layer& L, const float* x, int frames, Workspace* ws) {
     const std::size_t C = static_cast<std::size_t>(L.c_), Cp = static_cast<std::size_t>(Round16(L.c_));
     const std::size_t S = static_cast<std::size_t>(L.state_frames());
+    const std::size_t C16 = C & ~static_cast<std::size_t>(15);
     const int K = L.taps();
-    float* A = ws->a.data();
+    float* const A = ws->a.data();
+    float* const m = ws->m.data();
+    const float* const ms = ws->mem_s.data();
+    const float *const t0p = L.mem_t0_.data(), *const t1p = L.mem_t1_.data(),
+                *const t2p = L.mem_t2_.data(), *const mulp = L.mem_mul_.data(),
+                *const biasp = L.mem_bias_.data(), *const slopep = L.mem_slope_.data();
+    const std::uint32_t* const sgn = L.mem_sgn_.data();
     const float32x4_t one = vdupq_n_f32(1.0f), zero = vdupq_n_f32(0.0f);
     const uint32x4_t sbit = vdupq_n_u32(0x80000000u);
+    const float* src[kMaxTaps];
     for (std::size_t t = 0; t < static_cast<std::size_t>(frames); ++t) {
-      const float* xt = x + t * C;
-      const float32x4_t sv = vdupq_n_f32(ws->mem_s[t]);
-      float* at = A + (S + t) * C;
-      float* mt = ws->m.data() + t * C;
+      const float* const xt = x + t * C;
+      const float32x4_t sv = vdupq_n_f32(ms[t]);
+      float* const at = A + (S + t) * C;
+      float* const mt = m + t * C;
       for (std::size_t c = 0; c < C; c += 4) {
         const float32x4_t xv = vld1q_f32(xt + c);
         // v1 = d < 0 ? -1 : 1; r = (x - v1) - t1; v2 = r < 0 ? -s : s
-        const uint32x4_t n1 = vcltq_f32(vsubq_f32(xv, vld1q_f32(L.mem_t0_.data() + c)), zero);
+        const uint32x4_t n1 = vcltq_f32(vsubq_f32(xv, vld1q_f32(t0p + c)), zero);
         const float32x4_t v1 = vreinterpretq_f32_u32(
             veorq_u32(vreinterpretq_u32_f32(one), vandq_u32(n1, sbit)));
-        const uint32x4_t n2 =
-            vcltq_f32(vsubq_f32(vsubq_f32(xv, v1), vld1q_f32(L.mem_t1_.data() + c)), zero);
+        const uint32x4_t n2 = vcltq_f32(vsubq_f32(vsubq_f32(xv, v1), vld1q_f32(t1p + c)), zero);
         const float32x4_t v2 = vreinterpretq_f32_u32(
             veorq_u32(vreinterpretq_u32_f32(sv), vandq_u32(n2, sbit)));
-        vst1q_f32(at + c, vsubq_f32(vaddq_f32(v1, v2), vld1q_f32(L.mem_t2_.data() + c)));
+        vst1q_f32(at + c, vsubq_f32(vaddq_f32(v1, v2), vld1q_f32(t2p + c)));
       }
-      for (std::size_t c = 0; c < C; c += 4) {
-        float32x4_t acc = zero;
-        for (int k = 0; k < K; ++k) {
-          const float* src = A + (S + t - static_cast<std::size_t>((L.l_ - k) * L.dil_)) * C;
-          const float32x4_t v = vreinterpretq_f32_u32(veorq_u32(
-              vreinterpretq_u32_f32(vld1q_f32(src + c)),
-              vld1q_u32(L.mem_sgn_.data() + static_cast<std::size_t>(k) * Cp + c)));
-          acc = k == 0 ? v : vaddq_f32(acc, v);
+      for (int k = 0; k < K; ++k)
+        src[k] = A + (S + t - static_cast<std::size_t>((L.l_ - k) * L.dil_)) * C;
+      // z = acc * mul + bias; m = x + PReLU(z)
+      auto post = [&](float32x4_t acc, std::size_t c) {
+        const float32x4_t z = vaddq_f32(vmulq_f32(acc, vld1q_f32(mulp + c)), vld1q_f32(biasp + c));
+        const float32x4_t zs = vmulq_f32(z, vld1q_f32(slopep + c));
+        vst1q_f32(mt + c, vaddq_f32(vld1q_f32(xt + c), vbslq_f32(vcltq_f32(z, zero), zs, z)));
+      };
+      auto flip = [](float32x4_t v, uint32x4_t g) {
+        return vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(v), g));
+      };
+      std::size_t c = 0;
+      for (; c < C16; c += 16) {
+        float32x4x4_t acc = vld1q_f32_x4(src[0] + c);
+        const uint32x4x4_t g0 = vld1q_u32_x4(sgn + c);
+        acc.val[0] = flip(acc.val[0], g0.val[0]);
+        acc.val[1] = flip(acc.val[1], g0.val[1]);
+        acc.val[2] = flip(acc.val[2], g0.val[2]);
+        acc.val[3] = flip(acc.val[3], g0.val[3]);
+        for (int k = 1; k < K; ++k) {
+          const float32x4x4_t v = vld1q_f32_x4(src[k] + c);
+          const uint32x4x4_t g = vld1q_u32_x4(sgn + static_cast<std::size_t>(k) * Cp + c);
+          acc.val[0] = vaddq_f32(acc.val[0], flip(v.val[0], g.val[0]));
+          acc.val[1] = vaddq_f32(acc.val[1], flip(v.val[1], g.val[1]));
+          acc.val[2] = vaddq_f32(acc.val[2], flip(v.val[2], g.val[2]));
+          acc.val[3] = vaddq_f32(acc.val[3], flip(v.val[3], g.val[3]));
         }
-        const float32x4_t z =
-            vaddq_f32(vmulq_f32(acc, vld1q_f32(L.mem_mul_.data() + c)), vld1q_f32(L.mem_bias_.data() + c));
-        const float32x4_t zs = vmulq_f32(z, vld1q_f32(L.mem_slope_.data() + c));
-        const float32x4_t p = vbslq_f32(vcltq_f32(z, zero), zs, z);
-        vst1q_f32(mt + c, vaddq_f32(vld1q_f32(xt + c), p));
+        post(acc.val[0], c);
+        post(acc.val[1], c + 4);
+        post(acc.val[2], c + 8);
+        post(acc.val[3], c + 12);
+      }
+      for (; c < C; c += 4) {
+        float32x4_t acc = flip(vld1q_f32(src[0] + c), vld1q_u32(sgn + c));
+        for (int k = 1; k < K; ++k)
+          acc = vaddq_f32(acc, flip(vld1q_f32(src[k] + c),
+                                    vld1q_u32(sgn + static_cast<std::size_t>(k) * Cp + c)));
+        post(acc, c);
       }
     }
   }

@@ -148,119 +148,157 @@ const std::uint32_t kNeonBits[32] = {
     1u << 16, 1u << 17, 1u << 18, 1u << 19, 1u << 20, 1u << 21, 1u << 22, 1u << 23,
     1u << 24, 1u << 25, 1u << 26, 1u << 27, 1u << 28, 1u << 29, 1u << 30, 1u << 31};
 
-float RowsNeon(const float* x, std::size_t rows, int n, const float* t0, const float* t1,
-               std::int32_t* b1, std::int32_t* b2) {
-  const float32x4_t plus = vdupq_n_f32(1.0f), minus = vdupq_n_f32(-1.0f);
-  float32x4_t acc[4][4];  // [lane set][lanes 4g .. 4g + 3]
-  for (int q = 0; q < 4; ++q)
-    for (int g = 0; g < 4; ++g) acc[q][g] = vdupq_n_f32(0.0f);
+// Channels c .. c + 3 of one row (x: their 4 floats, tv0 / tv1: their thresholds): their
+// bit values OR-ed into p1 / p2 and |r| returned.
+__attribute__((always_inline)) inline float32x4_t Block4(const float* x, float32x4_t tv0, float32x4_t tv1, uint32x4_t bits,
+                          uint32x4_t* p1, uint32x4_t* p2) {
+  const float32x4_t xv = vld1q_f32(x);
+  const uint32x4_t m1 = vcltzq_f32(vsubq_f32(xv, tv0));
+  const float32x4_t r =
+      vsubq_f32(vsubq_f32(xv, vbslq_f32(m1, vdupq_n_f32(-1.0f), vdupq_n_f32(1.0f))), tv1);
+  *p1 = vorrq_u32(*p1, vandq_u32(m1, bits));
+  *p2 = vorrq_u32(*p2, vandq_u32(vcltzq_f32(r), bits));
+  return vabsq_f32(r);
+}
+
+// One row of n channels: its words of b1 / b2 written, |r| of channel c added into lane
+// c % 16 of the lane set (a0: lanes 0..3, a1: 4..7, a2: 8..11, a3: 12..15), channels in
+// order. Inlined into callers that keep the lane sets in named registers.
+__attribute__((always_inline)) inline void RowNeon(const float* x, int n, const float* t0, const float* t1, std::int32_t* b1,
+                    std::int32_t* b2, float32x4_t* a0, float32x4_t* a1, float32x4_t* a2,
+                    float32x4_t* a3) {
   const int words = Words(n);
-  for (std::size_t k = 0; k < rows; ++k, x += n, b1 += words, b2 += words) {
-    float32x4_t* a = acc[k & 3];
-    for (int j = 0; j < words; ++j) {
-      const int c0 = 32 * j, c1 = c0 + 32 < n ? c0 + 32 : n;
-      uint32x4_t p1 = vdupq_n_u32(0), p2 = vdupq_n_u32(0);
-      int c = c0;
-      for (; c + 4 <= c1; c += 4) {
-        const uint32x4_t bits = vld1q_u32(kNeonBits + (c - c0));
-        const float32x4_t xv = vld1q_f32(x + c);
-        const uint32x4_t m1 = vcltzq_f32(vsubq_f32(xv, vld1q_f32(t0 + c)));
-        const float32x4_t r = vsubq_f32(vsubq_f32(xv, vbslq_f32(m1, minus, plus)),
-                                        vld1q_f32(t1 + c));
-        p1 = vorrq_u32(p1, vandq_u32(m1, bits));
-        p2 = vorrq_u32(p2, vandq_u32(vcltzq_f32(r), bits));
-        const int g = (c & 15) >> 2;
-        a[g] = vaddq_f32(a[g], vabsq_f32(r));
-      }
-      std::uint32_t w1 = vaddvq_u32(p1), w2 = vaddvq_u32(p2);
-      if (c < c1) {  // the row's last 1..3 channels (only in its last word), lane by lane
-        const int g = (c & 15) >> 2;
-        float lane[4];
-        vst1q_f32(lane, a[g]);
-        for (; c < c1; ++c) {
-          const bool neg1 = x[c] - t0[c] < 0.0f;
-          const float r = (x[c] - (neg1 ? -1.0f : 1.0f)) - t1[c];
-          w1 |= static_cast<std::uint32_t>(neg1) << (c - c0);
-          w2 |= static_cast<std::uint32_t>(r < 0.0f) << (c - c0);
-          lane[c & 3] += std::fabs(r);
-        }
-        a[g] = vld1q_f32(lane);
-      }
-      b1[j] = AsWord(w1);
-      b2[j] = AsWord(w2);
+  for (int j = 0; j < words; ++j) {
+    const int c0 = 32 * j, c1 = c0 + 32 < n ? c0 + 32 : n;
+    uint32x4_t p1 = vdupq_n_u32(0), p2 = vdupq_n_u32(0);
+    int c = c0;
+    for (; c + 16 <= c1; c += 16) {
+      *a0 = vaddq_f32(*a0, Block4(x + c, vld1q_f32(t0 + c), vld1q_f32(t1 + c),
+                                  vld1q_u32(kNeonBits + (c - c0)), &p1, &p2));
+      *a1 = vaddq_f32(*a1, Block4(x + c + 4, vld1q_f32(t0 + c + 4), vld1q_f32(t1 + c + 4),
+                                  vld1q_u32(kNeonBits + (c + 4 - c0)), &p1, &p2));
+      *a2 = vaddq_f32(*a2, Block4(x + c + 8, vld1q_f32(t0 + c + 8), vld1q_f32(t1 + c + 8),
+                                  vld1q_u32(kNeonBits + (c + 8 - c0)), &p1, &p2));
+      *a3 = vaddq_f32(*a3, Block4(x + c + 12, vld1q_f32(t0 + c + 12), vld1q_f32(t1 + c + 12),
+                                  vld1q_u32(kNeonBits + (c + 12 - c0)), &p1, &p2));
     }
+    std::uint32_t w1, w2;
+    if (c < c1) {  // the last 1..15 channels of the row (only in its last word), lane by lane
+      float lanes[16];
+      vst1q_f32(lanes, *a0);
+      vst1q_f32(lanes + 4, *a1);
+      vst1q_f32(lanes + 8, *a2);
+      vst1q_f32(lanes + 12, *a3);
+      w1 = vaddvq_u32(p1);
+      w2 = vaddvq_u32(p2);
+      for (; c < c1; ++c) {
+        const bool neg1 = x[c] - t0[c] < 0.0f;
+        const float r = (x[c] - (neg1 ? -1.0f : 1.0f)) - t1[c];
+        w1 |= static_cast<std::uint32_t>(neg1) << (c - c0);
+        w2 |= static_cast<std::uint32_t>(r < 0.0f) << (c - c0);
+        lanes[c & 15] += std::fabs(r);
+      }
+      *a0 = vld1q_f32(lanes);
+      *a1 = vld1q_f32(lanes + 4);
+      *a2 = vld1q_f32(lanes + 8);
+      *a3 = vld1q_f32(lanes + 12);
+    } else {
+      w1 = vaddvq_u32(p1);
+      w2 = vaddvq_u32(p2);
+    }
+    b1[j] = AsWord(w1);
+    b2[j] = AsWord(w2);
   }
-  float sets[4][16];
-  for (int q = 0; q < 4; ++q)
-    for (int g = 0; g < 4; ++g) vst1q_f32(sets[q] + 4 * g, acc[q][g]);
-  return SumSets(sets);
-}
-#endif
-
-#if LCE_KERNELS_HAVE_NEON
-// 4 channels c .. c + 3 of rows k .. k + 3 (row stride xs): their bit values OR-ed into p1 /
-// p2 (per row), |r| transposed (a lane per row) and added into the lane accumulators
-// L[0..3] (channels c % 16 .. c % 16 + 3). Inlined with constant L so that the 16
-// accumulators stay in registers.
-inline void EachRowBlock(const float* x, std::size_t xs, int c, int cw, const float* t0,
-                         const float* t1, uint32x4_t* p1, uint32x4_t* p2, float32x4_t* L) {
-  const float32x4_t plus = vdupq_n_f32(1.0f), minus = vdupq_n_f32(-1.0f);
-  const uint32x4_t bits = vld1q_u32(kNeonBits + cw);
-  const float32x4_t tv0 = vld1q_f32(t0 + c), tv1 = vld1q_f32(t1 + c);
-  float32x4_t a[4];
-  for (int i = 0; i < 4; ++i) {
-    const float32x4_t xv = vld1q_f32(x + static_cast<std::size_t>(i) * xs + c);
-    const uint32x4_t m1 = vcltzq_f32(vsubq_f32(xv, tv0));
-    const float32x4_t r = vsubq_f32(vsubq_f32(xv, vbslq_f32(m1, minus, plus)), tv1);
-    p1[i] = vorrq_u32(p1[i], vandq_u32(m1, bits));
-    p2[i] = vorrq_u32(p2[i], vandq_u32(vcltzq_f32(r), bits));
-    a[i] = vabsq_f32(r);
-  }
-  // 4x4 transpose: channel c + q of the 4 rows
-  const float32x4x2_t u = vtrnq_f32(a[0], a[1]), v = vtrnq_f32(a[2], a[3]);
-  L[0] = vaddq_f32(L[0], vcombine_f32(vget_low_f32(u.val[0]), vget_low_f32(v.val[0])));
-  L[1] = vaddq_f32(L[1], vcombine_f32(vget_low_f32(u.val[1]), vget_low_f32(v.val[1])));
-  L[2] = vaddq_f32(L[2], vcombine_f32(vget_high_f32(u.val[0]), vget_high_f32(v.val[0])));
-  L[3] = vaddq_f32(L[3], vcombine_f32(vget_high_f32(u.val[1]), vget_high_f32(v.val[1])));
 }
 
-// Every row its own element of s (no leading axis reduced; n % 16 == 0), four rows at a
-// time: the |r| of 4 channels of the 4 rows transposed so that a lane is a row, then added
-// into the row's lane accumulator c % 16 (lane set 0: a run of one row), and s = the 16
-// accumulators added in order: RowsPortable's float order exactly, for 4 rows per
-// instruction. Writes s (sums, not yet divided) for `rows` rows.
+// The |r| of channels c .. c + 3 of rows k .. k + 3 (x: channel c of row k, row stride xs;
+// t0 / t1 / bits: the thresholds and bit values of the 4 channels), transposed so that a
+// lane is a row: t[q] = channel c + q of the 4 rows; bits OR-ed into p1[i] / p2[i] per row.
+__attribute__((always_inline)) inline void Block4x4(const float* x, std::size_t xs,
+                                                    const float* t0, const float* t1,
+                                                    const std::uint32_t* bits, uint32x4_t* p1,
+                                                    uint32x4_t* p2, float32x4_t* t) {
+  const float32x4_t tv0 = vld1q_f32(t0), tv1 = vld1q_f32(t1);
+  const uint32x4_t bv = vld1q_u32(bits);
+  const float32x4_t a0 = Block4(x, tv0, tv1, bv, p1, p2);
+  const float32x4_t a1 = Block4(x + xs, tv0, tv1, bv, p1 + 1, p2 + 1);
+  const float32x4_t a2 = Block4(x + 2 * xs, tv0, tv1, bv, p1 + 2, p2 + 2);
+  const float32x4_t a3 = Block4(x + 3 * xs, tv0, tv1, bv, p1 + 3, p2 + 3);
+  // 4x4 transpose: 32-bit pairs, then 64-bit halves
+  const float32x4_t u0 = vtrn1q_f32(a0, a1), u1 = vtrn2q_f32(a0, a1);
+  const float32x4_t v0 = vtrn1q_f32(a2, a3), v1 = vtrn2q_f32(a2, a3);
+  t[0] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(u0), vreinterpretq_f64_f32(v0)));
+  t[1] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(u1), vreinterpretq_f64_f32(v1)));
+  t[2] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(u0), vreinterpretq_f64_f32(v0)));
+  t[3] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(u1), vreinterpretq_f64_f32(v1)));
+}
+
+// A row's lanes from memory, RowNeon, back to memory (lanes: 16 floats).
+__attribute__((always_inline)) inline void RowIntoLanes(const float* x, int n, const float* t0, const float* t1,
+                         std::int32_t* b1, std::int32_t* b2, float* lanes) {
+  float32x4x4_t a = vld1q_f32_x4(lanes);
+  RowNeon(x, n, t0, t1, b1, b2, &a.val[0], &a.val[1], &a.val[2], &a.val[3]);
+  vst1q_f32_x4(lanes, a);
+}
+
+// Every row its own element of s (no leading axis reduced), RowsPortable's float order for
+// a run of one row: lane l = the sum of |r| over channels l, l + 16, ... in order, s = the
+// lanes added in order 0..15 (sets 1..3 are zeros: adding +0 changes nothing). Writes s
+// (sums, not yet divided) for `rows` rows.
+//   n == 16 (the streaming conv2 input): four rows per pass, transposed so that a lane is a
+//   row; each lane holds one channel, so s is the running sum of the transposed blocks in
+//   channel order, one add per 4 rows and channel, no lane registers.
+//   otherwise: row by row (RowNeon into 4 lane registers), the 16 lanes summed in order.
 void EachRowNeon(const float* x, std::size_t rows, int n, const float* t0, const float* t1,
                  std::int32_t* b1, std::int32_t* b2, float* s) {
   const int words = Words(n);
   const std::size_t xs = static_cast<std::size_t>(n), ws = static_cast<std::size_t>(words);
   std::size_t k = 0;
-  for (; k + 4 <= rows; k += 4) {
-    float32x4_t L[16];
-    for (int l = 0; l < 16; ++l) L[l] = vdupq_n_f32(0.0f);
-    const float* xk = x + k * xs;
-    for (int j = 0; j < words; ++j) {
-      const int c0 = 32 * j, c1 = c0 + 32 < n ? c0 + 32 : n;
+  if (n == 16) {
+    for (; k + 4 <= rows; k += 4) {
+      const float* xk = x + k * xs;
       uint32x4_t p1[4], p2[4];
       for (int i = 0; i < 4; ++i) p1[i] = p2[i] = vdupq_n_u32(0);
-      for (int c = c0; c < c1; c += 16) {  // 16 channels: lanes 0..15 (c % 16 == 0)
-        EachRowBlock(xk, xs, c, c - c0, t0, t1, p1, p2, L + 0);
-        EachRowBlock(xk, xs, c + 4, c + 4 - c0, t0, t1, p1, p2, L + 4);
-        EachRowBlock(xk, xs, c + 8, c + 8 - c0, t0, t1, p1, p2, L + 8);
-        EachRowBlock(xk, xs, c + 12, c + 12 - c0, t0, t1, p1, p2, L + 12);
+      float32x4_t t[4];
+      Block4x4(xk, xs, t0, t1, kNeonBits, p1, p2, t);
+      float32x4_t sum = t[0];  // (0 + lane 0) = lane 0: the portable sum's first step
+      sum = vaddq_f32(sum, t[1]);
+      sum = vaddq_f32(sum, t[2]);
+      sum = vaddq_f32(sum, t[3]);
+      for (int c = 4; c < 16; c += 4) {
+        Block4x4(xk + c, xs, t0 + c, t1 + c, kNeonBits + c, p1, p2, t);
+        sum = vaddq_f32(sum, t[0]);
+        sum = vaddq_f32(sum, t[1]);
+        sum = vaddq_f32(sum, t[2]);
+        sum = vaddq_f32(sum, t[3]);
       }
+      vst1q_f32(s + k, sum);
       for (int i = 0; i < 4; ++i) {
-        b1[(k + i) * ws + j] = AsWord(vaddvq_u32(p1[i]));
-        b2[(k + i) * ws + j] = AsWord(vaddvq_u32(p2[i]));
+        b1[k + static_cast<std::size_t>(i)] = AsWord(vaddvq_u32(p1[i]));
+        b2[k + static_cast<std::size_t>(i)] = AsWord(vaddvq_u32(p2[i]));
       }
     }
-    float32x4_t sum = L[0];  // (0 + lane 0) = lane 0: the portable sum's first step
-    for (int l = 1; l < 16; ++l) sum = vaddq_f32(sum, L[l]);
-    vst1q_f32(s + k, sum);
   }
   for (; k < rows; ++k) {
-    s[k] = RowsPortable(x + k * xs, 1, n, t0, t1, b1 + k * ws, b2 + k * ws);
+    float lanes[16] = {};
+    RowIntoLanes(x + k * xs, n, t0, t1, b1 + k * ws, b2 + k * ws, lanes);
+    float sum = 0.0f;
+    for (int l = 0; l < 16; ++l) sum += lanes[l];
+    s[k] = sum;
   }
 }
+
+// A run of rows sharing one element of s (RowsPortable's order): row k into lane set k % 4
+// (the sets in memory: one 4-register load and store per row), summed by SumSets.
+float RowsNeon(const float* x, std::size_t rows, int n, const float* t0, const float* t1,
+               std::int32_t* b1, std::int32_t* b2) {
+  float sets[4][16] = {};
+  const std::size_t xs = static_cast<std::size_t>(n), ws = static_cast<std::size_t>(Words(n));
+  for (std::size_t k = 0; k < rows; ++k, x += xs, b1 += ws, b2 += ws)
+    RowIntoLanes(x, n, t0, t1, b1, b2, sets[k & 3]);
+  return SumSets(sets);
+}
+
 #endif
 
 using RowFn = float (*)(const float*, std::size_t, int, const float*, const float*,
@@ -333,7 +371,7 @@ void DualQuantize(const float* x, const Geometry& g, const float* t0, const floa
   const std::size_t runs = run == 0 ? 0 : positions / run;
   const std::size_t row_words = static_cast<std::size_t>(words) * run;
 #if LCE_KERNELS_HAVE_NEON
-  if (ResolveKernelPath(path) == KernelPath::kNeon && scales == positions && n % 16 == 0) {
+  if (ResolveKernelPath(path) == KernelPath::kNeon && scales == positions) {
     EachRowNeon(x, positions, n, t0, t1, b1, b2, s);  // one s per row (per position)
     const float count = static_cast<float>(ScaleCount(g));
     for (std::size_t i = 0; i < scales; ++i) s[i] /= count;
