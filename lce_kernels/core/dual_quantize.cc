@@ -150,8 +150,9 @@ const std::uint32_t kNeonBits[32] = {
 
 // Channels c .. c + 3 of one row (x: their 4 floats, tv0 / tv1: their thresholds): their
 // bit values OR-ed into p1 / p2 and |r| returned.
-__attribute__((always_inline)) inline float32x4_t Block4(const float* x, float32x4_t tv0, float32x4_t tv1, uint32x4_t bits,
-                          uint32x4_t* p1, uint32x4_t* p2) {
+__attribute__((always_inline)) inline float32x4_t Block4(const float* x, float32x4_t tv0,
+                                                         float32x4_t tv1, uint32x4_t bits,
+                                                         uint32x4_t* p1, uint32x4_t* p2) {
   const float32x4_t xv = vld1q_f32(x);
   const uint32x4_t m1 = vcltzq_f32(vsubq_f32(xv, tv0));
   const float32x4_t r =
@@ -164,9 +165,11 @@ __attribute__((always_inline)) inline float32x4_t Block4(const float* x, float32
 // One row of n channels: its words of b1 / b2 written, |r| of channel c added into lane
 // c % 16 of the lane set (a0: lanes 0..3, a1: 4..7, a2: 8..11, a3: 12..15), channels in
 // order. Inlined into callers that keep the lane sets in named registers.
-__attribute__((always_inline)) inline void RowNeon(const float* x, int n, const float* t0, const float* t1, std::int32_t* b1,
-                    std::int32_t* b2, float32x4_t* a0, float32x4_t* a1, float32x4_t* a2,
-                    float32x4_t* a3) {
+__attribute__((always_inline)) inline void RowNeon(const float* x, int n, const float* t0,
+                                                  const float* t1, std::int32_t* b1,
+                                                  std::int32_t* b2, float32x4_t* a0,
+                                                  float32x4_t* a1, float32x4_t* a2,
+                                                  float32x4_t* a3) {
   const int words = Words(n);
   for (int j = 0; j < words; ++j) {
     const int c0 = 32 * j, c1 = c0 + 32 < n ? c0 + 32 : n;
@@ -182,15 +185,13 @@ __attribute__((always_inline)) inline void RowNeon(const float* x, int n, const 
       *a3 = vaddq_f32(*a3, Block4(x + c + 12, vld1q_f32(t0 + c + 12), vld1q_f32(t1 + c + 12),
                                   vld1q_u32(kNeonBits + (c + 12 - c0)), &p1, &p2));
     }
-    std::uint32_t w1, w2;
+    std::uint32_t w1 = vaddvq_u32(p1), w2 = vaddvq_u32(p2);
     if (c < c1) {  // the last 1..15 channels of the row (only in its last word), lane by lane
       float lanes[16];
       vst1q_f32(lanes, *a0);
       vst1q_f32(lanes + 4, *a1);
       vst1q_f32(lanes + 8, *a2);
       vst1q_f32(lanes + 12, *a3);
-      w1 = vaddvq_u32(p1);
-      w2 = vaddvq_u32(p2);
       for (; c < c1; ++c) {
         const bool neg1 = x[c] - t0[c] < 0.0f;
         const float r = (x[c] - (neg1 ? -1.0f : 1.0f)) - t1[c];
@@ -202,9 +203,6 @@ __attribute__((always_inline)) inline void RowNeon(const float* x, int n, const 
       *a1 = vld1q_f32(lanes + 4);
       *a2 = vld1q_f32(lanes + 8);
       *a3 = vld1q_f32(lanes + 12);
-    } else {
-      w1 = vaddvq_u32(p1);
-      w2 = vaddvq_u32(p2);
     }
     b1[j] = AsWord(w1);
     b2[j] = AsWord(w2);
@@ -234,8 +232,10 @@ __attribute__((always_inline)) inline void Block4x4(const float* x, std::size_t 
 }
 
 // A row's lanes from memory, RowNeon, back to memory (lanes: 16 floats).
-__attribute__((always_inline)) inline void RowIntoLanes(const float* x, int n, const float* t0, const float* t1,
-                         std::int32_t* b1, std::int32_t* b2, float* lanes) {
+__attribute__((always_inline)) inline void RowIntoLanes(const float* x, int n,
+                                                       const float* t0, const float* t1,
+                                                       std::int32_t* b1, std::int32_t* b2,
+                                                       float* lanes) {
   float32x4x4_t a = vld1q_f32_x4(lanes);
   RowNeon(x, n, t0, t1, b1, b2, &a.val[0], &a.val[1], &a.val[2], &a.val[3]);
   vst1q_f32_x4(lanes, a);
