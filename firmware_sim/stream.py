@@ -52,7 +52,11 @@ with the hop; the state starts at zero with the stream and is never reset. The f
 whole stream are computed once (``pipeline.streaming_runner.stream_features``: frame k ends
 at sample 512 (k + 1); each depends only on its own past audio), the model runs one invoke per
 hop in order, and the detector and scoring are the windowed loop's (results every hop instead
-of every ``--stride_ms``). ``--loop windowed`` runs such a model the windowed way instead (the
+of every ``--stride_ms``). Warm-up: the detector gets its first result at the end of the first
+full window (``window_hops`` hops, 1.024 s), as the windowed loop's first window ends at 1 s;
+the earlier hops run (they fill the state) but their logits, computed over a window that
+reaches before the stream's start, are not reported (a zero state is not audio: on a 60-minute
+stream the depth-8 student fired "right" at 0.77 s, with nothing said). ``--loop windowed`` runs such a model the windowed way instead (the
 non-streaming form on a 1 s window every stride, each window from zero state): the same weights
 without the state carried across windows. The summary counts the model's host invokes
 (``invokes``, ``invokes_per_audio_second``).
@@ -317,6 +321,8 @@ def run_streaming_loop(runner, audio, detector: det.RecognizeCommands, outputs: 
     if probs.shape[-1] != len(detector.labels):
         raise StreamError(f"the model gives {probs.shape[-1]} scores for "
                           f"{len(detector.labels)} labels")
+    warm = g.window_hops - 1                       # the first full window ends at hop warm
+    times, probs = times[warm:], probs[warm:]
     trace = det.DetectorTrace(detector.labels)
     for t, p in zip(times, probs):
         trace.add(detector.process(t, p))

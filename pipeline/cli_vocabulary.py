@@ -154,6 +154,7 @@ TOOLS: Dict[str, Tool] = {t.module: t for t in (
     Tool("firmware_sim.micro", ("models", "data_dir"), ("split", "max_clips", "arena_size"),
          data_flags=True, aliases=(("int8_model", "models"), ("binary_model", "models"))),
     Tool("firmware_sim.stream", ("model", "data_dir", "out_dir"), _STREAM, data_flags=True),
+    Tool("firmware_sim.stream_report", (), ("streams",)),
     Tool("firmware_sim.run", ("model", "data_dir"),
          ("split", "plot", "batch_size", "reference", "target", "float_kernels", "kernel_path",
           "arena_size"), data_flags=True),
@@ -298,7 +299,7 @@ def markdown_table() -> str:
         if t.data_flags:
             vocab += " + data set flags"
         old = ", ".join(f"`--{o}` → `--{n}`" for o, n in t.aliases)
-        rows.append(f"| `{t.module}` | {_md(reads)} | {_md(writes)} | {vocab} | "
+        rows.append(f"| `{t.module}` | {_md(reads)} | {_md(writes)} | {vocab or '-'} | "
                     f"{_flag_list(t.specific) or '-'} | {old or '-'} |")
     return "\n".join(rows)
 

@@ -354,6 +354,9 @@ class Trainer:
                                                  **self.build_overrides)
         if self.replicas > 1:
             synchronize_batch_norms(self.model)
+        # initialise the dropout generators (created lazily on the first call); before any
+        # weights are copied in, since a training call also moves the BN statistics
+        self.model(tf.zeros((1,) + tuple(cfg.features.shape)), training=True)
 
         self.teacher = None
         if teacher_dir:
@@ -395,9 +398,7 @@ class Trainer:
         self.opt.build(self.main_vars)
         if self.quant_vars:
             self.qopt.build(self.quant_vars)
-        # initialise the dropout generators (created lazily on first call)
-        self.model(tf.zeros((1,) + tuple(cfg.features.shape)), training=True)
-        if self.init_from and not resume:  # after that call: it moves the BN statistics
+        if self.init_from and not resume:
             self._init_from_run(self.init_from)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_accuracy")
@@ -412,15 +413,15 @@ class Trainer:
     def _init_from_run(self, run_dir):
         """--init_from: the weights of another run of the same model (fine-tuning)."""
         spec = checkpoints.read_model_json(run_dir)
-        same = (spec.get("model") == self.spec["model"] and
-                spec.get("model_kwargs") == self.spec["model_kwargs"] and
-                spec.get("labels") == self.spec["labels"])
-        if not same:
+        # the resume check's comparison of model.json, minus the trained depths (--thin_n
+        # may change: the weights are the same)
+        diffs = [d for d in run_dirs.differences(spec, None, self.spec, {}) if d[0] != "thin_n"]
+        if diffs or spec.get("model_kwargs", {}).keys() != self.spec["model_kwargs"].keys():
+            said = ", ".join(f"--{k} {a} there, {b} here" for k, a, b in diffs) or \
+                f"{spec.get('model_kwargs')} there, {self.spec['model_kwargs']} here"
             raise checkpoints.CheckpointError(
-                f"--init_from {run_dir}: a {spec.get('model')} {spec.get('model_kwargs')} on "
-                f"{spec.get('labels')}; this run is a {self.spec['model']} "
-                f"{self.spec['model_kwargs']} on {self.spec['labels']}; expected the same "
-                "architecture, sizes and labels")
+                f"--init_from {run_dir}: {said}; expected the same architecture, sizes and "
+                "labels")
         checkpoints.load_weights(self.model, checkpoints.weights_path(run_dir))
         logging.info("initialised from %s", checkpoints.weights_path(run_dir))
 

@@ -390,3 +390,69 @@ def test_cli_with_a_tiny_trained_model(tiny_corpus, tmp_path, capsys):
         assert cli.user_error_message(e.value, (stream.StreamError,)) is not None, e.value
         assert msg in str(e.value)
     FLAGS.unparse_flags()
+
+
+# -- firmware_sim.stream_report: several streams, one table ------------------------------------
+def _fake_stream(folder, model, seed, hits, fa, loop="streaming", seconds=3600.0, threshold=0.5):
+    """A details .json and .truth.json as firmware_sim.stream writes them (100 keywords)."""
+    metrics = {"keywords": 100, "hits": hits, "misses": 100 - hits, "hit_rate": hits / 100,
+               "wrong_word": 10 - seed, "false_accepts": fa,
+               "false_accepts_per_hour": fa * 3600.0 / seconds, "median_latency_s": 0.6 + seed / 10}
+    sweep = [{"threshold": th, "hits": hits - k, "misses": 100 - hits + k,
+              "hit_rate": (hits - k) / 100, "false_accepts_per_hour": fa + k, "wrong_word": 5}
+             for k, th in enumerate((0.4, 0.6))]
+    stem = os.path.join(folder, f"{os.path.basename(model)}_testing_s{seed}")
+    with open(stem + ".json", "w") as f:
+        json.dump({"model": model, "loop": loop, "audio_seconds": seconds,
+                   "threshold": threshold, "metrics": metrics, "sweep": sweep}, f)
+    with open(stem + ".truth.json", "w") as f:
+        json.dump({"seed": seed, "keywords": []}, f)
+    return stem + ".json"
+
+
+def test_stream_report_means_over_seeds(tmp_path, capsys):
+    from firmware_sim import stream_report
+    for seed, (hits, fa) in enumerate([(90, 1), (88, 5), (89, 3)]):
+        _fake_stream(str(tmp_path), "w.tflite", seed, hits, fa, loop="windowed")
+    _fake_stream(str(tmp_path), "s.tflite", 4, 91, 8)
+    rows = {r["model"]: r for r in stream_report.run([str(tmp_path)])}
+    w = rows["w.tflite"]
+    assert w["seeds"] == [0, 1, 2] and w["streams"] == 3 and w["loop"] == "windowed"
+    assert w["mean"]["hit_rate"] == pytest.approx(267 / 300)
+    assert w["mean"]["false_accepts_per_hour"] == pytest.approx(3.0)
+    assert w["false_accepts_per_hour"] == [1, 5, 3]
+    assert [c["threshold"] for c in w["curve"]] == [0.4, 0.6]
+    assert w["curve"][1]["false_accepts_per_hour"] == pytest.approx(4.0)
+    assert w["curve"][1]["hit_rate"] == pytest.approx(264 / 300)
+    assert rows["s.tflite"]["seeds"] == [4]
+    text = stream_report.format_table(list(rows.values()))
+    assert "1 / 5 / 3 (**3.0**)" in text and "| 0.6 | 88.00 % | 4.0 |" in text
+    # the command line: the same table, --json_out
+    out = tmp_path / "r.json"
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "firmware_sim.stream_report", "--streams",
+                        str(tmp_path), "--json_out", str(out)], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "1 / 5 / 3 (**3.0**)" in p.stdout and len(json.load(open(out))["rows"]) == 2
+
+
+def test_stream_report_refuses_mixed_or_foreign_files(tmp_path):
+    from firmware_sim import stream_report
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    _fake_stream(str(a), "m.tflite", 0, 90, 1)
+    _fake_stream(str(a), "m.tflite", 1, 90, 1, seconds=600.0)
+    with pytest.raises(stream_report.ReportError, match="differ in lengths"):
+        stream_report.run([str(a)])
+    (b / "x.json").write_text("[1, 2]")
+    with pytest.raises(stream_report.ReportError, match="not a firmware_sim.stream"):
+        stream_report.run([str(b)])
+    (b / "x.json").write_text("{broken")
+    with pytest.raises(stream_report.ReportError, match="not readable as JSON"):
+        stream_report.run([str(b)])
+    with pytest.raises(stream_report.ReportError, match="no such file"):
+        stream_report.run([str(tmp_path / "missing")])
+    with pytest.raises(stream_report.ReportError, match="no firmware_sim.stream .json"):
+        stream_report.run([str(tmp_path)])

@@ -407,8 +407,15 @@ def test_stream_tool_runs_the_streaming_tflite(exports, tmp_path):
     again = stream.run(path, st, wav=wav)
     assert again["summary"]["keywords"] == 2
     runner = predictors.load_predictor(path).streaming
-    _, logits = streaming_runner.run_stream(runner, audio_lib.load_wav(wav, None))
-    np.testing.assert_allclose(again["loop"].probs, stream.det.softmax(logits), atol=1e-6)
+    times, logits = streaming_runner.run_stream(runner, audio_lib.load_wav(wav, None))
+    # warm-up: the detector's first result is the first full window's (1.024 s), as the
+    # windowed loop's first window ends at 1 s; every hop still runs
+    warm = runner.geometry.window_hops - 1
+    assert warm > 0 and again["summary"]["invokes"] == len(times)
+    np.testing.assert_allclose(again["loop"].times_ms, times[warm:])
+    assert again["loop"].times_ms[0] == runner.geometry.window_hops * runner.geometry.hop_ms
+    np.testing.assert_allclose(again["loop"].probs, stream.det.softmax(logits[warm:]),
+                               atol=1e-6)
     # the same file windowed (each 1 s window from reset, every 250 ms)
     w = stream.run(path, dataclasses.replace(st, loop="windowed"),
                    data_cfg=exports["cfg"])["summary"]
@@ -691,7 +698,9 @@ def test_train_export_stream_end_to_end(tiny_corpus, tmp_path):
     assert keras_run["summary"]["loop"] == "streaming"
     tfl_run = stream.run(os.path.join(out, r["file"]), st, data_cfg=cfg)
     a, b = tfl_run["loop"].probs, keras_run["loop"].probs
-    assert a.shape == b.shape and tfl_run["summary"]["invokes"] == len(a)
+    warm = predictors.load_predictor(os.path.join(out, r["file"])).streaming.geometry \
+        .window_hops - 1                          # hops before the first full window
+    assert a.shape == b.shape and tfl_run["summary"]["invokes"] == len(a) + warm
     # PCM through the model's own FFT vs the pipeline's features: float rounding, which may
     # flip a sign tie at a few hops of a barely trained binary model
     close = np.abs(a - b).max(axis=1) < 1e-3

@@ -166,6 +166,13 @@ def test_student_with_fid_from_teacher(tiny_corpus, tiny_teacher, tmp_path):
                            teacher_dir=teacher_dir)
     assert trainer.teacher is not None and trainer.depths == [8, 4, 2]
     assert trainer.quant_vars, "thresholds / LPB alphas must train at 0.1x lr"
+    # --init_from_teacher: the copied variables, BN statistics included, are the teacher's
+    # exactly (no training call after the copy moves them)
+    t_vals = {v.name: v.numpy() for v in trainer.teacher.weights}
+    stats = [v for v in trainer.model.weights if "moving_" in v.name and v.name in t_vals]
+    assert stats
+    for v in stats:
+        np.testing.assert_array_equal(v.numpy(), t_vals[v.name], err_msg=v.name)
     metrics = trainer.fit()
     assert set(metrics["final_val"]) == {"val_acc_d8", "val_acc_d4", "val_acc_d2"}
     hist = json.load(open(tmp_path / "history.json"))
