@@ -18,7 +18,9 @@ resumed run sees exactly the augmentation it would have seen.
   ``SILENCE_RMS_DB_RANGE`` (-80..-15 dBFS), so the silence class covers loud noise too;
 * history (streaming models, issue 16): with probability ``history_prob`` per batch, the
   features of ``history_clips`` other examples of the batch in front of every example
-  (``prepend_history``), the label still the last clip's;
+  (``prepend_history``), the label still the last clip's; with ``history_tail_ms``, a silence
+  example's window ends up to that long before its clip's end, so that its last second starts
+  with the tail of the clip before it (a word leaving the window), labelled silence;
 * SpecAugment (optional, on features): per example, ``n`` frequency and time masks of width
   U{0..W} filled with the example's mean. tensorflow-io's masks draw one mask per call, which
   would give a whole batch the same mask, hence these few lines.
@@ -42,6 +44,7 @@ class AugmentConfig:
     spec_augment: bool = False
     history_clips: int = 0              # streaming models: other clips' features in front
     history_prob: float = 0.5           # probability that a batch gets that history
+    history_tail_ms: float = 0.0        # with history: silence examples end up to this early
     freq_masks: int = 2
     freq_mask_width: int = 4
     time_masks: int = 2
@@ -125,7 +128,8 @@ def silence_like(noise_bank, rng: SeedStream, batch):
     return noise * target / _rms(noise)
 
 
-def prepend_history(x, rng: SeedStream, cfg: AugmentConfig):
+def prepend_history(x, rng: SeedStream, cfg: AugmentConfig, source=None,
+                    frame_ms: float = 32.0):
     r"""Streaming-aware training: what an always-on stream shows a causal model and a 1 s
     clip does not.
 
@@ -142,13 +146,34 @@ def prepend_history(x, rng: SeedStream, cfg: AugmentConfig):
     (example i is preceded by examples i - n .. i - 1 of the shuffled batch, so by other
     clips, keywords included), the label still example i's: the model learns to answer for the
     last second whatever came before. The other batches keep the bare clips (a stream from
-    reset). No history (n = 0): ``x`` unchanged and no random number drawn."""
+    reset). No history (n = 0): ``x`` unchanged and no random number drawn.
+
+    Tail windows (``history_tail_ms`` > 0, in batches with history; ``source`` from the index:
+    0 = a word clip, else silence): the clips are 1 s and so is the classifier's ring, so the
+    ring only ever holds its own clip, never the end of the one before: the moment in a stream
+    when a word is leaving the window (measured: most of the streaming loop's false accepts
+    are another word fired there, 1.5-2 s after a keyword's onset). A silence example i is
+    therefore moved later by k_i ~ U{0..K} frames (K = history_tail_ms / frame_ms), zeros in
+    front of the history: the window ends k_i frames before the clip's end and starts with the
+    last k_i frames of the clip before it, still labelled silence,
+
+        y[i, t] = h[i, t - k_i]  (0 where t < k_i),  k_i = 0 for word examples,
+
+    where h is the example with its history. Word examples keep their windows."""
     n = int(cfg.history_clips)
     if n <= 0:
         return x
+    tail = int(round(cfg.history_tail_ms / frame_ms)) if source is not None else 0
 
     def with_history():
-        return tf.concat([tf.roll(x, shift=k, axis=0) for k in range(n, 0, -1)] + [x], axis=1)
+        h = tf.concat([tf.roll(x, shift=k, axis=0) for k in range(n, 0, -1)] + [x], axis=1)
+        if tail <= 0:
+            return h
+        silent = tf.cast(tf.not_equal(source, 0), tf.int32)
+        k = rng.uniform([tf.shape(h)[0]], 0, tail + 1, dtype=tf.int32) * silent
+        idx = tf.range(tf.shape(h)[1])[None, :] - k[:, None]                  # [B, L]
+        moved = tf.gather(h, tf.maximum(idx, 0), batch_dims=1)
+        return tf.where((idx >= 0)[:, :, None], moved, tf.zeros_like(moved))
 
     return tf.cond(rng.uniform([]) < cfg.history_prob, with_history, lambda: x)
 

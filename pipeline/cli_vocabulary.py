@@ -73,7 +73,7 @@ DATA_FLAGS: Tuple[str, ...] = (
     "task", "wanted_words", "protocol", "silence_percentage", "unknown_percentage",
     "validation_percentage", "testing_percentage", "split_salt", "seed", "cache_dir",
     "background_frequency", "background_volume", "time_shift_ms", "speed_change", "gain_db",
-    "spec_augment", "history_clips", "history_prob")
+    "spec_augment", "history_clips", "history_prob", "history_tail_ms")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,6 +54,11 @@ def define_flags(data_dir_default=None):
                        "Probability that a training batch gets --history_clips (the others "
                        "keep the bare clips: a stream from reset).", lower_bound=0.0,
                        upper_bound=1.0)
+    flags.DEFINE_float("history_tail_ms", d.history_tail_ms,
+                       "With --history_clips: a silence example's window ends up to this long "
+                       "before its clip's end, so it starts with the tail of the clip before "
+                       "it (a word leaving the window), labelled silence (0: off).",
+                       lower_bound=0.0)
 
 
 def config_from_flags() -> DataConfig:
@@ -63,7 +68,8 @@ def config_from_flags() -> DataConfig:
         background_frequency=FLAGS.background_frequency,
         background_volume=FLAGS.background_volume, time_shift_ms=FLAGS.time_shift_ms,
         speed_change=FLAGS.speed_change, gain_db=FLAGS.gain_db, spec_augment=FLAGS.spec_augment,
-        history_clips=FLAGS.history_clips, history_prob=FLAGS.history_prob)
+        history_clips=FLAGS.history_clips, history_prob=FLAGS.history_prob,
+        history_tail_ms=FLAGS.history_tail_ms)
     words = ",".join(FLAGS.wanted_words) if FLAGS.wanted_words else None
     return DataConfig(
         data_dir=FLAGS.data_dir, task=FLAGS.task, wanted_words=words, protocol=FLAGS.protocol,

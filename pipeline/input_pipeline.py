@@ -138,7 +138,8 @@ class InputPipeline:
             rng = aug.SeedStream(tf.stack([tf.constant(seed * 1000 + epoch, tf.int64), batch_index]))
             audio = aug.augment_batch(batch["audio"], batch["source"], bank, rng, acfg,
                                       fcfg.sample_rate)
-            x = aug.prepend_history(feat.log_mel(audio, fcfg), rng, acfg)
+            x = aug.prepend_history(feat.log_mel(audio, fcfg), rng, acfg, batch["source"],
+                                    1000.0 * fcfg.hop / fcfg.sample_rate)
             if acfg.spec_augment:
                 x = aug.spec_augment(x, rng, acfg)
             return x, batch["label"]

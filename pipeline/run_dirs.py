@@ -45,7 +45,7 @@ COMPARED = (
     "data_dir", "task", "wanted_words", "protocol", "silence_percentage", "unknown_percentage",
     "validation_percentage", "testing_percentage", "split_salt", "seed",
     "background_frequency", "background_volume", "time_shift_ms", "speed_change", "gain_db",
-    "spec_augment", "history_clips", "history_prob",
+    "spec_augment", "history_clips", "history_prob", "history_tail_ms",
     "arch", "channels", "hidden", "num_layers", "left", "right", "dilation", "dropout",
     "thin_n", "batch_size", "steps_per_epoch", "optimizer", "weight_decay", "lr_schedule",
     "quant_lr_multiplier", "label_smoothing", "teacher", "init_from", "init_from_teacher",

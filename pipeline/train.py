@@ -245,6 +245,7 @@ def run_settings(cfg, model_name, model_kwargs, **training) -> dict:
         "speed_change": aug.speed_change, "gain_db": aug.gain_db,
         "spec_augment": aug.spec_augment,
         "history_clips": aug.history_clips, "history_prob": aug.history_prob,
+        "history_tail_ms": aug.history_tail_ms,
         "arch": model_name, **model_kwargs, **training}
 
 

@@ -737,6 +737,45 @@ def test_prepend_history_puts_other_clips_in_front():
     assert aug.prepend_history(x, none, aug.AugmentConfig()) is x and none.calls == 0
 
 
+class _Draws:
+    """A SeedStream stand-in that answers its calls with ``values`` in order (filled)."""
+
+    def __init__(self, *values):
+        self.values, self.calls = list(values), 0
+
+    def uniform(self, shape, minval=0.0, maxval=1.0, dtype=tf.float32):
+        self.calls += 1
+        v = self.values.pop(0)
+        assert dtype != tf.int32 or 0 <= v < maxval, (v, maxval)
+        return tf.fill(shape, tf.constant(v, dtype))
+
+
+def test_history_tail_windows_move_only_silence_examples():
+    """--history_tail_ms: a silence example's window ends k frames before its clip's end
+    (the clip before it shows its last k frames at the front of the last second, zeros in front
+    of everything); word examples and batches without history keep their windows."""
+    from pipeline import augment as aug
+    x = tf.constant(np.arange(1, 4 * 8 * 3 + 1, dtype=np.float32).reshape(4, 8, 3))
+    source = tf.constant([0, 1, 0, 2])         # words at 0 and 2, silence at 1 and 3
+    cfg = aug.AugmentConfig(history_clips=1, history_prob=0.5, history_tail_ms=96.0)  # 3 frames
+    y = aug.prepend_history(x, _Draws(0.1, 2), cfg, source, frame_ms=32.0).numpy()
+    h = aug.prepend_history(x, _Draws(0.1), aug.AugmentConfig(history_clips=1, history_prob=0.5),
+                            source).numpy()   # the same history without tails
+    assert y.shape == h.shape == (4, 16, 3)
+    for i in (0, 2):
+        np.testing.assert_array_equal(y[i], h[i])
+    for i in (1, 3):
+        np.testing.assert_array_equal(y[i, :2], 0.0)
+        np.testing.assert_array_equal(y[i, 2:], h[i, :-2])
+        # the last second (8 frames) starts with the last 2 frames of the clip before
+        np.testing.assert_array_equal(y[i, 8:10], x.numpy()[(i - 1) % 4, -2:])
+    # no history in this batch: nothing moves, no tail drawn
+    d = _Draws(0.9)
+    np.testing.assert_array_equal(aug.prepend_history(x, d, cfg, source).numpy(), x.numpy())
+    # no source given (a caller without the index): history only
+    np.testing.assert_array_equal(aug.prepend_history(x, _Draws(0.1), cfg).numpy(), h)
+
+
 def test_history_training_and_fine_tuning(tiny_corpus, tmp_path):
     """--history_clips trains the streaming models on longer inputs (windowed archs refuse
     it); --init_from starts from another run's weights and refuses a different model."""
@@ -744,7 +783,8 @@ def test_history_training_and_fine_tuning(tiny_corpus, tmp_path):
     from pipeline.train import Trainer
     base = DataConfig(data_dir=tiny_corpus, wanted_words="yes,no,up,down")
     hist = dataclasses.replace(base, augment=dataclasses.replace(base.augment, history_clips=1,
-                                                                 history_prob=1.0))
+                                                                 history_prob=1.0,
+                                                                 history_tail_ms=320.0))
     args = dict(epochs=1, batch_size=16, lr=5e-3, steps_per_epoch=2, eval_batch_size=64)
     with pytest.raises(cli.UserError, match="history is for the streaming models"):
         Trainer(hist, "dfsmn", dict(TINY, left=2, right=2), str(tmp_path / "w"), thin_n=1, **args)
@@ -760,6 +800,7 @@ def test_history_training_and_fine_tuning(tiny_corpus, tmp_path):
         np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.name)
     m = tuned.fit()
     assert np.isfinite(m["best_val_acc"]) and tuned.settings["history_clips"] == 1
+    assert tuned.settings["history_tail_ms"] == 320.0       # recorded with the run's flags
     with pytest.raises(checkpoints.CheckpointError, match="expected the same architecture"):
         Trainer(base, "dfsmn_stream", dict(TINY, hidden=32), str(tmp_path / "x"), thin_n=1,
                 init_from=run, **args)
