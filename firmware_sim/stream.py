@@ -56,9 +56,10 @@ of every ``--stride_ms``). Warm-up: the detector gets its first result at the en
 full window (``window_hops`` hops, 1.024 s), as the windowed loop's first window ends at 1 s;
 the earlier hops run (they fill the state) but their logits, computed over a window that
 reaches before the stream's start, are not reported (a zero state is not audio: on a 60-minute
-stream the depth-8 student fired "right" at 0.77 s, with nothing said). ``--loop windowed`` runs such a model the windowed way instead (the
-non-streaming form on a 1 s window every stride, each window from zero state): the same weights
-without the state carried across windows. The summary counts the model's host invokes
+stream the depth-8 student fired "right" at 0.77 s, with nothing said). ``--loop windowed``
+runs such a model the windowed way instead (the non-streaming form on a 1 s window every
+stride, each window from zero state): the same weights without the state carried across
+windows. The summary counts the model's host invokes
 (``invokes``, ``invokes_per_audio_second``).
 
 Compute budget: ``--instructions_per_inference N`` or ``--cost_json FILE`` (the output of
