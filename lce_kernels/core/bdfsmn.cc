@@ -1717,6 +1717,147 @@ struct Kernels {
       }
     }
   }
+
+  // EvalStream's whole first part in one pass per frame (NEON, C % 16 == 0), replacing
+  // Binarize(x) + StreamMemoryNeon + Binarize(m): the memory-block scale s of x from
+  // BinarizeNeon's |r| sums (the same lanes in the same channel order, the same final
+  // additions: the same s, and no bit planes, which the streaming memory block does not
+  // read), then per 16 channels a = (v1 + v2) - t2 (stored: the state rows), the taps in k
+  // order with the current frame's a from registers, z, m = x + PReLU(z) (stored: pw2's
+  // residual) and pw1's binarization of m fused in (Bin4 / the patterns / FinishRow of
+  // BinarizeNeon: the same bits and s). Every float operation is the one of the separate
+  // passes, in the same order: the outputs are bit-identical (lce_ops_test's stream cases
+  // compare every path with the portable one).
+  static void StreamFusedNeon(const Layer& L, const float* x, int frames, const float* state,
+                              Workspace* ws) {
+    const std::size_t C = static_cast<std::size_t>(L.c_), Cp = static_cast<std::size_t>(Round16(L.c_));
+    const std::size_t S = static_cast<std::size_t>(L.state_frames());
+    const std::size_t words = static_cast<std::size_t>(L.wc_);
+    const int K = L.taps();
+    float* const A = ws->a.data();
+    float* const m = ws->m.data();
+    float* const ms = ws->mem_s.data();
+    float* const ps = ws->pw1_s.data();
+    std::uint64_t* const pb1 = ws->pw1_b1.data();
+    std::uint64_t* const pb2 = ws->pw1_b2.data();
+    const float *const t0p = L.mem_t0_.data(), *const t1p = L.mem_t1_.data(),
+                *const t2p = L.mem_t2_.data(), *const mulp = L.mem_mul_.data(),
+                *const biasp = L.mem_bias_.data(), *const slopep = L.mem_slope_.data(),
+                *const q0p = L.pw1_t0_.data(), *const q1p = L.pw1_t1_.data();
+    const std::uint32_t* const sgn = L.mem_sgn_.data();
+    const std::uint32_t* const bits = BitValues();
+    const uint32x4_t cb0 = vld1q_u32(bits), cb1 = vld1q_u32(bits + 4), cb2 = vld1q_u32(bits + 8),
+                     cb3 = vld1q_u32(bits + 12);
+    const float32x4_t one = vdupq_n_f32(1.0f), mone = vdupq_n_f32(-1.0f),
+                      zero = vdupq_n_f32(0.0f);
+    const uint32x4_t sbit = vdupq_n_u32(0x80000000u);
+    auto flip = [](float32x4_t v, uint32x4_t g) {
+      return vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(v), g));
+    };
+    // s of every frame first: BinarizeNeonT's sums (lane = channel % 4, channel order; two
+    // frames per pass sharing the threshold loads) and FinishRow's final additions
+    for (std::size_t t = 0; t < static_cast<std::size_t>(frames); t += 2) {
+      const bool two = t + 1 < static_cast<std::size_t>(frames);
+      const float* const x0 = x + t * C;
+      const float* const x1 = two ? x0 + C : x0;
+      float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
+      for (std::size_t c = 0; c < C; c += 4) {
+        const float32x4_t tq0 = vld1q_f32(t0p + c), tq1 = vld1q_f32(t1p + c);
+        const float32x4_t v0 = vld1q_f32(x0 + c), v1 = vld1q_f32(x1 + c);
+        const float32x4_t r0 =
+            vsubq_f32(vsubq_f32(v0, vbslq_f32(vcltzq_f32(vsubq_f32(v0, tq0)), mone, one)), tq1);
+        const float32x4_t r1 =
+            vsubq_f32(vsubq_f32(v1, vbslq_f32(vcltzq_f32(vsubq_f32(v1, tq0)), mone, one)), tq1);
+        s0 = vaddq_f32(s0, vabsq_f32(r0));
+        s1 = vaddq_f32(s1, vabsq_f32(r1));
+      }
+      float sa[4];
+      vst1q_f32(sa, s0);
+      ms[t] = ((sa[0] + sa[1]) + (sa[2] + sa[3])) / static_cast<float>(C);
+      if (two) {
+        vst1q_f32(sa, s1);
+        ms[t + 1] = ((sa[0] + sa[1]) + (sa[2] + sa[3])) / static_cast<float>(C);
+      }
+    }
+    const float* src[kMaxTaps];
+    for (std::size_t t = 0; t < static_cast<std::size_t>(frames); ++t) {
+      const float* const xt = x + t * C;
+      const float32x4_t sv = vdupq_n_f32(ms[t]);
+      float* const at = A + (S + t) * C;
+      float* const mt = m + t * C;
+      for (int k = 0; k < K; ++k) {  // row r of [state; a]: the state read in place
+        const std::size_t r = S + t - static_cast<std::size_t>((L.l_ - k) * L.dil_);
+        src[k] = r < S ? state + r * C : A + r * C;
+      }
+      std::uint16_t* const r1 = reinterpret_cast<std::uint16_t*>(pb1 + t * words);
+      std::uint16_t* const r2 = reinterpret_cast<std::uint16_t*>(pb2 + t * words);
+      const uint32_t* const gl = sgn + static_cast<std::size_t>(K - 1) * Cp;  // current frame's tap
+      float32x4_t bacc = vdupq_n_f32(0.0f);
+      uint32x4_t pa1 = vdupq_n_u32(0), pa2 = vdupq_n_u32(0);
+      // a of 4 channels (StreamMemoryNeon's formulas)
+      auto make_a = [&](std::size_t c) {
+        const float32x4_t xv = vld1q_f32(xt + c);
+        const uint32x4_t n1 = vcltq_f32(vsubq_f32(xv, vld1q_f32(t0p + c)), zero);
+        const float32x4_t v1 = vreinterpretq_f32_u32(
+            veorq_u32(vreinterpretq_u32_f32(one), vandq_u32(n1, sbit)));
+        const uint32x4_t n2 = vcltq_f32(vsubq_f32(vsubq_f32(xv, v1), vld1q_f32(t1p + c)), zero);
+        const float32x4_t v2 = vreinterpretq_f32_u32(
+            veorq_u32(vreinterpretq_u32_f32(sv), vandq_u32(n2, sbit)));
+        return vsubq_f32(vaddq_f32(v1, v2), vld1q_f32(t2p + c));
+      };
+      // z = acc * mul + bias; m = x + PReLU(z), stored; pw1's Bin4 of m into the patterns
+      auto post = [&](float32x4_t acc, std::size_t c, uint32x4_t cb, bool first) {
+        const float32x4_t z = vaddq_f32(vmulq_f32(acc, vld1q_f32(mulp + c)), vld1q_f32(biasp + c));
+        const float32x4_t zs = vmulq_f32(z, vld1q_f32(slopep + c));
+        const float32x4_t mv = vaddq_f32(vld1q_f32(xt + c), vbslq_f32(vcltq_f32(z, zero), zs, z));
+        vst1q_f32(mt + c, mv);
+        uint32x4_t m1, m2;
+        Bin4(mv, vld1q_f32(q0p + c), vld1q_f32(q1p + c), &bacc, &m1, &m2);
+        pa1 = first ? vandq_u32(m1, cb) : vbslq_u32(cb, m1, pa1);
+        pa2 = first ? vandq_u32(m2, cb) : vbslq_u32(cb, m2, pa2);
+      };
+      for (std::size_t c = 0; c < C; c += 16) {
+        float32x4x4_t a;
+        a.val[0] = make_a(c);
+        a.val[1] = make_a(c + 4);
+        a.val[2] = make_a(c + 8);
+        a.val[3] = make_a(c + 12);
+        vst1q_f32_x4(at + c, a);
+        float32x4x4_t acc;
+        if (K == 1) {
+          acc = a;
+        } else {
+          acc = vld1q_f32_x4(src[0] + c);
+        }
+        const uint32x4x4_t g0 = vld1q_u32_x4(sgn + c);
+        acc.val[0] = flip(acc.val[0], g0.val[0]);
+        acc.val[1] = flip(acc.val[1], g0.val[1]);
+        acc.val[2] = flip(acc.val[2], g0.val[2]);
+        acc.val[3] = flip(acc.val[3], g0.val[3]);
+        for (int k = 1; k < K - 1; ++k) {
+          const float32x4x4_t v = vld1q_f32_x4(src[k] + c);
+          const uint32x4x4_t g = vld1q_u32_x4(sgn + static_cast<std::size_t>(k) * Cp + c);
+          acc.val[0] = vaddq_f32(acc.val[0], flip(v.val[0], g.val[0]));
+          acc.val[1] = vaddq_f32(acc.val[1], flip(v.val[1], g.val[1]));
+          acc.val[2] = vaddq_f32(acc.val[2], flip(v.val[2], g.val[2]));
+          acc.val[3] = vaddq_f32(acc.val[3], flip(v.val[3], g.val[3]));
+        }
+        if (K > 1) {
+          const uint32x4x4_t g = vld1q_u32_x4(gl + c);
+          acc.val[0] = vaddq_f32(acc.val[0], flip(a.val[0], g.val[0]));
+          acc.val[1] = vaddq_f32(acc.val[1], flip(a.val[1], g.val[1]));
+          acc.val[2] = vaddq_f32(acc.val[2], flip(a.val[2], g.val[2]));
+          acc.val[3] = vaddq_f32(acc.val[3], flip(a.val[3], g.val[3]));
+        }
+        post(acc.val[0], c, cb0, true);
+        post(acc.val[1], c + 4, cb1, false);
+        post(acc.val[2], c + 8, cb2, false);
+        post(acc.val[3], c + 12, cb3, false);
+        FlushBits(pa1, pa2, r1 + (c >> 4), r2 + (c >> 4));
+      }
+      FinishRow(mt, static_cast<int>(C), q0p, q1p, bacc, pa1, pa2, r1, r2, ps + t);
+    }
+  }
 #endif
 
   static void StreamMemory(const Layer& L, const float* x, int frames, Workspace* ws, Path path) {
@@ -2126,13 +2267,30 @@ bool Layer::EvalStream(const float* x, int frames, const float* state, float* ou
     return false;
   }
   const simd::ScopedFlushDenormals ftz;
-  // a of the new frames from the memory-block binarization of x (Eval's pass kBinarize),
-  // the memory block on [state; a] -> m
-  Kernels::Stage(*this, Stage::kBinarize, x, frames, out, ws, path);
+#if LCE_KERNELS_HAVE_NEON
+  if (Kernels::UseNeon(path) && c_ % 16 == 0) {
+    // the three passes below in one, the state read in place (ws->a rows [S, S + T) get a)
+    Kernels::StreamFusedNeon(*this, x, frames, state, ws);
+    Kernels::Stage(*this, Stage::kPw1, x, frames, out, ws, path);
+    Kernels::Stage(*this, Stage::kPw2, x, frames, out, ws, path);
+    // new_state = rows [T, T + S) of [state; a]: the old state's rows T.. that stay (moved
+    // first: new_state may alias state), then the new rows of a
+    const std::size_t keep = T < S ? S - T : 0;
+    if (keep != 0) std::memmove(new_state, state + T * C, keep * C * sizeof(float));
+    std::memcpy(new_state + keep * C, ws->a.data() + (T + keep) * C,
+                (S - keep) * C * sizeof(float));
+    return true;
+  }
+#endif
   std::memcpy(ws->a.data(), state, S * C * sizeof(float));
-  Kernels::StreamMemory(*this, x, frames, ws, path);
-  Kernels::Binarize(ws->m.data(), frames, c_, pw1_t0_.data(), pw1_t1_.data(),
-                    ws->pw1_b1.data(), ws->pw1_b2.data(), ws->pw1_s.data(), path);
+  {
+    // a of the new frames from the memory-block binarization of x (Eval's pass kBinarize),
+    // the memory block on [state; a] -> m, pw1's binarization of m
+    Kernels::Stage(*this, Stage::kBinarize, x, frames, out, ws, path);
+    Kernels::StreamMemory(*this, x, frames, ws, path);
+    Kernels::Binarize(ws->m.data(), frames, c_, pw1_t0_.data(), pw1_t1_.data(),
+                      ws->pw1_b1.data(), ws->pw1_b2.data(), ws->pw1_s.data(), path);
+  }
   Kernels::Stage(*this, Stage::kPw1, x, frames, out, ws, path);
   Kernels::Stage(*this, Stage::kPw2, x, frames, out, ws, path);
   std::memmove(new_state, ws->a.data() + T * C, S * C * sizeof(float));
