@@ -36,6 +36,12 @@ MISSING = [t for t in TOOLS if shutil.which(t) is None]
 needs_tools = pytest.mark.skipif(bool(MISSING), reason="needs " + ", ".join(MISSING))
 needs_exports = pytest.mark.skipif(not all(map(os.path.exists, BINARY.values())),
                                    reason="binary exports missing")
+# the published streaming student (README "Streaming"; make publish-real8-stream)
+STREAM_STUDENT = os.path.join(ROOT, "pretrained", "real8", "bifsmnv2_stream")
+STREAM = {d: os.path.join(ROOT, "pretrained", "real8", "stream_exports",
+                          f"bifsmnv2_stream_binary_d{d}_streaming_hop8.tflite") for d in (8, 4, 2)}
+needs_stream_exports = pytest.mark.skipif(not all(map(os.path.exists, STREAM.values())),
+                                          reason="streaming exports missing")
 HAVE_XNN = os.path.exists("/usr/include/xnnpack.h") and os.path.exists(
     "/usr/lib/aarch64-linux-gnu/libXNNPACK.so")
 REAL8 = os.path.join(ROOT, "..", "shared", "data", "speech_commands_real8")
@@ -162,6 +168,43 @@ def test_binary_host_aarch64_keras(built, features, depth):
     tfl = predictors.load_predictor(BINARY[depth]).predict(features)
     scale = max(1.0, float(np.abs(tfl).max()))
     np.testing.assert_allclose(got[clean], tfl[clean], rtol=0, atol=1e-4 * scale)
+
+
+@needs_tools
+@needs_stream_exports
+@pytest.mark.parametrize("depth", [8, 2])
+def test_published_streaming_student_host_aarch64_keras(built, features, depth):
+    """The published streaming student's binary export (one 256 ms hop per invoke, the state
+    fed back by the firmware): each clip hop by hop from reset, aarch64 == host bit for bit,
+    top-1 == the Keras non-streaming model on every tie-free clip (the same function) and the
+    logits == TFLite + the project's op library; a continuous stream of 4 clips (16 hops, the
+    state never reset): aarch64 == host bit for bit, every hop and the final states."""
+    import models  # noqa: F401  (Keras 2 before TensorFlow)
+    from pipeline import checkpoints, predictors
+    import ties
+    x = features[:16]
+    host = fw.predictor(STREAM[depth], target="host").predict(x)
+    arm = fw.predictor(STREAM[depth], target="aarch64").predict(x)
+    assert host.shape == (len(x), 9) and host.tobytes() == arm.tobytes()
+    model, _ = checkpoints.load_model(STREAM_STUDENT, depth=depth)
+    ref, margin = keras_with_margins(model, x)
+    clean = margin >= ties.TIE_DELTA
+    err = np.abs(host - ref).max(axis=1) / np.maximum(1.0, np.abs(ref).max(axis=1))
+    print(f"streaming d{depth}: {int(clean.sum())} of {len(x)} clips tie-free; max relative "
+          f"logit error vs Keras {err.max():.1e}")
+    if clean.sum() < ties.MIN_TIE_FREE:   # as test_binary_host_aarch64_keras: every clip
+        clean = np.ones(len(x), bool)
+        assert err.max() <= 1e-3, err.max()
+    assert np.array_equal(host.argmax(-1)[clean], ref.argmax(-1)[clean])
+    tfl = predictors.load_predictor(STREAM[depth]).predict(x)
+    scale = max(1.0, float(np.abs(tfl).max()))
+    np.testing.assert_allclose(host, tfl, rtol=0, atol=1e-4 * scale)
+    hops = features[:4].reshape(16, 8, 32)
+    h_logits, h_states, _ = fw.run_stream(STREAM[depth], hops, target="host", build_first=False)
+    a_logits, a_states, rep = fw.run_stream(STREAM[depth], hops, target="aarch64",
+                                            build_first=False)
+    assert rep["kernel_path"] == "neon" and h_logits.tobytes() == a_logits.tobytes()
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(h_states, a_states))
 
 
 @needs_tools
