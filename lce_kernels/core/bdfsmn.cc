@@ -1645,6 +1645,21 @@ struct Kernels {
   // and for the sign masks), 4 channels at a time for the rest. Every pointer is a local:
   // the build has -fno-strict-aliasing, so a store would otherwise reload the vectors' data
   // pointers from the Layer in every iteration.
+  // a = (v1 + v2) - t2 of 4 channels: v1 = d < 0 ? -1 : 1 (d = x - t0), r = (x - v1) - t1,
+  // v2 = r < 0 ? -s : s (sign bits set by XOR: exact)
+  static inline float32x4_t StreamA4(float32x4_t xv, float32x4_t t0, float32x4_t t1,
+                                     float32x4_t t2, float32x4_t sv) {
+    const float32x4_t zero = vdupq_n_f32(0.0f);
+    const uint32x4_t sbit = vdupq_n_u32(0x80000000u);
+    const uint32x4_t n1 = vcltq_f32(vsubq_f32(xv, t0), zero);
+    const float32x4_t v1 = vreinterpretq_f32_u32(
+        veorq_u32(vreinterpretq_u32_f32(vdupq_n_f32(1.0f)), vandq_u32(n1, sbit)));
+    const uint32x4_t n2 = vcltq_f32(vsubq_f32(vsubq_f32(xv, v1), t1), zero);
+    const float32x4_t v2 = vreinterpretq_f32_u32(
+        veorq_u32(vreinterpretq_u32_f32(sv), vandq_u32(n2, sbit)));
+    return vsubq_f32(vaddq_f32(v1, v2), t2);
+  }
+
   static void StreamMemoryNeon(const Layer& L, const float* x, int frames, Workspace* ws) {
     const std::size_t C = static_cast<std::size_t>(L.c_), Cp = static_cast<std::size_t>(Round16(L.c_));
     const std::size_t S = static_cast<std::size_t>(L.state_frames());
@@ -1657,25 +1672,16 @@ struct Kernels {
                 *const t2p = L.mem_t2_.data(), *const mulp = L.mem_mul_.data(),
                 *const biasp = L.mem_bias_.data(), *const slopep = L.mem_slope_.data();
     const std::uint32_t* const sgn = L.mem_sgn_.data();
-    const float32x4_t one = vdupq_n_f32(1.0f), zero = vdupq_n_f32(0.0f);
-    const uint32x4_t sbit = vdupq_n_u32(0x80000000u);
+    const float32x4_t zero = vdupq_n_f32(0.0f);
     const float* src[kMaxTaps];
     for (std::size_t t = 0; t < static_cast<std::size_t>(frames); ++t) {
       const float* const xt = x + t * C;
       const float32x4_t sv = vdupq_n_f32(ms[t]);
       float* const at = A + (S + t) * C;
       float* const mt = m + t * C;
-      for (std::size_t c = 0; c < C; c += 4) {
-        const float32x4_t xv = vld1q_f32(xt + c);
-        // v1 = d < 0 ? -1 : 1; r = (x - v1) - t1; v2 = r < 0 ? -s : s
-        const uint32x4_t n1 = vcltq_f32(vsubq_f32(xv, vld1q_f32(t0p + c)), zero);
-        const float32x4_t v1 = vreinterpretq_f32_u32(
-            veorq_u32(vreinterpretq_u32_f32(one), vandq_u32(n1, sbit)));
-        const uint32x4_t n2 = vcltq_f32(vsubq_f32(vsubq_f32(xv, v1), vld1q_f32(t1p + c)), zero);
-        const float32x4_t v2 = vreinterpretq_f32_u32(
-            veorq_u32(vreinterpretq_u32_f32(sv), vandq_u32(n2, sbit)));
-        vst1q_f32(at + c, vsubq_f32(vaddq_f32(v1, v2), vld1q_f32(t2p + c)));
-      }
+      for (std::size_t c = 0; c < C; c += 4)
+        vst1q_f32(at + c, StreamA4(vld1q_f32(xt + c), vld1q_f32(t0p + c), vld1q_f32(t1p + c),
+                                   vld1q_f32(t2p + c), sv));
       for (int k = 0; k < K; ++k)
         src[k] = A + (S + t - static_cast<std::size_t>((L.l_ - k) * L.dil_)) * C;
       // z = acc * mul + bias; m = x + PReLU(z)
@@ -1750,7 +1756,6 @@ struct Kernels {
                      cb3 = vld1q_u32(bits + 12);
     const float32x4_t one = vdupq_n_f32(1.0f), mone = vdupq_n_f32(-1.0f),
                       zero = vdupq_n_f32(0.0f);
-    const uint32x4_t sbit = vdupq_n_u32(0x80000000u);
     auto flip = [](float32x4_t v, uint32x4_t g) {
       return vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(v), g));
     };
@@ -1796,14 +1801,8 @@ struct Kernels {
       uint32x4_t pa1 = vdupq_n_u32(0), pa2 = vdupq_n_u32(0);
       // a of 4 channels (StreamMemoryNeon's formulas)
       auto make_a = [&](std::size_t c) {
-        const float32x4_t xv = vld1q_f32(xt + c);
-        const uint32x4_t n1 = vcltq_f32(vsubq_f32(xv, vld1q_f32(t0p + c)), zero);
-        const float32x4_t v1 = vreinterpretq_f32_u32(
-            veorq_u32(vreinterpretq_u32_f32(one), vandq_u32(n1, sbit)));
-        const uint32x4_t n2 = vcltq_f32(vsubq_f32(vsubq_f32(xv, v1), vld1q_f32(t1p + c)), zero);
-        const float32x4_t v2 = vreinterpretq_f32_u32(
-            veorq_u32(vreinterpretq_u32_f32(sv), vandq_u32(n2, sbit)));
-        return vsubq_f32(vaddq_f32(v1, v2), vld1q_f32(t2p + c));
+        return StreamA4(vld1q_f32(xt + c), vld1q_f32(t0p + c), vld1q_f32(t1p + c),
+                        vld1q_f32(t2p + c), sv);
       };
       // z = acc * mul + bias; m = x + PReLU(z), stored; pw1's Bin4 of m into the patterns
       auto post = [&](float32x4_t acc, std::size_t c, uint32x4_t cb, bool first) {
