@@ -31,7 +31,10 @@ outside the regions; each region is entered `--runs` times and the counts divide
   state, the states fed back by the firmware outside the counted regions: mean instructions per
   hop (each hop's Invoke() too), per second of audio (x 1000 / hop_ms), per op, arena
   (`streaming_hop_insns`, `streaming_insns_per_second`, `streaming_models` in the JSON;
-  `firmware_sim.stream --cost_json` prefers these to its estimate).
+  `firmware_sim.stream --cost_json` prefers these to its estimate). With a windowed binary
+  artifact in --models too, `streaming_vs_windowed`: the windowed loop's instructions per
+  second of audio (the deepest windowed binary, one inference every 250 ms) over each
+  streaming binary export's.
 - The former estimate, kept as `*_sum_of_regions`: whole binary model at depth d = float
   conv1 + binary conv2 proxy + binary linear + the bitwise layers of the depth's layer set +
   float classifier, a SUM of separately measured driver regions. The float teacher at depth 8
@@ -575,6 +578,7 @@ def main(argv):
         "streaming_hop_insns": ms["streaming_hop_insns"],
         "streaming_insns_per_second": ms["streaming_insns_per_second"],
         "streaming_models": ms["streaming_models"],
+        "streaming_vs_windowed": ms["streaming_vs_windowed"],
         "teacher_model_insns": comp["teacher_model_insns"],
         "latency_ms_a53_1p2ghz": {
             "ipc_range": list(IPC_RANGE),

@@ -249,6 +249,7 @@ def summary(results: List[dict], uarch: str) -> dict:
         }
     return {
         "model_instruction_ratio": ratio,
+        "streaming_vs_windowed": streaming_vs_windowed(results),
         "model_insns": {r["name"]: r["insns"] for r in results},
         "float_teacher": teacher["name"] if teacher else None,
         "binary_runtime": runtime,
@@ -262,6 +263,22 @@ def summary(results: List[dict], uarch: str) -> dict:
             "measured": "mean of region 1 (one Invoke() per hop) over the hops, states fed "
                         "back by the firmware outside the regions"} for r in streams],
     }
+
+
+def streaming_vs_windowed(results: List[dict]) -> Optional[dict]:
+    """Per second of audio: the windowed loop (the deepest windowed binary artifact measured,
+    one inference every ``firmware_sim.stream.DEFAULT_STRIDE_MS``) over each streaming binary
+    export (its measured hops per second); None without both kinds in ``results``."""
+    from firmware_sim.stream import DEFAULT_STRIDE_MS
+    windowed = [r for r in results if r["flavor"] == "binary" and not r.get("streaming")]
+    streams = [r for r in results if r["flavor"] == "binary" and r.get("streaming")]
+    if not windowed or not streams:
+        return None
+    ref = max(windowed, key=lambda r: r["depth"] or 0)
+    per_s = ref["insns"] * 1000.0 / DEFAULT_STRIDE_MS
+    return {"windowed": ref["name"], "windowed_stride_ms": DEFAULT_STRIDE_MS,
+            "windowed_insns_per_second": per_s,
+            "ratio": {r["name"]: round(per_s / r["insns_per_second"], 4) for r in streams}}
 
 
 def fmt(n):
@@ -279,6 +296,9 @@ def report(results: List[dict], uarch: str, p=print) -> None:
         if results:
             p("")
         report_streaming(streams, uarch, p)
+        if results:
+            p("")
+            report_streaming_ratio(results + streams, p)
 
 
 def _per_op_table(results: List[dict], p, what: str) -> None:
@@ -319,6 +339,18 @@ def report_streaming(results: List[dict], uarch: str, p=print) -> None:
                                for r in results) + ")")
     p("")
     _per_op_table(results, p, "hop")
+
+
+def report_streaming_ratio(results: List[dict], p=print) -> None:
+    """One line per streaming binary export: the windowed loop's instructions per second of
+    audio over its own (streaming_vs_windowed)."""
+    sw = streaming_vs_windowed(results)
+    if sw is None:
+        return
+    p(f"Per second of audio against the windowed loop ({sw['windowed']}, one inference every "
+      f"{sw['windowed_stride_ms']:g} ms: {fmt(sw['windowed_insns_per_second'])} instructions):")
+    for name, ratio in sw["ratio"].items():
+        p(f"  {name}: {ratio:.2f}x fewer")
 
 
 def _report_windowed(results: List[dict], uarch: str, p) -> None:

@@ -93,6 +93,9 @@ from absl import app, flags, logging
 
 from firmware_sim import detector as det
 
+#: the windowed loop's stride: one 1 s window (one inference) every 250 ms (--stride_ms)
+DEFAULT_STRIDE_MS = 250.0
+
 SAMPLE_RATE = 16000
 WINDOW = 16000                      # 1 s, the models' input
 DEFAULT_OUT_DIR = os.path.join("runs", "stream")
@@ -255,7 +258,8 @@ class LoopResult:
     loop: str = "windowed"
 
 
-def run_loop(predictor, audio, detector: det.RecognizeCommands, stride_ms: float = 250.0,
+def run_loop(predictor, audio, detector: det.RecognizeCommands,
+             stride_ms: float = DEFAULT_STRIDE_MS,
              batch_windows: int = 64, outputs: str = "auto", progress: bool = True,
              window: int = WINDOW) -> LoopResult:
     """Slide a ``window`` over ``audio`` every ``stride_ms``; features, model, detector.
@@ -698,7 +702,8 @@ def define_flags():
                       "power (each at --snr_db); --noequal_loudness keeps the recordings' own "
                       "loudness (the noise is then --snr_db under their mean).")
     flags.DEFINE_float("min_gap_s", 2.0, "Minimum background between two keyword clips.")
-    flags.DEFINE_float("stride_ms", 250.0, "One 1 s window (one inference) every stride.")
+    flags.DEFINE_float("stride_ms", DEFAULT_STRIDE_MS,
+                       "One 1 s window (one inference) every stride.")
     flags.DEFINE_float("average_window_ms", 750.0, "Detector: averaging window (TFLite Micro: "
                        "1000; see the module doc for the choice).")
     flags.DEFINE_float("threshold", 0.5, "Detector: threshold on the averaged top probability "
@@ -747,7 +752,7 @@ def default_plot_path(model, split, seed, wav=None, out_dir=DEFAULT_OUT_DIR):
 @dataclasses.dataclass
 class StreamSettings:
     """Everything of a run but the model and the input (the flags, as a value)."""
-    stride_ms: float = 250.0
+    stride_ms: float = DEFAULT_STRIDE_MS
     detector: det.DetectorConfig = det.DetectorConfig(average_window_ms=750.0, threshold=0.5)
     sweep: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     outputs: str = "auto"

@@ -652,6 +652,17 @@ def test_streaming_cost_measured_on_aarch64(exports, tmp_path):
     fake = [dict(res[0], streaming=None, name="t", flavor="float", depth=8),
             dict(res[1], flavor="binary")]
     assert model_cost.summary(fake, "generic")["model_instruction_ratio"] == {}
+    # streaming_vs_windowed: the windowed loop's instructions per second of audio (the deepest
+    # windowed binary artifact, one inference every stream.DEFAULT_STRIDE_MS) over each
+    # streaming binary export's; None without both kinds
+    assert summ["streaming_vs_windowed"] is None
+    win = [dict(res[1], streaming=None, name=f"w{d}", flavor="binary", depth=d,
+                insns=res[1]["insns"] * k) for d, k in ((4, 10), (8, 40))]
+    sw = model_cost.summary(win + [dict(res[1], flavor="binary")], "generic")
+    sw = sw["streaming_vs_windowed"]
+    assert sw["windowed"] == "w8" and sw["windowed_stride_ms"] == stream.DEFAULT_STRIDE_MS
+    assert sw["ratio"] == {res[1]["name"]: pytest.approx(
+        40 * 1000 / stream.DEFAULT_STRIDE_MS * 128.0 / 1000, abs=1e-4)}
     cost_json = str(tmp_path / "cost.json")
     with open(cost_json, "w") as f:
         f.write("tables\n" + json.dumps(summ) + "\n")

@@ -10,8 +10,10 @@
 // densely (a 5x5 tap of 16 channels: 25 halfwords, 400 bits instead of 25 words), built for
 // up to 64 pixels ahead of their use; AVX-512 convolves 8 pixels x 32 outputs per pass
 // (transposed filter words, 16 outputs per register), NEON 4 filter rows x 2 pixels (or 1
-// pixel for patches of 3-4 q-words, all filter words in registers) with per-row byte counts
-// reduced by pairwise adds. Float order (every path): y = float(clamp(x)) * m' + b'.
+// pixel for patches of 3-4 q-words, all filter words in registers; for patches of 1-2
+// q-words, a 1x1 conv such as the linear layer, the pixel pair's q-words in registers and
+// the filter rows streamed past them) with per-row byte counts reduced by pairwise adds.
+// Float order (every path): y = float(clamp(x)) * m' + b'.
 #include "bconv2d.h"
 
 #include <algorithm>
@@ -589,18 +591,23 @@ struct BConv2D::Kernels {
     const int rows = c.cout_ - o < 4 ? c.cout_ - o : 4;
     const bool fl = c.out_ == Output::kFloat, zp = c.zero_pad_;
     constexpr bool kOne = KQ >= 3;  // one pixel per step (register pressure)
+    // locals: the stores below may alias any member as far as the compiler knows
+    const std::uint8_t* const patches = reinterpret_cast<const std::uint8_t*>(c.patches_.data());
+    const std::size_t kds_bytes = sizeof(std::uint32_t) * static_cast<std::size_t>(c.kds_);
+    const std::int32_t* const corr = c.corr_blk_.data();
+    std::int32_t* const xs = c.xs_.data();
+    const std::size_t cout16 = static_cast<std::size_t>(c.cout16_);
     for (int p = 0; p < nc; p += kOne ? 1 : 2) {
       const bool two = !kOne && p + 1 < nc;
       const int pp[2] = {p, two ? p + 1 : p};
       uint16x8_t n;
       if (kOne) {
-        const uint16x4_t n1 = Counts4x1<(KQ >= 3 ? KQ : 3)>(
-            wq, reinterpret_cast<const std::uint8_t*>(c.patches_.data() + pp[0] * c.kds_));
+        const uint16x4_t n1 =
+            Counts4x1<(KQ >= 3 ? KQ : 3)>(wq, patches + static_cast<std::size_t>(pp[0]) * kds_bytes);
         n = vcombine_u16(n1, n1);
       } else {
-        n = Counts4x2<KQ>(
-            w, wq, reinterpret_cast<const std::uint8_t*>(c.patches_.data() + pp[0] * c.kds_),
-            reinterpret_cast<const std::uint8_t*>(c.patches_.data() + pp[1] * c.kds_), c.kq_);
+        n = Counts4x2<KQ>(w, wq, patches + static_cast<std::size_t>(pp[0]) * kds_bytes,
+                          patches + static_cast<std::size_t>(pp[1]) * kds_bytes, c.kq_);
       }
 #pragma GCC unroll 2
       for (int px = 0; px < 2; ++px) {
@@ -608,8 +615,7 @@ struct BConv2D::Kernels {
         int32x4_t x = vreinterpretq_s32_u32(px == 0 ? vshll_n_u16(vget_low_u16(n), 1)
                                                     : vshll_high_n_u16(n, 1));
         if (zp)
-          x = vaddq_s32(x, vld1q_s32(c.corr_blk_.data() +
-                                     static_cast<std::size_t>(pp[px]) * c.cout16_ + o));
+          x = vaddq_s32(x, vld1q_s32(corr + static_cast<std::size_t>(pp[px]) * cout16 + o));
         if (fl) {
           const int32x4_t xc = vminq_s32(vmaxq_s32(x, cmin), cmax);
           const float32x4_t y = vaddq_f32(vmulq_f32(vcvtq_f32_s32(xc), mul), bias);
@@ -623,7 +629,86 @@ struct BConv2D::Kernels {
             if (rows > 2) vst1q_lane_f32(yo + 2, y, 2);
           }
         } else {
-          vst1q_s32(c.xs_.data() + static_cast<std::size_t>(pp[px]) * c.cout16_ + o, x);
+          vst1q_s32(xs + static_cast<std::size_t>(pp[px]) * cout16 + o, x);
+        }
+      }
+    }
+  }
+
+  // Short patches (KQ 1-2: a 1x1 conv of up to 256 channels, the linear layer): a pair of
+  // pixels' q-words stay in registers and every filter row streams past them, 4 rows per
+  // step (RowsNeon's per-row-block set-up, loading the rows into registers for the few pixels
+  // of a streaming hop, cost more than the convolution). Same counts, same output transform.
+  template <int KQ>
+  static void PairsNeon(BConv2D& c, int nc, unsigned char* out, std::size_t out_bytes) {
+    static_assert(KQ == 1 || KQ == 2, "PairsNeon: patches of 1 or 2 q-words");
+    const std::size_t row_bytes = static_cast<std::size_t>(16 * c.kq_);  // dense filter row
+    const int32x4_t cmin = vdupq_n_s32(c.clamp_min_), cmax = vdupq_n_s32(c.clamp_max_);
+    const bool fl = c.out_ == Output::kFloat, zp = c.zero_pad_;
+    const int full = c.cout_ & ~3;  // rows in whole blocks of 4; a last partial block by lanes
+    const std::uint8_t* filter = reinterpret_cast<const std::uint8_t*>(c.filter_dn_.data());
+    // locals: the stores below may alias any member as far as the compiler knows
+    const float* const mulp = c.mul_.data();
+    const float* const biasp = c.bias_.data();
+    const std::int32_t* const corr = c.corr_blk_.data();
+    std::int32_t* const xs = c.xs_.data();
+    const int cout = c.cout_;
+    const std::size_t cout16 = static_cast<std::size_t>(c.cout16_);
+    for (int p = 0; p < nc; p += 2) {
+      const bool two = p + 1 < nc;
+      const int pp[2] = {p, two ? p + 1 : p};
+      uint8x16_t x[2][KQ];
+#pragma GCC unroll 2
+      for (int px = 0; px < 2; ++px)
+#pragma GCC unroll 2
+        for (int q = 0; q < KQ; ++q)
+          x[px][q] = vld1q_u8(reinterpret_cast<const std::uint8_t*>(
+                                  c.patches_.data() + static_cast<std::size_t>(pp[px]) * c.kds_) +
+                              16 * q);
+      for (int o = 0; o < cout; o += 4) {
+        const std::uint8_t* w = filter + static_cast<std::size_t>(o) * row_bytes;
+        uint8x16_t cnt[4][2];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+#pragma GCC unroll 2
+          for (int q = 0; q < KQ; ++q) {
+            const uint8x16_t k = vld1q_u8(w + r * row_bytes + 16 * q);
+            const uint8x16_t a = vcntq_u8(veorq_u8(k, x[0][q]));
+            const uint8x16_t b = vcntq_u8(veorq_u8(k, x[1][q]));
+            cnt[r][0] = q == 0 ? a : vaddq_u8(cnt[r][0], a);
+            cnt[r][1] = q == 0 ? b : vaddq_u8(cnt[r][1], b);
+          }
+        }
+        uint16x8_t u[2];
+#pragma GCC unroll 2
+        for (int px = 0; px < 2; ++px)
+          u[px] = vpaddlq_u8(vpaddq_u8(vpaddq_u8(cnt[0][px], cnt[1][px]),
+                                       vpaddq_u8(cnt[2][px], cnt[3][px])));
+        const uint16x8_t n = vpaddq_u16(u[0], u[1]);  // rows o..o+3 of pixel 0, of pixel 1
+        const float32x4_t mul = vld1q_f32(mulp + o);
+        const float32x4_t bias = vld1q_f32(biasp + o);
+#pragma GCC unroll 2
+        for (int px = 0; px < 2; ++px) {
+          if (px == 1 && !two) break;
+          int32x4_t xv = vreinterpretq_s32_u32(px == 0 ? vshll_n_u16(vget_low_u16(n), 1)
+                                                       : vshll_high_n_u16(n, 1));
+          if (zp)
+            xv = vaddq_s32(xv, vld1q_s32(corr + static_cast<std::size_t>(pp[px]) * cout16 + o));
+          if (!fl) {
+            vst1q_s32(xs + static_cast<std::size_t>(pp[px]) * cout16 + o, xv);
+            continue;
+          }
+          const int32x4_t xc = vminq_s32(vmaxq_s32(xv, cmin), cmax);
+          const float32x4_t y = vaddq_f32(vmulq_f32(vcvtq_f32_s32(xc), mul), bias);
+          float* yo =
+              reinterpret_cast<float*>(out + static_cast<std::size_t>(pp[px]) * out_bytes) + o;
+          if (o < full) {
+            vst1q_f32(yo, y);
+          } else {  // lane stores (no call in the loop: its vector registers stay live)
+            vst1q_lane_f32(yo, y, 0);
+            if (cout - o > 1) vst1q_lane_f32(yo + 1, y, 1);
+            if (cout - o > 2) vst1q_lane_f32(yo + 2, y, 2);
+          }
         }
       }
     }
@@ -651,7 +736,11 @@ struct BConv2D::Kernels {
           }
         }
         unsigned char* o0 = out + (static_cast<std::size_t>(b) * npix + c0) * out_bytes;
-        for (int o = 0; o < c.cout_; o += 4) RowsNeon<KQ>(c, o, nc, o0, out_bytes);
+        if (KQ == 1 || KQ == 2) {
+          PairsNeon<(KQ == 1 ? 1 : 2)>(c, nc, o0, out_bytes);
+        } else {
+          for (int o = 0; o < c.cout_; o += 4) RowsNeon<KQ>(c, o, nc, o0, out_bytes);
+        }
         if (c.out_ != Output::kFloat) {  // bit-packed: x > 2 * threshold, per pixel
           for (int p = 0; p < nc; ++p) {
             const std::int32_t* x = c.xs_.data() + static_cast<std::size_t>(p) * c.cout16_;

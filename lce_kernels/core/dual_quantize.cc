@@ -209,19 +209,48 @@ __attribute__((always_inline)) inline void RowNeon(const float* x, int n, const 
   }
 }
 
+// Channels c .. c + 3 of one row: the masks of bit1 / bit2 (all ones where the bit is 1) and
+// |r| returned (Block4's arithmetic, without the bit values).
+__attribute__((always_inline)) inline float32x4_t Masks4(const float* x, float32x4_t tv0,
+                                                         float32x4_t tv1, uint32x4_t* m1,
+                                                         uint32x4_t* m2) {
+  const float32x4_t xv = vld1q_f32(x);
+  *m1 = vcltzq_f32(vsubq_f32(xv, tv0));
+  const float32x4_t r =
+      vsubq_f32(vsubq_f32(xv, vbslq_f32(*m1, vdupq_n_f32(-1.0f), vdupq_n_f32(1.0f))), tv1);
+  *m2 = vcltzq_f32(r);
+  return vabsq_f32(r);
+}
+
+// The masks of 4 channels of 4 rows narrowed to bytes: {row 0's 4, row 1's 4, row 2's 4,
+// row 3's 4}, each 0xFF or 0.
+__attribute__((always_inline)) inline uint8x16_t Narrow4x4(const uint32x4_t* m) {
+  const uint16x8_t ab = vuzp1q_u16(vreinterpretq_u16_u32(m[0]), vreinterpretq_u16_u32(m[1]));
+  const uint16x8_t cd = vuzp1q_u16(vreinterpretq_u16_u32(m[2]), vreinterpretq_u16_u32(m[3]));
+  return vuzp1q_u8(vreinterpretq_u8_u16(ab), vreinterpretq_u8_u16(cd));
+}
+
+// Bit values of channels 4g .. 4g + 3 inside their byte of a 16-channel word, for 4 rows.
+const std::uint8_t kByteBits[2][16] = {{1, 2, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8},
+                                       {16, 32, 64, 128, 16, 32, 64, 128, 16, 32, 64, 128, 16,
+                                        32, 64, 128}};
+
 // The |r| of channels c .. c + 3 of rows k .. k + 3 (x: channel c of row k, row stride xs;
-// t0 / t1 / bits: the thresholds and bit values of the 4 channels), transposed so that a
-// lane is a row: t[q] = channel c + q of the 4 rows; bits OR-ed into p1[i] / p2[i] per row.
+// t0 / t1: the 4 channels' thresholds), transposed so that a lane is a row: t[q] = channel
+// c + q of the 4 rows; the bit values of the 4 channels of the 4 rows (bytes, Narrow4x4's
+// order, `bits` their values) OR-ed into *q1 / *q2.
 __attribute__((always_inline)) inline void Block4x4(const float* x, std::size_t xs,
                                                     const float* t0, const float* t1,
-                                                    const std::uint32_t* bits, uint32x4_t* p1,
-                                                    uint32x4_t* p2, float32x4_t* t) {
+                                                    uint8x16_t bits, uint8x16_t* q1,
+                                                    uint8x16_t* q2, float32x4_t* t) {
   const float32x4_t tv0 = vld1q_f32(t0), tv1 = vld1q_f32(t1);
-  const uint32x4_t bv = vld1q_u32(bits);
-  const float32x4_t a0 = Block4(x, tv0, tv1, bv, p1, p2);
-  const float32x4_t a1 = Block4(x + xs, tv0, tv1, bv, p1 + 1, p2 + 1);
-  const float32x4_t a2 = Block4(x + 2 * xs, tv0, tv1, bv, p1 + 2, p2 + 2);
-  const float32x4_t a3 = Block4(x + 3 * xs, tv0, tv1, bv, p1 + 3, p2 + 3);
+  uint32x4_t m1[4], m2[4];
+  const float32x4_t a0 = Masks4(x, tv0, tv1, &m1[0], &m2[0]);
+  const float32x4_t a1 = Masks4(x + xs, tv0, tv1, &m1[1], &m2[1]);
+  const float32x4_t a2 = Masks4(x + 2 * xs, tv0, tv1, &m1[2], &m2[2]);
+  const float32x4_t a3 = Masks4(x + 3 * xs, tv0, tv1, &m1[3], &m2[3]);
+  *q1 = vorrq_u8(*q1, vandq_u8(Narrow4x4(m1), bits));
+  *q2 = vorrq_u8(*q2, vandq_u8(Narrow4x4(m2), bits));
   // 4x4 transpose: 32-bit pairs, then 64-bit halves
   const float32x4_t u0 = vtrn1q_f32(a0, a1), u1 = vtrn2q_f32(a0, a1);
   const float32x4_t v0 = vtrn1q_f32(a2, a3), v1 = vtrn2q_f32(a2, a3);
@@ -229,6 +258,17 @@ __attribute__((always_inline)) inline void Block4x4(const float* x, std::size_t 
   t[1] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(u1), vreinterpretq_f64_f32(v1)));
   t[2] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(u0), vreinterpretq_f64_f32(v0)));
   t[3] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(u1), vreinterpretq_f64_f32(v1)));
+}
+
+// The 16-bit words of 4 rows from their low-byte (channels 0..7) and high-byte (8..15) bit
+// bytes (Narrow4x4's order: 4 bytes per row, disjoint bits), widened to 4 int32 words.
+__attribute__((always_inline)) inline void StoreWords4(uint8x16_t lo, uint8x16_t hi,
+                                                       std::int32_t* w) {
+  uint8x16_t t = vpaddq_u8(lo, hi);  // {lo: 2 bytes per row, hi: 2 bytes per row}
+  t = vpaddq_u8(t, t);                // {lo rows 0..3, hi rows 0..3, ...}
+  const uint8x8_t l = vget_low_u8(t);
+  const uint8x8_t z = vzip1_u8(l, vext_u8(l, l, 4));  // {lo 0, hi 0, lo 1, hi 1, ...}
+  vst1q_s32(w, vreinterpretq_s32_u32(vmovl_u16(vreinterpret_u16_u8(z))));
 }
 
 // A row's lanes from memory, RowNeon, back to memory (lanes: 16 floats).
@@ -247,7 +287,9 @@ __attribute__((always_inline)) inline void RowIntoLanes(const float* x, int n,
 // (sums, not yet divided) for `rows` rows.
 //   n == 16 (the streaming conv2 input): four rows per pass, transposed so that a lane is a
 //   row; each lane holds one channel, so s is the running sum of the transposed blocks in
-//   channel order, one add per 4 rows and channel, no lane registers.
+//   channel order, one add per 4 rows and channel, no lane registers; the compare masks
+//   narrowed to bytes (4 channels x 4 rows per register, Narrow4x4) and each row's 16-bit
+//   word of each plane summed from them by pairwise adds (StoreWords4).
 //   otherwise: row by row (RowNeon into 4 lane registers), the 16 lanes summed in order.
 void EachRowNeon(const float* x, std::size_t rows, int n, const float* t0, const float* t1,
                  std::int32_t* b1, std::int32_t* b2, float* s) {
@@ -255,28 +297,32 @@ void EachRowNeon(const float* x, std::size_t rows, int n, const float* t0, const
   const std::size_t xs = static_cast<std::size_t>(n), ws = static_cast<std::size_t>(words);
   std::size_t k = 0;
   if (n == 16) {
+    const uint8x16_t bits_lo = vld1q_u8(kByteBits[0]), bits_hi = vld1q_u8(kByteBits[1]);
     for (; k + 4 <= rows; k += 4) {
       const float* xk = x + k * xs;
-      uint32x4_t p1[4], p2[4];
-      for (int i = 0; i < 4; ++i) p1[i] = p2[i] = vdupq_n_u32(0);
+      // bit bytes of channels 0..7 (lo) and 8..15 (hi), per plane
+      uint8x16_t lo1 = vdupq_n_u8(0), lo2 = vdupq_n_u8(0), hi1 = vdupq_n_u8(0),
+                 hi2 = vdupq_n_u8(0);
       float32x4_t t[4];
-      Block4x4(xk, xs, t0, t1, kNeonBits, p1, p2, t);
+      Block4x4(xk, xs, t0, t1, bits_lo, &lo1, &lo2, t);
       float32x4_t sum = t[0];  // (0 + lane 0) = lane 0: the portable sum's first step
       sum = vaddq_f32(sum, t[1]);
       sum = vaddq_f32(sum, t[2]);
       sum = vaddq_f32(sum, t[3]);
+      // channels 4..7: high half of the low byte; 8..11 / 12..15: the high byte
+#pragma GCC unroll 3
       for (int c = 4; c < 16; c += 4) {
-        Block4x4(xk + c, xs, t0 + c, t1 + c, kNeonBits + c, p1, p2, t);
+        const bool low_byte = c < 8;
+        Block4x4(xk + c, xs, t0 + c, t1 + c, c == 8 ? bits_lo : bits_hi,
+                 low_byte ? &lo1 : &hi1, low_byte ? &lo2 : &hi2, t);
         sum = vaddq_f32(sum, t[0]);
         sum = vaddq_f32(sum, t[1]);
         sum = vaddq_f32(sum, t[2]);
         sum = vaddq_f32(sum, t[3]);
       }
       vst1q_f32(s + k, sum);
-      for (int i = 0; i < 4; ++i) {
-        b1[k + static_cast<std::size_t>(i)] = AsWord(vaddvq_u32(p1[i]));
-        b2[k + static_cast<std::size_t>(i)] = AsWord(vaddvq_u32(p2[i]));
-      }
+      StoreWords4(lo1, hi1, b1 + k);
+      StoreWords4(lo2, hi2, b2 + k);
     }
   }
   for (; k < rows; ++k) {
@@ -374,7 +420,10 @@ void DualQuantize(const float* x, const Geometry& g, const float* t0, const floa
   if (ResolveKernelPath(path) == KernelPath::kNeon && scales == positions) {
     EachRowNeon(x, positions, n, t0, t1, b1, b2, s);  // one s per row (per position)
     const float count = static_cast<float>(ScaleCount(g));
-    for (std::size_t i = 0; i < scales; ++i) s[i] /= count;
+    const float32x4_t cv = vdupq_n_f32(count);
+    std::size_t i = 0;
+    for (; i + 4 <= scales; i += 4) vst1q_f32(s + i, vdivq_f32(vld1q_f32(s + i), cv));  // IEEE:
+    for (; i < scales; ++i) s[i] /= count;  // the same quotients as the scalar division
     return;
   }
 #endif

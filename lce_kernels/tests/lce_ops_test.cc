@@ -889,7 +889,8 @@ void RegionById(int id, Fn fn) {
     LCE_REGION_CASE(21) LCE_REGION_CASE(22) LCE_REGION_CASE(30) LCE_REGION_CASE(31)
     LCE_REGION_CASE(32) LCE_REGION_CASE(40) LCE_REGION_CASE(41) LCE_REGION_CASE(42)
     LCE_REGION_CASE(50) LCE_REGION_CASE(51) LCE_REGION_CASE(52) LCE_REGION_CASE(60)
-    LCE_REGION_CASE(61) LCE_REGION_CASE(62)
+    LCE_REGION_CASE(61) LCE_REGION_CASE(62) LCE_REGION_CASE(70) LCE_REGION_CASE(71)
+    LCE_REGION_CASE(72) LCE_REGION_CASE(80) LCE_REGION_CASE(81) LCE_REGION_CASE(82)
 #undef LCE_REGION_CASE
     default: fn();
   }
@@ -909,7 +910,8 @@ double MedianMicros(Fn fn, int reps) {
   return t[t.size() / 2];
 }
 
-// The configurations of pretrained/real8/exports/bifsmnv2_lce_d*.tflite (float output).
+// The configurations of pretrained/real8/exports/bifsmnv2_lce_d*.tflite (float output) and
+// of the streaming binary exports (pretrained/real8/stream_exports).
 int Bench() {
   struct Cfg {
     const char* name;
@@ -918,7 +920,10 @@ int Bench() {
   };
   const Cfg cfgs[] = {{"5x5/2 SAME 16x16x16 -> 32", 16, 16, 16, 32, 5, 2, true},
                       {"1x1 8x1x256 -> 128", 8, 1, 256, 128, 1, 1, false},
-                      {"1x1 8x1x128 -> 256", 8, 1, 128, 256, 1, 1, false}};
+                      {"1x1 8x1x128 -> 256", 8, 1, 128, 256, 1, 1, false},
+                      // the streaming binary export's (256 ms hop): conv2, linear
+                      {"5x5/2 VALID 7x19x16 -> 32", 7, 19, 16, 32, 5, 2, false},
+                      {"1x1 2x1x256 -> 128", 2, 1, 256, 128, 1, 1, false}};
   Rng rng{7};
   const std::vector<KernelPath> paths = Paths();
   int kernel = 0;
@@ -970,6 +975,7 @@ int Bench() {
   for (KernelPath p : Paths()) {
     std::printf(" %10.2f", MedianMicros([&] { bp::PackFloat(x.data(), 8, 256, q.data(), p); }, 5000));
   }
+  std::printf("\n");
   // the streaming binary export's conv2 input: [1, 7, 19, 16], s per position
   dq::Geometry dg;
   dg.rank = 4;
