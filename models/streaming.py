@@ -49,7 +49,9 @@ frames become the new state:
     conv2   the last 3 conv1 output frames      (3, 16, 16)   (post-ReLU, pre-binarization)
     layerJ  the last 4 memory inputs a          (4 * dilation, 1, 128)  (student: a is the
             of layer J (depth's layers only)    dual-scale activation b1 + s b2 - t2)
-    ring    the last 7 backbone frames          (7, 1, 128)
+    ring    the last 8 - n backbone frames      (8 - n, 1, 128)  (n backbone frames per hop:
+                                                 1 by default, 2 with 8-frame hops; the hop's
+                                                 n frames complete the classifier's 8)
 
 All start at zero (`initial_states`): a stream from reset equals the non-streaming model on
 the frames seen so far (`build_dfsmn_stream` with any multiple of 4 frames), and a 1 s window
@@ -182,7 +184,10 @@ class CausalConvBN(QuantConvBN):
             shape = tf.shape(frames)
             zeros = [tf.zeros(tf.concat([shape[:2], [n], shape[3:]], 0)) for n in (lo, hi)]
             buf = tf.concat([zeros[0]] * bool(lo) + [frames] + [zeros[1]] * bool(hi), axis=2)
-        return self.valid(buf, 0, False), last_frames(frames, self.time_pad)
+        # the new state: the last time_pad frames of [state, x], from x alone when it has
+        # that many (a smaller copy)
+        tail = x if x.shape[1] is not None and x.shape[1] >= self.time_pad else frames
+        return self.valid(buf, 0, False), last_frames(tail, self.time_pad)
 
     def valid(self, x, bn_index=0, training=None):
         """The convolution of an already padded input (no padding in time or frequency)."""
@@ -344,6 +349,7 @@ class StreamingDFSMN(tf.Module):
         self.layers = layer_set(self.depth_index, self.backbone.num_layers)
         frames, self.mels = model.input_shape[1:]
         self.hop_frames = int(hop_frames)
+        self.hop_backbone = self.hop_frames // TIME_STRIDE   # backbone frames per hop
         c1 = int(self.conv1.conv.kernel.shape[-1])
         f_mid = -(-self.mels // FRONT_STRIDE)
         mem = self.backbone.left * self.backbone.dilation
@@ -352,7 +358,8 @@ class StreamingDFSMN(tf.Module):
             [("conv1", (self.conv1.time_pad, self.mels, 1)),
              ("conv2", (self.conv2.time_pad, f_mid, c1))]
             + [(f"layer{j}", (mem, 1, ch)) for j in self.layers]
-            + ([("ring", (self.ring - 1, 1, ch))] if self.ring > 1 else []))
+            + ([("ring", (self.ring - self.hop_backbone, 1, ch))]
+               if self.ring > self.hop_backbone else []))
 
     def initial_states(self, batch: int = 1):
         """Zero state: the empty stream (equal to the zero padding of the window)."""
@@ -381,12 +388,13 @@ class StreamingDFSMN(tf.Module):
                     h, s = self._layer_step(self.backbone.blocks[j], h, st.pop(0))
                 new.append(s)
         with tf.name_scope("ring"):
-            if self.ring > 1:
+            keep = self.ring - self.hop_backbone
+            if keep > 0:   # the state and the hop's frames: exactly the classifier's frames
                 buf = tf.concat([st.pop(0), h], axis=1)
-                flat = last_frames(buf, self.ring, flat=True)
-                new.append(last_frames(buf, self.ring - 1))
+                flat = tf.reshape(buf, [-1, self.ring * h.shape[-1]])
+                new.append(buf[:, -keep:])   # runs of 128 floats: a plain STRIDED_SLICE
             else:
-                flat = tf.reshape(h[:, -1:], [-1, h.shape[-1]])
+                flat = last_frames(h, self.ring, flat=True)
         return self.classifier(flat), new
 
     def _layer_step(self, layer, x, state):

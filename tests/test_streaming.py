@@ -65,13 +65,14 @@ def student_model():
     return model_any_length("bifsmnv2_stream", 2, seed=4)
 
 
-def stream_keras(model, x):
-    """Every hop's logits [hops, B, classes] of StreamingDFSMN (eager) from zero state."""
-    st = StreamingDFSMN(model)
+def stream_keras(model, x, hop=4):
+    """Every hop's logits [hops, B, classes] of StreamingDFSMN (eager) from zero state, hops of
+    ``hop`` feature frames."""
+    st = StreamingDFSMN(model, hop_frames=hop)
     states = st.initial_states(len(x))
     out = []
-    for h in range(x.shape[1] // 4):
-        logits, states = st.step(x[:, 4 * h:4 * h + 4], states)
+    for h in range(x.shape[1] // hop):
+        logits, states = st.step(x[:, hop * h:hop * h + hop], states)
         out.append(logits.numpy())
     return np.stack(out), st
 
@@ -103,6 +104,18 @@ def test_teacher_stream_equals_model_on_every_prefix(teacher_model):
     assert np.abs(got[HOPS - 1] - got[HOPS - 2]).max() > 1e-3
     short = teacher_model(x[:, -32:], training=False).numpy()   # the last 1 s alone
     assert np.abs(got[HOPS - 1] - short).max() > 1e-3
+
+
+def test_teacher_stream_of_8_frame_hops(teacher_model):
+    """8-frame hops (2 backbone frames per invoke): the ring state keeps the other 6 of the
+    classifier's 8 frames, and every hop's logits are the model's on the frames so far."""
+    x = features(2)
+    got, st = stream_keras(teacher_model, x, hop=8)
+    assert dict(st.state_specs)["ring"][:2] == (6, 1) and len(got) == HOPS // 2
+    for h in range(len(got)):
+        ref = teacher_model(x[:, :8 * (h + 1)], training=False).numpy()
+        scale = np.abs(ref).max()
+        assert scale > 0.1 and np.abs(got[h] - ref).max() / scale < 1e-5, h
 
 
 def test_student_stream_equals_model_except_ties(student_model):
