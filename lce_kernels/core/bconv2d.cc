@@ -573,8 +573,62 @@ struct BConv2D::Kernels {
     return vget_low_u16(vpaddq_u16(u, u));
   }
 
+  // The output transform of a block of 4 rows (o .. o + 3, `rows` of them real) and up to 2
+  // pixels, from their counts (Counts4x2's order: rows of pixel pp[0], rows of pixel pp[1]):
+  // x = 2 * count (+ the zero-padding correction); float output clamped, converted, scaled
+  // and stored; bit-packed output: x kept in xs_ for the threshold pass. The members are the
+  // loop invariants (locals of the loops that use it: their stores may alias any member of
+  // BConv2D as far as the compiler knows).
+  struct OutNeon {
+    unsigned char* out;
+    std::size_t out_bytes, cout16;
+    const float* mul;
+    const float* bias;
+    const std::int32_t* corr;
+    std::int32_t* xs;
+    int32x4_t cmin, cmax;
+    bool fl, zp;
+
+    OutNeon(const BConv2D& c, unsigned char* o, std::size_t ob)
+        : out(o), out_bytes(ob), cout16(static_cast<std::size_t>(c.cout16_)),
+          mul(c.mul_.data()), bias(c.bias_.data()), corr(c.corr_blk_.data()),
+          xs(const_cast<std::int32_t*>(c.xs_.data())), cmin(vdupq_n_s32(c.clamp_min_)),
+          cmax(vdupq_n_s32(c.clamp_max_)), fl(c.out_ == Output::kFloat), zp(c.zero_pad_) {}
+
+    // the fused multiplier / bias of rows o .. o + 3 (Store's m, b)
+    float32x4_t Mul(int o) const { return vld1q_f32(mul + o); }
+    float32x4_t Bias(int o) const { return vld1q_f32(bias + o); }
+
+    __attribute__((always_inline)) inline void Store(uint16x8_t n, const int* pp, bool two,
+                                                     int o, int rows, float32x4_t m,
+                                                     float32x4_t b) const {
+#pragma GCC unroll 2
+      for (int px = 0; px < 2; ++px) {
+        if (px == 1 && !two) break;
+        const std::size_t pix = static_cast<std::size_t>(pp[px]);
+        int32x4_t x = vreinterpretq_s32_u32(px == 0 ? vshll_n_u16(vget_low_u16(n), 1)
+                                                    : vshll_high_n_u16(n, 1));
+        if (zp) x = vaddq_s32(x, vld1q_s32(corr + pix * cout16 + o));
+        if (!fl) {
+          vst1q_s32(xs + pix * cout16 + o, x);
+          continue;
+        }
+        const int32x4_t xc = vminq_s32(vmaxq_s32(x, cmin), cmax);
+        const float32x4_t y = vaddq_f32(vmulq_f32(vcvtq_f32_s32(xc), m), b);
+        float* yo = reinterpret_cast<float*>(out + pix * out_bytes) + o;
+        if (rows == 4) {
+          vst1q_f32(yo, y);
+        } else {  // lane stores (no call in the loop: its vector registers stay live)
+          vst1q_lane_f32(yo, y, 0);
+          if (rows > 1) vst1q_lane_f32(yo + 1, y, 1);
+          if (rows > 2) vst1q_lane_f32(yo + 2, y, 2);
+        }
+      }
+    }
+  };
+
   // Rows o..o+3 of the chunk's nc pixels, two at a time (the last may repeat: not stored),
-  // from the patches; float output transformed and stored, bit-packed output: x kept in xs_.
+  // from the patches, the rows' q-words in registers (KQ > 0).
   template <int KQ>
   static void RowsNeon(BConv2D& c, int o, int nc, unsigned char* out, std::size_t out_bytes) {
     const std::size_t row = static_cast<std::size_t>(4 * c.kq_);
@@ -586,17 +640,12 @@ struct BConv2D::Kernels {
 #pragma GCC unroll 8
       for (int q = 0; q < KQ; ++q) wq[KQ * r + q] = vld1q_u8(w[r] + 16 * q);
     }
-    const int32x4_t cmin = vdupq_n_s32(c.clamp_min_), cmax = vdupq_n_s32(c.clamp_max_);
-    const float32x4_t mul = vld1q_f32(c.mul_.data() + o), bias = vld1q_f32(c.bias_.data() + o);
+    const OutNeon st(c, out, out_bytes);
+    const float32x4_t m = st.Mul(o), b = st.Bias(o);
     const int rows = c.cout_ - o < 4 ? c.cout_ - o : 4;
-    const bool fl = c.out_ == Output::kFloat, zp = c.zero_pad_;
     constexpr bool kOne = KQ >= 3;  // one pixel per step (register pressure)
-    // locals: the stores below may alias any member as far as the compiler knows
     const std::uint8_t* const patches = reinterpret_cast<const std::uint8_t*>(c.patches_.data());
     const std::size_t kds_bytes = sizeof(std::uint32_t) * static_cast<std::size_t>(c.kds_);
-    const std::int32_t* const corr = c.corr_blk_.data();
-    std::int32_t* const xs = c.xs_.data();
-    const std::size_t cout16 = static_cast<std::size_t>(c.cout16_);
     for (int p = 0; p < nc; p += kOne ? 1 : 2) {
       const bool two = !kOne && p + 1 < nc;
       const int pp[2] = {p, two ? p + 1 : p};
@@ -609,107 +658,37 @@ struct BConv2D::Kernels {
         n = Counts4x2<KQ>(w, wq, patches + static_cast<std::size_t>(pp[0]) * kds_bytes,
                           patches + static_cast<std::size_t>(pp[1]) * kds_bytes, c.kq_);
       }
-#pragma GCC unroll 2
-      for (int px = 0; px < 2; ++px) {
-        if (px == 1 && !two) break;
-        int32x4_t x = vreinterpretq_s32_u32(px == 0 ? vshll_n_u16(vget_low_u16(n), 1)
-                                                    : vshll_high_n_u16(n, 1));
-        if (zp)
-          x = vaddq_s32(x, vld1q_s32(corr + static_cast<std::size_t>(pp[px]) * cout16 + o));
-        if (fl) {
-          const int32x4_t xc = vminq_s32(vmaxq_s32(x, cmin), cmax);
-          const float32x4_t y = vaddq_f32(vmulq_f32(vcvtq_f32_s32(xc), mul), bias);
-          float* yo =
-              reinterpret_cast<float*>(out + static_cast<std::size_t>(pp[px]) * out_bytes) + o;
-          if (rows == 4) {
-            vst1q_f32(yo, y);
-          } else {  // lane stores (no call in the loop: its vector registers stay live)
-            vst1q_lane_f32(yo, y, 0);
-            if (rows > 1) vst1q_lane_f32(yo + 1, y, 1);
-            if (rows > 2) vst1q_lane_f32(yo + 2, y, 2);
-          }
-        } else {
-          vst1q_s32(xs + static_cast<std::size_t>(pp[px]) * cout16 + o, x);
-        }
-      }
+      st.Store(n, pp, two, o, rows, m, b);
     }
   }
 
-  // Short patches (KQ 1-2: a 1x1 conv of up to 256 channels, the linear layer): a pair of
-  // pixels' q-words stay in registers and every filter row streams past them, 4 rows per
-  // step (RowsNeon's per-row-block set-up, loading the rows into registers for the few pixels
-  // of a streaming hop, cost more than the convolution). Same counts, same output transform.
+  // Short patches (KQ 1-2: a 1x1 conv of up to 256 channels, the linear layer): pixel pair
+  // by pixel pair, every filter row streams past the pair, 4 rows per step (RowsNeon's per-
+  // row-block set-up, loading the rows into registers for the few pixels of a streaming hop,
+  // cost more than the convolution). Same counts (Counts4x2), same output transform.
   template <int KQ>
   static void PairsNeon(BConv2D& c, int nc, unsigned char* out, std::size_t out_bytes) {
     static_assert(KQ == 1 || KQ == 2, "PairsNeon: patches of 1 or 2 q-words");
     const std::size_t row_bytes = static_cast<std::size_t>(16 * c.kq_);  // dense filter row
-    const int32x4_t cmin = vdupq_n_s32(c.clamp_min_), cmax = vdupq_n_s32(c.clamp_max_);
-    const bool fl = c.out_ == Output::kFloat, zp = c.zero_pad_;
-    const int full = c.cout_ & ~3;  // rows in whole blocks of 4; a last partial block by lanes
-    const std::uint8_t* filter = reinterpret_cast<const std::uint8_t*>(c.filter_dn_.data());
-    // locals: the stores below may alias any member as far as the compiler knows
-    const float* const mulp = c.mul_.data();
-    const float* const biasp = c.bias_.data();
-    const std::int32_t* const corr = c.corr_blk_.data();
-    std::int32_t* const xs = c.xs_.data();
+    const std::uint8_t* const filter = reinterpret_cast<const std::uint8_t*>(c.filter_dn_.data());
+    const std::uint8_t* const patches = reinterpret_cast<const std::uint8_t*>(c.patches_.data());
+    const std::size_t kds_bytes = sizeof(std::uint32_t) * static_cast<std::size_t>(c.kds_);
+    const OutNeon st(c, out, out_bytes);
     const int cout = c.cout_;
-    const std::size_t cout16 = static_cast<std::size_t>(c.cout16_);
     for (int p = 0; p < nc; p += 2) {
       const bool two = p + 1 < nc;
       const int pp[2] = {p, two ? p + 1 : p};
-      uint8x16_t x[2][KQ];
-#pragma GCC unroll 2
-      for (int px = 0; px < 2; ++px)
-#pragma GCC unroll 2
-        for (int q = 0; q < KQ; ++q)
-          x[px][q] = vld1q_u8(reinterpret_cast<const std::uint8_t*>(
-                                  c.patches_.data() + static_cast<std::size_t>(pp[px]) * c.kds_) +
-                              16 * q);
+      const std::uint8_t* p0 = patches + static_cast<std::size_t>(pp[0]) * kds_bytes;
+      const std::uint8_t* p1 = patches + static_cast<std::size_t>(pp[1]) * kds_bytes;
       for (int o = 0; o < cout; o += 4) {
         const std::uint8_t* w = filter + static_cast<std::size_t>(o) * row_bytes;
-        uint8x16_t cnt[4][2];
+        uint8x16_t wq[4 * KQ];
 #pragma GCC unroll 4
-        for (int r = 0; r < 4; ++r) {
+        for (int r = 0; r < 4; ++r)
 #pragma GCC unroll 2
-          for (int q = 0; q < KQ; ++q) {
-            const uint8x16_t k = vld1q_u8(w + r * row_bytes + 16 * q);
-            const uint8x16_t a = vcntq_u8(veorq_u8(k, x[0][q]));
-            const uint8x16_t b = vcntq_u8(veorq_u8(k, x[1][q]));
-            cnt[r][0] = q == 0 ? a : vaddq_u8(cnt[r][0], a);
-            cnt[r][1] = q == 0 ? b : vaddq_u8(cnt[r][1], b);
-          }
-        }
-        uint16x8_t u[2];
-#pragma GCC unroll 2
-        for (int px = 0; px < 2; ++px)
-          u[px] = vpaddlq_u8(vpaddq_u8(vpaddq_u8(cnt[0][px], cnt[1][px]),
-                                       vpaddq_u8(cnt[2][px], cnt[3][px])));
-        const uint16x8_t n = vpaddq_u16(u[0], u[1]);  // rows o..o+3 of pixel 0, of pixel 1
-        const float32x4_t mul = vld1q_f32(mulp + o);
-        const float32x4_t bias = vld1q_f32(biasp + o);
-#pragma GCC unroll 2
-        for (int px = 0; px < 2; ++px) {
-          if (px == 1 && !two) break;
-          int32x4_t xv = vreinterpretq_s32_u32(px == 0 ? vshll_n_u16(vget_low_u16(n), 1)
-                                                       : vshll_high_n_u16(n, 1));
-          if (zp)
-            xv = vaddq_s32(xv, vld1q_s32(corr + static_cast<std::size_t>(pp[px]) * cout16 + o));
-          if (!fl) {
-            vst1q_s32(xs + static_cast<std::size_t>(pp[px]) * cout16 + o, xv);
-            continue;
-          }
-          const int32x4_t xc = vminq_s32(vmaxq_s32(xv, cmin), cmax);
-          const float32x4_t y = vaddq_f32(vmulq_f32(vcvtq_f32_s32(xc), mul), bias);
-          float* yo =
-              reinterpret_cast<float*>(out + static_cast<std::size_t>(pp[px]) * out_bytes) + o;
-          if (o < full) {
-            vst1q_f32(yo, y);
-          } else {  // lane stores (no call in the loop: its vector registers stay live)
-            vst1q_lane_f32(yo, y, 0);
-            if (cout - o > 1) vst1q_lane_f32(yo + 1, y, 1);
-            if (cout - o > 2) vst1q_lane_f32(yo + 2, y, 2);
-          }
-        }
+          for (int q = 0; q < KQ; ++q) wq[KQ * r + q] = vld1q_u8(w + r * row_bytes + 16 * q);
+        st.Store(Counts4x2<KQ>(nullptr, wq, p0, p1, KQ), pp, two, o, cout - o < 4 ? cout - o : 4,
+                 st.Mul(o), st.Bias(o));
       }
     }
   }
