@@ -95,3 +95,28 @@ def assert_close_except_ties(got, ref, margin, tol, delta=TIE_DELTA, label=""):
         f"tie-free samples {bad.tolist()} differ: relative errors {err[bad].tolist()} > {tol}"
         f" (margins {np.asarray(margin)[bad].tolist()})")
     return err, clean
+
+
+def close_or_all_tied(got, ref, margin, tol, all_tied_tol=1e-3, label=""):
+    """The comparison of a binary model's logits with Keras's: on the tie-free samples
+    (assert_close_except_ties; tol None: their top-1 only) when there are at least
+    MIN_TIE_FREE of them; else every sample, its relative error <= all_tied_tol. Some real
+    students have on EVERY clip a binarizer input within ~4e-7 of its threshold (pw1 PReLU
+    slopes near 0 pile the outputs up at the pw2 thresholds): no clip is tie-free and a bit
+    may flip between Keras's float order and the kernels' (measured 9e-5 at d8, 2e-6 at d2;
+    one flipped bit moves the logits up to ~6e-3 of their scale). Returns the mask of the
+    samples whose top-1 must be equal."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    margin = np.asarray(margin)
+    err = np.abs(got - ref).max(axis=1) / np.maximum(1.0, np.abs(ref).max(axis=1))
+    if (margin >= TIE_DELTA).sum() >= MIN_TIE_FREE:
+        if tol is not None:
+            return assert_close_except_ties(got, ref, margin, tol, label=label)[1]
+        clean = margin >= TIE_DELTA
+        print(f"{label}: {int(clean.sum())} of {clean.size} samples tie-free; max relative "
+              f"error {err.max():.1e}")
+        return clean
+    print(f"{label}: no {MIN_TIE_FREE} tie-free samples (largest margin {margin.max():.1e}); "
+          f"max relative error {err.max():.1e}")
+    assert err.max() <= all_tied_tol, err.max()
+    return np.ones(len(got), bool)
