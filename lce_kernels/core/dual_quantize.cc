@@ -148,18 +148,29 @@ const std::uint32_t kNeonBits[32] = {
     1u << 16, 1u << 17, 1u << 18, 1u << 19, 1u << 20, 1u << 21, 1u << 22, 1u << 23,
     1u << 24, 1u << 25, 1u << 26, 1u << 27, 1u << 28, 1u << 29, 1u << 30, 1u << 31};
 
+// Channels c .. c + 3 of one row: the masks of bit1 / bit2 (all ones where the bit is 1) and
+// |r| returned (the arithmetic of every NEON row kernel).
+__attribute__((always_inline)) inline float32x4_t Masks4(const float* x, float32x4_t tv0,
+                                                         float32x4_t tv1, uint32x4_t* m1,
+                                                         uint32x4_t* m2) {
+  const float32x4_t xv = vld1q_f32(x);
+  *m1 = vcltzq_f32(vsubq_f32(xv, tv0));
+  const float32x4_t r =
+      vsubq_f32(vsubq_f32(xv, vbslq_f32(*m1, vdupq_n_f32(-1.0f), vdupq_n_f32(1.0f))), tv1);
+  *m2 = vcltzq_f32(r);
+  return vabsq_f32(r);
+}
+
 // Channels c .. c + 3 of one row (x: their 4 floats, tv0 / tv1: their thresholds): their
 // bit values OR-ed into p1 / p2 and |r| returned.
 __attribute__((always_inline)) inline float32x4_t Block4(const float* x, float32x4_t tv0,
                                                          float32x4_t tv1, uint32x4_t bits,
                                                          uint32x4_t* p1, uint32x4_t* p2) {
-  const float32x4_t xv = vld1q_f32(x);
-  const uint32x4_t m1 = vcltzq_f32(vsubq_f32(xv, tv0));
-  const float32x4_t r =
-      vsubq_f32(vsubq_f32(xv, vbslq_f32(m1, vdupq_n_f32(-1.0f), vdupq_n_f32(1.0f))), tv1);
+  uint32x4_t m1, m2;
+  const float32x4_t a = Masks4(x, tv0, tv1, &m1, &m2);
   *p1 = vorrq_u32(*p1, vandq_u32(m1, bits));
-  *p2 = vorrq_u32(*p2, vandq_u32(vcltzq_f32(r), bits));
-  return vabsq_f32(r);
+  *p2 = vorrq_u32(*p2, vandq_u32(m2, bits));
+  return a;
 }
 
 // One row of n channels: its words of b1 / b2 written, |r| of channel c added into lane
@@ -207,19 +218,6 @@ __attribute__((always_inline)) inline void RowNeon(const float* x, int n, const 
     b1[j] = AsWord(w1);
     b2[j] = AsWord(w2);
   }
-}
-
-// Channels c .. c + 3 of one row: the masks of bit1 / bit2 (all ones where the bit is 1) and
-// |r| returned (Block4's arithmetic, without the bit values).
-__attribute__((always_inline)) inline float32x4_t Masks4(const float* x, float32x4_t tv0,
-                                                         float32x4_t tv1, uint32x4_t* m1,
-                                                         uint32x4_t* m2) {
-  const float32x4_t xv = vld1q_f32(x);
-  *m1 = vcltzq_f32(vsubq_f32(xv, tv0));
-  const float32x4_t r =
-      vsubq_f32(vsubq_f32(xv, vbslq_f32(*m1, vdupq_n_f32(-1.0f), vdupq_n_f32(1.0f))), tv1);
-  *m2 = vcltzq_f32(r);
-  return vabsq_f32(r);
 }
 
 // The masks of 4 channels of 4 rows narrowed to bytes: {row 0's 4, row 1's 4, row 2's 4,
