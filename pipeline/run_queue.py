@@ -39,7 +39,11 @@ for students; teachers are chosen on validation, ``best``).
 ``--report`` (also printed after every run) groups runs by ``@group`` (default: the name) and
 prints mean and standard deviation (ddof=1) of test and validation accuracy per depth, the gap
 of each group to its ``@teacher`` at depth 8, and what each run cost (epochs, seconds per
-epoch, hours), as Markdown (``{runs}/report.md``) and JSON (``{runs}/report.json``).
+epoch, hours), as Markdown (``{runs}/report.md``) and JSON (``{runs}/report.json``). A group
+whose entries name ``@baseline=GROUP`` is an ablation arm of that group (the full recipe minus
+one component, same schedule): the report adds what the baseline gains over the arm at each
+depth on test, with its standard error over the seeds and Welch's t-test (``compare_groups``),
+so that "FID helps" is stated against the measured run-to-run noise.
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -74,6 +79,8 @@ def define_flags():
     flags.DEFINE_bool("dry_run", False, "Print what would be done, do nothing.")
     flags.DEFINE_bool("report", False, "Only write and print the report.")
     flags.DEFINE_string("python", sys.executable, "Python that runs pipeline.train/evaluate.")
+    flags.DEFINE_bool("check_flags", True, "Before anything runs, check every entry's flags "
+                      "(and those of its --flagfile) against what pipeline.train accepts.")
     flags.DEFINE_string("archive_dir", None, "Keep each finished run here (its records: flags, "
                         "history, metrics, evaluations; and the evaluated weights of every run "
                         "another entry names as @teacher), and restore runs from here that "
@@ -134,6 +141,55 @@ def parse_queue(text: str, runs_dir: str) -> List[Entry]:
             raise QueueError(f"queue entry {name}: --out_dir is set by the queue ({{runs}}/NAME)")
         entries.append(Entry(name, args, options))
     return entries
+
+
+def train_flag_names(python: str = sys.executable) -> set:
+    """Every flag name pipeline.train accepts (absl's ``--helpxml`` of that Python), with the
+    ``no`` forms of the booleans."""
+    proc = subprocess.run([python, "-m", "pipeline.train", "--helpxml"], capture_output=True,
+                          text=True)
+    if "<AllFlags>" not in proc.stdout:  # (absl exits 1 after printing the help)
+        raise QueueError("pipeline.train --helpxml failed (exit %d): %s" % (
+            proc.returncode, proc.stderr.strip()[-500:]))
+    root = ET.fromstring(proc.stdout)
+    names, bools = set(), set()
+    for f in root.iter("flag"):
+        name = f.findtext("name")
+        names.add(name)
+        if f.findtext("type") == "bool":
+            bools.add("no" + name)
+    return names | bools | {"flagfile", "undefok"}  # absl's own, not in --helpxml
+
+
+def _flag_words(words):
+    """(name, value or None) of each ``--flag[=value]`` word; other words are values."""
+    for w in words:
+        if w.startswith("--"):
+            name, eq, value = w[2:].partition("=")
+            yield name, (value if eq else None)
+
+
+def check_entries(entries: List[Entry], known: set) -> None:
+    """Raise QueueError naming every flag pipeline.train would reject, so that a typo fails
+    when the queue starts, not hours later when its entry's turn comes."""
+    problems = []
+    for e in entries:
+        for name, value in _flag_words(e.args):
+            if name not in known:
+                problems.append(f"{e.name}: pipeline.train has no flag --{name}")
+            elif name == "flagfile":
+                if not value or not os.path.isfile(value):
+                    problems.append(f"{e.name}: --flagfile {value!r} does not exist")
+                    continue
+                with open(value) as f:
+                    words = [ln.strip() for ln in f if ln.strip().startswith("--")]
+                for inner, _ in _flag_words(words):
+                    if inner not in known:
+                        problems.append(f"{e.name}: {value}: pipeline.train has no flag "
+                                        f"--{inner}")
+    if problems:
+        raise QueueError("queue entries pipeline.train would reject:\n  " +
+                         "\n  ".join(problems))
 
 
 def _json(path):
@@ -264,6 +320,7 @@ def run_record(entry: Entry, runs_dir: str) -> dict:
     history = _json(os.path.join(run_dir, "history.json")) or []
     secs = [h["seconds"] for h in history]
     rec = {"name": entry.name, "group": entry.group, "teacher": entry.options.get("teacher"),
+           "baseline": entry.options.get("baseline"),
            "state": state(entry, runs_dir), "epochs": len(history),
            "seconds_per_epoch": statistics.median(secs) if secs else None,
            "steps_per_s": statistics.median([h["steps_per_s"] for h in history])
@@ -286,6 +343,64 @@ def _fmt(mean, std):
     if mean is None:
         return "-"
     return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+# An arm "exceeds the noise" when Welch's t-test over the seeds of the two groups rejects equal
+# means at this level (two-sided).
+NOISE_ALPHA = 0.05
+
+
+def compare_groups(baseline: List[float], arm: List[float]) -> Optional[dict]:
+    """What the full recipe gains over an ablation arm, and whether the seeds' noise explains it.
+
+    ``gain`` = mean(baseline) - mean(arm) (accuracy as fractions); ``se`` = the standard error
+    of that difference, sqrt(s_b^2 / n_b + s_a^2 / n_a) (sample variances); ``p`` = the
+    two-sided p-value of Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``, t = gain /
+    se with Welch-Satterthwaite degrees of freedom). Needs at least 2 runs on each side (a
+    variance on each side); None otherwise."""
+    if len(baseline) < 2 or len(arm) < 2:
+        return None
+    from scipy import stats  # only the report needs it
+    gain = statistics.mean(baseline) - statistics.mean(arm)
+    se = (statistics.variance(baseline) / len(baseline) +
+          statistics.variance(arm) / len(arm)) ** 0.5
+    if se == 0.0:  # identical seeds on both sides: any difference is beyond the (zero) noise
+        p = 1.0 if gain == 0.0 else 0.0
+        df = float(len(baseline) + len(arm) - 2)
+    else:
+        res = stats.ttest_ind(baseline, arm, equal_var=False)
+        p, df = float(res.pvalue), float(res.df)
+    return {"gain": gain, "se": se, "p": p, "df": df, "n": [len(baseline), len(arm)],
+            "exceeds_noise": p < NOISE_ALPHA}
+
+
+def _ablation_lines(summary: dict, groups: Dict[str, List[dict]], depths) -> List[str]:
+    """The ablation table: one row per group with ``@baseline``, per depth on test."""
+    rows = []
+    for g, item in summary.items():
+        base = groups[g][0].get("baseline")
+        if not base:
+            continue
+        item["ablation"] = {"baseline": base}
+        cells = []
+        for d in depths:
+            def accs(name):
+                return [r["testing"][d] for r in groups.get(name, []) if d in r.get("testing", {})]
+            c = compare_groups(accs(base), accs(g))
+            item["ablation"][f"testing_d{d}"] = c
+            if c is None:
+                cells.append(f"- ({len(accs(base))} / {len(accs(g))} runs)")
+            else:
+                cells.append(f"{100 * c['gain']:+.2f} ± {100 * c['se']:.2f}, p {c['p']:.2f}: " +
+                             ("beyond the noise" if c["exceeds_noise"] else "within the noise"))
+        rows.append(f"| {g} | {base} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["", f"Ablations: what the full recipe (baseline) gains over each arm on test, "
+            f"points (mean difference ± its standard error over the seeds; Welch's t-test, "
+            f"beyond the noise when p < {NOISE_ALPHA}):", "",
+            "| arm | baseline | " + " | ".join(f"gain d{d}" for d in depths) + " |",
+            "|---|---|" + "---|" * len(depths)] + rows
 
 
 def report(entries: List[Entry], runs_dir: str) -> dict:
@@ -325,6 +440,8 @@ def report(entries: List[Entry], runs_dir: str) -> dict:
                      " | ".join(_fmt(*item[f"testing_d{d}"]) for d in depths) + " | " +
                      " | ".join(_fmt(*item[f"validation_d{d}"]) for d in depths) +
                      f" | {gaps} | {item['hours']:.2f} |")
+    ablation = _ablation_lines(summary, groups, depths) if depths else []
+    lines += ablation
     lines += ["", "| run | state | epochs | s/epoch | steps/s | hours |", "|---|---|---:|---:|---:|---:|"]
     for r in records:
         spe = f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "-"
@@ -350,6 +467,8 @@ def main(argv):
     with open(FLAGS.queue) as f:
         entries = parse_queue(f.read(), runs_dir)
     todo = [e for e in entries if not FLAGS.only or e.name in FLAGS.only]
+    if FLAGS.check_flags and not FLAGS.report:
+        check_entries(entries, train_flag_names(FLAGS.python))
     if FLAGS.archive_dir and not FLAGS.dry_run:
         for e in entries:
             if restore(e, runs_dir, FLAGS.archive_dir):

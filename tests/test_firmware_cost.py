@@ -38,6 +38,31 @@ def test_depth_sets():
     assert depth_sets(2) == {2: [0, 1], 1: [1]}
 
 
+def test_streaming_floor_arithmetic():
+    """streaming_vs_windowed's floor, by hand: windowed binary D=8 of 1000 instructions per
+    inference (8 layers of 80, a classifier of 40), a depth-4 streaming export of 4 hops per
+    window, 5 hops per second, 250 per hop."""
+    from firmware_sim import model_cost, stream
+    win = {"name": "w", "flavor": "binary", "depth": 8, "streaming": None, "insns": 1000.0,
+           "by_type": {"LceBDfsmn": {"count": 8, "insns": 640.0},
+                       "FULLY_CONNECTED": {"count": 1, "insns": 40.0}}}
+    st = {"name": "s", "flavor": "binary", "depth": 4, "streaming": {"window_hops": 4},
+          "insns": 250.0, "hops_per_second": 5.0, "insns_per_second": 1250.0, "by_type": {}}
+    sw = model_cost.streaming_vs_windowed([win, st])
+    per_s = 1000.0 * 1000.0 / stream.DEFAULT_STRIDE_MS
+    hop = (1000.0 - 4 * 80.0 - 40.0) / 4 + 40.0            # 200 per hop
+    assert sw["ratio"]["s"] == pytest.approx(per_s / 1250.0, abs=1e-4)
+    assert sw["floor"]["s"] == {"hop_insns": 200, "ratio": pytest.approx(per_s / (hop * 5.0),
+                                                                         abs=1e-4),
+                                "overhead": 50}
+    lines = []
+    model_cost.report_streaming_ratio([win, st], lines.append)
+    assert "floor" in lines[1] and "overhead 50" in lines[1]
+    # a windowed model without exactly one classifier op: ratio only
+    two_fc = dict(win, by_type=dict(win["by_type"], FULLY_CONNECTED={"count": 2, "insns": 1}))
+    assert "floor" not in model_cost.streaming_vs_windowed([two_fc, st])
+
+
 @needs_tools
 def test_cost_tiny(tmp_path):
     text, res = run_cost(tmp_path, "--T", "4", "--C", "32", "--H", "64", "--layers", "2",

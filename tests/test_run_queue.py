@@ -1,10 +1,13 @@
 """The training queue: parsing, resume state, evaluation inheritance, report arithmetic."""
+import glob
 import json
 import os
 
 import pytest
 
 from pipeline import run_queue as rq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_parse_queue_options_continuations_and_runs_dir():
@@ -158,3 +161,47 @@ def test_archive_keeps_records_and_teacher_weights_and_restore_skips_them(tmp_pa
     # an existing run folder is never overwritten
     assert rq.restore(entries[0], fresh, arch) is False
     assert rq.report(entries, fresh)["text"]
+
+
+def test_ablation_gain_against_seed_noise(tmp_path):
+    """An arm with @baseline: the gain of the baseline over it, its standard error and Welch's
+    p-value (independent check: the t statistic and degrees of freedom by hand)."""
+    root = str(tmp_path)
+    text = "".join(f"b{i} @group=b --epochs=4\n" for i in range(3)) + "".join(
+        f"a{i} @group=a @baseline=b --epochs=4\n" for i in range(3)) + "".join(
+        f"c{i} @group=c @baseline=b --epochs=4\n" for i in range(3))
+    entries = rq.parse_queue(text, root)
+    base, far, near = (0.93, 0.94, 0.95), (0.90, 0.905, 0.91), (0.935, 0.945, 0.95)
+    for prefix, accs in (("b", base), ("a", far), ("c", near)):
+        for i, acc in enumerate(accs):
+            _fake_run(root, f"{prefix}{i}", 4, evals={"testing": {8: acc}, "validation": {8: acc}})
+    rep = rq.report(entries, root)
+    a = rep["groups"]["a"]["ablation"]["testing_d8"]
+    va, vb = 0.005 ** 2, 0.01 ** 2                      # sample variances of a and b
+    se = ((va + vb) / 3) ** 0.5
+    df = (va / 3 + vb / 3) ** 2 / ((va / 3) ** 2 / 2 + (vb / 3) ** 2 / 2)
+    assert a["gain"] == pytest.approx(0.035) and a["se"] == pytest.approx(se)
+    assert a["df"] == pytest.approx(df)
+    assert a["p"] < 0.05 and a["exceeds_noise"]
+    c = rep["groups"]["c"]["ablation"]["testing_d8"]
+    assert c["gain"] == pytest.approx(-0.00333, abs=1e-4) and not c["exceeds_noise"]
+    assert "b" not in [g for g, it in rep["groups"].items() if "ablation" in it]
+    assert "+3.50 ±" in rep["text"] and "beyond the noise" in rep["text"]
+    assert "within the noise" in rep["text"]
+    # one run on a side: no variance, no verdict
+    assert rq.compare_groups([0.9], [0.8, 0.85]) is None
+
+
+def test_queue_files_use_flags_train_accepts(monkeypatch):
+    """Every entry of the project's queue files (and its --flagfile) uses flags pipeline.train
+    defines: a typo fails at once, not when its turn comes hours into the queue."""
+    monkeypatch.chdir(ROOT)  # flagfiles are relative to the repository, as in the queue files
+    known = rq.train_flag_names()
+    assert {"arch", "teacher", "epochs", "distill", "nodistill", "flagfile"} <= known
+    for path in sorted(glob.glob(os.path.join(ROOT, "configs", "queue_*.txt"))):
+        rq.check_entries(rq.parse_queue(open(path).read(), "/tmp/runs"), known)
+    bad = rq.parse_queue("x --flagfile=configs/real8_bifsmnv2.flags --epoch=3\n"
+                         "y --flagfile=configs/missing.flags", "/tmp/runs")
+    with pytest.raises(rq.QueueError, match=r"(?s)x: pipeline.train has no flag --epoch.*"
+                                             r"y: --flagfile 'configs/missing.flags'"):
+        rq.check_entries(bad, known)

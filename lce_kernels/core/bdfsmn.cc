@@ -2266,25 +2266,17 @@ bool Layer::EvalStream(const float* x, int frames, const float* state, float* ou
     return false;
   }
   const simd::ScopedFlushDenormals ftz;
+  // a of the new frames (rows [S, S + T) of ws->a) from the memory-block binarization of x,
+  // the memory block on [state; a] -> m, pw1's binarization of m
+  bool fused = false;
 #if LCE_KERNELS_HAVE_NEON
   if (Kernels::UseNeon(path) && c_ % 16 == 0) {
-    // the three passes below in one, the state read in place (ws->a rows [S, S + T) get a)
-    Kernels::StreamFusedNeon(*this, x, frames, state, ws);
-    Kernels::Stage(*this, Stage::kPw1, x, frames, out, ws, path);
-    Kernels::Stage(*this, Stage::kPw2, x, frames, out, ws, path);
-    // new_state = rows [T, T + S) of [state; a]: the old state's rows T.. that stay (moved
-    // first: new_state may alias state), then the new rows of a
-    const std::size_t keep = T < S ? S - T : 0;
-    if (keep != 0) std::memmove(new_state, state + T * C, keep * C * sizeof(float));
-    std::memcpy(new_state + keep * C, ws->a.data() + (T + keep) * C,
-                (S - keep) * C * sizeof(float));
-    return true;
+    Kernels::StreamFusedNeon(*this, x, frames, state, ws);  // the three in one, state in place
+    fused = true;
   }
 #endif
-  std::memcpy(ws->a.data(), state, S * C * sizeof(float));
-  {
-    // a of the new frames from the memory-block binarization of x (Eval's pass kBinarize),
-    // the memory block on [state; a] -> m, pw1's binarization of m
+  if (!fused) {
+    std::memcpy(ws->a.data(), state, S * C * sizeof(float));
     Kernels::Stage(*this, Stage::kBinarize, x, frames, out, ws, path);
     Kernels::StreamMemory(*this, x, frames, ws, path);
     Kernels::Binarize(ws->m.data(), frames, c_, pw1_t0_.data(), pw1_t1_.data(),
@@ -2292,7 +2284,12 @@ bool Layer::EvalStream(const float* x, int frames, const float* state, float* ou
   }
   Kernels::Stage(*this, Stage::kPw1, x, frames, out, ws, path);
   Kernels::Stage(*this, Stage::kPw2, x, frames, out, ws, path);
-  std::memmove(new_state, ws->a.data() + T * C, S * C * sizeof(float));
+  // new_state = rows [T, T + S) of [state; a]: the old state's rows T.. that stay (moved
+  // first: new_state may alias state), then the new rows of a
+  const std::size_t keep = T < S ? S - T : 0;
+  if (keep != 0) std::memmove(new_state, state + T * C, keep * C * sizeof(float));
+  std::memcpy(new_state + keep * C, ws->a.data() + (T + keep) * C,
+              (S - keep) * C * sizeof(float));
   return true;
 }
 
