@@ -959,7 +959,7 @@ struct Kernels {
     }
     const int16x8_t k16 = vdupq_n_s16(static_cast<std::int16_t>(kWide ? 0 : a.K));
     const uint32x4_t kv = vdupq_n_u32(static_cast<std::uint32_t>(a.K));
-    const float32x4_t zero = vdupq_n_f32(0.0f), one = vdupq_n_f32(1.0f), mone = vdupq_n_f32(-1.0f);
+    const float32x4_t zero = vdupq_n_f32(0.0f);
     const float32x4_t stv = {kCounts ? 0.0f : a.s[t0], kCounts ? 0.0f : a.s[t1], 0.0f, 0.0f};
     static const std::uint32_t kBit[16] = {1u << 0,  1u << 1,  1u << 2,  1u << 3,
                                            1u << 4,  1u << 5,  1u << 6,  1u << 7,
@@ -1020,15 +1020,9 @@ struct Kernels {
           float32x4_t p = vbslq_f32(vcltzq_f32(z), vmulq_f32(z, slope), z);
           if (kRes) p = vaddq_f32(vld1q_f32(a.res + idx), p);
           if (store[f] && (kRes || keep)) vst1q_f32(a.out + idx, p);
-          if (kNext) {
-            const uint32x4_t m1 = vcltzq_f32(vsubq_f32(p, nt0));
-            const float32x4_t r = vsubq_f32(vsubq_f32(p, vbslq_f32(m1, mone, one)), nt1);
-            const uint32x4_t m2 = vcltzq_f32(r);
-            if (f == 0) {
-              acc0 = vaddq_f32(acc0, vabsq_f32(r));
-            } else {
-              acc1 = vaddq_f32(acc1, vabsq_f32(r));
-            }
+          if (kNext) {  // the next stage's binarization of the 4 fresh outputs
+            uint32x4_t m1, m2;
+            Bin4(p, nt0, nt1, f == 0 ? &acc0 : &acc1, &m1, &m2);
             pa1[f] = q4 == 0 ? vandq_u32(m1, cb) : vbslq_u32(cb, m1, pa1[f]);
             pa2[f] = q4 == 0 ? vandq_u32(m2, cb) : vbslq_u32(cb, m2, pa2[f]);
             if (q4 == 3 && store[f]) {  // 16 channels done: one halfword per plane
@@ -1754,8 +1748,7 @@ struct Kernels {
     const std::uint32_t* const bits = BitValues();
     const uint32x4_t cb0 = vld1q_u32(bits), cb1 = vld1q_u32(bits + 4), cb2 = vld1q_u32(bits + 8),
                      cb3 = vld1q_u32(bits + 12);
-    const float32x4_t one = vdupq_n_f32(1.0f), mone = vdupq_n_f32(-1.0f),
-                      zero = vdupq_n_f32(0.0f);
+    const float32x4_t zero = vdupq_n_f32(0.0f);
     auto flip = [](float32x4_t v, uint32x4_t g) {
       return vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(v), g));
     };
@@ -1766,15 +1759,11 @@ struct Kernels {
       const float* const x0 = x + t * C;
       const float* const x1 = two ? x0 + C : x0;
       float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
-      for (std::size_t c = 0; c < C; c += 4) {
+      for (std::size_t c = 0; c < C; c += 4) {  // (the bit masks are not needed here)
         const float32x4_t tq0 = vld1q_f32(t0p + c), tq1 = vld1q_f32(t1p + c);
-        const float32x4_t v0 = vld1q_f32(x0 + c), v1 = vld1q_f32(x1 + c);
-        const float32x4_t r0 =
-            vsubq_f32(vsubq_f32(v0, vbslq_f32(vcltzq_f32(vsubq_f32(v0, tq0)), mone, one)), tq1);
-        const float32x4_t r1 =
-            vsubq_f32(vsubq_f32(v1, vbslq_f32(vcltzq_f32(vsubq_f32(v1, tq0)), mone, one)), tq1);
-        s0 = vaddq_f32(s0, vabsq_f32(r0));
-        s1 = vaddq_f32(s1, vabsq_f32(r1));
+        uint32x4_t m1, m2;
+        Bin4(vld1q_f32(x0 + c), tq0, tq1, &s0, &m1, &m2);
+        Bin4(vld1q_f32(x1 + c), tq0, tq1, &s1, &m1, &m2);
       }
       float sa[4];
       vst1q_f32(sa, s0);
