@@ -170,10 +170,16 @@ def _flag_words(words):
 
 
 def check_entries(entries: List[Entry], known: set) -> None:
-    """Raise QueueError naming every flag pipeline.train would reject, so that a typo fails
-    when the queue starts, not hours later when its entry's turn comes."""
+    """Raise QueueError naming every flag pipeline.train would reject (and every @teacher /
+    @baseline that names no entry / group), so that a typo fails when the queue starts, not
+    hours later when its entry's turn comes."""
     problems = []
+    names, groups = {e.name for e in entries}, {e.group for e in entries}
     for e in entries:
+        if "teacher" in e.options and e.options["teacher"] not in names:
+            problems.append(f"{e.name}: @teacher={e.options['teacher']} is not an entry")
+        if "baseline" in e.options and e.options["baseline"] not in groups:
+            problems.append(f"{e.name}: @baseline={e.options['baseline']} is not a group")
         for name, value in _flag_words(e.args):
             if name not in known:
                 problems.append(f"{e.name}: pipeline.train has no flag --{name}")
@@ -374,6 +380,10 @@ def compare_groups(baseline: List[float], arm: List[float]) -> Optional[dict]:
             "exceeds_noise": p < NOISE_ALPHA}
 
 
+def _test_accs(groups: Dict[str, List[dict]], group: str, depth: int) -> List[float]:
+    return [r["testing"][depth] for r in groups.get(group, []) if depth in r.get("testing", {})]
+
+
 def _ablation_lines(summary: dict, groups: Dict[str, List[dict]], depths) -> List[str]:
     """The ablation table: one row per group with ``@baseline``, per depth on test."""
     rows = []
@@ -384,12 +394,11 @@ def _ablation_lines(summary: dict, groups: Dict[str, List[dict]], depths) -> Lis
         item["ablation"] = {"baseline": base}
         cells = []
         for d in depths:
-            def accs(name):
-                return [r["testing"][d] for r in groups.get(name, []) if d in r.get("testing", {})]
-            c = compare_groups(accs(base), accs(g))
+            b, a = _test_accs(groups, base, d), _test_accs(groups, g, d)
+            c = compare_groups(b, a)
             item["ablation"][f"testing_d{d}"] = c
             if c is None:
-                cells.append(f"- ({len(accs(base))} / {len(accs(g))} runs)")
+                cells.append(f"- ({len(b)} / {len(a)} runs)")
             else:
                 cells.append(f"{100 * c['gain']:+.2f} ± {100 * c['se']:.2f}, p {c['p']:.2f}: " +
                              ("beyond the noise" if c["exceeds_noise"] else "within the noise"))

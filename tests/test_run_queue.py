@@ -201,7 +201,10 @@ def test_queue_files_use_flags_train_accepts(monkeypatch):
     for path in sorted(glob.glob(os.path.join(ROOT, "configs", "queue_*.txt"))):
         rq.check_entries(rq.parse_queue(open(path).read(), "/tmp/runs"), known)
     bad = rq.parse_queue("x --flagfile=configs/real8_bifsmnv2.flags --epoch=3\n"
-                         "y --flagfile=configs/missing.flags", "/tmp/runs")
+                         "y --flagfile=configs/missing.flags\n"
+                         "z @teacher=t @baseline=nope --epochs=3", "/tmp/runs")
     with pytest.raises(rq.QueueError, match=r"(?s)x: pipeline.train has no flag --epoch.*"
-                                             r"y: --flagfile 'configs/missing.flags'"):
+                                             r"y: --flagfile 'configs/missing.flags'.*"
+                                             r"z: @teacher=t is not an entry.*"
+                                             r"z: @baseline=nope is not a group"):
         rq.check_entries(bad, known)
