@@ -35,6 +35,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from firmware_sim import firmware_runner as fw
+from lce_kernels import ops
 
 ROOT = fw.ROOT
 EXPORTS = os.path.join(ROOT, "pretrained", "real8", "exports")
@@ -273,7 +274,7 @@ def streaming_vs_windowed(results: List[dict]) -> Optional[dict]:
     With it, ``floor``: the ratio a streaming model of the same depth would reach if it
     computed every frame exactly once and nothing else, derived (not measured) from the
     windowed model's per-op counts. The windowed model at the streaming depth d is its
-    measured count minus (D - d) layers (L = its LceBDfsmn count / instances); all of it but
+    measured count minus (D - d) layers (L = its bitwise DFSMN op's count / instances); all of it but
     the classifier C (its one FULLY_CONNECTED) runs on frames, 1 / window_hops of which are
     new at each hop; the classifier reads the whole ring at every hop:
     ``floor_hop = (W - (D - d) L - C) / window_hops + C``. Kernels that make every op cheaper
@@ -289,7 +290,7 @@ def streaming_vs_windowed(results: List[dict]) -> Optional[dict]:
     out = {"windowed": ref["name"], "windowed_stride_ms": DEFAULT_STRIDE_MS,
            "windowed_insns_per_second": per_s,
            "ratio": {r["name"]: round(per_s / r["insns_per_second"], 4) for r in streams}}
-    layers, fc = ref["by_type"].get("LceBDfsmn"), ref["by_type"].get("FULLY_CONNECTED")
+    layers, fc = ref["by_type"].get(ops.BDFSMN), ref["by_type"].get("FULLY_CONNECTED")
     if not layers or not fc or fc["count"] != 1 or not ref["depth"]:
         return out
     per_layer = layers["insns"] / layers["count"]

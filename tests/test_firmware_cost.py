@@ -44,7 +44,7 @@ def test_streaming_floor_arithmetic():
     window, 5 hops per second, 250 per hop."""
     from firmware_sim import model_cost, stream
     win = {"name": "w", "flavor": "binary", "depth": 8, "streaming": None, "insns": 1000.0,
-           "by_type": {"LceBDfsmn": {"count": 8, "insns": 640.0},
+           "by_type": {ops.BDFSMN: {"count": 8, "insns": 640.0},
                        "FULLY_CONNECTED": {"count": 1, "insns": 40.0}}}
     st = {"name": "s", "flavor": "binary", "depth": 4, "streaming": {"window_hops": 4},
           "insns": 250.0, "hops_per_second": 5.0, "insns_per_second": 1250.0, "by_type": {}}
