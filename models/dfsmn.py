@@ -258,6 +258,25 @@ def build_dfsmn(
     x = QuantConvBN(channels, 1, binary=binary, mode=mode, use_bias=True, name="linear")(x)
     x = tf.keras.layers.ReLU(name="linear_relu")(x)
 
+    return backbone_and_classifier(
+        inp, x, name, depth, training_depths, num_classes, channels, hidden, num_layers,
+        left, right, dilation, dropout, binary, mode)
+
+
+def backbone_and_classifier(inp, x, name, depth, training_depths, num_classes, channels,
+                            hidden, num_layers, left, right, dilation, dropout, binary, mode,
+                            frames=None, suffix="") -> tf.keras.Model:
+    """The part of the model after the front end, shared by the windowed (`build_dfsmn`) and
+    the streaming (`models.streaming.build_dfsmn_stream`) builders: the backbone on the
+    front end's output ``x`` (B, T, 1, C), then flatten -> dropout -> Dense(num_classes), and
+    the Model from ``inp``. ``frames``: a layer applied to the backbone's output before the
+    flatten (the streaming model's ring of the last frames). With ``training_depths`` the
+    training model's dict of logits and layer features (`split_training_outputs`), else the
+    single-depth logits model ``{name}_d{depth}``; ``name`` None: bifsmnv2 (binary) or dfsmn,
+    then _{mode} for a binary mode other than lpb, then ``suffix``."""
+    if name is None:
+        name = ("bifsmnv2" if binary else "dfsmn") + (
+            "" if mode == "lpb" or not binary else f"_{mode}") + suffix
     depths = tuple(training_depths) if training_depths is not None else (depth,)
     backbone = DFSMNBackbone(num_layers, channels, hidden, left, right, dilation, dropout,
                              binary, mode, depths=depths,
@@ -268,16 +287,15 @@ def build_dfsmn(
     # init starts at logits of std ~10 (loss ~10, not ln(classes)) and SGD at the reference's
     # lr 5e-3 diverges in the first epoch.
     classifier = tf.keras.layers.Dense(num_classes, kernel_initializer="zeros", name="classifier")
-    if name is None:
-        name = ("bifsmnv2" if binary else "dfsmn") + ("" if mode == "lpb" or not binary
-                                                      else f"_{mode}")
-    if training_depths is None:
-        y = backbone(x)
-        return tf.keras.Model(inp, classifier(drop(flatten(y))), name=f"{name}_d{depth}")
 
+    def head(y):
+        return classifier(drop(flatten(frames(y) if frames is not None else y)))
+
+    if training_depths is None:
+        return tf.keras.Model(inp, head(backbone(x)), name=f"{name}_d{depth}")
     outputs = {}
     for dep, (y, feats) in zip(depths, backbone(x)):
-        outputs[f"logits_d{dep}"] = classifier(drop(flatten(y)))
+        outputs[f"logits_d{dep}"] = head(y)
         for j, feat in zip(layer_set(depth_index(dep, num_layers), num_layers), feats):
             outputs[f"features_d{dep}_l{j}"] = feat
     return tf.keras.Model(inp, outputs, name=f"{name}_train")

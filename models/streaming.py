@@ -65,9 +65,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from models.dfsmn import DFSMNBackbone
+from models.dfsmn import backbone_and_classifier
 from models.dual_scale import QuantConvBN
-from models.thinnable import depth_index, layer_set
+from models.thinnable import layer_set
 
 __all__ = ["CausalConvBN", "LastFrames", "StreamingDFSMN", "build_dfsmn_stream",
            "is_streaming_arch", "TIME_STRIDE", "RING_FRAMES", "FRONT_KERNEL", "FRONT_STRIDE"]
@@ -289,27 +289,10 @@ def build_dfsmn_stream(
     x = QuantConvBN(channels, 1, binary=binary, mode=mode, use_bias=True, name="linear")(x)
     x = tf.keras.layers.ReLU(name="linear_relu")(x)
 
-    depths = tuple(training_depths) if training_depths is not None else (depth,)
-    backbone = DFSMNBackbone(num_layers, channels, hidden, left, 0, dilation, dropout,
-                             binary, mode, depths=depths,
-                             return_features=training_depths is not None, name="dfsmn")
-    last = LastFrames(ring, name="ring")
-    flatten = tf.keras.layers.Flatten(name="flatten")
-    drop = tf.keras.layers.Dropout(dropout, name="classifier_dropout")
-    classifier = tf.keras.layers.Dense(num_classes, kernel_initializer="zeros", name="classifier")
-    if name is None:
-        name = ("bifsmnv2" if binary else "dfsmn") + (
-            "" if mode == "lpb" or not binary else f"_{mode}") + "_stream"
-    if training_depths is None:
-        y = backbone(x)
-        return tf.keras.Model(inp, classifier(drop(flatten(last(y)))), name=f"{name}_d{depth}")
-
-    outputs = {}
-    for dep, (y, feats) in zip(depths, backbone(x)):
-        outputs[f"logits_d{dep}"] = classifier(drop(flatten(last(y))))
-        for j, feat in zip(layer_set(depth_index(dep, num_layers), num_layers), feats):
-            outputs[f"features_d{dep}_l{j}"] = feat
-    return tf.keras.Model(inp, outputs, name=f"{name}_train")
+    return backbone_and_classifier(
+        inp, x, name, depth, training_depths, num_classes, channels, hidden, num_layers,
+        left, 0, dilation, dropout, binary, mode, frames=LastFrames(ring, name="ring"),
+        suffix="_stream")
 
 
 class StreamingDFSMN(tf.Module):
