@@ -10,7 +10,8 @@ aarch64 builds.
   build of the same runtime); the float teacher: TFLite's reference kernels within 1e-5;
 - malformed models (damaged custom options, wrong shapes / types of the project ops' tensors,
   truncated and corrupted files): a JSON error and exit status 1, never a crash, also with the
-  ASan/UBSan build of the firmware's code;
+  ASan/UBSan build of the firmware's code; damaged float ops likewise with the XNNPACK-backed
+  kernels (aarch64);
 - tensor files round-trip.
 The whole test split at d8 / d4 / d2 against the Keras student: the slow test at the end.
 """
@@ -388,6 +389,61 @@ def test_malformed_models_give_errors(tmp_path, target):
               "unknown custom op": "LceNope is not one of the project's ops"}
     for name, text in expect.items():
         assert text in seen[name], (name, seen[name])
+
+
+def _builtin_ops(m, name):
+    from tensorflow.lite.python import schema_py_generated as schema
+    code = getattr(schema.BuiltinOperator, name)
+    keep = [i for i, c in enumerate(m.operatorCodes)
+            if not c.customCode and max(c.builtinCode, c.deprecatedBuiltinCode) == code]
+    return [op for op in m.subgraphs[0].operators if op.opcodeIndex in keep]
+
+
+@needs_tools
+@needs_exports
+@pytest.mark.skipif(not HAVE_XNN, reason="libxnnpack-dev:arm64 not installed")
+def test_malformed_float_ops_give_errors_with_xnnpack(built, tmp_path):
+    """The XNNPACK-backed float kernels (firmware_sim/firmware/xnn_kernels.cc, aarch64) check
+    what they are given like the project's ops: a damaged float op is an exit status 1 and the
+    kernel's message, never a crash."""
+    from pipeline.tflite_metadata import write_model
+    tensor_file.write(str(tmp_path / "in.bin"), np.zeros((1, 1, 32, 32), np.float32))
+
+    def first(name, fn):
+        def apply(m):
+            fn(m, _builtin_ops(m, name)[0])
+        return apply
+
+    def tensor(m, op, i, out=False):
+        return m.subgraphs[0].tensors[(op.outputs if out else op.inputs)[i]]
+
+    damage = {
+        "CONV_2D: expected 2 or 3 inputs":
+            first("CONV_2D", lambda m, op: setattr(op, "inputs", op.inputs[:1])),
+        "CONV_2D: filter depth 2 != input channels 1": first(
+            "CONV_2D", lambda m, op: setattr(tensor(m, op, 1), "shape",
+                                             np.array([16, 5, 5, 2], np.int32))),
+        "FULLY_CONNECTED: weights must be a constant tensor": first(
+            "FULLY_CONNECTED", lambda m, op: setattr(tensor(m, op, 1), "buffer", 0)),
+        "MUL: expected 2 inputs": first("MUL", lambda m, op: setattr(op, "inputs", op.inputs[:1])),
+        "ADD: output size does not match the broadcast of the inputs": first(
+            "ADD", lambda m, op: setattr(tensor(m, op, 0, out=True), "shape",
+                                         np.array([1, 3], np.int32))),
+    }
+    for want, fn in damage.items():
+        m = _model(BINARY[2])
+        fn(m)
+        path = tmp_path / "m.tflite"
+        path.write_bytes(write_model(m))
+        r = subprocess.run(fw.command("aarch64", [
+            "--model", str(path), "--inputs", str(tmp_path / "in.bin"), "--outputs",
+            str(tmp_path / "out.bin"), "--float_kernels", "xnnpack"]),
+            capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1, f"{want}: exit {r.returncode}\n{r.stderr[-2000:]}"
+        rep = json.loads(r.stdout.strip().splitlines()[-1])
+        text = f"{rep.get('error')} {rep.get('tflm_log')}"
+        op, message = want.split(": ", 1)
+        assert not rep["ok"] and op in text and message in text, (want, text)
 
 
 @needs_tools

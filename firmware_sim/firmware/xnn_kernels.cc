@@ -117,23 +117,48 @@ TfLiteStatus Status(OpData* d, xnn_status s, const char* call) {
   return kTfLiteOk;
 }
 
-// ------------------------------------------------------------------ CONV_2D / DEPTHWISE
-TfLiteStatus ConvPrepare(TfLiteContext* ctx, TfLiteNode* node, bool depthwise) {
+// What every Prepare starts with: the op data, its last preparation forgotten; between
+// `min_inputs` and `max_inputs` inputs; builtin options where `options`; input 0 and output 0
+// float32 tensors of consistent byte sizes (in `*in`, `*out`).
+TfLiteStatus Begin(TfLiteNode* node, cm::TempTensors& tt, int min_inputs, int max_inputs,
+                   bool options, OpData** op_data, const TfLiteTensor** in,
+                   const TfLiteTensor** out) {
   auto* d = static_cast<OpData*>(node->user_data);
+  *op_data = d;
   X_ENSURE(d, d != nullptr, "no op data");
   d->prepared = false;
-  X_ENSURE(d, node->inputs != nullptr && (node->inputs->size == 2 || node->inputs->size == 3),
-           "expected 2 or 3 inputs");
-  X_ENSURE(d, node->builtin_data != nullptr, "no builtin options");
-  cm::TempTensors tt(ctx);
-  const TfLiteTensor* in = tt.Input(node, 0);
-  const TfLiteTensor* filter = tt.Input(node, 1);
-  const TfLiteTensor* bias = node->inputs->size == 3 ? tt.Input(node, 2) : nullptr;
-  const TfLiteTensor* out = tt.Output(node, 0);
-  if (CheckFloat(d, in, "input") != kTfLiteOk || CheckConstFloat(d, filter, "filter") != kTfLiteOk ||
-      CheckFloat(d, out, "output") != kTfLiteOk) {
+  const bool count_ok = node->inputs != nullptr && node->inputs->size >= min_inputs &&
+                        node->inputs->size <= max_inputs;
+  X_ENSURE(d, count_ok || min_inputs != max_inputs, "expected %d input%s", min_inputs,
+           min_inputs == 1 ? "" : "s");
+  X_ENSURE(d, count_ok, "expected %d or %d inputs", min_inputs, max_inputs);
+  X_ENSURE(d, !options || node->builtin_data != nullptr, "no builtin options");
+  *in = tt.Input(node, 0);
+  *out = tt.Output(node, 0);
+  if (CheckFloat(d, *in, "input") != kTfLiteOk || CheckFloat(d, *out, "output") != kTfLiteOk) {
     return kTfLiteError;
   }
+  return kTfLiteOk;
+}
+
+TfLiteStatus CheckConstInt32(OpData* d, const TfLiteTensor* t, const char* what) {
+  X_ENSURE(d, t != nullptr && t->type == kTfLiteInt32 && cm::IsConst(t) &&
+                  t->data.data != nullptr,
+           "%s must be a constant int32 tensor", what);
+  return kTfLiteOk;
+}
+
+// ------------------------------------------------------------------ CONV_2D / DEPTHWISE
+TfLiteStatus ConvPrepare(TfLiteContext* ctx, TfLiteNode* node, bool depthwise) {
+  cm::TempTensors tt(ctx);
+  OpData* d = nullptr;
+  const TfLiteTensor *in = nullptr, *out = nullptr;
+  if (Begin(node, tt, 2, 3, true, &d, &in, &out) != kTfLiteOk) {
+    return kTfLiteError;
+  }
+  const TfLiteTensor* filter = tt.Input(node, 1);
+  const TfLiteTensor* bias = node->inputs->size == 3 ? tt.Input(node, 2) : nullptr;
+  if (CheckConstFloat(d, filter, "filter") != kTfLiteOk) return kTfLiteError;
   if (bias != nullptr && CheckConstFloat(d, bias, "bias") != kTfLiteOk) return kTfLiteError;
   X_ENSURE(d, cm::Rank(in) == 4 && cm::Rank(filter) == 4 && cm::Rank(out) == 4,
            "input, filter and output must have rank 4");
@@ -221,24 +246,18 @@ TfLiteStatus DepthwisePrepare(TfLiteContext* ctx, TfLiteNode* node) {
 
 // ---------------------------------------------------------------------- FULLY_CONNECTED
 TfLiteStatus FcPrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  auto* d = static_cast<OpData*>(node->user_data);
-  X_ENSURE(d, d != nullptr, "no op data");
-  d->prepared = false;
-  X_ENSURE(d, node->inputs != nullptr && (node->inputs->size == 2 || node->inputs->size == 3),
-           "expected 2 or 3 inputs");
-  X_ENSURE(d, node->builtin_data != nullptr, "no builtin options");
+  cm::TempTensors tt(ctx);
+  OpData* d = nullptr;
+  const TfLiteTensor *in = nullptr, *out = nullptr;
+  if (Begin(node, tt, 2, 3, true, &d, &in, &out) != kTfLiteOk) {
+    return kTfLiteError;
+  }
   const auto* p = static_cast<const TfLiteFullyConnectedParams*>(node->builtin_data);
   X_ENSURE(d, p->weights_format == kTfLiteFullyConnectedWeightsFormatDefault,
            "shuffled weights not supported");
-  cm::TempTensors tt(ctx);
-  const TfLiteTensor* in = tt.Input(node, 0);
   const TfLiteTensor* w = tt.Input(node, 1);
   const TfLiteTensor* bias = node->inputs->size == 3 ? tt.Input(node, 2) : nullptr;
-  const TfLiteTensor* out = tt.Output(node, 0);
-  if (CheckFloat(d, in, "input") != kTfLiteOk || CheckConstFloat(d, w, "weights") != kTfLiteOk ||
-      CheckFloat(d, out, "output") != kTfLiteOk) {
-    return kTfLiteError;
-  }
+  if (CheckConstFloat(d, w, "weights") != kTfLiteOk) return kTfLiteError;
   if (bias != nullptr && CheckConstFloat(d, bias, "bias") != kTfLiteOk) return kTfLiteError;
   X_ENSURE(d, cm::Rank(w) == 2, "weights must be [out, in]");
   const int n_out = w->dims->data[0], n_in = w->dims->data[1];
@@ -283,11 +302,12 @@ bool ShapeOf(const TfLiteTensor* t, std::size_t* rank, std::size_t* shape) {
 }
 
 TfLiteStatus BinaryPrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  auto* d = static_cast<OpData*>(node->user_data);
-  X_ENSURE(d, d != nullptr, "no op data");
-  d->prepared = false;
-  X_ENSURE(d, node->inputs != nullptr && node->inputs->size == 2, "expected 2 inputs");
-  X_ENSURE(d, node->builtin_data != nullptr, "no builtin options");
+  cm::TempTensors tt(ctx);
+  OpData* d = nullptr;
+  const TfLiteTensor *a = nullptr, *out = nullptr;
+  if (Begin(node, tt, 2, 2, true, &d, &a, &out) != kTfLiteOk) {
+    return kTfLiteError;
+  }
   TfLiteFusedActivation act = kTfLiteActNone;
   if (d->binary == Binary::kAdd) {
     act = static_cast<const TfLiteAddParams*>(node->builtin_data)->activation;
@@ -299,14 +319,8 @@ TfLiteStatus BinaryPrepare(TfLiteContext* ctx, TfLiteNode* node) {
   float lo, hi;
   X_ENSURE(d, ActivationRange(act, &lo, &hi), "fused activation %d not supported",
            static_cast<int>(act));
-  cm::TempTensors tt(ctx);
-  const TfLiteTensor* a = tt.Input(node, 0);
   const TfLiteTensor* b = tt.Input(node, 1);
-  const TfLiteTensor* out = tt.Output(node, 0);
-  if (CheckFloat(d, a, "input 0") != kTfLiteOk || CheckFloat(d, b, "input 1") != kTfLiteOk ||
-      CheckFloat(d, out, "output") != kTfLiteOk) {
-    return kTfLiteError;
-  }
+  if (CheckFloat(d, b, "input 1") != kTfLiteOk) return kTfLiteError;
   X_ENSURE(d, ShapeOf(a, &d->rank0, d->shape0) && ShapeOf(b, &d->rank1, d->shape1),
            "inputs of rank > %d not supported", kMaxDims);
   // Broadcast shape (numpy rules, right-aligned) must be the output's.
@@ -337,18 +351,14 @@ TfLiteStatus BinaryPrepare(TfLiteContext* ctx, TfLiteNode* node) {
 
 // -------------------------------------------------------------------------------- PRELU
 TfLiteStatus PreluPrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  auto* d = static_cast<OpData*>(node->user_data);
-  X_ENSURE(d, d != nullptr, "no op data");
-  d->prepared = false;
-  X_ENSURE(d, node->inputs != nullptr && node->inputs->size == 2, "expected 2 inputs");
   cm::TempTensors tt(ctx);
-  const TfLiteTensor* in = tt.Input(node, 0);
-  const TfLiteTensor* alpha = tt.Input(node, 1);
-  const TfLiteTensor* out = tt.Output(node, 0);
-  if (CheckFloat(d, in, "input") != kTfLiteOk || CheckConstFloat(d, alpha, "alpha") != kTfLiteOk ||
-      CheckFloat(d, out, "output") != kTfLiteOk) {
+  OpData* d = nullptr;
+  const TfLiteTensor *in = nullptr, *out = nullptr;
+  if (Begin(node, tt, 2, 2, false, &d, &in, &out) != kTfLiteOk) {
     return kTfLiteError;
   }
+  const TfLiteTensor* alpha = tt.Input(node, 1);
+  if (CheckConstFloat(d, alpha, "alpha") != kTfLiteOk) return kTfLiteError;
   X_ENSURE(d, cm::Rank(in) >= 1 && cm::Rank(alpha) >= 1, "input and alpha need rank >= 1");
   const int c = in->dims->data[cm::Rank(in) - 1];
   std::size_t na = 0, n = 0, no = 0;
@@ -369,20 +379,14 @@ TfLiteStatus PreluPrepare(TfLiteContext* ctx, TfLiteNode* node) {
 
 // ---------------------------------------------------------------------------------- PAD
 TfLiteStatus PadPrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  auto* d = static_cast<OpData*>(node->user_data);
-  X_ENSURE(d, d != nullptr, "no op data");
-  d->prepared = false;
-  X_ENSURE(d, node->inputs != nullptr && node->inputs->size == 2, "expected 2 inputs");
   cm::TempTensors tt(ctx);
-  const TfLiteTensor* in = tt.Input(node, 0);
-  const TfLiteTensor* pads = tt.Input(node, 1);
-  const TfLiteTensor* out = tt.Output(node, 0);
-  if (CheckFloat(d, in, "input") != kTfLiteOk || CheckFloat(d, out, "output") != kTfLiteOk) {
+  OpData* d = nullptr;
+  const TfLiteTensor *in = nullptr, *out = nullptr;
+  if (Begin(node, tt, 2, 2, false, &d, &in, &out) != kTfLiteOk) {
     return kTfLiteError;
   }
-  X_ENSURE(d, pads != nullptr && pads->type == kTfLiteInt32 && cm::IsConst(pads) &&
-                  pads->data.data != nullptr,
-           "paddings must be a constant int32 tensor");
+  const TfLiteTensor* pads = tt.Input(node, 1);
+  if (CheckConstInt32(d, pads, "paddings") != kTfLiteOk) return kTfLiteError;
   X_ENSURE(d, ShapeOf(in, &d->rank0, d->shape0), "input of rank > %d not supported", kMaxDims);
   X_ENSURE(d, cm::Rank(pads) == 2 && pads->dims->data[0] == cm::Rank(in) &&
                   pads->dims->data[1] == 2 && cm::HasBytes(pads, 2u * d->rank0, 4u),
@@ -406,14 +410,10 @@ TfLiteStatus PadPrepare(TfLiteContext* ctx, TfLiteNode* node) {
 
 // ---------------------------------------------------------------------------------- ABS
 TfLiteStatus AbsPrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  auto* d = static_cast<OpData*>(node->user_data);
-  X_ENSURE(d, d != nullptr, "no op data");
-  d->prepared = false;
-  X_ENSURE(d, node->inputs != nullptr && node->inputs->size == 1, "expected 1 input");
   cm::TempTensors tt(ctx);
-  const TfLiteTensor* in = tt.Input(node, 0);
-  const TfLiteTensor* out = tt.Output(node, 0);
-  if (CheckFloat(d, in, "input") != kTfLiteOk || CheckFloat(d, out, "output") != kTfLiteOk) {
+  OpData* d = nullptr;
+  const TfLiteTensor *in = nullptr, *out = nullptr;
+  if (Begin(node, tt, 1, 1, false, &d, &in, &out) != kTfLiteOk) {
     return kTfLiteError;
   }
   std::size_t n = 0, no = 0;
@@ -433,20 +433,14 @@ TfLiteStatus AbsPrepare(TfLiteContext* ctx, TfLiteNode* node) {
 // outer = prod(dims < a), W = prod(dims a..b), C = prod(dims > b) is then a global average
 // pooling (NWC) of batch `outer`, width W, C channels.
 TfLiteStatus MeanPrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  auto* d = static_cast<OpData*>(node->user_data);
-  X_ENSURE(d, d != nullptr, "no op data");
-  d->prepared = false;
-  X_ENSURE(d, node->inputs != nullptr && node->inputs->size == 2, "expected 2 inputs");
   cm::TempTensors tt(ctx);
-  const TfLiteTensor* in = tt.Input(node, 0);
-  const TfLiteTensor* axes = tt.Input(node, 1);
-  const TfLiteTensor* out = tt.Output(node, 0);
-  if (CheckFloat(d, in, "input") != kTfLiteOk || CheckFloat(d, out, "output") != kTfLiteOk) {
+  OpData* d = nullptr;
+  const TfLiteTensor *in = nullptr, *out = nullptr;
+  if (Begin(node, tt, 2, 2, false, &d, &in, &out) != kTfLiteOk) {
     return kTfLiteError;
   }
-  X_ENSURE(d, axes != nullptr && axes->type == kTfLiteInt32 && cm::IsConst(axes) &&
-                  axes->data.data != nullptr,
-           "axes must be a constant int32 tensor");
+  const TfLiteTensor* axes = tt.Input(node, 1);
+  if (CheckConstInt32(d, axes, "axes") != kTfLiteOk) return kTfLiteError;
   const int rank = cm::Rank(in);
   std::size_t na = 0;
   X_ENSURE(d, rank >= 1 && rank <= kMaxDims && cm::NumElements(axes->dims, &na) &&
@@ -498,15 +492,10 @@ TfLiteStatus MeanPrepare(TfLiteContext* ctx, TfLiteNode* node) {
 // VALID windows only (and SAME where it pads nothing): TFLite averages a padded window over
 // its valid pixels; the streaming exports' pool (the binary conv2's scale) is VALID.
 TfLiteStatus AvgPoolPrepare(TfLiteContext* ctx, TfLiteNode* node) {
-  auto* d = static_cast<OpData*>(node->user_data);
-  X_ENSURE(d, d != nullptr, "no op data");
-  d->prepared = false;
-  X_ENSURE(d, node->inputs != nullptr && node->inputs->size == 1, "expected 1 input");
-  X_ENSURE(d, node->builtin_data != nullptr, "no builtin options");
   cm::TempTensors tt(ctx);
-  const TfLiteTensor* in = tt.Input(node, 0);
-  const TfLiteTensor* out = tt.Output(node, 0);
-  if (CheckFloat(d, in, "input") != kTfLiteOk || CheckFloat(d, out, "output") != kTfLiteOk) {
+  OpData* d = nullptr;
+  const TfLiteTensor *in = nullptr, *out = nullptr;
+  if (Begin(node, tt, 1, 1, true, &d, &in, &out) != kTfLiteOk) {
     return kTfLiteError;
   }
   X_ENSURE(d, cm::Rank(in) == 4 && cm::Rank(out) == 4, "input and output must have rank 4");
@@ -632,6 +621,28 @@ constexpr char kAbsName[] = "ABS (XNNPACK)";
 constexpr char kMeanName[] = "MEAN (XNNPACK)";
 constexpr char kAvgPoolName[] = "AVERAGE_POOL_2D (XNNPACK)";
 
+// The float ops the firmware can run on XNNPACK: each one's Init (its name and kind) and Prepare;
+// Eval and Free are common.
+struct Entry {
+  tflite::BuiltinOperator op;
+  void* (*init)(TfLiteContext*, const char*, size_t);
+  TfLiteStatus (*prepare)(TfLiteContext*, TfLiteNode*);
+};
+
+constexpr Entry kOps[] = {
+    {tflite::BuiltinOperator_CONV_2D, Init<kConvName, Kind::kConv>, Conv2DPrepare},
+    {tflite::BuiltinOperator_DEPTHWISE_CONV_2D, Init<kDwName, Kind::kConv>, DepthwisePrepare},
+    {tflite::BuiltinOperator_FULLY_CONNECTED, Init<kFcName, Kind::kFc>, FcPrepare},
+    {tflite::BuiltinOperator_ADD, Init<kAddName, Kind::kBinary, Binary::kAdd>, BinaryPrepare},
+    {tflite::BuiltinOperator_SUB, Init<kSubName, Kind::kBinary, Binary::kSub>, BinaryPrepare},
+    {tflite::BuiltinOperator_MUL, Init<kMulName, Kind::kBinary, Binary::kMul>, BinaryPrepare},
+    {tflite::BuiltinOperator_PRELU, Init<kPreluName, Kind::kPrelu>, PreluPrepare},
+    {tflite::BuiltinOperator_PAD, Init<kPadName, Kind::kPad>, PadPrepare},
+    {tflite::BuiltinOperator_ABS, Init<kAbsName, Kind::kAbs>, AbsPrepare},
+    {tflite::BuiltinOperator_MEAN, Init<kMeanName, Kind::kMean>, MeanPrepare},
+    {tflite::BuiltinOperator_AVERAGE_POOL_2D, Init<kAvgPoolName, Kind::kAvgPool>, AvgPoolPrepare},
+};
+
 }  // namespace
 
 bool Available() { return true; }
@@ -648,44 +659,13 @@ bool Initialize(std::string* error) {
 }
 
 bool Registration(tflite::BuiltinOperator op, TFLMRegistration* out) {
-  using tflite::micro::RegisterOp;
-  switch (op) {
-    case tflite::BuiltinOperator_CONV_2D:
-      *out = RegisterOp(Init<kConvName, Kind::kConv>, Conv2DPrepare, Eval, Free);
+  for (const Entry& e : kOps) {
+    if (e.op == op) {
+      *out = tflite::micro::RegisterOp(e.init, e.prepare, Eval, Free);
       return true;
-    case tflite::BuiltinOperator_DEPTHWISE_CONV_2D:
-      *out = RegisterOp(Init<kDwName, Kind::kConv>, DepthwisePrepare, Eval, Free);
-      return true;
-    case tflite::BuiltinOperator_FULLY_CONNECTED:
-      *out = RegisterOp(Init<kFcName, Kind::kFc>, FcPrepare, Eval, Free);
-      return true;
-    case tflite::BuiltinOperator_ADD:
-      *out = RegisterOp(Init<kAddName, Kind::kBinary, Binary::kAdd>, BinaryPrepare, Eval, Free);
-      return true;
-    case tflite::BuiltinOperator_SUB:
-      *out = RegisterOp(Init<kSubName, Kind::kBinary, Binary::kSub>, BinaryPrepare, Eval, Free);
-      return true;
-    case tflite::BuiltinOperator_MUL:
-      *out = RegisterOp(Init<kMulName, Kind::kBinary, Binary::kMul>, BinaryPrepare, Eval, Free);
-      return true;
-    case tflite::BuiltinOperator_PRELU:
-      *out = RegisterOp(Init<kPreluName, Kind::kPrelu>, PreluPrepare, Eval, Free);
-      return true;
-    case tflite::BuiltinOperator_PAD:
-      *out = RegisterOp(Init<kPadName, Kind::kPad>, PadPrepare, Eval, Free);
-      return true;
-    case tflite::BuiltinOperator_ABS:
-      *out = RegisterOp(Init<kAbsName, Kind::kAbs>, AbsPrepare, Eval, Free);
-      return true;
-    case tflite::BuiltinOperator_MEAN:
-      *out = RegisterOp(Init<kMeanName, Kind::kMean>, MeanPrepare, Eval, Free);
-      return true;
-    case tflite::BuiltinOperator_AVERAGE_POOL_2D:
-      *out = RegisterOp(Init<kAvgPoolName, Kind::kAvgPool>, AvgPoolPrepare, Eval, Free);
-      return true;
-    default:
-      return false;
+    }
   }
+  return false;
 }
 
 }  // namespace xnn
