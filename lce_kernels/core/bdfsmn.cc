@@ -1893,31 +1893,21 @@ struct Kernels {
     const std::uint64_t* w = which == 1 ? L.pw1_w_.data() : L.pw2_w_.data();
     const int O = which == 1 ? L.h_ : L.c_, K = which == 1 ? L.c_ : L.h_;
     const int W = which == 1 ? L.wc_ : L.wh_;
+    PwArgs a{};
+    a.O = O;
+    a.K = K;
+    a.W = W;
+    a.b1 = b1;
+    a.b2 = b2;
+    a.p1o = p1o;
+    a.p2o = p2o;
 #if LCE_KERNELS_HAVE_NEON
-    if (UseNeon(path)) {
-      PwArgs a{};
-      a.O = O;
-      a.K = K;
-      a.W = W;
-      a.b1 = b1;
-      a.b2 = b2;
-      a.p1o = p1o;
-      a.p2o = p2o;
-      return PointwiseNeon2(a, w, frames);
-    }
+    if (UseNeon(path)) return PointwiseNeon2(a, w, frames);
 #endif
 #if LCE_KERNELS_HAVE_AVX512
     const std::vector<std::uint32_t>& wt = which == 1 ? L.pw1_wt_ : L.pw2_wt_;
     if (UseAvx512(path) && !wt.empty()) {
-      PwArgs a{};
       a.wt = wt.data();
-      a.O = O;
-      a.K = K;
-      a.W = W;
-      a.b1 = b1;
-      a.b2 = b2;
-      a.p1o = p1o;
-      a.p2o = p2o;
       return PointwiseAvx512<true>(a, frames);
     }
 #endif
@@ -1927,6 +1917,47 @@ struct Kernels {
   }
 
   // ---------------- the stages of Layer::Eval (Layer::EvalStage) ----------------
+  // The pointwise passes of the stages over the workspace, for every optimized path (NEON reads
+  // the rows of pw*_w_ and pk; AVX-512 sets its transposed weights wt). pw1: h from the pw1
+  // bits of m, with the pw2 binarization of h fused (h itself kept only when something reads
+  // it, Workspace::keep_h); pw2: out = m + the pw2 pass.
+  static PwArgs Pw1Args(const Layer& L, Workspace* ws) {
+    PwArgs a{};
+    a.O = L.h_;
+    a.K = L.c_;
+    a.W = L.wc_;
+    a.b1 = ws->pw1_b1.data();
+    a.b2 = ws->pw1_b2.data();
+    a.s = ws->pw1_s.data();
+    a.mul = L.pw1_mul_.data();
+    a.bias = L.pw1_bias_.data();
+    a.slope = L.pw1_slope_.data();
+    a.out = ws->keep_h ? ws->h.data() : nullptr;
+    a.nt0 = L.pw2_t0_.data();
+    a.nt1 = L.pw2_t1_.data();
+    a.nb1 = ws->pw2_b1.data();
+    a.nb2 = ws->pw2_b2.data();
+    a.ns = ws->pw2_s.data();
+    a.pk = L.pw1_pk_.data();
+    return a;
+  }
+  static PwArgs Pw2Args(const Layer& L, Workspace* ws, float* out) {
+    PwArgs a{};
+    a.O = L.c_;
+    a.K = L.h_;
+    a.W = L.wh_;
+    a.b1 = ws->pw2_b1.data();
+    a.b2 = ws->pw2_b2.data();
+    a.s = ws->pw2_s.data();
+    a.mul = L.pw2_mul_.data();
+    a.bias = L.pw2_bias_.data();
+    a.slope = L.pw2_slope_.data();
+    a.res = ws->m.data();
+    a.out = out;
+    a.pk = L.pw2_pk_.data();
+    return a;
+  }
+
   // kMemory: m and the pw1 binarization of m; kPw1: h and the pw2 binarization of h; kPw2:
   // out. The AVX-512 path fuses each binarization into the pass that produces its input.
   static void Stage(const Layer& L, Layer::Stage stage, const float* x, int frames, float* out,
@@ -1961,26 +1992,7 @@ struct Kernels {
         return;
       case Layer::Stage::kPw1:
 #if LCE_KERNELS_HAVE_NEON
-        if (UseNeon(path)) {
-          PwArgs a{};
-          a.O = L.h_;
-          a.K = L.c_;
-          a.W = L.wc_;
-          a.b1 = ws->pw1_b1.data();
-          a.b2 = ws->pw1_b2.data();
-          a.s = ws->pw1_s.data();
-          a.mul = L.pw1_mul_.data();
-          a.bias = L.pw1_bias_.data();
-          a.slope = L.pw1_slope_.data();
-          a.out = ws->keep_h ? ws->h.data() : nullptr;
-          a.nt0 = L.pw2_t0_.data();
-          a.nt1 = L.pw2_t1_.data();
-          a.nb1 = ws->pw2_b1.data();
-          a.nb2 = ws->pw2_b2.data();
-          a.ns = ws->pw2_s.data();
-          a.pk = L.pw1_pk_.data();
-          return PointwiseNeon2(a, L.pw1_w_.data(), frames);
-        }
+        if (UseNeon(path)) return PointwiseNeon2(Pw1Args(L, ws), L.pw1_w_.data(), frames);
 #endif
         PointwiseF(L.pw1_w_.data(), L.h_, L.c_, L.wc_, ws->pw1_b1.data(), ws->pw1_b2.data(),
                    ws->pw1_s.data(), frames, L.pw1_mul_.data(), L.pw1_bias_.data(),
@@ -1990,22 +2002,7 @@ struct Kernels {
         return;
       case Layer::Stage::kPw2:
 #if LCE_KERNELS_HAVE_NEON
-        if (UseNeon(path)) {
-          PwArgs a{};
-          a.O = L.c_;
-          a.K = L.h_;
-          a.W = L.wh_;
-          a.b1 = ws->pw2_b1.data();
-          a.b2 = ws->pw2_b2.data();
-          a.s = ws->pw2_s.data();
-          a.mul = L.pw2_mul_.data();
-          a.bias = L.pw2_bias_.data();
-          a.slope = L.pw2_slope_.data();
-          a.res = ws->m.data();
-          a.out = out;
-          a.pk = L.pw2_pk_.data();
-          return PointwiseNeon2(a, L.pw2_w_.data(), frames);
-        }
+        if (UseNeon(path)) return PointwiseNeon2(Pw2Args(L, ws, out), L.pw2_w_.data(), frames);
 #endif
         PointwiseF(L.pw2_w_.data(), L.c_, L.h_, L.wh_, ws->pw2_b1.data(), ws->pw2_b2.data(),
                    ws->pw2_s.data(), frames, L.pw2_mul_.data(), L.pw2_bias_.data(),
@@ -2042,39 +2039,13 @@ struct Kernels {
                             ws->pw1_b2.data(), ws->pw1_s.data(), ws->rabs.data());
         return;
       case Layer::Stage::kPw1: {
-        PwArgs a{};
+        PwArgs a = Pw1Args(L, ws);
         a.wt = L.pw1_wt_.data();
-        a.O = L.h_;
-        a.K = L.c_;
-        a.W = L.wc_;
-        a.b1 = ws->pw1_b1.data();
-        a.b2 = ws->pw1_b2.data();
-        a.s = ws->pw1_s.data();
-        a.mul = L.pw1_mul_.data();
-        a.bias = L.pw1_bias_.data();
-        a.slope = L.pw1_slope_.data();
-        a.out = ws->keep_h ? ws->h.data() : nullptr;  // nothing reads h (Workspace::keep_h)
-        a.nt0 = L.pw2_t0_.data();
-        a.nt1 = L.pw2_t1_.data();
-        a.nb1 = ws->pw2_b1.data();
-        a.nb2 = ws->pw2_b2.data();
-        a.ns = ws->pw2_s.data();
         return PointwiseAvx512<false>(a, frames);
       }
       case Layer::Stage::kPw2: {
-        PwArgs a{};
+        PwArgs a = Pw2Args(L, ws, out);
         a.wt = L.pw2_wt_.data();
-        a.O = L.c_;
-        a.K = L.h_;
-        a.W = L.wh_;
-        a.b1 = ws->pw2_b1.data();
-        a.b2 = ws->pw2_b2.data();
-        a.s = ws->pw2_s.data();
-        a.mul = L.pw2_mul_.data();
-        a.bias = L.pw2_bias_.data();
-        a.slope = L.pw2_slope_.data();
-        a.res = ws->m.data();
-        a.out = out;
         return PointwiseAvx512<false>(a, frames);
       }
     }
