@@ -10,16 +10,8 @@ Writes: into --out_dir (default runs/stream; or next to --plot): the stream .wav
     python -m firmware_sim.stream --model export/bifsmnv2_d8.tflite --wav recording.wav \\
         [--truth recording.truth.json]
 
-Input: a 16 kHz stream, either a WAV file or one generated from a corpus: keyword clips of
-one split (``--split``, default testing) placed at random, non-overlapping times (at least
-``--min_gap_s`` of background between two clips), each scaled to the same speech power
-(``--equal_loudness``; power over the energy-detected speech span of the clip), on top of
-background noise made from the corpus' ``_background_noise_`` recordings (random segments,
-each scaled to the same RMS, 50 ms cross-fades) at ``--snr_db`` below that speech power.
-(These are the recordings the models were trained with, as augmentation and as the silence
-class: false accepts on unseen noise may well be higher.) The generated stream (``.wav``) and its ground truth (``.truth.json``: clip start, speech onset
-/ end, word, source clip) are written next to the plot, with the per-window posteriors
-(``.posteriors.npz``, to re-tune the detector offline) and the details (``.json``).
+Input: a 16 kHz stream, a WAV file or one generated from a corpus's clips of one split (``--split``)
+in its background noise, with ground truth (``firmware_sim.stream_audio``).
 
 Loop: every ``--stride_ms`` the last second of audio (the window ending now) goes through the
 log-mel features and the model, the softmax goes to the detector (firmware_sim.detector: TFLite
@@ -62,18 +54,10 @@ stride, each window from zero state): the same weights without the state carried
 windows. The summary counts the model's host invokes
 (``invokes``, ``invokes_per_audio_second``).
 
-Compute budget: ``--instructions_per_inference N`` or ``--cost_json FILE`` (the output of
-firmware_sim.cost: its last JSON line) gives instructions per second of audio = N x inferences
-per second (1000 / stride_ms; a streaming model: per invoke x 1000 / 128), and the load of one
-``--clock_mhz`` (1200: Cortex-A53) core at ``--ipc`` instructions per cycle. Only the network is
-counted, not the features. For a streaming model, ``--cost_json`` without ``--cost_key`` gives the
-MEASURED instructions per invoke when the cost tool counted that model hop by hop
-(``streaming_measured_instructions``: its ``streaming_hop_insns`` under the .tflite's name, or
-the one ``streaming_models`` entry of the same arch and depth, e.g. for a run directory),
-and otherwise an ESTIMATE from firmware_sim.cost's measured parts of the windowed model
-(``streaming_hop_instructions``: one T-th of conv1, conv2, linear and the depth's layers, which
-all scale with the frames, plus the whole classifier). The table says which. A windowed
-.tflite counted by the cost tool takes its ``model_insns`` entry of the same file name.
+Compute budget (``firmware_sim.stream_budget``): ``--instructions_per_inference N`` or
+``--cost_json FILE`` (firmware_sim.cost's output; for a streaming model its MEASURED count per
+invoke when it counted that model hop by hop, else an estimate from the windowed parts) gives
+instructions per second of audio and the load of one ``--clock_mhz`` core at ``--ipc``.
 
 Prints a table and, last, one JSON line with hit_rate, false_accepts_per_hour, hits, misses,
 false_accepts, keywords, audio_seconds (metrics are null for a WAV without ground truth).
@@ -86,158 +70,26 @@ import math
 import os
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from absl import app, flags, logging
 
 from firmware_sim import detector as det
+from firmware_sim.stream_audio import (SAMPLE_RATE, StreamError, corpus_clips, make_stream,
+                                       read_truth, write_wav)
+from firmware_sim.stream_budget import (compute_budget, cost_object, read_cost_json,
+                                        streaming_hop_instructions,
+                                        streaming_measured_instructions)
+from firmware_sim.stream_plot import plot_stream
 
 #: the windowed loop's stride: one 1 s window (one inference) every 250 ms (--stride_ms)
 DEFAULT_STRIDE_MS = 250.0
 
-SAMPLE_RATE = 16000
 WINDOW = 16000                      # 1 s, the models' input
 DEFAULT_OUT_DIR = os.path.join("runs", "stream")
 
 FLAGS = flags.FLAGS
-
-
-class StreamError(ValueError):
-    """Bad input to the stream tool (missing files, streams too short...)."""
-
-
-# -- stream generation --------------------------------------------------------------------------
-def speech_bounds(clip, rate=SAMPLE_RATE, frame_ms=10.0, rel_db=-25.0):
-    """(onset, end) in seconds of the speech in a clip: the first and last 10 ms frame whose RMS
-    is within ``rel_db`` of the loudest frame's."""
-    clip = np.asarray(clip, np.float64)
-    n = int(rate * frame_ms / 1000)
-    frames = clip[:len(clip) // n * n].reshape(-1, n)
-    rms = np.sqrt(np.mean(frames ** 2, axis=1) + 1e-20)
-    active = np.nonzero(20 * np.log10(rms / rms.max()) >= rel_db)[0]
-    return active[0] * n / rate, (active[-1] + 1) * n / rate
-
-
-def noise_track(recordings: Sequence[np.ndarray], n: int, rng: np.random.Generator,
-                segment_s=(4.0, 15.0), fade_s=0.05, rate=SAMPLE_RATE) -> np.ndarray:
-    """``n`` samples of background: random segments of random recordings, each scaled to unit
-    RMS, joined with linear cross-fades. Zeros when there are no recordings."""
-    recordings = [np.asarray(r, np.float32) for r in recordings if len(r) > rate // 10]
-    out = np.zeros(n, np.float32)
-    if not recordings:
-        return out
-    fade = int(fade_s * rate)
-    pos = 0
-    while pos < n:
-        rec = recordings[int(rng.integers(len(recordings)))]
-        length = min(int(rng.uniform(*segment_s) * rate), len(rec))
-        start = int(rng.integers(0, len(rec) - length + 1))
-        seg = rec[start:start + length].astype(np.float32)
-        seg = seg / (np.sqrt(np.mean(seg ** 2)) + 1e-8)
-        f = min(fade, length // 2, pos)
-        if f:
-            ramp = np.linspace(0, 1, f, dtype=np.float32)
-            seg = seg.copy()
-            seg[:f] *= ramp
-            out[pos - f:pos] *= ramp[::-1]
-            pos -= f
-        take = min(length, n - pos)
-        out[pos:pos + take] += seg[:take]
-        pos += take
-    return out
-
-
-def place_times(count: int, seconds: float, clip_s: float, min_gap_s: float,
-                rng: np.random.Generator, lead_s: float = 1.0) -> np.ndarray:
-    """``count`` clip start times in [lead_s, seconds - clip_s], sorted, at least
-    ``clip_s + min_gap_s`` apart, uniformly spread (random gaps)."""
-    slot = clip_s + min_gap_s
-    free = seconds - lead_s - clip_s - (count - 1) * slot
-    if count and free < 0:
-        raise StreamError(f"{count} keywords of {clip_s} s with {min_gap_s} s gaps do not fit in "
-                          f"{seconds:.1f} s: lower --keywords_per_minute or --min_gap_s")
-    offsets = np.sort(rng.uniform(0, max(free, 0), count))
-    return lead_s + offsets + np.arange(count) * slot
-
-
-def make_stream(clips, noise_recordings, seconds: float, rng: np.random.Generator,
-                keywords_per_minute: float = 10.0, snr_db: Optional[float] = 20.0,
-                min_gap_s: float = 2.0, lead_s: float = 1.0, equal_loudness: bool = True,
-                rate=SAMPLE_RATE):
-    """Mix keyword clips into background noise.
-
-    ``clips``: list of (word, audio [<= 1 s], source) to draw from (in order, cycling);
-    returns (audio float32 [n], [Keyword]) with the keywords at known times. The speech power
-    of a clip is the mean power over its speech span (``speech_bounds``); the noise power is
-    ``snr_db`` under the mean speech power of the placed clips. ``equal_loudness``: every clip
-    is first scaled to that mean speech power, so each keyword is at ``snr_db`` (recordings of
-    Speech Commands differ by 30 dB and more in loudness: unscaled, the quiet ones sit far
-    below the noise and no model could hear them).
-    """
-    n = int(round(seconds * rate))
-    count = int(round(keywords_per_minute * seconds / 60.0))
-    if count and not clips:
-        raise StreamError("no keyword clips to place in the stream")
-    clip_s = max(len(c[1]) for c in clips) / rate if clips else 1.0
-    starts = place_times(count, seconds, clip_s, min_gap_s, rng, lead_s)
-    placed, powers = [], []
-    for i, start_s in enumerate(starts):
-        word, clip, source = clips[i % len(clips)]
-        clip = np.asarray(clip, np.float32)
-        on, off = speech_bounds(clip, rate)
-        seg = clip[int(on * rate):int(off * rate)]
-        powers.append(float(np.mean(seg.astype(np.float64) ** 2)) + 1e-12)
-        placed.append((word, clip, source, int(round(start_s * rate)), on, off))
-    p_speech = float(np.mean(powers)) if powers else 0.01
-    speech = np.zeros(n, np.float32)
-    truth = []
-    for (word, clip, source, s, on, off), p in zip(placed, powers):
-        if equal_loudness:
-            clip = clip * np.float32(math.sqrt(p_speech / p))
-        speech[s:s + len(clip)] += clip[:n - s]
-        truth.append(det.Keyword(word, s / rate, s / rate + on, s / rate + off, source))
-    audio = speech
-    if snr_db is not None and math.isfinite(snr_db):
-        noise = noise_track(noise_recordings, n, rng)
-        audio = speech + noise * np.float32(math.sqrt(p_speech / 10 ** (snr_db / 10)))
-    peak = float(np.max(np.abs(audio))) if n else 0.0
-    if peak > 0.999:  # keep it writable as 16-bit PCM without clipping
-        audio = audio * np.float32(0.999 / peak)
-    return audio.astype(np.float32), truth
-
-
-def corpus_clips(cfg, labels, split: str, count: int, rng: np.random.Generator):
-    """``count`` keyword clips of ``split`` for the model's words, the word drawn uniformly,
-    the clip without replacement within a word (cycling when a word runs out)."""
-    from pipeline import audio as audio_lib
-    from pipeline import speech_commands as sc
-    from pipeline.input_pipeline import index_from_config
-
-    index = index_from_config(cfg, labels=labels)
-    if split not in index.splits or not len(index.splits[split]):
-        raise StreamError(f"the {split} split of {cfg.data_dir} is empty")
-    s = index.splits[split]
-    words = [l for l in labels if l not in (sc.SILENCE_LABEL, sc.UNKNOWN_LABEL)]
-    pools = {}
-    for w in words:
-        rows = np.nonzero((s.source == 0) & (s.labels == labels.index(w)))[0]
-        if len(rows):
-            pools[w] = list(rng.permutation(rows))
-    if not pools:
-        raise StreamError(f"no clips of the model's words {words} in the {split} split of "
-                          f"{cfg.data_dir}")
-    present = sorted(pools)
-    used = {w: 0 for w in present}
-    clips = []
-    for _ in range(count):
-        w = present[int(rng.integers(len(present)))]
-        row = pools[w][used[w] % len(pools[w])]
-        used[w] += 1
-        path = str(s.paths[row])
-        clips.append((w, audio_lib.load_wav(path), os.path.relpath(path, cfg.data_dir)))
-    noise = [audio_lib.load_wav(f, None) for f in index.noise_files]
-    return clips, noise, index
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -349,143 +201,6 @@ def sweep(labels, times_ms, probs, config: det.DetectorConfig, thresholds, truth
     return rows
 
 
-# -- compute budget -----------------------------------------------------------------------------
-INSTRUCTION_KEYS = ("instructions_per_inference", "instructions", "total_instructions",
-                    "insns", "icount")
-
-
-def _find_instruction_counts(obj, prefix=""):
-    found = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and "ins" in k.lower():
-                found[key] = float(v)
-            elif isinstance(v, dict):
-                found.update(_find_instruction_counts(v, key + "."))
-    return found
-
-
-def _cost_object(path: str) -> dict:
-    """The last line of ``path`` that is a JSON object (or the whole file)."""
-    if not os.path.exists(path):
-        raise StreamError(f"--cost_json {path} does not exist")
-    text = open(path).read()
-    for candidate in [text] + text.strip().splitlines()[::-1]:
-        try:
-            obj = json.loads(candidate)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            return obj
-    raise StreamError(f"--cost_json {path}: no JSON object found (expected the output of "
-                      "firmware_sim.cost, whose last line is JSON)")
-
-
-def streaming_measured_instructions(path: str, model: str, arch=None, depth=None
-                                    ) -> Optional[dict]:
-    """The MEASURED instructions per hop of a streaming model from firmware_sim.cost's JSON
-    (``streaming_hop_insns`` / ``streaming_models``, counted hop by hop in the aarch64
-    firmware): the entry named as ``model``'s file (stem), else the only entry of the same
-    ``arch`` and ``depth`` (a run directory and its export compute the same ops). None when the
-    JSON has no such measurement (older output, windowed models only)."""
-    obj = _cost_object(path)
-    hop = obj.get("streaming_hop_insns") or {}
-    entries = [e for e in obj.get("streaming_models") or [] if isinstance(e, dict)]
-    name = os.path.splitext(os.path.basename(str(model).rstrip("/")))[0]
-    entry = next((e for e in entries if e.get("name") == name), None)
-    how = "the same file"
-    if entry is None and name in hop:
-        entry = {"name": name, "hop_insns": hop[name]}
-    if entry is None and arch is not None and depth is not None:
-        same = [e for e in entries if e.get("arch") == arch and e.get("depth") == int(depth)]
-        if len(same) == 1:
-            entry, how = same[0], f"the export of the same arch {arch} and depth {depth}"
-    if entry is None:
-        return None
-    try:
-        total = float(entry["hop_insns"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise StreamError(f"--cost_json {path}: streaming entry {entry.get('name')!r} has no "
-                          "instruction count") from e
-    return {"total": total, "model": entry.get("name"), "matched": how,
-            "hops": entry.get("hops"),
-            "measured": "firmware_sim.cost: one Invoke() per hop counted in the aarch64 "
-                        "firmware (qemu-aarch64 -cpu cortex-a53), mean over the hops"}
-
-
-def streaming_hop_instructions(path: str, depth: int, binary: bool = True) -> dict:
-    """ESTIMATED instructions of one streaming invoke (one backbone frame) at ``depth``, from
-    firmware_sim.cost's measured parts of the windowed model (its JSON: ``raw``, ``meta.T``):
-    conv1, conv2, linear and each DFSMN layer scale with the frames (conv1 computes 2 of its
-    2T output rows per hop, conv2 1 of T, linear and every layer 1 of T frames), the classifier
-    runs whole every hop. Binary: conv2 is the cost tool's proxy of the binary conv, linear and
-    the layers bitwise; float (teacher): XNNPACK's. The streaming model's own extra work (state
-    copies, the receptive-field scale of conv2) is not in it. Returns the parts and the total."""
-    obj = _cost_object(path)
-    try:
-        raw, T = obj["raw"], int(obj["meta"]["T"])
-        part = raw["bitwise"] if binary else raw["float"]
-        layers = part["layer"]
-        n = len(layers)
-        sets, step = {}, 1
-        while step <= n:   # thinnable layer sets (models/thinnable.py)
-            sets[n // step] = [j for j in range(n) if (j + 1) % step == 0]
-            step *= 2
-        if depth not in sets:
-            raise StreamError(f"--cost_json {path}: depth {depth} is not one of the measured "
-                              f"model's depths {sorted(sets)}")
-        parts = {"conv1": raw["float"]["conv1"] / T,
-                 "conv2": (raw["bitwise"]["conv2_proxy"] if binary else raw["float"]["conv2"]) / T,
-                 "linear": part["linear"] / T,
-                 f"layers_d{depth}": sum(layers[j] for j in sets[depth]) / T,
-                 "classifier": raw["float"]["classifier"]}
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        if isinstance(e, StreamError):
-            raise
-        raise StreamError(f"--cost_json {path}: not firmware_sim.cost's output ({e!r}); "
-                          "expected its JSON line (raw, meta)") from e
-    return {"parts": parts, "total": float(sum(parts.values())), "frames_measured": T,
-            "estimate": "windowed parts / T frames + the whole classifier (not measured "
-                        "as a streaming model)"}
-
-
-def read_cost_json(path: str, key: Optional[str] = None) -> float:
-    """Instructions per inference from the cost tool's output: the last line of ``path`` that
-    is a JSON object (or the whole file), key ``key`` (dotted for nested) or the first of
-    INSTRUCTION_KEYS present."""
-    obj = _cost_object(path)
-    if key:
-        v = obj
-        for part in key.split("."):
-            if not isinstance(v, dict) or part not in v:
-                raise StreamError(f"--cost_json {path}: no key {key!r}; it has "
-                                  f"{sorted(_find_instruction_counts(obj))}")
-            v = v[part]
-        return float(v)
-    for k in INSTRUCTION_KEYS:
-        if isinstance(obj.get(k), (int, float)):
-            return float(obj[k])
-    counts = _find_instruction_counts(obj)
-    if len(counts) == 1:
-        return next(iter(counts.values()))
-    raise StreamError(f"--cost_json {path}: cannot tell which number is the instruction count "
-                      f"per inference (candidates: {sorted(counts) or 'none'}); pass --cost_key")
-
-
-def compute_budget(instructions_per_inference: float, stride_ms: float,
-                   clock_mhz: float = 1200.0, ipc: float = 1.0) -> dict:
-    inferences_per_s = 1000.0 / stride_ms
-    ips = instructions_per_inference * inferences_per_s
-    cycles = ips / ipc
-    return {"instructions_per_inference": instructions_per_inference,
-            "inferences_per_second": inferences_per_s, "stride_ms": stride_ms,
-            "instructions_per_audio_second": ips,
-            "cycles_per_audio_second": cycles,
-            "clock_mhz": clock_mhz, "ipc": ipc,
-            "core_load": cycles / (clock_mhz * 1e6)}
-
-
 # -- reporting ----------------------------------------------------------------------------------
 def format_table(metrics: Optional[dict], budget: Optional[dict], info: dict,
                  sweep_rows=None) -> str:
@@ -537,150 +252,6 @@ def format_table(metrics: Optional[dict], budget: Optional[dict], info: dict,
                          "windowed parts, not measured as a streaming model: " + ", ".join(
                              f"{k} {v:,.0f}" for k, v in b["estimate"]["parts"].items()) + ")")
     return "\n".join(lines)
-
-
-def pick_excerpt(truth, detections, outcomes, seconds, length, start=None):
-    """Excerpt start: given, or the ``length`` s window with the most errors (misses, false
-    accepts, wrong words), or the beginning."""
-    if seconds <= length:
-        return 0.0
-    if start is not None:
-        return float(min(max(start, 0.0), seconds - length))
-    bad = [k.onset for k, hit in truth if not hit] + \
-        [d.time for d, o in zip(detections, outcomes) if o != "hit"]
-    if not bad:
-        return 0.0
-    bad = np.sort(bad)
-    best = max(bad, key=lambda b: np.sum((bad >= b - 2) & (bad < b - 2 + length)))
-    return float(min(max(best - 2.0, 0.0), seconds - length))
-
-
-def plot_stream(path, audio, times_ms, trace: det.DetectorTrace, truth, metrics, threshold,
-                title, excerpt_s=30.0, excerpt_start=None, row_s=150.0):
-    """PNG: an excerpt (waveform; smoothed posteriors, keywords and detections) and, for long
-    streams, a summary of the whole stream (one row per ``row_s`` seconds)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seconds = len(audio) / SAMPLE_RATE
-    labels = trace.labels
-    avg = trace.averaged()
-    t = np.asarray(times_ms) / 1000.0
-    dets = trace.detections
-    outcomes = metrics["outcomes"] if metrics else ["?"] * len(dets)
-    hits = metrics["hit_mask"] if metrics else [False] * len(truth)
-    kw_words = [l for l in labels if l not in (det.SILENCE_LABEL, det.UNKNOWN_LABEL)]
-    cmap = plt.get_cmap("tab10")
-    color = {w: cmap(i % 10) for i, w in enumerate(kw_words)}
-    color.update({det.SILENCE_LABEL: "0.6", det.UNKNOWN_LABEL: "0.35"})
-    ocolor = {"hit": "tab:green", "wrong_word": "tab:orange", "duplicate": "tab:purple",
-              "false_accept": "tab:red", "?": "k"}
-
-    start = pick_excerpt(list(zip(truth, hits)), dets, outcomes, seconds, excerpt_s,
-                         excerpt_start)
-    stop = min(start + excerpt_s, seconds)
-    n_rows = int(math.ceil(seconds / row_s)) if seconds > excerpt_s else 0
-    fig = plt.figure(figsize=(16, 6.5 + 1.1 * n_rows))
-    heights = [1.2, 2.2] + ([0.45] + [0.8] * n_rows if n_rows else [])
-    gs = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.35)
-    ax_w = fig.add_subplot(gs[0])
-    ax_p = fig.add_subplot(gs[1], sharex=ax_w)
-
-    a, b = int(start * SAMPLE_RATE), int(stop * SAMPLE_RATE)
-    x = np.asarray(audio[a:b])
-    step = max(1, len(x) // 8000)
-    ax_w.plot(start + np.arange(0, len(x), step) / SAMPLE_RATE, x[::step], lw=0.4, color="0.2")
-    ax_w.set_ylabel("audio")
-    ax_w.set_title(title, fontsize=10)
-    sel = (t >= start) & (t <= stop)
-    for i, l in enumerate(labels):
-        ax_p.plot(t[sel], avg[sel, i], lw=1.3 if l in kw_words else 0.9,
-                  color=color.get(l, "k"), label=l.strip("_"), ls="-" if l in kw_words else ":")
-    ax_p.axhline(threshold, color="k", lw=0.7, ls="--")
-    ax_p.set_ylim(-0.02, 1.12)
-    ax_p.set_ylabel("smoothed posterior")
-    ax_p.set_xlabel("time (s); posteriors and detections at the end of their window",
-                    fontsize=9)
-    for k, hit in zip(truth, hits):
-        if k.offset < start or k.onset > stop:
-            continue
-        for ax in (ax_w, ax_p):
-            ax.axvspan(k.onset, k.offset, color=color.get(k.word, "0.5"), alpha=0.18, lw=0)
-        ax_w.text(k.onset, 0.97, " " + k.word + ("" if hit or not metrics else " (miss)"),
-                  transform=ax_w.get_xaxis_transform(), fontsize=8, va="top",
-                  color="tab:red" if metrics and not hit else "k")
-    for d, o in zip(dets, outcomes):
-        if start <= d.time <= stop:
-            ax_p.plot(d.time, 1.06, marker="v", ms=8, color=ocolor.get(o, "k"))
-            ax_p.text(d.time, 1.08, f" {d.word} {d.score:.2f}", fontsize=7, va="bottom",
-                      color=ocolor.get(o, "k"))
-    ax_p.set_xlim(start, stop)
-    ax_p.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-
-    if n_rows:
-        ax_t = fig.add_subplot(gs[2])
-        ax_t.axis("off")
-        summary = (f"whole stream ({seconds / 60:.1f} min): shaded = the excerpt above; "
-                   "keywords: green hit, red miss (below the line); detections: green hit, "
-                   "red false accept, orange wrong word, purple duplicate (above)")
-        ax_t.text(0, 0.15, summary, fontsize=9, va="center")
-        for r in range(n_rows):
-            lo, hi = r * row_s, min((r + 1) * row_s, seconds)
-            ax = fig.add_subplot(gs[3 + r])
-            top = np.full(len(t), np.nan)
-            if kw_words:
-                kw_avg = avg[:, [labels.index(w) for w in kw_words]]
-                ok = ~np.isnan(kw_avg).any(axis=1)
-                top[ok] = kw_avg[ok].max(axis=1)
-            s2 = (t >= lo) & (t <= hi)
-            ax.plot(t[s2], top[s2], lw=0.6, color="0.4")
-            ax.axhline(threshold, color="k", lw=0.5, ls="--")
-            for k, hit in zip(truth, hits):
-                if lo <= k.onset < hi:
-                    c = "tab:green" if hit else "tab:red"
-                    ax.plot(k.onset, -0.25, marker="^", ms=6, color=c)
-                    ax.text(k.onset, -0.75, k.word, fontsize=6, ha="center", color=c)
-            for d, o in zip(dets, outcomes):
-                if lo <= d.time < hi:
-                    ax.plot(d.time, 1.25, marker="v", ms=6, color=ocolor.get(o, "k"))
-                    if o != "hit":
-                        ax.text(d.time, 1.45, d.word, fontsize=6, ha="center",
-                                color=ocolor.get(o, "k"))
-            if start < hi and stop > lo:
-                ax.axvspan(max(start, lo), min(stop, hi), color="tab:blue", alpha=0.08, lw=0)
-            ax.set_xlim(lo, lo + row_s if n_rows > 1 else seconds)
-            ax.set_ylim(-1.0, 1.8)
-            ax.set_yticks([0, 1])
-            ax.tick_params(labelsize=7)
-            ax.set_ylabel("top kw", fontsize=7)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
-def write_wav(path, audio, rate=SAMPLE_RATE):
-    import wave
-    data = (np.clip(np.asarray(audio), -1, 1) * 32767).astype("<i2").tobytes()
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(data)
-
-
-def read_truth(path) -> List[det.Keyword]:
-    if not os.path.exists(path):
-        raise StreamError(f"--truth {path} does not exist")
-    with open(path) as f:
-        data = json.load(f)
-    try:
-        rows = data["keywords"] if isinstance(data, dict) else data
-        return [det.Keyword(r["word"], float(r.get("start", r["onset"])), float(r["onset"]),
-                            float(r.get("offset", r["onset"] + 1.0)), r.get("source", ""))
-                for r in rows]
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise StreamError(f"--truth {path}: not a ground-truth file ({type(e).__name__}: {e}); "
-                          "expected a .truth.json written by firmware_sim.stream") from e
 
 
 # -- the tool -----------------------------------------------------------------------------------
@@ -878,7 +449,7 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
                                                       _is_binary_arch(pred.arch))
             n_instr = (measured or estimate)["total"]
         else:   # a windowed file counted by the cost tool by name, else its one count
-            counted = _cost_object(st.cost_json).get("model_insns") or {}
+            counted = cost_object(st.cost_json).get("model_insns") or {}
             name = os.path.splitext(os.path.basename(str(model).rstrip("/")))[0]
             n_instr = (float(counted[name]) if isinstance(counted.get(name), (int, float))
                        else read_cost_json(st.cost_json))
@@ -992,7 +563,7 @@ def main(argv):
     if n_instr is None and FLAGS.cost_json and FLAGS.cost_key:
         n_instr = read_cost_json(FLAGS.cost_json, FLAGS.cost_key)
     elif n_instr is None and FLAGS.cost_json:   # checked now; read once the model is known
-        _cost_object(FLAGS.cost_json)
+        cost_object(FLAGS.cost_json)
     settings = StreamSettings(
         stride_ms=FLAGS.stride_ms,
         detector=det.DetectorConfig(FLAGS.average_window_ms, FLAGS.threshold,

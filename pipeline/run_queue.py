@@ -2,7 +2,7 @@
 
 Reads: --queue (a text file of pipeline.train runs), the runs already in --out_dir.
 Writes: one run directory per entry in --out_dir (with eval_validation.json / eval_testing.json),
-  its log in --logs_dir, --out_dir/report.md / report.json; the report (--json_out).
+  its log in --logs_dir, --out_dir/report.md / report.json / report.png; the report (--json_out).
 
     python -m pipeline.run_queue --queue configs/queue_real8.txt \
         --archive_dir docs/recipe_search                                     # run what is left
@@ -39,7 +39,8 @@ for students; teachers are chosen on validation, ``best``).
 ``--report`` (also printed after every run) groups runs by ``@group`` (default: the name) and
 prints mean and standard deviation (ddof=1) of test and validation accuracy per depth, the gap
 of each group to its ``@teacher`` at depth 8, and what each run cost (epochs, seconds per
-epoch, hours), as Markdown (``{runs}/report.md``) and JSON (``{runs}/report.json``). A group
+epoch, hours), as Markdown (``{runs}/report.md``), JSON (``{runs}/report.json``) and a figure of every
+run's test accuracy per group and depth (``{runs}/report.png``, `pipeline.report_plot`). A group
 whose entries name ``@baseline=GROUP`` is an ablation arm of that group (the full recipe minus
 one component, same schedule): the report adds what the baseline gains over the arm at each
 depth on test, with its standard error over the seeds and Welch's t-test (``compare_groups``),
@@ -60,6 +61,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from absl import app, flags
+
+from pipeline import report_plot
 
 FLAGS = flags.FLAGS
 
@@ -465,7 +468,10 @@ def report(entries: List[Entry], runs_dir: str) -> dict:
         f.write(text + "\n")
     with open(os.path.join(runs_dir, "report.json"), "w") as f:
         json.dump({"groups": summary, "runs": records}, f, indent=1)
-    return {"text": text, "groups": summary, "runs": records}
+    # the same records as a picture: runs as dots, groups as mean +- s.d., teachers as lines
+    plotted = report_plot.plot_report(records, os.path.join(runs_dir, "report.png"))
+    return {"text": text, "groups": summary, "runs": records,
+            "plot": os.path.join(runs_dir, "report.png") if plotted else None}
 
 
 def main(argv):

@@ -77,6 +77,26 @@ def test_report_mean_std_and_gap(tmp_path):
     assert s["hours"] == pytest.approx(3 * 4 * 10 / 3600)
     assert "93.00 ± 1.00" in rep["text"]
     assert os.path.exists(os.path.join(root, "report.md"))
+    # the figure: what it drew is the table's numbers, and the file is a PNG
+    assert rep["plot"] == os.path.join(root, "report.png")
+    with open(rep["plot"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    drawn = rq.report_plot.plot_points(rep["runs"])
+    assert sorted(drawn) == [4, 8]
+    (t8, s8), (t4, s4) = drawn[8], drawn[4]
+    assert t8["group"] == "t" and t8["teacher_group"] and t8["std"] is None
+    assert s8["group"] == "s" and not s8["teacher_group"]
+    assert s8["values"] == pytest.approx([0.93, 0.94, 0.92])
+    assert s8["mean"] == pytest.approx(s["testing_d8"][0])
+    assert s8["std"] == pytest.approx(s["testing_d8"][1])
+    assert s4["mean"] == pytest.approx(0.92)
+
+
+def test_report_without_evaluations_draws_nothing(tmp_path):
+    root = str(tmp_path)
+    entries = rq.parse_queue("t --epochs=4\n", root)
+    rep = rq.report(entries, root)
+    assert rep["plot"] is None and not os.path.exists(os.path.join(root, "report.png"))
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 from conftest import WORD_FREQS, tone
 from firmware_sim import detector as det
-from firmware_sim import stream
+from firmware_sim import stream, stream_audio, stream_budget
 from pipeline import cli
 from pipeline.input_pipeline import DataConfig
 
@@ -143,7 +143,7 @@ def test_stream_puts_keywords_at_the_recorded_times():
     clips = [(w, clean_tone(WORD_FREQS[w], amp=a), f"{w}.wav") for w, a in zip(words, amps)]
     noise = [0.1 * rng.standard_normal(16000 * 5),
              np.sin(2 * np.pi * 50 * np.arange(40000) / 16000)]
-    audio, truth = stream.make_stream(clips, noise, 90.0, rng, keywords_per_minute=12,
+    audio, truth = stream_audio.make_stream(clips, noise, 90.0, rng, keywords_per_minute=12,
                                       snr_db=20.0, min_gap_s=2.0)
     assert len(audio) == 90 * 16000 and len(truth) == 18
     starts = np.array([k.start for k in truth])
@@ -168,19 +168,19 @@ def test_stream_puts_keywords_at_the_recorded_times():
     snr = 10 * np.log10(np.mean(p_kw) / np.mean(audio[gaps].astype(np.float64) ** 2))
     assert snr == pytest.approx(20.0, abs=1.5)
     # natural loudness: the clips keep their level differences
-    audio, truth = stream.make_stream(clips, noise, 90.0, np.random.default_rng(3), 12,
+    audio, truth = stream_audio.make_stream(clips, noise, 90.0, np.random.default_rng(3), 12,
                                       snr_db=float("inf"), equal_loudness=False)
     p = [np.mean(audio[int(k.onset * 16000):int(k.offset * 16000)].astype(np.float64) ** 2)
          for k in truth[:4]]
     assert 10 * np.log10(p[0] / p[1]) == pytest.approx(20 * np.log10(0.5 / 0.02), abs=0.5)
     with pytest.raises(stream.StreamError, match="do not fit"):
-        stream.make_stream(clips, noise, 20.0, rng, keywords_per_minute=60)
+        stream_audio.make_stream(clips, noise, 20.0, rng, keywords_per_minute=60)
 
 
 def test_corpus_clips_come_from_the_split(tiny_corpus):
     rng = np.random.default_rng(0)
     labels = ["_silence_", "yes", "no", "up", "down"]
-    clips, noise, _ = stream.corpus_clips(DataConfig(data_dir=tiny_corpus), labels, "testing",
+    clips, noise, _ = stream_audio.corpus_clips(DataConfig(data_dir=tiny_corpus), labels, "testing",
                                           12, rng)
     testing = set(open(os.path.join(tiny_corpus, "testing_list.txt")).read().split())
     assert len(clips) == 12 and len(noise) == 2
@@ -223,20 +223,20 @@ def test_loop_windows_are_causal_and_batching_changes_nothing():
 
 
 def test_compute_budget_and_cost_json(tmp_path):
-    b = stream.compute_budget(3e6, stride_ms=250, clock_mhz=1200, ipc=1.0)
+    b = stream_budget.compute_budget(3e6, stride_ms=250, clock_mhz=1200, ipc=1.0)
     assert b["inferences_per_second"] == 4 and b["instructions_per_audio_second"] == 1.2e7
     assert b["core_load"] == pytest.approx(0.01)
-    assert stream.compute_budget(3e6, 250, ipc=2.0)["core_load"] == pytest.approx(0.005)
+    assert stream_budget.compute_budget(3e6, 250, ipc=2.0)["core_load"] == pytest.approx(0.005)
     p = tmp_path / "cost.txt"
     p.write_text("qemu: counting...\ntotal 123\n" + json.dumps(
         {"model": "x.tflite", "instructions_per_inference": 2.5e6, "runs": 3}) + "\n")
-    assert stream.read_cost_json(str(p)) == 2.5e6
+    assert stream_budget.read_cost_json(str(p)) == 2.5e6
     p.write_text(json.dumps({"counts": {"instructions": 7}, "wall": 1.0}))
-    assert stream.read_cost_json(str(p)) == 7
+    assert stream_budget.read_cost_json(str(p)) == 7
     p.write_text(json.dumps({"insns_d8": 9, "insns_d4": 5}))
     with pytest.raises(stream.StreamError, match="--cost_key"):
-        stream.read_cost_json(str(p))
-    assert stream.read_cost_json(str(p), "insns_d4") == 5
+        stream_budget.read_cost_json(str(p))
+    assert stream_budget.read_cost_json(str(p), "insns_d4") == 5
 
 
 # -- end to end on tone streams -------------------------------------------------------------------
@@ -289,7 +289,7 @@ def test_stub_predictor_finds_every_tone_at_its_time(tiny_corpus, tone_settings,
         k = min(res["truth"], key=lambda k: abs(k.onset - d.time))
         assert k.offset <= d.time <= k.onset + 1.5, (d, k)
     # the written stream and its ground truth reproduce the run
-    truth = stream.read_truth(res["paths"]["truth"])
+    truth = stream_audio.read_truth(res["paths"]["truth"])
     assert [(k.word, k.onset) for k in truth] == [(k.word, k.onset) for k in res["truth"]]
     assert os.path.getsize(res["paths"]["plot"]) > 20000
     post = np.load(res["paths"]["posteriors"])

@@ -620,7 +620,7 @@ def test_streaming_cost_measured_on_aarch64(exports, tmp_path):
     add up to the hop, no allocation in Invoke; firmware_sim.stream prefers the measured
     figure to its estimate."""
     from firmware_sim import firmware_runner as fw
-    from firmware_sim import model_cost, stream
+    from firmware_sim import model_cost, stream, stream_budget
     paths = [os.path.join(exports["out"], n + ".tflite") for n in
              ("dfsmn_stream_float_d8_streaming", "bifsmnv2_stream_lce_d2_streaming")]
     fw.build("host")
@@ -679,13 +679,13 @@ def test_streaming_cost_measured_on_aarch64(exports, tmp_path):
     cost_json = str(tmp_path / "cost.json")
     with open(cost_json, "w") as f:
         f.write("tables\n" + json.dumps(summ) + "\n")
-    m = stream.streaming_measured_instructions(cost_json, paths[1])
+    m = stream_budget.streaming_measured_instructions(cost_json, paths[1])
     assert m["total"] == res[1]["insns"] and m["matched"] == "the same file"
-    m = stream.streaming_measured_instructions(cost_json, "/runs/x", "bifsmnv2_stream", 2)
+    m = stream_budget.streaming_measured_instructions(cost_json, "/runs/x", "bifsmnv2_stream", 2)
     assert m["total"] == res[1]["insns"] and "same arch" in m["matched"]
-    assert stream.streaming_measured_instructions(cost_json, "/runs/x", "bifsmnv2_stream",
+    assert stream_budget.streaming_measured_instructions(cost_json, "/runs/x", "bifsmnv2_stream",
                                                   8) is None
-    table = stream.format_table(None, dict(stream.compute_budget(m["total"], 128.0),
+    table = stream.format_table(None, dict(stream_budget.compute_budget(m["total"], 128.0),
                                            measured=m, source="measured"),
                                 {"model": "m", "runtime": "lce", "audio_seconds": 1.0,
                                  "loop": "streaming", "stride_ms": 128.0, "windows": 7,
