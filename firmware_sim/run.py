@@ -36,8 +36,7 @@ from absl import app, flags
 
 from firmware_sim.firmware_runner import FirmwareError
 from pipeline import checkpoints, cli, data_flags, output_paths, predictors
-from pipeline.evaluate import evaluate_predictor, format_report, plot_confusion
-from pipeline.input_pipeline import InputPipeline, index_from_config
+from pipeline.evaluate import clip_pipeline, evaluate_predictor, format_report, plot_confusion
 
 FLAGS = flags.FLAGS
 
@@ -71,11 +70,7 @@ def run(model_path, cfg, split="testing", plot=None, batch_size=256, reference=N
     fw.build(target)
     pred = fw.predictor(model_path, target=target, float_kernels=float_kernels,
                         kernel_path=kernel_path, arena=arena_size)
-    index = index_from_config(cfg, labels=pred.labels)
-    pipe = InputPipeline(index, cfg)
-    if any(index.ignored.values()):
-        print(f"skipped {sum(index.ignored.values())} clip(s) of classes the model does not "
-              "have (no _unknown_ class)")
+    pipe = clip_pipeline(cfg, pred.labels)
     splits = ["training", "validation", "testing"] if split == "all" else [split]
     logits = hashlib.sha256()  # of every clip's float32 logits, in order: targets compare
     firmware_predict = pred.predict

@@ -55,6 +55,16 @@ def confusion(y_true, y_pred, n):
     return cm
 
 
+def clip_pipeline(cfg, labels) -> InputPipeline:
+    """The clips of the data flags ``cfg`` labelled with the model's ``labels`` (its classes,
+    in its order); says how many clips of classes the model lacks are skipped."""
+    index = index_from_config(cfg, labels=labels)
+    if any(index.ignored.values()):
+        print(f"skipped {sum(index.ignored.values())} clip(s) of classes the model does not "
+              "have (no _unknown_ class)")
+    return InputPipeline(index, cfg)
+
+
 def evaluate_predictor(pred: predictors.Predictor, pipe: InputPipeline, splits,
                        batch_size=256):
     ys, ps = [], []
@@ -134,11 +144,7 @@ def run(model_path, cfg, split="testing", depth=None, plot=None, batch_size=256,
     for d in depths:
         pred = predictors.load_predictor(model_path, depth=d)
         if pipe is None:
-            index = index_from_config(cfg, labels=pred.labels)
-            pipe = InputPipeline(index, cfg)
-            if any(index.ignored.values()):
-                print(f"skipped {sum(index.ignored.values())} clip(s) of classes the model "
-                      "does not have (no _unknown_ class)")
+            pipe = clip_pipeline(cfg, pred.labels)
         splits = ["training", "validation", "testing"] if split == "all" else [split]
         res = evaluate_predictor(pred, pipe, splits, batch_size)
         if reference:

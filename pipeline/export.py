@@ -500,11 +500,7 @@ def export_one(checkpoint, flavor, depth, out_dir, pipe, cfg, data, audio_input=
 
     # -- verification: stage the file (it describes itself: no sidecar needed to run it), run
     # it, then move it into place
-    staging = os.path.join(out_dir, ".staging")
-    os.makedirs(staging, exist_ok=True)
-    staged = os.path.join(staging, f"{name}.tflite")
-    with open(staged, "wb") as f:
-        f.write(flatbuffer)
+    staged, staging = stage(flatbuffer, name, out_dir)
 
     audio, feats, labels = data
     runtime = "lce" if flavor == "lce" else "tf"  # bdfsmn: tf + the op library (auto)
@@ -863,6 +859,18 @@ def main(argv):
               ".md reports; --force writes them anyway)", file=sys.stderr)
         sys.exit(1)
     return result  # --json_out
+
+
+def stage(flatbuffer: bytes, name: str, out_dir: str):
+    """The start of every export's verification (windowed and streaming): the file written to
+    OUT_DIR/.staging/<name>.tflite, where it is run before `publish_staged` moves it into place.
+    Returns (staged file, staging folder)."""
+    staging = os.path.join(out_dir, ".staging")
+    os.makedirs(staging, exist_ok=True)
+    staged = os.path.join(staging, f"{name}.tflite")
+    with open(staged, "wb") as f:
+        f.write(flatbuffer)
+    return staged, staging
 
 
 def publish_staged(report, staged, staging, name, out_dir, cfg, force, test_accuracy, t0):

@@ -251,11 +251,7 @@ def export_one(checkpoint, flavor, depth, out_dir, cfg, data, audio_input=False,
         "storage_reference": None, "storage_saving_vs_float": None,
     }
 
-    staging = os.path.join(out_dir, ".staging")
-    os.makedirs(staging, exist_ok=True)
-    staged = os.path.join(staging, f"{name}.tflite")
-    with open(staged, "wb") as f:
-        f.write(flatbuffer)
+    staged, staging = export.stage(flatbuffer, name, out_dir)
     audio, feats, labels = data
     pred = predictors.load_predictor(staged)       # the streaming runner (description)
     ref = export.keras_logits(base, feats)
