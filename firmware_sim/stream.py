@@ -476,7 +476,8 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
     if budget and measured:
         budget["measured"] = measured
         budget["source"] = "measured"
-    info = {"model": model, "runtime": pred.runtime, "audio_seconds": seconds,
+    info = {"model": model, "depth": getattr(pred, "depth", None) or depth,
+            "runtime": pred.runtime, "audio_seconds": seconds,
             "loop": res.loop, "stride_ms": stride_ms, "windows": len(res.times_ms),
             "invokes": res.invokes, "invokes_per_audio_second": res.invokes / seconds,
             "wall_seconds": res.wall_seconds,
@@ -502,6 +503,7 @@ def run(model: str, settings: StreamSettings = StreamSettings(), wav: Optional[s
                    "metrics": {k: v for k, v in (metrics or {}).items()
                                if k not in ("hit_mask", "outcomes")},
                    "sweep": sweep_rows, "budget": budget,
+                   "tolerance_before": st.tolerance_before, "tolerance_after": st.tolerance_after,
                    "detections": [dict(dataclasses.asdict(d), outcome=o)
                                   for d, o in zip(dets, outcomes)]}, f, indent=1)
     if plot != "none":

@@ -155,7 +155,7 @@ TOOLS: Dict[str, Tool] = {t.module: t for t in (
     Tool("firmware_sim.micro", ("models", "data_dir"), ("split", "max_clips", "arena_size"),
          data_flags=True, aliases=(("int8_model", "models"), ("binary_model", "models"))),
     Tool("firmware_sim.stream", ("model", "data_dir", "out_dir"), _STREAM, data_flags=True),
-    Tool("firmware_sim.stream_report", (), ("streams",)),
+    Tool("firmware_sim.stream_report", (), ("streams", "baseline")),
     Tool("firmware_sim.run", ("model", "data_dir"),
          ("split", "plot", "batch_size", "reference", "target", "float_kernels", "kernel_path",
           "arena_size"), data_flags=True),

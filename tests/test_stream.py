@@ -393,8 +393,18 @@ def test_cli_with_a_tiny_trained_model(tiny_corpus, tmp_path, capsys):
 
 
 # -- firmware_sim.stream_report: several streams, one table ------------------------------------
-def _fake_stream(folder, model, seed, hits, fa, loop="streaming", seconds=3600.0, threshold=0.5):
-    """A details .json and .truth.json as firmware_sim.stream writes them (100 keywords)."""
+def _fake_stream(folder, model, seed, hits, fa, loop="streaming", seconds=3600.0, threshold=0.5,
+                 hit_keywords=None, depth=None):
+    """A details .json and .truth.json as firmware_sim.stream writes them: 100 keywords 10 s
+    apart, a correct detection 0.5 s after the onset of each hit keyword (the first ``hits``,
+    or those of ``hit_keywords``), ``fa`` false accepts half-way between keywords."""
+    hit_keywords = list(range(hits)) if hit_keywords is None else sorted(hit_keywords)
+    assert len(hit_keywords) == hits
+    words = ["yes", "no", "up", "down"]
+    truth = [{"word": words[i % 4], "start": 10.0 * i, "onset": 10.0 * i + 0.2,
+              "offset": 10.0 * i + 0.7, "source": f"c{i}.wav"} for i in range(100)]
+    dets = [{"time": 10.0 * i + 0.7, "word": words[i % 4], "score": 0.9} for i in hit_keywords]
+    dets += [{"time": 10.0 * i + 5.0, "word": "go", "score": 0.8} for i in range(fa)]
     metrics = {"keywords": 100, "hits": hits, "misses": 100 - hits, "hit_rate": hits / 100,
                "wrong_word": 10 - seed, "false_accepts": fa,
                "false_accepts_per_hour": fa * 3600.0 / seconds, "median_latency_s": 0.6 + seed / 10}
@@ -403,10 +413,11 @@ def _fake_stream(folder, model, seed, hits, fa, loop="streaming", seconds=3600.0
              for k, th in enumerate((0.4, 0.6))]
     stem = os.path.join(folder, f"{os.path.basename(model)}_testing_s{seed}")
     with open(stem + ".json", "w") as f:
-        json.dump({"model": model, "loop": loop, "audio_seconds": seconds,
-                   "threshold": threshold, "metrics": metrics, "sweep": sweep}, f)
+        json.dump({"model": model, "loop": loop, "audio_seconds": seconds, "depth": depth,
+                   "threshold": threshold, "metrics": metrics, "sweep": sweep,
+                   "detections": sorted(dets, key=lambda d: d["time"])}, f)
     with open(stem + ".truth.json", "w") as f:
-        json.dump({"seed": seed, "keywords": []}, f)
+        json.dump({"seed": seed, "keywords": truth}, f)
     return stem + ".json"
 
 
@@ -415,7 +426,7 @@ def test_stream_report_means_over_seeds(tmp_path, capsys):
     for seed, (hits, fa) in enumerate([(90, 1), (88, 5), (89, 3)]):
         _fake_stream(str(tmp_path), "w.tflite", seed, hits, fa, loop="windowed")
     _fake_stream(str(tmp_path), "s.tflite", 4, 91, 8)
-    rows = {r["model"]: r for r in stream_report.run([str(tmp_path)])}
+    rows = {r["model"]: r for r in stream_report.run([str(tmp_path)])[0]}
     w = rows["w.tflite"]
     assert w["seeds"] == [0, 1, 2] and w["streams"] == 3 and w["loop"] == "windowed"
     assert w["mean"]["hit_rate"] == pytest.approx(267 / 300)
@@ -438,6 +449,38 @@ def test_stream_report_means_over_seeds(tmp_path, capsys):
     assert "1 / 5 / 3 (**3.0**)" in p.stdout and len(json.load(open(out))["rows"]) == 2
 
 
+def test_stream_report_pairs_models_keyword_by_keyword(tmp_path):
+    """--baseline: discordant keywords and McNemar's exact p, false-accept counts and their
+    exact test, checked against binomial sums by hand; unpaired streams are left out."""
+    import math
+    from firmware_sim import stream_report
+    # baseline hits keywords 0..89 on both seeds; the other hits 5..96 (92): per stream the
+    # baseline alone hits 0..4 (5), the other alone 90..96 (7)
+    for seed in (0, 1):
+        _fake_stream(str(tmp_path), "w.tflite", seed, 90, 3, loop="windowed")
+        _fake_stream(str(tmp_path), "s.tflite", seed, 92, 1, hit_keywords=range(5, 97))
+    _fake_stream(str(tmp_path), "s.tflite", 7, 92, 1)   # no baseline stream of seed 7
+    rows, pairs = stream_report.run([str(tmp_path)], baseline="w.tflite")
+    (c,) = pairs
+    assert c["model"] == "s.tflite" and c["streams"] == 2 and c["streams_skipped"] == 1
+    assert (c["base_only"], c["other_only"], c["keywords"]) == (10, 14, 200)
+    assert c["hit_rate_difference"] == pytest.approx(4 / 200)
+
+    def two_sided(k, n):   # exact binomial test at 1/2, by hand
+        tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
+        return min(1.0, 2 * tail)
+    assert c["hits_p"] == pytest.approx(two_sided(14, 24))
+    assert (c["false_accepts"], c["baseline_false_accepts"]) == (2, 6)
+    assert c["false_accepts_p"] == pytest.approx(two_sided(2, 8))
+    assert c["hours"] == pytest.approx(2.0)
+    text = stream_report.format_comparisons(pairs)
+    assert "+2.00 points" in text and "10 / 14" in text and "(+1 unpaired)" in text
+    with pytest.raises(stream_report.ReportError, match="names 2 rows"):
+        stream_report.run([str(tmp_path)], baseline=".tflite")
+    with pytest.raises(stream_report.ReportError, match="names 0 rows"):
+        stream_report.run([str(tmp_path)], baseline="w.tflite@streaming")
+
+
 def test_stream_report_refuses_mixed_or_foreign_files(tmp_path):
     from firmware_sim import stream_report
     a, b = tmp_path / "a", tmp_path / "b"
@@ -456,3 +499,15 @@ def test_stream_report_refuses_mixed_or_foreign_files(tmp_path):
         stream_report.run([str(tmp_path / "missing")])
     with pytest.raises(stream_report.ReportError, match="no firmware_sim.stream .json"):
         stream_report.run([str(tmp_path)])
+    # one run directory streamed at two depths: two rows when the files say the depth, refused
+    # (the same seed twice in one row) when they do not
+    c, d = tmp_path / "c", tmp_path / "d"
+    c.mkdir(), d.mkdir()
+    for depth, folder in ((8, c), (2, d)):
+        _fake_stream(str(folder), "runs/student", 0, 90 - depth, 1, loop="windowed", depth=depth)
+    rows, _ = stream_report.run([str(c), str(d)])
+    assert sorted(r["model"] for r in rows) == ["runs/student (depth 2)", "runs/student (depth 8)"]
+    for depth, folder in ((8, c), (2, d)):
+        _fake_stream(str(folder), "runs/student", 0, 90 - depth, 1, loop="windowed")
+    with pytest.raises(stream_report.ReportError, match="same seed"):
+        stream_report.run([str(c), str(d)])
