@@ -79,9 +79,10 @@ def plot_report(records: List[dict], path: str, split: str = "testing",
     lo = min(v for items in points.values() for it in items for v in it["values"])
     hi = max(v for items in points.values() for it in items for v in it["values"])
     axes[0][0].set_ylim(100 * lo - 1.0, 100 * hi + 0.5)
-    axes[0][0].set_ylabel(f"{split} accuracy, % (dots: runs; bars: mean ± s.d.)")
-    fig.suptitle(title or f"Recipe search: {split} accuracy per run and group "
-                 f"(red: teachers; dashed: each teacher run at depth {depths[0]})", fontsize=9)
+    axes[0][0].set_ylabel(f"{split} accuracy, %")
+    fig.suptitle(title or f"Recipe search: {split} accuracy (dots: runs; bars: each group's mean "
+                 f"± s.d.; red: teachers; dashed: each teacher run at depth {depths[0]})",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
