@@ -32,7 +32,9 @@ their teacher; only an unfinished run restarts there.
 After training, each run is evaluated at every trained depth on the validation and the testing
 split (``eval_validation.json``, ``eval_testing.json`` in its folder), with its own data flags
 (including ``--split_salt``) but always the default ``--seed``: the evaluation clips (and the
-silence crops among them) are then the same for every training seed. ``@weights=best|last``
+silence crops among them) are then the same for every training seed. ``@eval_<flag>=VALUE``
+replaces one of those data flags for the evaluation only (``eval_data_flags``; e.g.
+``@eval_silence_percentage=10`` for a run trained with more silence examples). ``@weights=best|last``
 picks the weights evaluated (default ``last``: the end of the cosine schedule, the rule fixed
 for students; teachers are chosen on validation, ``best``).
 
@@ -183,6 +185,10 @@ def check_entries(entries: List[Entry], known: set) -> None:
             problems.append(f"{e.name}: @teacher={e.options['teacher']} is not an entry")
         if "baseline" in e.options and e.options["baseline"] not in groups:
             problems.append(f"{e.name}: @baseline={e.options['baseline']} is not a group")
+        for key in e.options:
+            if key.startswith("eval_") and key[len("eval_"):] not in EVAL_DATA_FLAGS:
+                problems.append(f"{e.name}: @{key}: evaluation overrides only the data flags "
+                                f"{', '.join(EVAL_DATA_FLAGS)}")
         for name, value in _flag_words(e.args):
             if name not in known:
                 problems.append(f"{e.name}: pipeline.train has no flag --{name}")
@@ -291,18 +297,27 @@ def train(entry: Entry, runs_dir: str, logs_dir: str, python: str) -> int:
     return _run_logged(cmd, os.path.join(logs_dir, f"{entry.name}.log"))
 
 
+def eval_data_flags(entry: Entry, recorded: dict) -> List[str]:
+    """The data flags of a run's evaluation: those of ``EVAL_DATA_FLAGS`` it trained with
+    (``recorded``: its flags.json), each replaced by the entry's ``@eval_<flag>=VALUE`` if
+    any. A run that trains on another composition than the protocol's (e.g.
+    ``--silence_percentage=35``) is still scored on the protocol's clips with
+    ``@eval_silence_percentage=10``, so its accuracy compares with the other runs'."""
+    values = {k: recorded.get(k) for k in EVAL_DATA_FLAGS}
+    for key, value in entry.options.items():
+        if key.startswith("eval_"):
+            values[key[len("eval_"):]] = value
+    return [f"--{k}={','.join(v) if isinstance(v, list) else v}"
+            for k, v in values.items() if v is not None]
+
+
 def evaluate(entry: Entry, runs_dir: str, logs_dir: str, python: str) -> None:
     run_dir = os.path.join(runs_dir, entry.name)
     recorded = _json(os.path.join(run_dir, "flags.json")) or {}
     which = entry.options.get("weights", "last")
     os.makedirs(logs_dir, exist_ok=True)
     weights = os.path.join(run_dir, f"{which}.weights.h5")
-    data = []
-    for k in EVAL_DATA_FLAGS:
-        v = recorded.get(k)
-        if v is None:
-            continue
-        data.append(f"--{k}={','.join(v) if isinstance(v, list) else v}")
+    data = eval_data_flags(entry, recorded)
     for split in SPLITS:
         out = os.path.join(run_dir, f"eval_{split}.json")
         if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(weights):
@@ -319,6 +334,7 @@ def evaluate(entry: Entry, runs_dir: str, logs_dir: str, python: str) -> None:
             continue
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
         summary["weights"] = which
+        summary["data_flags"] = data
         with open(out + ".tmp", "w") as f:
             json.dump(summary, f, indent=1)
         os.replace(out + ".tmp", out)

@@ -228,3 +228,18 @@ def test_queue_files_use_flags_train_accepts(monkeypatch):
                                              r"z: @teacher=t is not an entry.*"
                                              r"z: @baseline=nope is not a group"):
         rq.check_entries(bad, known)
+
+
+def test_eval_overrides_replace_the_runs_own_data_flags():
+    """@eval_<flag>: a run trained on 35 % silence is scored on the protocol's 10 %; the other
+    data flags are the run's own; an override of a flag that is not a data flag is refused."""
+    (e,) = rq.parse_queue("s @eval_silence_percentage=10 --silence_percentage=35\n", "/r")
+    recorded = {"data_dir": "/d", "wanted_words": ["yes", "no"], "silence_percentage": 35,
+                "split_salt": None, "lr": 0.1}
+    assert rq.eval_data_flags(e, recorded) == [
+        "--data_dir=/d", "--wanted_words=yes,no", "--silence_percentage=10"]
+    (plain,) = rq.parse_queue("s --silence_percentage=35\n", "/r")
+    assert "--silence_percentage=35" in rq.eval_data_flags(plain, recorded)
+    (bad,) = rq.parse_queue("s @eval_lr=1\n", "/r")
+    with pytest.raises(rq.QueueError, match="@eval_lr"):
+        rq.check_entries([bad], {"silence_percentage", "lr"})
