@@ -10,8 +10,8 @@ Writes: into --out_dir (default runs/stream; or next to --plot): the stream .wav
     python -m firmware_sim.stream --model export/bifsmnv2_d8.tflite --wav recording.wav \\
         [--truth recording.truth.json]
 
-Input: a 16 kHz stream, a WAV file or one generated from a corpus's clips of one split (``--split``)
-in its background noise, with ground truth (``firmware_sim.stream_audio``).
+Input: a 16 kHz stream, a WAV file or one generated from a corpus's clips of one split
+(``--split``) in its background noise, with ground truth (``firmware_sim.stream_audio``).
 
 Loop: every ``--stride_ms`` the last second of audio (the window ending now) goes through the
 log-mel features and the model, the softmax goes to the detector (firmware_sim.detector: TFLite

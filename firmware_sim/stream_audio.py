@@ -1,15 +1,16 @@
 """The test stream of the always-on loop: keyword clips in background noise, with ground truth.
 
-Input: a 16 kHz stream, either a WAV file or one generated from a corpus: keyword clips of
-one split (``--split``, default testing) placed at random, non-overlapping times (at least
+Input: a 16 kHz stream, either a WAV file or one generated from a corpus: keyword clips of one
+split (``--split``, default testing) placed at random, non-overlapping times (at least
 ``--min_gap_s`` of background between two clips), each scaled to the same speech power
 (``--equal_loudness``; power over the energy-detected speech span of the clip), on top of
-background noise made from the corpus' ``_background_noise_`` recordings (random segments,
-each scaled to the same RMS, 50 ms cross-fades) at ``--snr_db`` below that speech power.
-(These are the recordings the models were trained with, as augmentation and as the silence
-class: false accepts on unseen noise may well be higher.) The generated stream (``.wav``) and its ground truth (``.truth.json``: clip start, speech onset
-/ end, word, source clip) are written next to the plot, with the per-window posteriors
-(``.posteriors.npz``, to re-tune the detector offline) and the details (``.json``).
+background noise made from the corpus' ``_background_noise_`` recordings (random segments, each
+scaled to the same RMS, 50 ms cross-fades) at ``--snr_db`` below that speech power. (These are
+the recordings the models were trained with, as augmentation and as the silence class: false
+accepts on unseen noise may well be higher.) The generated stream (``.wav``) and its ground
+truth (``.truth.json``: clip start, speech onset / end, word, source clip) are written next to
+the plot, with the per-window posteriors (``.posteriors.npz``, to re-tune the detector offline)
+and the details (``.json``).
 
 ``make_stream`` mixes clips (``corpus_clips``: one split of a corpus, the model's words) into a
 noise track (``noise_track``) at known times (``place_times``); ``write_wav`` / ``read_truth``
@@ -182,6 +183,11 @@ def read_truth(path) -> List[det.Keyword]:
         raise StreamError(f"--truth {path} does not exist")
     with open(path) as f:
         data = json.load(f)
+    return parse_truth(data, path)
+
+
+def parse_truth(data, path) -> List[det.Keyword]:
+    """The keywords of a loaded .truth.json (``path`` for the message)."""
     try:
         rows = data["keywords"] if isinstance(data, dict) else data
         return [det.Keyword(r["word"], float(r.get("start", r["onset"])), float(r["onset"]),

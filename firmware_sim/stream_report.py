@@ -44,7 +44,7 @@ import numpy as np
 from absl import app, flags
 
 from firmware_sim import detector as det
-from firmware_sim.stream_audio import StreamError, read_truth
+from firmware_sim.stream_audio import StreamError, parse_truth
 
 FLAGS = flags.FLAGS
 _SEED = re.compile(r"_s(\d+)\.json$")
@@ -92,14 +92,14 @@ def read_stream(path: str) -> dict:
     if not d["metrics"]:
         raise ReportError(f"{path}: a stream without ground truth (a --wav without --truth): "
                           "nothing to score")
-    seed = None
-    truth = path[:-len(".json")] + ".truth.json"
-    if os.path.exists(truth):
+    truth_path, truth = path[:-len(".json")] + ".truth.json", None
+    if os.path.exists(truth_path):
         try:
-            with open(truth) as f:
-                seed = json.load(f).get("seed")
-        except (OSError, ValueError, AttributeError):
-            seed = None
+            with open(truth_path) as f:
+                truth = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ReportError(f"{path}: its {truth_path} cannot be read ({e})") from e
+    seed = truth.get("seed") if isinstance(truth, dict) else None
     if seed is None:
         m = _SEED.search(os.path.basename(path))
         seed = int(m.group(1)) if m else None
@@ -107,17 +107,15 @@ def read_stream(path: str) -> dict:
             "loop": d.get("loop", "windowed"), "seed": seed,
             "audio_seconds": float(d["audio_seconds"]), "threshold": d.get("threshold"),
             "metrics": d["metrics"], "sweep": d.get("sweep") or [],
-            "keywords": _keyword_hits(path, truth, d)}
+            "keywords": None if truth is None else _keyword_hits(path, truth_path, truth, d)}
 
 
-def _keyword_hits(path: str, truth_path: str, d: dict):
-    """Per keyword of the stream's ground truth: (word, onset, hit?), re-scored from the
-    stored detections with the stream's tolerances (the defaults when an older file lacks
-    them); None without a .truth.json. Checked against the stored hit count."""
-    if not os.path.exists(truth_path):
-        return None
+def _keyword_hits(path: str, truth_path: str, truth_data, d: dict):
+    """Per keyword of the stream's ground truth (``truth_data``, the loaded .truth.json):
+    (word, onset, hit?), re-scored from the stored detections with the stream's tolerances
+    (the defaults when an older file lacks them). Checked against the stored hit count."""
     try:
-        truth = read_truth(truth_path)
+        truth = parse_truth(truth_data, truth_path)
         dets = [det.Detection(float(x["time"]), str(x["word"]), float(x["score"]))
                 for x in d.get("detections") or []]
     except (StreamError, KeyError, TypeError, ValueError) as e:

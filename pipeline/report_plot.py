@@ -3,10 +3,11 @@
 One panel per depth (deepest first). Per group (a row of `pipeline.run_queue`'s report, the
 queue's order): each evaluated run as a dot, the mean as a bar with the sample standard
 deviation as its error bar when the group has two or more runs. Groups trained without a
-``@teacher`` (the teachers) are drawn in a second colour, and the deepest-depth accuracy of each
-run some entry names as its ``@teacher`` is a dashed line across the deepest panel, so the gap
-the report tabulates is the distance from a student's bar to its teacher's line. Seeds and folds of one
-group sit side by side, so run-to-run noise is visible next to the differences between arms.
+``@teacher`` (the teachers) are drawn in a second colour, and the deepest-depth accuracy of
+each run some entry names as its ``@teacher`` is a dashed line across the deepest panel, so
+the gap the report tabulates is the distance from a student's bar to its teacher's line. Seeds
+and folds of one group sit side by side, so run-to-run noise is visible next to the
+differences between arms.
 """
 import statistics
 from typing import Dict, List, Optional

@@ -32,21 +32,22 @@ their teacher; only an unfinished run restarts there.
 After training, each run is evaluated at every trained depth on the validation and the testing
 split (``eval_validation.json``, ``eval_testing.json`` in its folder), with its own data flags
 (including ``--split_salt``) but always the default ``--seed``: the evaluation clips (and the
-silence crops among them) are then the same for every training seed. ``@eval_<flag>=VALUE``
-replaces one of those data flags for the evaluation only (``eval_data_flags``; e.g.
-``@eval_silence_percentage=10`` for a run trained with more silence examples). ``@weights=best|last``
-picks the weights evaluated (default ``last``: the end of the cosine schedule, the rule fixed
-for students; teachers are chosen on validation, ``best``).
+silence crops among them) are then the same for every training seed.
+``@eval_<flag>=VALUE`` replaces one of those data flags for the evaluation only
+(``eval_data_flags``; e.g. ``@eval_silence_percentage=10`` for a run trained with more silence
+examples). ``@weights=best|last`` picks the weights evaluated (default ``last``: the end of the
+cosine schedule, the rule fixed for students; teachers are chosen on validation, ``best``).
 
 ``--report`` (also printed after every run) groups runs by ``@group`` (default: the name) and
 prints mean and standard deviation (ddof=1) of test and validation accuracy per depth, the gap
 of each group to its ``@teacher`` at depth 8, and what each run cost (epochs, seconds per
-epoch, hours), as Markdown (``{runs}/report.md``), JSON (``{runs}/report.json``) and a figure of every
-run's test accuracy per group and depth (``{runs}/report.png``, `pipeline.report_plot`). A group
-whose entries name ``@baseline=GROUP`` is an ablation arm of that group (the full recipe minus
-one component, same schedule): the report adds what the baseline gains over the arm at each
-depth on test, with its standard error over the seeds and Welch's t-test (``compare_groups``),
-so that "FID helps" is stated against the measured run-to-run noise.
+epoch, hours), as Markdown (``{runs}/report.md``), JSON (``{runs}/report.json``) and a figure
+of every run's test accuracy per group and depth (``{runs}/report.png``,
+`pipeline.report_plot`). A group whose entries name ``@baseline=GROUP`` is an ablation arm of
+that group (the full recipe minus one component, same schedule): the report adds what the
+baseline gains over the arm at each depth on test, with its standard error over the seeds and
+Welch's t-test (``compare_groups``), so that "FID helps" is stated against the measured
+run-to-run noise.
 """
 from __future__ import annotations
 
@@ -104,6 +105,11 @@ class Entry:
     @property
     def group(self) -> str:
         return self.options.get("group", self.name)
+
+    @property
+    def eval_overrides(self) -> Dict[str, str]:
+        """``@eval_<flag>=VALUE`` options as {flag: VALUE} (see ``eval_data_flags``)."""
+        return {k[len("eval_"):]: v for k, v in self.options.items() if k.startswith("eval_")}
 
 
 class QueueError(ValueError):
@@ -185,10 +191,10 @@ def check_entries(entries: List[Entry], known: set) -> None:
             problems.append(f"{e.name}: @teacher={e.options['teacher']} is not an entry")
         if "baseline" in e.options and e.options["baseline"] not in groups:
             problems.append(f"{e.name}: @baseline={e.options['baseline']} is not a group")
-        for key in e.options:
-            if key.startswith("eval_") and key[len("eval_"):] not in EVAL_DATA_FLAGS:
-                problems.append(f"{e.name}: @{key}: evaluation overrides only the data flags "
-                                f"{', '.join(EVAL_DATA_FLAGS)}")
+        for flag in e.eval_overrides:
+            if flag not in EVAL_DATA_FLAGS:
+                problems.append(f"{e.name}: @eval_{flag}: evaluation overrides only the data "
+                                f"flags {', '.join(EVAL_DATA_FLAGS)}")
         for name, value in _flag_words(e.args):
             if name not in known:
                 problems.append(f"{e.name}: pipeline.train has no flag --{name}")
@@ -303,10 +309,7 @@ def eval_data_flags(entry: Entry, recorded: dict) -> List[str]:
     any. A run that trains on another composition than the protocol's (e.g.
     ``--silence_percentage=35``) is still scored on the protocol's clips with
     ``@eval_silence_percentage=10``, so its accuracy compares with the other runs'."""
-    values = {k: recorded.get(k) for k in EVAL_DATA_FLAGS}
-    for key, value in entry.options.items():
-        if key.startswith("eval_"):
-            values[key[len("eval_"):]] = value
+    values = {**{k: recorded.get(k) for k in EVAL_DATA_FLAGS}, **entry.eval_overrides}
     return [f"--{k}={','.join(v) if isinstance(v, list) else v}"
             for k, v in values.items() if v is not None]
 
@@ -485,9 +488,9 @@ def report(entries: List[Entry], runs_dir: str) -> dict:
     with open(os.path.join(runs_dir, "report.json"), "w") as f:
         json.dump({"groups": summary, "runs": records}, f, indent=1)
     # the same records as a picture: runs as dots, groups as mean +- s.d., teachers as lines
-    plotted = report_plot.plot_report(records, os.path.join(runs_dir, "report.png"))
-    return {"text": text, "groups": summary, "runs": records,
-            "plot": os.path.join(runs_dir, "report.png") if plotted else None}
+    png = os.path.join(runs_dir, "report.png")
+    plotted = report_plot.plot_report(records, png)
+    return {"text": text, "groups": summary, "runs": records, "plot": png if plotted else None}
 
 
 def main(argv):
