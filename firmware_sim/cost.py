@@ -446,12 +446,14 @@ def report(res, comp, lim, args):
       f"{pw1['per_output'] - pw1['gemm_core_per_output']:.1f} and "
       f"{pw2['per_output'] - pw2['gemm_core_per_output']:.1f} per output, is fused "
       "post-processing, 4 outputs per NEON op: P = K - 2n (widening), int->float, P1 + s*P2, "
-      "folded BN, PReLU (compare + select), residual, store, and in pw1 the pw2 binarization of "
-      "the fresh outputs (11 instructions per 4 channels). Float XNNPACK spends "
+      "folded BN, PReLU (max(z, a z): 2 instructions, exact while every slope <= 1, else "
+      "compare + select), residual, store, and in pw1 the pw2 binarization of the fresh outputs "
+      "(9 instructions per 4 channels). Float XNNPACK spends "
       f"{lim['float_fc_per_output']:.1f} instructions per output ({fmt(lim['float_fc_fmla'])} FMLA "
       f"of {fmt(lim['float_fc_insns'])}).")
     p("  - the float order of the layer is fixed (portable = NEON = AVX-512, bit for bit), so "
-      "the binarizations cost FSUB, FCMLT, select, two FSUB, FCMLT, FABS, FADD per 4 channels "
+      "the binarizations cost FCMGT, select, FSUB, FCMGT, FABD, FADD per 4 channels (a sign "
+      "as one compare, |r| as one FABD: the same bits as the portable subtract-and-test) "
       "and two BIT to insert the sign bits into 16-channel patterns (two pairwise adds and two "
       f"lane stores per 16 channels): binarize_x {sg['binarize_x']['per_output']:.2f} "
       "instructions per channel and frame.")

@@ -360,9 +360,23 @@ def tie_free_input(rng, p, T, C, left, right, dilation, margin=5e-5, tries=500, 
     raise RuntimeError("could not draw a tie-free input")
 
 
-def make_case(rng, T, C, H, left, right, dilation, depth, margin=5e-5):
+def vary_slopes(rng, raw, kind):
+    """PReLU slopes of the two forms of the NEON passes (lce_kernels/core/bdfsmn.h,
+    Layer::MaxPreluExact): kind 0 keeps [0, 0.5); 1 spreads them over [-0.5, 1] (max(z, a z)
+    still exact); 2 puts one slope of each stage above 1 (the select form)."""
+    if kind == 0:
+        return raw
+    slopes = [raw["mem_slope"], raw["pw1_slope"]] + list(raw["act_slope"])
+    for a in slopes:
+        a[:] = _f32(a * 3.0 - 0.5)
+        if kind == 2:
+            a[int(rng.integers(a.size))] = 1.5
+    return raw
+
+
+def make_case(rng, T, C, H, left, right, dilation, depth, margin=5e-5, slopes=0):
     """A random layer and a tie-free input. Returns (records, ref)."""
-    raw = random_raw_layer(rng, C, H, left, right)
+    raw = vary_slopes(rng, random_raw_layer(rng, C, H, left, right), slopes)
     p = to_float32(fold(raw, depth))
     x, ref = tie_free_input(rng, p, T, C, left, right, dilation, margin)
     return case_records(p, x, ref, (T, C, H, left, right, dilation, depth)), ref
@@ -385,7 +399,7 @@ def write_vectors(out_dir, n_cases=32, seed=0):
     rng = np.random.default_rng(seed + 1)
     paths = []
     for i, shape in enumerate(case_shapes(n_cases, seed)):
-        rec, _ = make_case(rng, *shape)
+        rec, _ = make_case(rng, *shape, slopes=i % 3)
         path = os.path.join(out_dir, "case_%03d_T%d_C%d_H%d_l%d_r%d_d%d_dep%d.bdv" % ((i,) + shape))
         write_case(path, rec)
         paths.append(path)

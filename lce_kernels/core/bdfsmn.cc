@@ -162,6 +162,7 @@ struct Kernels {
     std::uint64_t *nb1, *nb2;
     float* ns;
     const float* pk;  // NEON: mul, bias, slope (, next t0, t1) packed per 4 outputs, or nullptr
+    bool max_prelu;   // NEON: PReLU as max(z, slope * z) (Layer::MaxPreluExact of slope, bias)
   };
   // ---------------- portable ----------------
   static void BinarizePortable(const float* v, int frames, int n, const float* t0,
@@ -281,14 +282,26 @@ struct Kernels {
     return static_cast<std::uint16_t>(vaddvq_u32(pa));
   }
 
-  // 4 values -> both sign masks, |r| added to acc (lane = channel % 4).
+  // 4 values -> both sign masks, |r| added to acc (lane = channel % 4). The portable
+  // formulas in 6 instructions instead of 8, bit for bit: fl(a - b) < 0 exactly when a < b
+  // (IEEE subtraction is exact near zero, so a difference rounds to 0 only when a == b; no
+  // flush-to-zero), so both signs are one compare (FCMGT), and |r| = |fl(vb - t1)| is one
+  // FABD (rounding to nearest is symmetric: fl(|d|) = |fl(d)|).
   static inline void Bin4(float32x4_t v, float32x4_t t0, float32x4_t t1, float32x4_t* acc,
                           uint32x4_t* m1, uint32x4_t* m2) {
-    *m1 = vcltzq_f32(vsubq_f32(v, t0));
-    const float32x4_t r =
-        vsubq_f32(vsubq_f32(v, vbslq_f32(*m1, vdupq_n_f32(-1.0f), vdupq_n_f32(1.0f))), t1);
-    *m2 = vcltzq_f32(r);
-    *acc = vaddq_f32(*acc, vabsq_f32(r));
+    *m1 = vcltq_f32(v, t0);
+    const float32x4_t vb = vsubq_f32(v, vbslq_f32(*m1, vdupq_n_f32(-1.0f), vdupq_n_f32(1.0f)));
+    *m2 = vcltq_f32(vb, t1);
+    *acc = vaddq_f32(*acc, vabdq_f32(vb, t1));
+  }
+
+  // PReLU(z; slope) of 4 values. kMax: max(z, slope * z), 2 instructions instead of 3 and the
+  // same bits as z < 0 ? z * slope : z wherever Layer::MaxPreluExact holds (every slope <= 1,
+  // so that slope * z is on the right side of z, and z never -0).
+  template <bool kMax>
+  static inline float32x4_t PRelu4(float32x4_t z, float32x4_t slope) {
+    if (kMax) return vmaxq_f32(z, vmulq_f32(z, slope));
+    return vbslq_f32(vcltzq_f32(z), vmulq_f32(z, slope), z);
   }
 
   // The end of a binarized row: channels n4..n-1 (scalar, portable formulas) joined with the
@@ -406,7 +419,7 @@ struct Kernels {
   // built by exactly the portable additions (entry e: S2 = 0; for the valid taps i in k
   // order: S2 += bit_i(e) ? -s : s), stored as 4 byte planes; W from Layer::mem_tw_.
   // NV: the frame's number of valid taps.
-  template <int NV, bool kFull>
+  template <int NV, bool kFull, bool kMax>
   static void MemoryFrameNeon(const Layer& L, const float* x, const std::uint64_t* b1,
                               const std::uint64_t* b2, const float* s, int t, const int* ks,
                               const int* taus, float* m, std::uint64_t* nb1, std::uint64_t* nb2,
@@ -573,7 +586,7 @@ struct Kernels {
           const float32x4x4_t pk = vld1q_f32_x4(mpk + 5 * c);
           float32x4_t z = vsubq_f32(vaddq_f32(d1f[q4], s2[q4]), vld1q_f32(tw + c));
           z = vaddq_f32(vmulq_f32(z, pk.val[0]), pk.val[1]);
-          const float32x4_t p = vbslq_f32(vcltzq_f32(z), vmulq_f32(z, pk.val[2]), z);
+          const float32x4_t p = PRelu4<kMax>(z, pk.val[2]);
           const float32x4_t mv = vaddq_f32(vld1q_f32(xr + c), p);
           vst1q_f32(mr + c, mv);
           uint32x4_t m1, m2;
@@ -612,19 +625,37 @@ struct Kernels {
     // the valid taps of frame t are taps - (left cut) - (right cut); at most 5 everywhere?
     for (int t = 0; t < frames; ++t)
       if (ValidTaps(t, frames, K, L.l_, L.dil_, ks, taus) > 5) return false;
+    if (L.mem_max_) return MemoryTableFrames<true>(L, x, b1, b2, s, frames, m, nb1, nb2, ns);
+    return MemoryTableFrames<false>(L, x, b1, b2, s, frames, m, nb1, nb2, ns);
+  }
+
+  template <bool kFull, bool kMax>
+  static void MemoryFrameNv(int nv, const Layer& L, const float* x, const std::uint64_t* b1,
+                            const std::uint64_t* b2, const float* s, int t, const int* ks,
+                            const int* taus, float* m, std::uint64_t* nb1, std::uint64_t* nb2,
+                            float* ns) {
+    switch (nv) {
+      case 1: return MemoryFrameNeon<1, kFull, kMax>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns);
+      case 2: return MemoryFrameNeon<2, kFull, kMax>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns);
+      case 3: return MemoryFrameNeon<3, kFull, kMax>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns);
+      case 4: return MemoryFrameNeon<4, kFull, kMax>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns);
+      default: return MemoryFrameNeon<5, kFull, kMax>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns);
+    }
+  }
+
+  template <bool kMax>
+  static bool MemoryTableFrames(const Layer& L, const float* x, const std::uint64_t* b1,
+                                const std::uint64_t* b2, const float* s, int frames, float* m,
+                                std::uint64_t* nb1, std::uint64_t* nb2, float* ns) {
+    int ks[kMaxTaps], taus[kMaxTaps];
+    const int K = L.taps();
     const bool full = L.c_ % 16 == 0;
     for (int t = 0; t < frames; ++t) {
       const int nv = ValidTaps(t, frames, K, L.l_, L.dil_, ks, taus);
-      if (full && nv == 5) {  // the common case
-        MemoryFrameNeon<5, true>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns);
-        continue;
-      }
-      switch (nv) {
-        case 1: MemoryFrameNeon<1, false>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns); break;
-        case 2: MemoryFrameNeon<2, false>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns); break;
-        case 3: MemoryFrameNeon<3, false>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns); break;
-        case 4: MemoryFrameNeon<4, false>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns); break;
-        default: MemoryFrameNeon<5, false>(L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns); break;
+      if (full) {  // C % 16 == 0: no tail checks, whatever the frame's taps
+        MemoryFrameNv<true, kMax>(nv, L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns);
+      } else {
+        MemoryFrameNv<false, kMax>(nv, L, x, b1, b2, s, t, ks, taus, m, nb1, nb2, ns);
       }
     }
     return true;
@@ -910,13 +941,15 @@ struct Kernels {
     return c;
   }
 
-  // P1 = K - 2 n1, P2 = K - 2 n2 of frame f (4 rows each), as int32 (exact).
+  // P1 = K - 2 n1, P2 = K - 2 n2 of frame f (4 rows each), as int32 (exact). k16: K in every
+  // 16-bit lane, or for NQ 1 in every byte.
   template <int NQ, bool kWide>
   static inline void Ps(const Counts4& c, int f, int16x8_t k16, uint32x4_t kv, int32x4_t* p1,
                         int32x4_t* p2) {
-    if (NQ == 1) {
-      const uint16x8_t twice = f == 0 ? vshll_n_u8(vget_low_u8(c.h), 1) : vshll_high_n_u8(c.h, 1);
-      const int16x8_t p = vsubq_s16(k16, vreinterpretq_s16_u16(twice));
+    if (NQ == 1) {  // K <= 128: (K - n) - n, the first difference in bytes (both frames)
+      const uint8x16_t kmn = vsubq_u8(vreinterpretq_u8_s16(k16), c.h);
+      const int16x8_t p = vreinterpretq_s16_u16(f == 0 ? vsubl_u8(vget_low_u8(kmn), vget_low_u8(c.h))
+                                                       : vsubl_high_u8(kmn, c.h));
       *p1 = vmovl_s16(vget_low_s16(p));
       *p2 = vmovl_high_s16(p);
     } else if (!kWide) {  // K < 2^15: 16-bit arithmetic
@@ -935,7 +968,8 @@ struct Kernels {
   // binarization of the 4 fresh outputs: |r| into the 4-lane sums (channel order), sign bits
   // into a 16-channel pattern, one halfword per plane per 16 outputs. Rows past the last
   // multiple of 4: one by one, scalar (the portable formulas).
-  template <int NQ, bool kWide, bool kCounts, bool kNext, bool kRes, bool kFull, bool kKeep>
+  template <int NQ, bool kWide, bool kCounts, bool kNext, bool kRes, bool kFull, bool kKeep,
+            bool kMax>
   static void PointwisePairNeon(const PwArgs& args, const std::uint64_t* w, int t0, int t1,
                                 bool store1) {
     const PwArgs a = args;  // a local copy: its fields are not reloaded after every store
@@ -957,7 +991,9 @@ struct Kernels {
       if (NQ >= 1) aq[NQ * i] = vld1q_u8(act[i]);
       if (NQ == 2) aq[NQ * i + 1] = vld1q_u8(act[i] + 16);
     }
-    const int16x8_t k16 = vdupq_n_s16(static_cast<std::int16_t>(kWide ? 0 : a.K));
+    // K in every 16-bit lane (NQ 2 / other narrow K), or in every byte (NQ 1: K <= 128)
+    const int16x8_t k16 = NQ == 1 ? vreinterpretq_s16_u8(vdupq_n_u8(static_cast<std::uint8_t>(a.K)))
+                                  : vdupq_n_s16(static_cast<std::int16_t>(kWide ? 0 : a.K));
     const uint32x4_t kv = vdupq_n_u32(static_cast<std::uint32_t>(a.K));
     const float32x4_t zero = vdupq_n_f32(0.0f);
     const float32x4_t stv = {kCounts ? 0.0f : a.s[t0], kCounts ? 0.0f : a.s[t1], 0.0f, 0.0f};
@@ -1017,7 +1053,7 @@ struct Kernels {
                                          : vmulq_laneq_f32(vcvtq_f32_s32(p2), stv, 1);
           float32x4_t z = vaddq_f32(vcvtq_f32_s32(p1), p2s);
           z = vaddq_f32(vmulq_f32(z, mul), bias);
-          float32x4_t p = vbslq_f32(vcltzq_f32(z), vmulq_f32(z, slope), z);
+          float32x4_t p = PRelu4<kMax>(z, slope);
           if (kRes) p = vaddq_f32(vld1q_f32(a.res + idx), p);
           if (store[f] && (kRes || keep)) vst1q_f32(a.out + idx, p);
           if (kNext) {  // the next stage's binarization of the 4 fresh outputs
@@ -1095,29 +1131,35 @@ struct Kernels {
     }
   }
 
-  template <int NQ, bool kWide, bool kCounts, bool kNext, bool kRes>
+  template <int NQ, bool kWide, bool kCounts, bool kNext, bool kRes, bool kMax>
   static void PointwiseNeonT(const PwArgs& a, const std::uint64_t* w, int frames) {
     const bool full = a.O % 16 == 0;
     for (int t = 0; t < frames; t += 2) {
       const bool two = t + 1 < frames;
       if (full && two && a.out == nullptr) {  // the op's pw1: nothing but the next bits
-        PointwisePairNeon<NQ, kWide, kCounts, kNext, kRes, true, false>(a, w, t, t + 1, true);
+        PointwisePairNeon<NQ, kWide, kCounts, kNext, kRes, true, false, kMax>(a, w, t, t + 1, true);
       } else if (full && two) {
-        PointwisePairNeon<NQ, kWide, kCounts, kNext, kRes, true, true>(a, w, t, t + 1, true);
+        PointwisePairNeon<NQ, kWide, kCounts, kNext, kRes, true, true, kMax>(a, w, t, t + 1, true);
       } else {
-        PointwisePairNeon<NQ, kWide, kCounts, kNext, kRes, false, true>(a, w, t, two ? t + 1 : t,
+        PointwisePairNeon<NQ, kWide, kCounts, kNext, kRes, false, true, kMax>(a, w, t, two ? t + 1 : t,
                                                                           two);
       }
     }
   }
 
+  template <bool kCounts, bool kNext, bool kRes, bool kMax>
+  static void PointwiseNeonQM(const PwArgs& a, const std::uint64_t* w, int frames) {
+    const int nq = a.W / 2;
+    if (nq == 1) return PointwiseNeonT<1, false, kCounts, kNext, kRes, kMax>(a, w, frames);
+    if (nq == 2) return PointwiseNeonT<2, false, kCounts, kNext, kRes, kMax>(a, w, frames);
+    if (a.K < (1 << 15)) return PointwiseNeonT<0, false, kCounts, kNext, kRes, kMax>(a, w, frames);
+    PointwiseNeonT<0, true, kCounts, kNext, kRes, kMax>(a, w, frames);
+  }
+
   template <bool kCounts, bool kNext, bool kRes>
   static void PointwiseNeonQ(const PwArgs& a, const std::uint64_t* w, int frames) {
-    const int nq = a.W / 2;
-    if (nq == 1) return PointwiseNeonT<1, false, kCounts, kNext, kRes>(a, w, frames);
-    if (nq == 2) return PointwiseNeonT<2, false, kCounts, kNext, kRes>(a, w, frames);
-    if (a.K < (1 << 15)) return PointwiseNeonT<0, false, kCounts, kNext, kRes>(a, w, frames);
-    PointwiseNeonT<0, true, kCounts, kNext, kRes>(a, w, frames);
+    if (!kCounts && a.max_prelu) return PointwiseNeonQM<kCounts, kNext, kRes, true>(a, w, frames);
+    PointwiseNeonQM<kCounts, kNext, kRes, false>(a, w, frames);
   }
 
   // Dispatch on what the pass does: counts only, pw1 (next binarization), pw2 (residual).
@@ -1641,16 +1683,14 @@ struct Kernels {
   // pointers from the Layer in every iteration.
   // a = (v1 + v2) - t2 of 4 channels: v1 = d < 0 ? -1 : 1 (d = x - t0), r = (x - v1) - t1,
   // v2 = r < 0 ? -s : s (sign bits set by XOR: exact)
+  // a = (v1 + v2) - t2 of 4 channels, bit for bit the portable formulas: the signs by one
+  // compare each (fl(a - b) < 0 exactly when a < b, see Bin4), v1 = +-1 and v2 = +-s selected
+  // (svn = -s).
   static inline float32x4_t StreamA4(float32x4_t xv, float32x4_t t0, float32x4_t t1,
-                                     float32x4_t t2, float32x4_t sv) {
-    const float32x4_t zero = vdupq_n_f32(0.0f);
-    const uint32x4_t sbit = vdupq_n_u32(0x80000000u);
-    const uint32x4_t n1 = vcltq_f32(vsubq_f32(xv, t0), zero);
-    const float32x4_t v1 = vreinterpretq_f32_u32(
-        veorq_u32(vreinterpretq_u32_f32(vdupq_n_f32(1.0f)), vandq_u32(n1, sbit)));
-    const uint32x4_t n2 = vcltq_f32(vsubq_f32(vsubq_f32(xv, v1), t1), zero);
-    const float32x4_t v2 = vreinterpretq_f32_u32(
-        veorq_u32(vreinterpretq_u32_f32(sv), vandq_u32(n2, sbit)));
+                                     float32x4_t t2, float32x4_t sv, float32x4_t svn) {
+    const uint32x4_t n1 = vcltq_f32(xv, t0);
+    const float32x4_t v1 = vbslq_f32(n1, vdupq_n_f32(-1.0f), vdupq_n_f32(1.0f));
+    const float32x4_t v2 = vbslq_f32(vcltq_f32(vsubq_f32(xv, v1), t1), svn, sv);
     return vsubq_f32(vaddq_f32(v1, v2), t2);
   }
 
@@ -1670,12 +1710,12 @@ struct Kernels {
     const float* src[kMaxTaps];
     for (std::size_t t = 0; t < static_cast<std::size_t>(frames); ++t) {
       const float* const xt = x + t * C;
-      const float32x4_t sv = vdupq_n_f32(ms[t]);
+      const float32x4_t sv = vdupq_n_f32(ms[t]), svn = vnegq_f32(sv);
       float* const at = A + (S + t) * C;
       float* const mt = m + t * C;
       for (std::size_t c = 0; c < C; c += 4)
         vst1q_f32(at + c, StreamA4(vld1q_f32(xt + c), vld1q_f32(t0p + c), vld1q_f32(t1p + c),
-                                   vld1q_f32(t2p + c), sv));
+                                   vld1q_f32(t2p + c), sv, svn));
       for (int k = 0; k < K; ++k)
         src[k] = A + (S + t - static_cast<std::size_t>((L.l_ - k) * L.dil_)) * C;
       // z = acc * mul + bias; m = x + PReLU(z)
@@ -1730,6 +1770,13 @@ struct Kernels {
   // compare every path with the portable one).
   static void StreamFusedNeon(const Layer& L, const float* x, int frames, const float* state,
                               Workspace* ws) {
+    if (L.mem_max_) return StreamFusedNeonT<true>(L, x, frames, state, ws);
+    StreamFusedNeonT<false>(L, x, frames, state, ws);
+  }
+
+  template <bool kMax>
+  static void StreamFusedNeonT(const Layer& L, const float* x, int frames, const float* state,
+                               Workspace* ws) {
     const std::size_t C = static_cast<std::size_t>(L.c_), Cp = static_cast<std::size_t>(Round16(L.c_));
     const std::size_t S = static_cast<std::size_t>(L.state_frames());
     const std::size_t words = static_cast<std::size_t>(L.wc_);
@@ -1748,7 +1795,6 @@ struct Kernels {
     const std::uint32_t* const bits = BitValues();
     const uint32x4_t cb0 = vld1q_u32(bits), cb1 = vld1q_u32(bits + 4), cb2 = vld1q_u32(bits + 8),
                      cb3 = vld1q_u32(bits + 12);
-    const float32x4_t zero = vdupq_n_f32(0.0f);
     auto flip = [](float32x4_t v, uint32x4_t g) {
       return vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(v), g));
     };
@@ -1776,7 +1822,7 @@ struct Kernels {
     const float* src[kMaxTaps];
     for (std::size_t t = 0; t < static_cast<std::size_t>(frames); ++t) {
       const float* const xt = x + t * C;
-      const float32x4_t sv = vdupq_n_f32(ms[t]);
+      const float32x4_t sv = vdupq_n_f32(ms[t]), svn = vnegq_f32(sv);
       float* const at = A + (S + t) * C;
       float* const mt = m + t * C;
       for (int k = 0; k < K; ++k) {  // row r of [state; a]: the state read in place
@@ -1791,13 +1837,12 @@ struct Kernels {
       // a of 4 channels (StreamMemoryNeon's formulas)
       auto make_a = [&](std::size_t c) {
         return StreamA4(vld1q_f32(xt + c), vld1q_f32(t0p + c), vld1q_f32(t1p + c),
-                        vld1q_f32(t2p + c), sv);
+                        vld1q_f32(t2p + c), sv, svn);
       };
       // z = acc * mul + bias; m = x + PReLU(z), stored; pw1's Bin4 of m into the patterns
       auto post = [&](float32x4_t acc, std::size_t c, uint32x4_t cb, bool first) {
         const float32x4_t z = vaddq_f32(vmulq_f32(acc, vld1q_f32(mulp + c)), vld1q_f32(biasp + c));
-        const float32x4_t zs = vmulq_f32(z, vld1q_f32(slopep + c));
-        const float32x4_t mv = vaddq_f32(vld1q_f32(xt + c), vbslq_f32(vcltq_f32(z, zero), zs, z));
+        const float32x4_t mv = vaddq_f32(vld1q_f32(xt + c), PRelu4<kMax>(z, vld1q_f32(slopep + c)));
         vst1q_f32(mt + c, mv);
         uint32x4_t m1, m2;
         Bin4(mv, vld1q_f32(q0p + c), vld1q_f32(q1p + c), &bacc, &m1, &m2);
@@ -1939,6 +1984,7 @@ struct Kernels {
     a.nb2 = ws->pw2_b2.data();
     a.ns = ws->pw2_s.data();
     a.pk = L.pw1_pk_.data();
+    a.max_prelu = L.pw1_max_;
     return a;
   }
   static PwArgs Pw2Args(const Layer& L, Workspace* ws, float* out) {
@@ -1955,6 +2001,7 @@ struct Kernels {
     a.res = ws->m.data();
     a.out = out;
     a.pk = L.pw2_pk_.data();
+    a.max_prelu = L.pw2_max_;
     return a;
   }
 
@@ -2056,6 +2103,14 @@ struct Kernels {
 // ------------------------------------------------------------------------------------
 // Layer
 // ------------------------------------------------------------------------------------
+bool Layer::MaxPreluExact(const std::vector<float>& slope, const std::vector<float>& bias) {
+  for (const float a : slope)
+    if (!(a <= 1.0f)) return false;  // also NaN
+  for (const float b : bias)
+    if (b == 0.0f && std::signbit(b)) return false;
+  return true;
+}
+
 bool Layer::Init(const LayerSpec& spec, std::string* error) {
   std::string dummy;
   if (error == nullptr) error = &dummy;
@@ -2145,6 +2200,9 @@ bool Layer::Init(const LayerSpec& spec, std::string* error) {
          CopyVec(spec.pw2_bias, C, C4, "pw2_bias", &pw2_bias_, error) &&
          CopyVec(spec.pw2_slope, C, C4, "pw2_slope", &pw2_slope_, error);
   if (!ok) return false;
+  mem_max_ = MaxPreluExact(mem_slope_, mem_bias_);
+  pw1_max_ = MaxPreluExact(pw1_slope_, pw1_bias_);
+  pw2_max_ = MaxPreluExact(pw2_slope_, pw2_bias_);
   bin_pk_.clear();
   mem_pk_.clear();
   pw1_pk_.clear();

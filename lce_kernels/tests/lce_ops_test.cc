@@ -577,6 +577,13 @@ void MakeLayer(Rng& rng, RandomLayer* r) {
   for (int i : {3, 10, 15}) {  // the muls: positive scales
     for (float& f : r->v[i]) f = rng.Float(0.05f, 0.5f);
   }
+  // the slopes (mem 5, pw1 9, pw2 14) are <= 1, where the NEON passes compute PReLU as
+  // max(z, a z) (Layer::MaxPreluExact); in half of the layers one slope above 1 and one bias
+  // of -0 switch a stage back to the select form
+  if (rng.Int(0, 1) == 0) {
+    for (int i : {5, 9, 14}) r->v[i][static_cast<std::size_t>(rng.Int(0, n[i] - 1))] = 1.5f;
+    r->v[13][static_cast<std::size_t>(rng.Int(0, C - 1))] = -0.0f;
+  }
   bd::LayerSpec& s = r->spec;
   s.channels = C;
   s.hidden = H;
