@@ -120,6 +120,7 @@ TOOLS: Dict[str, Tool] = {t.module: t for t in (
                         "batch_size", "lr", "weight_decay", "optimizer", "lr_schedule",
                         "quant_lr_multiplier", "label_smoothing", "clip_norm",
                         "init_from", "init_from_teacher", "distill", "distill_alpha",
+                        "logit_loss", "kd_temperature", "kd_weight", "ce_weight",
                         "select_pass", "J", "thin_n", "resume", "overwrite", "eval_batch_size",
                         "strategy"),
          data_flags=True,

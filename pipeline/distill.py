@@ -12,10 +12,21 @@ the block mean counts padded positions as zeros). Each band is distilled separat
 
     Q = A^2 flattened per example,   r2b(S, T) = mean_b || Q_S / ||Q_S|| - Q_T / ||Q_T|| ||_2
 
-and logits with MSE. With depth weights w_D ([1, 0.5, 0.25] for depths 8/4/2) the student loss is
+and logits with MSE (the reference). With depth weights w_D ([1, 0.5, 0.25] for depths 8/4/2)
+the student loss is
 
     L = sum_D w_D * [ CE(z_D, y) + alpha * ( sum_{j in L(D)} sum_bands r2b(band(S_j), band(T_j))
                                             + MSE(z_D, z_T) ) ]
+
+``logit_loss='kl'`` replaces the logits' MSE by Hinton's soft-target loss at temperature tau,
+
+    KD(z_D, z_T) = tau^2 * mean_b KL( softmax(z_T / tau) || softmax(z_D / tau) )
+
+(tau^2 keeps its gradients on the scale of the CE's), weighted by ``kd_weight`` instead of alpha
+when given; ``ce_weight`` scales the CE term (0 with ``kd_weight`` 1 and tau 1: ReActNet's
+distributional loss, the student learning only the teacher's distribution):
+
+    L = sum_D w_D * [ ce_weight * CE(z_D, y) + alpha * FID_D + kd_weight * KD(z_D, z_T) ]
 
 where L(D) are the layers run at depth D, i.e. student layer j at depth index op is matched to
 teacher layer j when (j + 1) % 2^op == 0, and the teacher runs at full depth.
@@ -30,6 +41,7 @@ import tensorflow as tf
 from models.thinnable import depth_index
 
 SELECT_PASS = ("fid", "high", "low", "no")
+LOGIT_LOSSES = ("mse", "kl")
 
 
 def to_bct(x):
@@ -84,11 +96,28 @@ def feature_loss(student_feats: Dict[int, tf.Tensor], teacher_feats: Dict[int, t
     return total
 
 
+def logit_loss(student, teacher, kind: str = "mse", temperature: float = 1.0):
+    """Distillation of the logits (B, K): 'mse', or 'kl' = tau^2 * mean_b KL(p_T || p_S) of the
+    softened distributions (module doc)."""
+    teacher = tf.stop_gradient(teacher)
+    if kind == "mse":
+        return tf.reduce_mean(tf.square(student - teacher))
+    if kind != "kl":
+        raise ValueError(f"logit loss {kind!r}: expected one of {LOGIT_LOSSES}")
+    log_ps = tf.nn.log_softmax(student / temperature, axis=-1)
+    log_pt = tf.nn.log_softmax(teacher / temperature, axis=-1)
+    kl = tf.reduce_sum(tf.exp(log_pt) * (log_pt - log_ps), axis=-1)
+    return temperature ** 2 * tf.reduce_mean(kl)
+
+
 def student_loss(labels, logits: Dict[int, tf.Tensor], depth_weights: Dict[int, float],
                  feats: Dict[int, Dict[int, tf.Tensor]] = None, teacher_logits=None,
                  teacher_feats: Dict[int, tf.Tensor] = None, alpha: float = 0.01,
-                 select_pass: str = "fid", levels: int = 1, label_smoothing: float = 0.0):
-    """The thinnable (+ FID) objective; returns (total, {name: term}) for logging."""
+                 select_pass: str = "fid", levels: int = 1, label_smoothing: float = 0.0,
+                 logit_kind: str = "mse", temperature: float = 1.0, kd_weight: float = None,
+                 ce_weight: float = 1.0):
+    """The thinnable (+ FID) objective; returns (total, {name: term}) for logging. kd_weight
+    None: the logits' term is weighted by alpha, as the FID's (the reference)."""
     num_classes = None
     terms = {}
     total = 0.0
@@ -99,14 +128,17 @@ def student_loss(labels, logits: Dict[int, tf.Tensor], depth_weights: Dict[int, 
         ce = tf.reduce_mean(tf.keras.losses.categorical_crossentropy(
             onehot, z, from_logits=True, label_smoothing=label_smoothing))
         terms[f"ce_d{depth}"] = ce
-        total += w * ce
+        total += w * ce_weight * ce
         if teacher_logits is not None:
-            kd = tf.reduce_mean(tf.square(z - tf.stop_gradient(teacher_logits)))
+            kd = logit_loss(z, teacher_logits, logit_kind, temperature)
             fid = feature_loss(feats[depth], teacher_feats, select_pass, levels) \
                 if feats is not None and teacher_feats is not None else 0.0
             terms[f"kd_d{depth}"] = kd
             terms[f"fid_d{depth}"] = fid
-            total += w * alpha * (fid + kd)
+            if kd_weight is None:  # the reference's grouping, bit for bit
+                total += w * alpha * (fid + kd)
+            else:
+                total += w * (alpha * fid + kd_weight * kd)
     return total, terms
 
 

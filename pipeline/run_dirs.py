@@ -49,7 +49,11 @@ COMPARED = (
     "arch", "channels", "hidden", "num_layers", "left", "right", "dilation", "dropout",
     "thin_n", "batch_size", "steps_per_epoch", "optimizer", "weight_decay", "lr_schedule",
     "quant_lr_multiplier", "label_smoothing", "teacher", "init_from", "init_from_teacher",
-    "distill", "distill_alpha", "select_pass", "J")
+    "distill", "distill_alpha", "select_pass", "J", "logit_loss", "kd_temperature",
+    "kd_weight", "ce_weight")
+#: COMPARED flags added after runs were made: a stored run without one had this value
+ADDED_DEFAULTS = {"logit_loss": "mse", "kd_temperature": 1.0, "kd_weight": None,
+                  "ce_weight": 1.0}
 #: what train writes into a run directory (what --overwrite may remove)
 RUN_FLAGFILE = "run.flags"
 TRAIN_OUTPUTS = (CKPT_DIR, "tb", "history.json", "metrics.json", "last.weights.h5",
@@ -114,8 +118,8 @@ def differences(stored_spec, stored_flags, spec, settings) -> List[Tuple[str, ob
     if "training_depths" in stored_spec:
         add("thin_n", len(stored_spec["training_depths"]), len(spec["training_depths"]))
     for k in COMPARED:
-        if stored_flags and k in stored_flags and k in settings:
-            add(k, stored_flags[k], settings[k])
+        if stored_flags and k in settings and (k in stored_flags or k in ADDED_DEFAULTS):
+            add(k, stored_flags.get(k, ADDED_DEFAULTS.get(k)), settings[k])
     if stored_spec.get("labels") != spec["labels"] and not set(_LABEL_FLAGS) & set(diffs):
         add("labels", stored_spec.get("labels"), spec["labels"])
     return [(k, *v) for k, v in diffs.items()]

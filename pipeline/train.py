@@ -99,6 +99,14 @@ def define_flags():
     flags.DEFINE_bool("init_from_teacher", True, "Copy matching teacher weights into the student.")
     flags.DEFINE_bool("distill", True, "Distil from --teacher (logits MSE + FID).")
     flags.DEFINE_float("distill_alpha", 0.01, "Weight of the distillation terms.")
+    flags.DEFINE_enum("logit_loss", "mse", list(distill.LOGIT_LOSSES),
+                      "Distillation of the logits: 'mse' (the reference) or 'kl' (softened "
+                      "teacher distribution at --kd_temperature; pipeline/distill.py).")
+    flags.DEFINE_float("kd_temperature", 1.0, "Temperature tau of --logit_loss=kl.")
+    flags.DEFINE_float("kd_weight", None, "Weight of the logits' term (default: --distill_alpha, "
+                       "as the FID's).")
+    flags.DEFINE_float("ce_weight", 1.0, "Weight of the cross-entropy with the labels (0 with "
+                       "--logit_loss=kl --kd_weight=1: ReActNet's distributional loss).")
     flags.DEFINE_enum("select_pass", "fid", list(distill.SELECT_PASS),
                       "Bands distilled: fid (high and low separately), high, low, no (no wavelet).")
     flags.DEFINE_integer("J", 1, "Haar wavelet levels.")
@@ -257,11 +265,26 @@ class Trainer:
                  label_smoothing=0.0, clip_norm=5.0, teacher_dir=None, init_from_teacher=True,
                  use_distill=True, distill_alpha=0.01, select_pass="fid", levels=1, thin_n=3,
                  steps_per_epoch=None, eval_batch_size=256, resume=False, overwrite=False,
-                 flag_values=None, strategy=None, run_flagfile=None, init_from=None):
+                 flag_values=None, strategy=None, run_flagfile=None, init_from=None,
+                 logit_loss="mse", kd_temperature=1.0, kd_weight=None, ce_weight=1.0):
         self.cfg, self.out_dir = cfg, out_dir
         self.epochs, self.batch_size, self.base_lr = epochs, batch_size, lr
         self.weight_decay, self.lr_schedule = weight_decay, lr_schedule
         self.label_smoothing, self.alpha = label_smoothing, distill_alpha
+        if logit_loss not in distill.LOGIT_LOSSES:
+            raise cli.UserError(f"--logit_loss {logit_loss!r}: expected one of "
+                                f"{', '.join(distill.LOGIT_LOSSES)}")
+        if not kd_temperature > 0:
+            raise cli.UserError(f"--kd_temperature {kd_temperature}: expected a positive number")
+        if not ce_weight >= 0 or (kd_weight is not None and not kd_weight >= 0):
+            raise cli.UserError(f"--ce_weight {ce_weight} / --kd_weight {kd_weight}: expected "
+                                "weights >= 0")
+        if ce_weight == 0 and (teacher_dir is None or not use_distill):
+            raise cli.UserError("--ce_weight=0 leaves a model without a teacher nothing to learn "
+                                "from; expected --teacher with --distill, or a positive "
+                                "--ce_weight")
+        self.logit_loss, self.kd_temperature = logit_loss, kd_temperature
+        self.kd_weight, self.ce_weight = kd_weight, ce_weight
         self.clip_norm = clip_norm
         self.select_pass, self.levels = select_pass, levels
         self.eval_batch_size = eval_batch_size
@@ -291,7 +314,8 @@ class Trainer:
             label_smoothing=label_smoothing, clip_norm=clip_norm, teacher=teacher_dir,
             init_from=init_from, init_from_teacher=init_from_teacher, distill=use_distill,
             distill_alpha=distill_alpha, select_pass=select_pass, J=levels,
-            eval_batch_size=eval_batch_size)
+            logit_loss=logit_loss, kd_temperature=kd_temperature, kd_weight=kd_weight,
+            ce_weight=ce_weight, eval_batch_size=eval_batch_size)
         labels = sc.class_labels(cfg.task, cfg.wanted_words, cfg.silence_percentage,
                                  cfg.unknown_percentage)[0]
         self.spec = checkpoints.model_spec(model_name, model_kwargs, labels, self.depths)
@@ -465,7 +489,8 @@ class Trainer:
             logits, feats = models.split_training_outputs(self.model(x, training=True))
             loss, terms = distill.student_loss(
                 y, logits, self.weights, feats, teacher_logits, teacher_feats, self.alpha,
-                self.select_pass, self.levels, self.label_smoothing)
+                self.select_pass, self.levels, self.label_smoothing, self.logit_loss,
+                self.kd_temperature, self.kd_weight, self.ce_weight)
             decay = tf.add_n([tf.reduce_sum(tf.square(v)) for v in self.main_vars])
             total = loss + 0.5 * self.weight_decay * decay
             if self.replicas > 1:
@@ -654,7 +679,9 @@ def trainer_from_flags(strategy=None):
         FLAGS.label_smoothing, FLAGS.clip_norm, FLAGS.teacher,
         FLAGS.init_from_teacher, FLAGS.distill, FLAGS.distill_alpha, FLAGS.select_pass, FLAGS.J, FLAGS.thin_n, FLAGS.steps_per_epoch,
         FLAGS.eval_batch_size, FLAGS.resume, FLAGS.overwrite,
-        init_from=FLAGS.init_from,
+        init_from=FLAGS.init_from, logit_loss=FLAGS.logit_loss,
+        kd_temperature=FLAGS.kd_temperature, kd_weight=FLAGS.kd_weight,
+        ce_weight=FLAGS.ce_weight,
         flag_values={f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])
                      + FLAGS.get_key_flags_for_module(data_flags)
                      if f.name not in cli_vocabulary.COMMON_FLAGS},  # not --json_out, --debug

@@ -202,6 +202,25 @@ def test_resume_of_a_run_made_before_the_cli_vocabulary(tiny_corpus, run_copy, t
     assert flags["resumed_with"][-1]["epochs"] == 2
 
 
+def test_resume_of_a_run_made_before_the_logit_loss_flags(tiny_corpus, run_copy):
+    """Runs stored before --logit_loss / --kd_temperature / --kd_weight / --ce_weight existed
+    trained with their defaults: a resume with the defaults goes on, another value is refused
+    by name (run_dirs.ADDED_DEFAULTS)."""
+    path = os.path.join(run_copy, "flags.json")
+    stored = json.load(open(path))
+    for k in ("logit_loss", "kd_temperature", "kd_weight", "ce_weight"):
+        del stored[k]
+    with open(path, "w") as f:
+        json.dump(stored, f)
+    before = snapshot(run_copy)
+    with pytest.raises(CheckpointError) as err:
+        make_trainer(tiny_corpus, run_copy, epochs=2, resume=True, logit_loss="kl")
+    assert "--logit_loss mse (stored) vs kl (given)" in str(err.value)
+    assert snapshot(run_copy) == before
+    trainer = make_trainer(tiny_corpus, run_copy, epochs=2, resume=True)
+    assert int(trainer.epoch.numpy()) == 1
+
+
 # -- atomic writes --------------------------------------------------------------------------------
 def test_atomic_write_json_keeps_the_old_file_when_writing_fails(tmp_path):
     path = str(tmp_path / "history.json")

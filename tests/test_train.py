@@ -95,6 +95,42 @@ def test_student_loss_weighting_per_depth():
     np.testing.assert_allclose(total.numpy(), ref, rtol=1e-5)
 
 
+def test_kl_logit_loss_matches_numpy_and_weights():
+    """--logit_loss=kl: tau^2 * mean KL(softmax(z_T / tau) || softmax(z_S / tau)) against a NumPy
+    reference; --kd_weight / --ce_weight weight the terms (FID still alpha)."""
+    rng = np.random.default_rng(3)
+    zs, zt = rng.standard_normal((5, 9)) * 3, rng.standard_normal((5, 9)) * 3
+    tau = 4.0
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    ps, pt = softmax(zs / tau), softmax(zt / tau)
+    ref = tau ** 2 * np.mean(np.sum(pt * (np.log(pt) - np.log(ps)), axis=1))
+    got = distill.logit_loss(tf.constant(zs, tf.float32), tf.constant(zt, tf.float32), "kl", tau)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5)
+    assert distill.logit_loss(tf.constant(zt, tf.float32), tf.constant(zt, tf.float32), "kl",
+                              tau).numpy() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="logit loss"):
+        distill.logit_loss(tf.constant(zs), tf.constant(zt), "l1")
+    # the gradient of tau^2 KL w.r.t. z_S is tau (p_S - p_T) / B: the CE's scale at tau 1
+    z = tf.Variable(zs, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        loss = distill.logit_loss(z, tf.constant(zt, tf.float32), "kl", tau)
+    np.testing.assert_allclose(tape.gradient(loss, z).numpy(), tau * (ps - pt) / 5, atol=1e-6)
+
+    y = np.array([0, 3, 8, 1, 2])
+    logits = {8: tf.constant(zs, tf.float32)}
+    total, terms = distill.student_loss(y, logits, {8: 1.0}, None, tf.constant(zt, tf.float32),
+                                        None, alpha=0.01, logit_kind="kl", temperature=tau,
+                                        kd_weight=0.7, ce_weight=0.2)
+    z = zs - zs.max(1, keepdims=True)
+    ce = np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(5), y])
+    np.testing.assert_allclose(terms["kd_d8"].numpy(), ref, rtol=1e-5)
+    np.testing.assert_allclose(total.numpy(), 0.2 * ce + 0.7 * ref, rtol=1e-5)
+
+
 # -- runs on a tiny corpus ---------------------------------------------------------------------------
 def tiny_cfg(corpus):
     return DataConfig(data_dir=corpus, wanted_words="yes,no,up,down")
@@ -177,6 +213,26 @@ def test_student_with_fid_from_teacher(tiny_corpus, tiny_teacher, tmp_path):
     assert set(metrics["final_val"]) == {"val_acc_d8", "val_acc_d4", "val_acc_d2"}
     hist = json.load(open(tmp_path / "history.json"))
     assert hist[0]["fid_d8"] > 0 and hist[0]["kd_d8"] > 0 and np.isfinite(hist[0]["loss"])
+
+
+def test_kl_student_and_bad_objective_flags(tiny_corpus, tiny_teacher, tmp_path):
+    teacher_dir, _ = tiny_teacher
+    from pipeline import cli
+    with pytest.raises(cli.UserError, match="--ce_weight=0"):
+        make_trainer(tiny_corpus, tmp_path / "a", ce_weight=0.0)
+    with pytest.raises(cli.UserError, match="--kd_temperature"):
+        make_trainer(tiny_corpus, tmp_path / "b", model="bifsmnv2", teacher_dir=teacher_dir,
+                     logit_loss="kl", kd_temperature=0.0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    trainer = make_trainer(tiny_corpus, tmp_path / "kl", model="bifsmnv2", epochs=1,
+                           teacher_dir=teacher_dir, logit_loss="kl", kd_temperature=2.0,
+                           kd_weight=1.0, ce_weight=0.0)
+    trainer.fit()
+    flags = json.load(open(tmp_path / "kl" / "flags.json"))
+    assert (flags["logit_loss"], flags["kd_temperature"], flags["kd_weight"],
+            flags["ce_weight"]) == ("kl", 2.0, 1.0, 0.0)
+    hist = json.load(open(tmp_path / "kl" / "history.json"))
+    assert hist[0]["kd_d8"] >= 0 and np.isfinite(hist[0]["loss"])
 
 
 def test_evaluate_both_layouts(tiny_teacher, tiny_corpus, tiny_test_set, tmp_path, capsys):
