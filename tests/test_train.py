@@ -7,7 +7,7 @@ import pytest
 import pywt
 import tensorflow as tf
 
-from pipeline import distill
+from pipeline import cli, distill
 from pipeline import evaluate as ev
 from pipeline.input_pipeline import DataConfig
 from pipeline.train import NonFiniteLoss, Trainer
@@ -217,7 +217,6 @@ def test_student_with_fid_from_teacher(tiny_corpus, tiny_teacher, tmp_path):
 
 def test_kl_student_and_bad_objective_flags(tiny_corpus, tiny_teacher, tmp_path):
     teacher_dir, _ = tiny_teacher
-    from pipeline import cli
     with pytest.raises(cli.UserError, match="--ce_weight=0"):
         make_trainer(tiny_corpus, tmp_path / "a", ce_weight=0.0)
     with pytest.raises(cli.UserError, match="--kd_temperature"):
